@@ -1,0 +1,57 @@
+/* client.h: the alps command-line client.  Subcommands are small files,
+ * each with a const descriptor gathered in the table in main.c. */
+#ifndef ALPS_CLIENT_H
+#define ALPS_CLIENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "proto/wire.h"
+
+/* Exit codes, documented in alps(1). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAILED = 1,
+	EXIT_USAGE = 2,
+	EXIT_UNREACHABLE = 3,
+};
+
+struct client {
+	const char *socket_path;
+	bool json;
+	bool quiet;
+	struct wire_client wire;
+	bool connected;
+};
+
+struct command {
+	const char *name;
+	const char *summary;
+	const char *usage;      /* after "alps NAME " */
+	const char *help;       /* options, one per line */
+	int (*run)(struct client *cl, int argc, char **argv);
+};
+
+extern const struct command cmd_status;
+
+/* Connect (once) to the daemon. */
+int client_connect(struct client *cl, alps_error **err);
+/* Call and wait for the final response; progress goes to on_progress. */
+Alps__Response *client_call(struct client *cl, Alps__Request *req,
+			    void (*on_progress)(const Alps__Response *, void *), void *arg,
+			    alps_error **err);
+/* Report err on stderr (or as JSON on stdout with --json) and map it to
+ * an exit code. */
+int client_report_error(struct client *cl, const char *what, const alps_error *err);
+/* The same for a final response whose status is not OK. */
+int client_report_response(struct client *cl, const char *what, const Alps__Response *resp);
+/* Print j (stolen) as JSON on stdout. */
+void client_print_json(json_t *j);
+/* Print a command's usage to out. */
+void command_usage(const struct command *c, FILE *out);
+/* Standard option handling for a subcommand: --help / -h.  Returns -1 and
+ * prints usage on stdout when help was asked for. */
+bool command_wants_help(const struct command *c, int argc, char **argv);
+
+#endif

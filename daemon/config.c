@@ -1,0 +1,570 @@
+/* config.c: the option table and the TOML loader (see config.h). */
+#include <config.h>
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/toml.h"
+#include "common/util.h"
+
+enum opt_type {
+	OPT_STRING,
+	OPT_PATH,       /* absolute path */
+	OPT_INT,
+	OPT_SIZE,       /* integer bytes or "10G" */
+	OPT_BOOL,
+	OPT_ENUM,       /* one of choices */
+	OPT_LIST,       /* array of strings */
+};
+
+struct option_def {
+	const char *key;                /* "section.name" */
+	enum opt_type type;
+	size_t offset;                  /* into struct config */
+	const char *def;                /* default, as text (lists: ',' separated) */
+	int64_t min, max;               /* OPT_INT, OPT_SIZE */
+	const char *const *choices;     /* OPT_ENUM, NULL-terminated */
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+#define MAXI INT64_MAX
+
+static const char *const log_levels[] = { "error", "warn", "notice", "info", "debug", NULL };
+static const char *const compressors[] = { "zstd", "gzip", "xz", "lz4", "lzo", NULL };
+static const char *const hw_thread_modes[] = { "all", "first", NULL };
+
+static const struct option_def options[] = {
+	{ "daemon.socket", OPT_PATH, OFF(socket_path), ALPS_RUNSTATEDIR "/alps/alpsd.sock", 0, 0, NULL,
+	  "Unix socket the daemon listens on (mode 0666; every request is authorized)" },
+	{ "daemon.state_dir", OPT_PATH, OFF(state_dir), ALPS_LOCALSTATEDIR "/lib/alps", 0, 0, NULL,
+	  "the image store: alps.db, layers/, tmp/" },
+	{ "daemon.run_dir", OPT_PATH, OFF(run_dir), ALPS_RUNSTATEDIR "/alps", 0, 0, NULL,
+	  "job state: jobs/<job>/ with pinned namespaces" },
+	{ "daemon.log_level", OPT_ENUM, OFF(log_level), "info", 0, 0, log_levels,
+	  "error, warn, notice, info or debug" },
+	{ "daemon.admin_group", OPT_STRING, OFF(admin_group), "", 0, 0, NULL,
+	  "members of this group may use admin operations (root always may)" },
+	{ "daemon.max_connections", OPT_INT, OFF(max_connections), "4096", 1, 1000000, NULL,
+	  "connections beyond this are closed at once" },
+	{ "daemon.max_frame_size", OPT_SIZE, OFF(max_frame_size), "4M", 4096, 256LL << 20, NULL,
+	  "largest protocol frame accepted; a larger one closes the connection" },
+	{ "daemon.idle_timeout", OPT_INT, OFF(idle_timeout_s), "300", 1, 86400, NULL,
+	  "seconds an idle or half-sent connection is kept" },
+	{ "daemon.shutdown_grace", OPT_INT, OFF(shutdown_grace_s), "10", 0, 3600, NULL,
+	  "seconds in-flight requests get to finish at SIGTERM" },
+	{ "daemon.workers", OPT_INT, OFF(workers), "4", 1, 256, NULL,
+	  "worker threads for conversion and other heavy work" },
+
+	{ "store.max_size", OPT_SIZE, OFF(max_size), "0", 0, MAXI, NULL,
+	  "size limit of the layer store in bytes (0: none)" },
+	{ "store.compression", OPT_ENUM, OFF(compression), "zstd", 0, 0, compressors,
+	  "squashfs compressor of converted layers" },
+	{ "store.compression_level", OPT_INT, OFF(compression_level), "3", 0, 22, NULL,
+	  "compressor level (0: the compressor's default)" },
+	{ "store.max_layer_entries", OPT_INT, OFF(max_layer_entries), "2000000", 1, MAXI, NULL,
+	  "a layer with more tar entries is rejected" },
+	{ "store.max_layer_bytes", OPT_SIZE, OFF(max_layer_bytes), "256G", 1, MAXI, NULL,
+	  "a layer whose uncompressed tar is larger is rejected (decompression bombs)" },
+	{ "store.max_parallel_layers", OPT_INT, OFF(max_parallel_layers), "4", 1, 64, NULL,
+	  "layers downloaded and converted at once" },
+
+	{ "registry.default", OPT_STRING, OFF(default_registry), "docker.io", 0, 0, NULL,
+	  "registry of references that name none" },
+	{ "registry.platform", OPT_STRING, OFF(platform), "", 0, 0, NULL,
+	  "os/arch[/variant] chosen from image indexes (empty: this node's)" },
+	{ "registry.timeout", OPT_INT, OFF(http_timeout_s), "30", 1, 3600, NULL,
+	  "seconds without progress before an HTTP transfer is abandoned" },
+	{ "registry.retries", OPT_INT, OFF(http_retries), "5", 0, 100, NULL,
+	  "retries of a failed HTTP request (5xx, 429, reset)" },
+
+	{ "jobs.allow_user_run", OPT_BOOL, OFF(allow_user_run), "true", 0, 0, NULL,
+	  "whether ordinary users may use 'alps run'" },
+	{ "jobs.default_mounts", OPT_LIST, OFF(default_mounts), "", 0, 0, NULL,
+	  "mounts added to every job, as SRC:DST[:FLAGS]" },
+	{ "jobs.devices", OPT_LIST, OFF(devices), "", 0, 0, NULL,
+	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
+
+	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
+	  "hwloc XML file to load instead of the live machine" },
+	{ "topology.nic_patterns", OPT_LIST, OFF(nic_patterns), "hsn*,hsi*,cxi*,mlx5_*,ib*", 0, 0, NULL,
+	  "names of high-speed NICs (shell patterns); other NICs are never chosen" },
+	{ "topology.reserved_cores", OPT_STRING, OFF(reserved_cores), "none", 0, 0, NULL,
+	  "cores kept from jobs: none, first-per-l3, or a list such as 0,8,16-17" },
+	{ "topology.hw_threads", OPT_ENUM, OFF(hw_threads), "all", 0, 0, hw_thread_modes,
+	  "give tasks all hardware threads of a core, or only the first" },
+	{ "topology.nic_env", OPT_LIST, OFF(nic_env), "", 0, 0, NULL,
+	  "per-task NIC variables, VAR=template (see alps-topology(7))" },
+
+	{ "fabric.enabled", OPT_BOOL, OFF(fabric_enabled), "false", 0, 0, NULL,
+	  "open warm libfabric endpoints and track peers" },
+	{ "fabric.provider", OPT_STRING, OFF(fabric_provider), "", 0, 0, NULL,
+	  "libfabric provider (empty: best of cxi, verbs;ofi_rxm, tcp;ofi_rxm)" },
+	{ "fabric.address", OPT_STRING, OFF(fabric_address), "", 0, 0, NULL,
+	  "tcp provider: local address to bind" },
+	{ "fabric.port", OPT_INT, OFF(fabric_port), "7771", 1, 65535, NULL,
+	  "tcp provider: service port of every node's daemon" },
+	{ "fabric.peers", OPT_LIST, OFF(peers), "", 0, 0, NULL,
+	  "the cluster's nodes, host[:port]" },
+	{ "fabric.peers_file", OPT_STRING, OFF(peers_file), "", 0, 0, NULL,
+	  "file with one peer per line, read at start and on SIGHUP" },
+	{ "fabric.liveness_interval_ms", OPT_INT, OFF(liveness_interval_ms), "5000", 100, 3600000, NULL,
+	  "how often each peer is checked" },
+	{ "fabric.peer_down_after_ms", OPT_INT, OFF(peer_down_after_ms), "15000", 100, 86400000, NULL,
+	  "a peer silent this long is reported down" },
+};
+
+static const struct option_def *option_find(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++)
+		if (strcmp(options[i].key, key) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static void strlist_clear(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static void strlist_add(struct strlist *l, const char *s)
+{
+	l->v = xreallocarray(l->v, l->n + 1, sizeof(char *));
+	l->v[l->n++] = xstrdup(s);
+}
+
+static int check_int(const struct option_def *o, int64_t v, alps_error **err)
+{
+	if (v < o->min || v > o->max)
+		return alps_fail(err, ALPS_E_INVALID, "%s = %" PRId64 " is out of range [%" PRId64
+				 ", %" PRId64 "]", o->key, v, o->min, o->max);
+	return 0;
+}
+
+/* Parse a text value of option o and store it into c. */
+static int option_set_text(struct config *c, const struct option_def *o, const char *v,
+			   alps_error **err)
+{
+	void *field = (char *)c + o->offset;
+	switch (o->type) {
+	case OPT_PATH:
+		if (v[0] != '/')
+			return alps_fail(err, ALPS_E_INVALID, "%s must be an absolute path, not '%s'",
+					 o->key, v);
+		/* fallthrough */
+	case OPT_STRING:
+		free(*(char **)field);
+		*(char **)field = xstrdup(v);
+		return 0;
+	case OPT_ENUM:
+		for (const char *const *ch = o->choices; *ch; ch++) {
+			if (strcmp(*ch, v) == 0) {
+				free(*(char **)field);
+				*(char **)field = xstrdup(v);
+				return 0;
+			}
+		}
+		return alps_fail(err, ALPS_E_INVALID, "%s = '%s' is not one of the allowed values",
+				 o->key, v);
+	case OPT_BOOL:
+		if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0)
+			*(bool *)field = true;
+		else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "0") == 0)
+			*(bool *)field = false;
+		else
+			return alps_fail(err, ALPS_E_INVALID, "%s must be true or false, not '%s'",
+					 o->key, v);
+		return 0;
+	case OPT_INT: {
+		char *end;
+		errno = 0;
+		long long n = strtoll(v, &end, 10);
+		if (errno || end == v || *end)
+			return alps_fail(err, ALPS_E_INVALID, "%s must be an integer, not '%s'", o->key, v);
+		if (check_int(o, n, err) < 0)
+			return -1;
+		*(int64_t *)field = n;
+		return 0;
+	}
+	case OPT_SIZE: {
+		uint64_t n;
+		if (parse_size(v, &n) < 0 || n > INT64_MAX)
+			return alps_fail(err, ALPS_E_INVALID,
+					 "%s must be a size such as 4096, 512M or 10G, not '%s'", o->key, v);
+		if (check_int(o, (int64_t)n, err) < 0)
+			return -1;
+		*(int64_t *)field = (int64_t)n;
+		return 0;
+	}
+	case OPT_LIST: {
+		struct strlist *l = field;
+		strlist_clear(l);
+		_cleanup_free_ char *copy = xstrdup(v);
+		char *save = NULL;
+		for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+			strlist_add(l, t);
+		return 0;
+	}
+	}
+	return alps_fail(err, ALPS_E_INTERNAL, "option %s has an unknown type", o->key);
+}
+
+struct config *config_new_defaults(void)
+{
+	struct config *c = xzalloc(sizeof(*c));
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+		alps_error *err = NULL;
+		if (option_set_text(c, &options[i], options[i].def, &err) < 0)
+			log_fatal("built-in default of %s is invalid: %s", options[i].key, err->msg);
+	}
+	return c;
+}
+
+static void registry_conf_clear(struct registry_conf *r)
+{
+	free(r->host);
+	free(r->ca_file);
+	strlist_clear(&r->mirrors);
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+		void *field = (char *)c + options[i].offset;
+		switch (options[i].type) {
+		case OPT_STRING:
+		case OPT_PATH:
+		case OPT_ENUM:
+			free(*(char **)field);
+			break;
+		case OPT_LIST:
+			strlist_clear(field);
+			break;
+		default:
+			break;
+		}
+	}
+	for (size_t i = 0; i < c->nregistries; i++)
+		registry_conf_clear(&c->registries[i]);
+	free(c->registries);
+	free(c);
+}
+
+int config_set(struct config *c, const char *key, const char *value, alps_error **err)
+{
+	const struct option_def *o = option_find(key);
+	if (!o)
+		return alps_fail(err, ALPS_E_INVALID, "unknown option '%s'", key);
+	return option_set_text(c, o, value, err);
+}
+
+/* Store one TOML value v into option o. */
+static int option_set_toml(struct config *c, const struct option_def *o, const toml_value *v,
+			   alps_error **err)
+{
+	switch (v->type) {
+	case TOML_STRING:
+		if (memchr(v->u.str.ptr, '\0', v->u.str.len))
+			return alps_fail(err, ALPS_E_INVALID, "%s must not contain NUL", o->key);
+		if (o->type == OPT_LIST) {
+			/* A single string for a list is a list of one: no splitting. */
+			struct strlist *l = (void *)((char *)c + o->offset);
+			strlist_clear(l);
+			strlist_add(l, v->u.str.ptr);
+			return 0;
+		}
+		if (o->type == OPT_INT || o->type == OPT_BOOL)
+			break;
+		return option_set_text(c, o, v->u.str.ptr, err);
+	case TOML_INTEGER:
+		if (o->type != OPT_INT && o->type != OPT_SIZE)
+			break;
+		if (check_int(o, v->u.i, err) < 0)
+			return -1;
+		*(int64_t *)((char *)c + o->offset) = v->u.i;
+		return 0;
+	case TOML_BOOL:
+		if (o->type != OPT_BOOL)
+			break;
+		*(bool *)((char *)c + o->offset) = v->u.b;
+		return 0;
+	case TOML_ARRAY: {
+		if (o->type != OPT_LIST)
+			break;
+		struct strlist *l = (void *)((char *)c + o->offset);
+		strlist_clear(l);
+		for (size_t i = 0; i < v->u.arr.n; i++) {
+			const toml_value *it = v->u.arr.items[i];
+			if (it->type != TOML_STRING || memchr(it->u.str.ptr, '\0', it->u.str.len))
+				return alps_fail(err, ALPS_E_INVALID, "%s[%zu] must be a string", o->key, i);
+			strlist_add(l, it->u.str.ptr);
+		}
+		return 0;
+	}
+	default:
+		break;
+	}
+	static const char *want[] = {
+		[OPT_STRING] = "a string", [OPT_PATH] = "a path string", [OPT_INT] = "an integer",
+		[OPT_SIZE] = "an integer or a size string", [OPT_BOOL] = "true or false",
+		[OPT_ENUM] = "a string", [OPT_LIST] = "an array of strings",
+	};
+	return alps_fail(err, ALPS_E_INVALID, "%s must be %s, not %s", o->key, want[o->type],
+			 toml_type_name(v->type));
+}
+
+/* [[registry.host]] entries: host = "...", mirrors = [...], insecure, ca_file. */
+static int load_registry_host(struct config *c, const toml_value *t, alps_error **err)
+{
+	if (t->type != TOML_TABLE)
+		return alps_fail(err, ALPS_E_INVALID, "registry.host entries must be tables");
+	struct registry_conf r = { 0 };
+	for (size_t i = 0; i < t->u.tab.n; i++) {
+		const char *k = t->u.tab.keys[i];
+		const toml_value *v = t->u.tab.vals[i];
+		if (strcmp(k, "host") == 0 && v->type == TOML_STRING) {
+			free(r.host);
+			r.host = xstrdup(v->u.str.ptr);
+		} else if (strcmp(k, "ca_file") == 0 && v->type == TOML_STRING && v->u.str.ptr[0] == '/') {
+			free(r.ca_file);
+			r.ca_file = xstrdup(v->u.str.ptr);
+		} else if (strcmp(k, "insecure") == 0 && v->type == TOML_BOOL) {
+			r.insecure = v->u.b;
+		} else if (strcmp(k, "mirrors") == 0 && v->type == TOML_ARRAY) {
+			for (size_t j = 0; j < v->u.arr.n; j++) {
+				if (v->u.arr.items[j]->type != TOML_STRING) {
+					registry_conf_clear(&r);
+					return alps_fail(err, ALPS_E_INVALID,
+							 "line %d: registry.host.mirrors must be strings",
+							 v->line);
+				}
+				strlist_add(&r.mirrors, v->u.arr.items[j]->u.str.ptr);
+			}
+		} else {
+			int line = t->u.tab.key_line[i], col = t->u.tab.key_col[i];
+			registry_conf_clear(&r);
+			return alps_fail(err, ALPS_E_INVALID,
+					 "line %d, column %d: registry.host.%s: unknown key or wrong type "
+					 "(host: string, mirrors: array, insecure: bool, ca_file: absolute path)",
+					 line, col, k);
+		}
+	}
+	if (!r.host) {
+		registry_conf_clear(&r);
+		return alps_fail(err, ALPS_E_INVALID, "line %d: registry.host entry without 'host'",
+				 t->line);
+	}
+	c->registries = xreallocarray(c->registries, c->nregistries + 1, sizeof(*c->registries));
+	c->registries[c->nregistries++] = r;
+	return 0;
+}
+
+static int load_section(struct config *c, const char *section, const toml_value *t,
+			alps_error **err)
+{
+	for (size_t i = 0; i < t->u.tab.n; i++) {
+		const char *k = t->u.tab.keys[i];
+		const toml_value *v = t->u.tab.vals[i];
+		int line = t->u.tab.key_line[i], col = t->u.tab.key_col[i];
+		if (strcmp(section, "registry") == 0 && strcmp(k, "host") == 0 && v->type == TOML_ARRAY) {
+			for (size_t j = 0; j < v->u.arr.n; j++)
+				if (load_registry_host(c, v->u.arr.items[j], err) < 0)
+					return -1;
+			continue;
+		}
+		_cleanup_free_ char *key = xasprintf("%s.%s", section, k);
+		const struct option_def *o = option_find(key);
+		if (!o)
+			return alps_fail(err, ALPS_E_INVALID, "line %d, column %d: unknown key '%s'",
+					 line, col, key);
+		if (option_set_toml(c, o, v, err) < 0)
+			return alps_error_prefix(err, "line %d, column %d", line, col);
+	}
+	return 0;
+}
+
+static int read_file(const char *path, char **out, size_t *len, alps_error **err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return alps_fail_errno(err, "cannot open %s", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return alps_fail_errno(err, "cannot stat %s", path);
+	if (!S_ISREG(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "%s is not a regular file", path);
+	if (st.st_size > (1 << 20))
+		return alps_fail(err, ALPS_E_LIMIT, "%s is larger than 1 MiB", path);
+	char *buf = xmalloc((size_t)st.st_size + 1);
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(buf);
+			return alps_fail_errno(err, "cannot read %s", path);
+		}
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
+int config_load_file(struct config *c, const char *path, bool required, alps_error **err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (access(path, F_OK) < 0 && errno == ENOENT && !required)
+		return 0;
+	if (read_file(path, &text, &len, err) < 0)
+		return -1;
+	toml_value *root = NULL;
+	struct toml_error terr;
+	if (toml_parse(text, len, &root, &terr) < 0)
+		return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: %s", path, terr.line, terr.col,
+				 terr.msg);
+	int rc = 0;
+	for (size_t i = 0; i < root->u.tab.n && rc == 0; i++) {
+		const char *section = root->u.tab.keys[i];
+		const toml_value *v = root->u.tab.vals[i];
+		static const char *sections[] = { "daemon", "store", "registry", "jobs", "topology",
+						  "fabric" };
+		bool known = false;
+		for (size_t s = 0; s < ARRAY_SIZE(sections); s++)
+			known = known || strcmp(sections[s], section) == 0;
+		if (!known || v->type != TOML_TABLE)
+			rc = alps_fail(err, ALPS_E_INVALID, "line %d, column %d: unknown %s '%s'",
+				       root->u.tab.key_line[i], root->u.tab.key_col[i],
+				       v->type == TOML_TABLE ? "section" : "key", section);
+		else
+			rc = load_section(c, section, v, err);
+	}
+	toml_free(root);
+	if (rc < 0)
+		return alps_error_prefix(err, "%s", path);
+	return 0;
+}
+
+int config_validate(const struct config *c, alps_error **err)
+{
+	if (strcmp(c->reserved_cores, "none") != 0 && strcmp(c->reserved_cores, "first-per-l3") != 0 &&
+	    strspn(c->reserved_cores, "0123456789,-") != strlen(c->reserved_cores))
+		return alps_fail(err, ALPS_E_INVALID,
+				 "topology.reserved_cores must be none, first-per-l3 or a cpu list, not '%s'",
+				 c->reserved_cores);
+	for (size_t i = 0; i < c->nic_env.n; i++)
+		if (!strchr(c->nic_env.v[i], '='))
+			return alps_fail(err, ALPS_E_INVALID, "topology.nic_env entry '%s' is not VAR=template",
+					 c->nic_env.v[i]);
+	return 0;
+}
+
+const struct registry_conf *config_registry(const struct config *c, const char *host)
+{
+	for (size_t i = 0; i < c->nregistries; i++)
+		if (strcmp(c->registries[i].host, host) == 0)
+			return &c->registries[i];
+	return NULL;
+}
+
+/* Print s as a TOML basic string. */
+static void print_toml_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+static void print_option(FILE *out, const struct config *c, const struct option_def *o)
+{
+	const void *field = (const char *)c + o->offset;
+	const char *dot = strchr(o->key, '.');
+	fprintf(out, "# %s\n%s = ", o->help, dot + 1);
+	switch (o->type) {
+	case OPT_STRING:
+	case OPT_PATH:
+	case OPT_ENUM:
+		print_toml_string(out, *(char *const *)field);
+		break;
+	case OPT_INT:
+	case OPT_SIZE:
+		fprintf(out, "%" PRId64, *(const int64_t *)field);
+		break;
+	case OPT_BOOL:
+		fputs(*(const bool *)field ? "true" : "false", out);
+		break;
+	case OPT_LIST: {
+		const struct strlist *l = field;
+		fputc('[', out);
+		for (size_t i = 0; i < l->n; i++) {
+			if (i)
+				fputs(", ", out);
+			print_toml_string(out, l->v[i]);
+		}
+		fputc(']', out);
+		break;
+	}
+	}
+	fputc('\n', out);
+}
+
+void config_print(const struct config *c, FILE *out)
+{
+	size_t prev_len = 0;
+	const char *prev = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+		const struct option_def *o = &options[i];
+		size_t seclen = (size_t)(strchr(o->key, '.') - o->key);
+		if (!prev || seclen != prev_len || strncmp(prev, o->key, seclen) != 0) {
+			fprintf(out, "%s[%.*s]\n", prev ? "\n" : "", (int)seclen, o->key);
+			prev = o->key;
+			prev_len = seclen;
+		}
+		print_option(out, c, o);
+		if (strcmp(o->key, "registry.retries") == 0) {
+			for (size_t r = 0; r < c->nregistries; r++) {
+				const struct registry_conf *rc = &c->registries[r];
+				fprintf(out, "\n[[registry.host]]\nhost = ");
+				print_toml_string(out, rc->host);
+				fprintf(out, "\ninsecure = %s\nmirrors = [", rc->insecure ? "true" : "false");
+				for (size_t m = 0; m < rc->mirrors.n; m++) {
+					fputs(m ? ", " : "", out);
+					print_toml_string(out, rc->mirrors.v[m]);
+				}
+				fputs("]\n", out);
+				if (rc->ca_file) {
+					fputs("ca_file = ", out);
+					print_toml_string(out, rc->ca_file);
+					fputc('\n', out);
+				}
+				/* Back into [registry] would be invalid TOML after an
+				 * array of tables; registry options come first in the
+				 * table, so nothing follows here. */
+			}
+		}
+	}
+}

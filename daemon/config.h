@@ -1,0 +1,95 @@
+/* config.h: alpsd's configuration.
+ *
+ * Every option is declared once, in the table in config.c, with its TOML
+ * key ("section.name"), type, bounds, default and help.  A file is parsed
+ * with the project's TOML parser; unknown keys and bad values are errors
+ * that name the file, line and key.  Command-line options are applied on
+ * top (config_set()). */
+#ifndef ALPS_CONFIG_H
+#define ALPS_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+
+struct strlist {
+	size_t n;
+	char **v;       /* owned */
+};
+
+struct registry_conf {
+	char *host;             /* "docker.io", "localhost:5000" */
+	struct strlist mirrors; /* tried in order before host */
+	bool insecure;          /* allow plain HTTP */
+	char *ca_file;          /* extra CA bundle, or NULL */
+};
+
+struct config {
+	/* [daemon] */
+	char *socket_path;
+	char *state_dir;            /* alps.db, layers/, tmp/ */
+	char *run_dir;              /* jobs/<job>/, lock */
+	char *log_level;
+	char *admin_group;          /* "" = root only */
+	int64_t max_connections;
+	int64_t max_frame_size;
+	int64_t idle_timeout_s;     /* idle or half-sent request */
+	int64_t shutdown_grace_s;   /* in-flight requests at SIGTERM */
+	int64_t workers;            /* worker pool for heavy work */
+
+	/* [store] */
+	int64_t max_size;           /* bytes, 0 = unlimited */
+	char *compression;          /* squashfs compressor */
+	int64_t compression_level;
+	int64_t max_layer_entries;
+	int64_t max_layer_bytes;    /* uncompressed tar bytes */
+	int64_t max_parallel_layers;
+
+	/* [registry] */
+	char *default_registry;
+	char *platform;             /* "" = the node's */
+	int64_t http_timeout_s;
+	int64_t http_retries;
+	struct registry_conf *registries;   /* [[registry.host]] */
+	size_t nregistries;
+
+	/* [jobs] */
+	bool allow_user_run;
+	struct strlist default_mounts;      /* "SRC:DST[:FLAGS]" */
+	struct strlist devices;             /* host devices bound into /dev */
+
+	/* [topology] */
+	char *topology_xml;                 /* "" = the live machine */
+	struct strlist nic_patterns;        /* fnmatch() on OS device names */
+	char *reserved_cores;               /* "none", "first-per-l3", or a cpu list */
+	char *hw_threads;                   /* "all" or "first" */
+	struct strlist nic_env;             /* "VAR=template" for NIC variables */
+
+	/* [fabric] */
+	bool fabric_enabled;
+	char *fabric_provider;              /* "" = best of cxi, verbs;ofi_rxm, tcp;ofi_rxm */
+	char *fabric_address;               /* tcp: local address to bind */
+	int64_t fabric_port;                /* tcp: service port */
+	struct strlist peers;               /* "host[:port]" or addresses */
+	char *peers_file;
+	int64_t liveness_interval_ms;
+	int64_t peer_down_after_ms;
+};
+
+/* A config with every default. */
+struct config *config_new_defaults(void);
+void config_free(struct config *c);
+/* Load path on top of c.  A missing file is an error only if required. */
+int config_load_file(struct config *c, const char *path, bool required, alps_error **err);
+/* Set one option by key from a string (command line): "daemon.socket". */
+int config_set(struct config *c, const char *key, const char *value, alps_error **err);
+/* Cross-option checks after everything is applied. */
+int config_validate(const struct config *c, alps_error **err);
+/* Print the effective config as TOML, with help comments. */
+void config_print(const struct config *c, FILE *out);
+/* The registry entry for host, or NULL. */
+const struct registry_conf *config_registry(const struct config *c, const char *host);
+
+#endif

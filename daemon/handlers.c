@@ -1,0 +1,40 @@
+/* handlers.c: the table of operations (see handlers.h). */
+#include <config.h>
+
+#include "daemon/handlers.h"
+
+static int op_not_implemented(struct request *rq, const Alps__Request *req, alps_error **err);
+
+static const struct handler handler_table[] = {
+	{ ALPS__REQUEST__OP_HELLO, "hello", PRIV_USER, op_hello },
+	{ ALPS__REQUEST__OP_STATUS, "status", PRIV_USER, op_status },
+	{ ALPS__REQUEST__OP_PULL, "pull", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_IMAGES, "images", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_INSPECT, "inspect", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_REMOVE, "rm", PRIV_ADMIN, op_not_implemented },
+	{ ALPS__REQUEST__OP_PREPARE, "prepare", PRIV_ADMIN, op_not_implemented },
+	{ ALPS__REQUEST__OP_EXEC, "exec", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_RELEASE, "release", PRIV_ADMIN, op_not_implemented },
+	{ ALPS__REQUEST__OP_JOBS, "jobs", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_EDF_CHECK, "edf check", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_PLACE, "place", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_ENDPOINTS, "endpoints", PRIV_USER, op_not_implemented },
+};
+
+const struct handler *handler_find(Alps__Request__OpCase op)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(handler_table); i++)
+		if (handler_table[i].op == op)
+			return &handler_table[i];
+	return NULL;
+}
+
+/* Operations the protocol has but this daemon does not serve yet: a clear
+ * answer rather than a silent one. */
+static int op_not_implemented(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	const struct handler *h = handler_find(req->op_case);
+	return alps_fail(err, ALPS_E_NOT_IMPLEMENTED, "'%s' is not implemented in this alpsd yet",
+			 h ? h->name : "?");
+}

@@ -1,0 +1,358 @@
+/* main.c: alpsd, the per-node alps daemon.  main() reads as the plan:
+ * options, config, lock, modules, server, loop, orderly stop. */
+#include <config.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "daemon/sdnotify.h"
+#include "daemon/server.h"
+
+struct cmdline {
+	const char *config_path;
+	bool config_required;
+	bool foreground;
+	bool print_config;
+	/* key=value overrides, applied after the file */
+	const char *keys[16];
+	const char *values[16];
+	size_t noverrides;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: alpsd [OPTION]...\n"
+		"The alps node daemon: image cache, job containers, node topology.\n\n"
+		"  -c, --config FILE        configuration file (default %s/alps/alpsd.conf)\n"
+		"  -s, --socket PATH        listen on PATH (daemon.socket)\n"
+		"      --state-dir DIR      image store: database and layers (daemon.state_dir)\n"
+		"      --run-dir DIR        job state (daemon.run_dir)\n"
+		"      --topology-xml FILE  load the node topology from an hwloc XML file\n"
+		"  -f, --foreground         do not detach (implied under systemd)\n"
+		"  -l, --log-level LEVEL    error, warn, notice, info or debug\n"
+		"      --set KEY=VALUE      set any option, e.g. --set store.compression_level=6\n"
+		"      --print-config       print the effective configuration and exit\n"
+		"  -h, --help               this help\n"
+		"  -V, --version            print the version\n\n"
+		"Signals: SIGTERM/SIGINT stop (in-flight requests get daemon.shutdown_grace\n"
+		"seconds), SIGHUP reloads the configuration.  See alpsd(8).\n",
+		ALPS_SYSCONFDIR);
+}
+
+static void add_override(struct cmdline *cl, const char *key, const char *value)
+{
+	if (cl->noverrides == ARRAY_SIZE(cl->keys)) {
+		fprintf(stderr, "alpsd: too many option overrides\n");
+		exit(2);
+	}
+	cl->keys[cl->noverrides] = key;
+	cl->values[cl->noverrides++] = value;
+}
+
+static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
+{
+	enum { OPT_STATE = 256, OPT_RUN, OPT_TOPO, OPT_SET, OPT_PRINT };
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "state-dir", required_argument, NULL, OPT_STATE },
+		{ "run-dir", required_argument, NULL, OPT_RUN },
+		{ "topology-xml", required_argument, NULL, OPT_TOPO },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "set", required_argument, NULL, OPT_SET },
+		{ "print-config", no_argument, NULL, OPT_PRINT },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:s:fl:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': cl->config_path = optarg; cl->config_required = true; break;
+		case 's': add_override(cl, "daemon.socket", optarg); break;
+		case OPT_STATE: add_override(cl, "daemon.state_dir", optarg); break;
+		case OPT_RUN: add_override(cl, "daemon.run_dir", optarg); break;
+		case OPT_TOPO: add_override(cl, "topology.xml", optarg); break;
+		case 'f': cl->foreground = true; break;
+		case 'l': add_override(cl, "daemon.log_level", optarg); break;
+		case OPT_SET: {
+			char *eq = strchr(optarg, '=');
+			if (!eq) {
+				fprintf(stderr, "alpsd: --set wants KEY=VALUE, not '%s'\n", optarg);
+				exit(2);
+			}
+			*eq = '\0';
+			add_override(cl, optarg, eq + 1);
+			break;
+		}
+		case OPT_PRINT: cl->print_config = true; break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("alpsd %s\n", PACKAGE_VERSION); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "alpsd: unexpected argument '%s'\n", argv[optind]);
+		exit(2);
+	}
+	if (!cl->config_path)
+		cl->config_path = ALPS_SYSCONFDIR "/alps/alpsd.conf";
+}
+
+/* The whole configuration: defaults, file, command line, checks. */
+static struct config *load_config(const struct cmdline *cl, alps_error **err)
+{
+	struct config *c = config_new_defaults();
+	if (config_load_file(c, cl->config_path, cl->config_required, err) < 0)
+		goto fail;
+	for (size_t i = 0; i < cl->noverrides; i++)
+		if (config_set(c, cl->keys[i], cl->values[i], err) < 0) {
+			alps_error_prefix(err, "command line");
+			goto fail;
+		}
+	if (config_validate(c, err) < 0)
+		goto fail;
+	return c;
+fail:
+	config_free(c);
+	return NULL;
+}
+
+/* One alpsd per store: a second one would corrupt it. */
+static int lock_state_dir(struct daemon *d, alps_error **err)
+{
+	const char *dir = d->cfg->state_dir;
+	if (mkdir_p(dir, 0755) < 0)
+		return alps_fail_errno(err, "cannot create the state directory %s", dir);
+	if (mkdir_p(d->cfg->run_dir, 0755) < 0)
+		return alps_fail_errno(err, "cannot create the run directory %s", d->cfg->run_dir);
+	_cleanup_free_ char *path = xasprintf("%s/alpsd.lock", dir);
+	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (d->lock_fd < 0)
+		return alps_fail_errno(err, "cannot open the lock file %s", path);
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			char pid[32] = "";
+			ssize_t n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
+			pid[n > 0 ? n : 0] = '\0';
+			pid[strcspn(pid, "\n")] = '\0';
+			return alps_fail(err, ALPS_E_EXISTS,
+					 "another alpsd (pid %s) is using the store %s",
+					 *pid ? pid : "?", dir);
+		}
+		return alps_fail_errno(err, "cannot lock %s", path);
+	}
+	char buf[32];
+	int len = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, buf, (size_t)len, 0) != len)
+		log_warn("cannot write pid to %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Many idle clients each hold an fd: take what the hard limit allows. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open-file limit: %s", strerror(errno));
+	}
+}
+
+static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg);
+
+static void schedule_shutdown_tick(struct daemon *d)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+	event_base_once(d->base, -1, EV_TIMEOUT, on_shutdown_tick, d, &tv);
+}
+
+/* Wait for in-flight requests, within the grace period. */
+static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t waited = now_monotonic_ms() - d->stop_ms;
+	size_t busy = server_busy(d->server);
+	if (busy == 0 || waited >= (uint64_t)d->cfg->shutdown_grace_s * 1000) {
+		if (busy)
+			log_warn("stopping with %zu request(s) still in flight", busy);
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	schedule_shutdown_tick(d);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	if (d->stop_ms) {
+		log_notice("second signal: stopping now");
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	log_notice("%s: stopping (no new connections; %zu request(s) in flight)",
+		   sig == SIGTERM ? "SIGTERM" : "SIGINT", server_busy(d->server));
+	sd_notify_state("STOPPING=1");
+	d->stop_ms = now_monotonic_ms() | 1;
+	server_stop_accepting(d->server);
+	on_shutdown_tick(-1, 0, d);
+}
+
+/* Options that cannot change under a running daemon. */
+static bool reload_allowed(const struct config *old, const struct config *new)
+{
+	const char *fixed[][3] = {
+		{ "daemon.socket", old->socket_path, new->socket_path },
+		{ "daemon.state_dir", old->state_dir, new->state_dir },
+		{ "daemon.run_dir", old->run_dir, new->run_dir },
+	};
+	bool ok = true;
+	for (size_t i = 0; i < ARRAY_SIZE(fixed); i++) {
+		if (strcmp(fixed[i][1], fixed[i][2]) != 0) {
+			log_error("reload refused: %s cannot change while alpsd runs (restart it)",
+				  fixed[i][0]);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	const struct cmdline *cl = d->cmdline;
+	sd_notify_state("RELOADING=1");
+	alps_error *err = NULL;
+	struct config *c = load_config(cl, &err);
+	if (!c) {
+		log_error("reload failed, keeping the running configuration: %s", err->msg);
+		alps_error_free(err);
+	} else if (!reload_allowed(d->cfg, c)) {
+		config_free(c);
+	} else {
+		config_free(d->cfg);
+		d->cfg = c;
+		log_set_level((enum log_level)log_level_parse(c->log_level));
+		server_reconfigure(d->server);
+		log_notice("configuration reloaded from %s", cl->config_path);
+	}
+	sd_notify_state("READY=1");
+}
+
+/* Detach unless told not to: the parent exits once the child is ready (or
+ * failed), so "alpsd && alps status" works from a shell. */
+static int daemonize(int *ready_fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		log_fatal("pipe: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		log_fatal("fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(p[1]);
+		char c = 0;
+		ssize_t n;
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		_exit(n == 1 && c == 'R' ? 0 : 1);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		log_fatal("setsid: %s", strerror(errno));
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		close(null);
+	}
+	*ready_fd = p[1];
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cmdline cl = { 0 };
+	parse_cmdline(argc, argv, &cl);
+	bool journal = getenv("JOURNAL_STREAM") != NULL;
+	log_init("alpsd", LOG_LVL_INFO, journal);
+
+	alps_error *err = NULL;
+	struct daemon d = { .lock_fd = -1, .cmdline = &cl };
+	d.cfg = load_config(&cl, &err);
+	if (!d.cfg)
+		log_fatal("%s", err->msg);
+	if (cl.print_config) {
+		config_print(d.cfg, stdout);
+		config_free(d.cfg);
+		return 0;
+	}
+	log_set_level((enum log_level)log_level_parse(d.cfg->log_level));
+
+	int listen_fd = sd_listen_fd();
+	bool under_systemd = getenv("NOTIFY_SOCKET") != NULL;
+	int ready_fd = -1;
+	if (!cl.foreground && !under_systemd)
+		daemonize(&ready_fd);
+
+	d.pid = getpid();
+	d.start_ms = now_monotonic_ms();
+	raise_fd_limit();
+	signal(SIGPIPE, SIG_IGN);
+	if (lock_state_dir(&d, &err) < 0)
+		log_fatal("%s", err->msg);
+
+	evthread_use_pthreads();
+	d.base = event_base_new();
+	if (!d.base)
+		log_fatal("cannot create the event loop");
+	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
+		log_fatal("%s", err->msg);
+
+	struct event *ev_term = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
+	struct event *ev_int = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
+	struct event *ev_hup = evsignal_new(d.base, SIGHUP, on_reload_signal, &d);
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	event_add(ev_hup, NULL);
+
+	log_notice("alpsd %s ready on %s (store %s, pid %d)", PACKAGE_VERSION,
+		   d.cfg->socket_path, d.cfg->state_dir, (int)d.pid);
+	sd_notify_state("READY=1");
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "R", 1) != 1)
+			log_warn("cannot tell the parent we are ready: %s", strerror(errno));
+		close(ready_fd);
+	}
+
+	event_base_dispatch(d.base);
+
+	server_free(d.server);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_hup);
+	event_base_free(d.base);
+	libevent_global_shutdown();
+	close(d.lock_fd);
+	log_notice("stopped");
+	config_free(d.cfg);
+	return 0;
+}

@@ -1,0 +1,680 @@
+/* server.c: see server.h; the request API of handlers.h lives here too. */
+#include <config.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "daemon/handlers.h"
+#include "daemon/server.h"
+#include "proto/frame.h"
+
+/* Caps on work done for one wake-up, so that no peer starves the others. */
+#define ACCEPTS_PER_WAKEUP 64
+#define FRAMES_PER_WAKEUP 16
+/* Progress responses are dropped, never queued without bound, when a slow
+ * client has this much unread. */
+#define PROGRESS_BACKLOG (1u << 20)
+#define MAX_PEER_GROUPS 256
+
+enum conn_state {
+	CONN_READING,
+	CONN_BUSY,
+	CONN_CLOSING,
+};
+
+struct conn {
+	struct server *srv;
+	struct conn *prev, *next;
+	int fd;
+	enum conn_state state;
+	struct ucred peer;
+	bool admin;
+	bool said_hello;
+	bool peer_gone;            /* EOF or error seen */
+	bool want_close;           /* closed on the next turn of the loop */
+	struct frame_reader rd;
+	struct frame_writer wr;
+	struct event *ev_read;     /* persistent */
+	struct event *ev_write;    /* armed while output is pending */
+	struct event *ev_timer;    /* idle / half-sent timeout */
+	struct request *active;    /* the request in flight, or NULL */
+};
+
+struct request {
+	int refs;
+	struct conn *conn;         /* NULL once the client has gone */
+	struct daemon *d;
+	uint64_t id;
+	const struct handler *h;
+	struct ucred peer;
+	bool admin;
+	bool finished;
+	int fds[FRAME_MAX_FDS];    /* received with the request, owned */
+	size_t nfds;
+	int out_fds[FRAME_MAX_FDS];/* to send with the next response, owned */
+	size_t nout_fds;
+	uint64_t start_ns;
+};
+
+struct server {
+	struct daemon *d;
+	int listen_fd;
+	char *path;                /* owned; unlinked at stop if we bound it */
+	bool bound_here;
+	struct event *ev_listen;
+	struct conn *conns;
+	size_t nconns, nbusy;
+	uint64_t served;
+	gid_t admin_gid;
+	bool have_admin_gid;
+};
+
+static void conn_close(struct conn *c);
+static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+
+static const char *state_name(enum conn_state s)
+{
+	switch (s) {
+	case CONN_READING: return "reading";
+	case CONN_BUSY: return "busy";
+	case CONN_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+/* The one place a connection changes state. */
+static void conn_set_state(struct conn *c, enum conn_state s)
+{
+	if (c->state == s)
+		return;
+	log_debug("conn %d: %s -> %s", c->fd, state_name(c->state), state_name(s));
+	if (s == CONN_BUSY)
+		c->srv->nbusy++;
+	if (c->state == CONN_BUSY)
+		c->srv->nbusy--;
+	c->state = s;
+}
+
+static void conn_touch(struct conn *c)
+{
+	struct timeval tv = { .tv_sec = c->srv->d->cfg->idle_timeout_s };
+	evtimer_add(c->ev_timer, &tv);
+}
+
+/* Closing is deferred to a callback of its own: a flush can fail deep in
+ * a handler's call stack, which must not see its connection freed. */
+static void conn_close_later(struct conn *c)
+{
+	c->want_close = true;
+	event_active(c->ev_write, EV_WRITE, 0);
+}
+
+static void conn_flush(struct conn *c)
+{
+	int rc = frame_writer_flush(&c->wr, c->fd);
+	if (rc < 0) {
+		log_debug("conn %d: write failed: %s", c->fd, strerror(errno));
+		c->peer_gone = true;
+		conn_close_later(c);
+		return;
+	}
+	if (rc == 0) {
+		event_add(c->ev_write, NULL);
+		return;
+	}
+	event_del(c->ev_write);
+	if (c->state == CONN_CLOSING)
+		conn_close_later(c);
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->want_close) {
+		conn_close(c);
+		return;
+	}
+	conn_touch(c);
+	conn_flush(c);
+}
+
+/* Pack resp and queue it (fds attached); flushes at once. */
+static void conn_send(struct conn *c, const Alps__Response *resp, const int *fds, size_t nfds)
+{
+	size_t len = alps__response__get_packed_size(resp);
+	_cleanup_free_ uint8_t *buf = xmalloc(len);
+	alps__response__pack(resp, buf);
+	frame_writer_push(&c->wr, buf, len, fds, nfds);
+	conn_flush(c);
+}
+
+/* An error for which no request object exists (bad frame, version). */
+static void conn_send_error(struct conn *c, uint64_t id, int code, const char *msg)
+{
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.id = id;
+	resp.status = (Alps__Status)code;
+	resp.message = (char *)msg;
+	resp.final = true;
+	conn_send(c, &resp, NULL, 0);
+}
+
+/* Answer what cannot go on (bad frame, wrong version) and close after. */
+static void conn_fail_and_close(struct conn *c, uint64_t id, int code, const char *msg)
+{
+	_cleanup_free_ char *esc = log_escape(msg, 200);
+	log_info("conn %d (uid %u pid %d): %s; closing", c->fd, (unsigned)c->peer.uid,
+		 (int)c->peer.pid, esc);
+	conn_set_state(c, CONN_CLOSING);
+	event_del(c->ev_read);
+	conn_send_error(c, id, code, msg);
+}
+
+/* ---- requests ---- */
+
+static void request_free(struct request *rq)
+{
+	for (size_t i = 0; i < rq->nfds; i++)
+		close(rq->fds[i]);
+	for (size_t i = 0; i < rq->nout_fds; i++)
+		close(rq->out_fds[i]);
+	free(rq);
+}
+
+struct request *request_ref(struct request *rq)
+{
+	rq->refs++;
+	return rq;
+}
+
+void request_unref(struct request *rq)
+{
+	if (rq && --rq->refs == 0)
+		request_free(rq);
+}
+
+struct daemon *request_daemon(struct request *rq)
+{
+	return rq->d;
+}
+
+const struct ucred *request_peer(struct request *rq)
+{
+	return &rq->peer;
+}
+
+bool request_peer_is_admin(struct request *rq)
+{
+	return rq->admin;
+}
+
+bool request_connected(struct request *rq)
+{
+	return rq->conn && !rq->conn->peer_gone;
+}
+
+size_t request_take_fds(struct request *rq, int *fds, size_t max)
+{
+	size_t n = rq->nfds < max ? rq->nfds : max;
+	memcpy(fds, rq->fds, n * sizeof(int));
+	memmove(rq->fds, rq->fds + n, (rq->nfds - n) * sizeof(int));
+	rq->nfds -= n;
+	return n;
+}
+
+void request_attach_fds(struct request *rq, const int *fds, size_t nfds)
+{
+	for (size_t i = 0; i < nfds && rq->nout_fds < FRAME_MAX_FDS; i++) {
+		int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+		if (fd >= 0)
+			rq->out_fds[rq->nout_fds++] = fd;
+	}
+}
+
+static void request_send(struct request *rq, Alps__Response *resp)
+{
+	resp->id = rq->id;
+	struct conn *c = rq->conn;
+	if (c && !c->peer_gone)
+		conn_send(c, resp, rq->out_fds, rq->nout_fds);
+	for (size_t i = 0; i < rq->nout_fds; i++)
+		close(rq->out_fds[i]);
+	rq->nout_fds = 0;
+}
+
+void request_progress(struct request *rq, Alps__Response *resp)
+{
+	if (rq->finished || !rq->conn || rq->conn->wr.queued > PROGRESS_BACKLOG)
+		return;
+	resp->status = ALPS__STATUS__OK;
+	resp->final = false;
+	request_send(rq, resp);
+}
+
+/* The final response has been sent: the connection may read again. */
+static void request_done(struct request *rq, int code)
+{
+	rq->finished = true;
+	uint64_t us = (now_monotonic_ns() - rq->start_ns) / 1000;
+	log_debug("request %llu %s from uid %u: %s in %llu us", (unsigned long long)rq->id,
+		  rq->h ? rq->h->name : "?", (unsigned)rq->peer.uid, alps_code_name(code),
+		  (unsigned long long)us);
+	struct conn *c = rq->conn;
+	if (!c)
+		return;
+	c->srv->served++;
+	rq->conn = NULL;
+	c->active = NULL;
+	if (c->state == CONN_BUSY) {
+		conn_set_state(c, CONN_READING);
+		event_add(c->ev_read, NULL);
+		/* Frames that arrived while busy are parsed on the next turn of
+		 * the loop, not here, so a pipelining client cannot recurse. */
+		event_active(c->ev_read, EV_READ, 0);
+	}
+	request_unref(rq);      /* the connection's reference */
+}
+
+void request_finish(struct request *rq, Alps__Response *resp)
+{
+	if (rq->finished)
+		return;
+	Alps__Response empty = ALPS__RESPONSE__INIT;
+	if (!resp)
+		resp = &empty;
+	resp->status = ALPS__STATUS__OK;
+	resp->final = true;
+	request_send(rq, resp);
+	request_done(rq, ALPS_OK);
+}
+
+void request_fail(struct request *rq, alps_error *err)
+{
+	if (rq->finished) {
+		alps_error_free(err);
+		return;
+	}
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.status = (Alps__Status)err->code;
+	resp.message = err->msg;
+	resp.final = true;
+	request_send(rq, &resp);
+	int code = err->code;
+	alps_error_free(err);
+	request_done(rq, code);
+}
+
+/* ---- dispatch ---- */
+
+static int check_hello(struct conn *c, const Alps__Request *req)
+{
+	if (req->op_case != ALPS__REQUEST__OP_HELLO)
+		return 0;
+	if (c->said_hello) {
+		conn_fail_and_close(c, req->id, ALPS_E_PROTOCOL, "Hello sent twice");
+		return -1;
+	}
+	c->said_hello = true;
+	if (req->hello->protocol_version != ALPS__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT) {
+		_cleanup_free_ char *msg = xasprintf(
+			"protocol version %u is not supported: this alpsd speaks version %d; "
+			"use an alps client of the same release as the daemon",
+			req->hello->protocol_version, ALPS__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT);
+		conn_fail_and_close(c, req->id, ALPS_E_VERSION, msg);
+		return -1;
+	}
+	return 0;
+}
+
+static void conn_dispatch(struct conn *c, const Alps__Request *req)
+{
+	if (check_hello(c, req) < 0)
+		return;
+	struct request *rq = xzalloc(sizeof(*rq));
+	rq->refs = 1;
+	rq->conn = c;
+	rq->d = c->srv->d;
+	rq->id = req->id;
+	rq->peer = c->peer;
+	rq->admin = c->admin;
+	rq->start_ns = now_monotonic_ns();
+	rq->nfds = frame_reader_take_fds(&c->rd, rq->fds, FRAME_MAX_FDS);
+	rq->h = handler_find(req->op_case);
+	c->active = rq;
+	conn_set_state(c, CONN_BUSY);
+
+	alps_error *err = NULL;
+	if (!rq->h) {
+		alps_fail(&err, ALPS_E_UNSUPPORTED,
+			  "unsupported operation (field %d): this alpsd does not know it",
+			  (int)req->op_case);
+	} else if (rq->h->priv == PRIV_ADMIN && !rq->admin) {
+		alps_fail(&err, ALPS_E_PERMISSION, "'%s' is for administrators (root or the "
+			  "daemon's admin group); uid %u is neither", rq->h->name,
+			  (unsigned)rq->peer.uid);
+	} else {
+		/* Hold a reference across the call: the handler may finish and
+		 * the connection may drop its own. */
+		request_ref(rq);
+		int rc = rq->h->fn(rq, req, &err);
+		if (rc < 0 && !err)
+			alps_fail(&err, ALPS_E_INTERNAL, "%s failed without saying why", rq->h->name);
+		if (rc < 0 && rq->finished) {
+			/* Answered already; the late error only goes to the log. */
+			log_warn("%s: error after the final response: %s", rq->h->name, err->msg);
+			alps_error_free(err);
+			err = NULL;
+		}
+		if (err)
+			request_fail(rq, err);
+		request_unref(rq);
+		return;
+	}
+	request_fail(rq, err);
+}
+
+/* Parse the frames buffered, as long as the connection is READING. */
+static void conn_parse(struct conn *c)
+{
+	for (int n = 0; n < FRAMES_PER_WAKEUP && c->state == CONN_READING && !c->want_close; n++) {
+		const uint8_t *payload;
+		size_t len;
+		int rc = frame_reader_next(&c->rd, &payload, &len);
+		if (rc == FRAME_INCOMPLETE)
+			return;
+		if (rc == FRAME_ERR_TOO_LARGE) {
+			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "frame larger than the daemon's maximum");
+			return;
+		}
+		Alps__Request *req = alps__request__unpack(NULL, len, payload);
+		if (!req) {
+			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "malformed request (not a protobuf Request)");
+			return;
+		}
+		conn_dispatch(c, req);
+		alps__request__free_unpacked(req, NULL);
+	}
+	if (c->state == CONN_READING && frame_reader_buffered(&c->rd) >= FRAME_HEADER_SIZE)
+		event_active(c->ev_read, EV_READ, 0);   /* more frames: next turn */
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state == CONN_CLOSING || c->want_close)
+		return;
+	ssize_t n = frame_reader_fill(&c->rd, c->fd);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+		if (n < 0 && errno == ENOBUFS) {
+			/* A busy connection whose client keeps sending: stop reading
+			 * until the request in flight is done. */
+			event_del(c->ev_read);
+			return;
+		}
+		if (n < 0 && errno == EMSGSIZE) {
+			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "too many file descriptors in one message");
+			return;
+		}
+		c->peer_gone = true;
+		conn_close(c);
+		return;
+	}
+	if (n > 0)
+		conn_touch(c);
+	if (c->state == CONN_READING)
+		conn_parse(c);
+}
+
+static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->state == CONN_BUSY) {
+		conn_touch(c);          /* a long request is not idleness */
+		return;
+	}
+	log_debug("conn %d (uid %u): idle timeout with %zu bytes buffered", c->fd,
+		  (unsigned)c->peer.uid, frame_reader_buffered(&c->rd));
+	conn_close(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	struct server *s = c->srv;
+	if (c->active) {
+		/* The request goes on (a pull keeps running); it only loses its
+		 * way back to the client. */
+		struct request *rq = c->active;
+		c->active = NULL;
+		rq->conn = NULL;
+		request_unref(rq);
+	}
+	conn_set_state(c, CONN_CLOSING);
+	event_free(c->ev_read);
+	event_free(c->ev_write);
+	event_free(c->ev_timer);
+	frame_reader_release(&c->rd);
+	frame_writer_release(&c->wr);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	free(c);
+}
+
+/* ---- accepting ---- */
+
+static bool peer_in_group(int fd, gid_t gid, const struct ucred *cred)
+{
+	if (cred->gid == gid)
+		return true;
+	gid_t groups[MAX_PEER_GROUPS];
+	socklen_t len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+static void server_accept_one(struct server *s, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		log_warn("SO_PEERCRED: %s; dropping connection", strerror(errno));
+		close(fd);
+		return;
+	}
+	struct conn *c = xzalloc(sizeof(*c));
+	c->srv = s;
+	c->fd = fd;
+	c->peer = cred;
+	c->admin = cred.uid == 0 || (s->have_admin_gid && peer_in_group(fd, s->admin_gid, &cred));
+	c->state = CONN_READING;
+	frame_reader_init(&c->rd, (size_t)s->d->cfg->max_frame_size);
+	frame_writer_init(&c->wr);
+	c->ev_read = event_new(s->d->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+	c->ev_write = event_new(s->d->base, fd, EV_WRITE, conn_on_write, c);
+	c->ev_timer = evtimer_new(s->d->base, conn_on_timeout, c);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	event_add(c->ev_read, NULL);
+	conn_touch(c);
+	log_debug("conn %d: uid %u gid %u pid %d%s", fd, (unsigned)cred.uid, (unsigned)cred.gid,
+		  (int)cred.pid, c->admin ? " (admin)" : "");
+	if (s->nconns > (size_t)s->d->cfg->max_connections)
+		conn_fail_and_close(c, 0, ALPS_E_LIMIT, "too many connections to alpsd; try again later");
+}
+
+static void server_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+	struct server *s = arg;
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("accept: %s (open connections: %zu)", strerror(errno), s->nconns);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+				 errno != ECONNABORTED)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		server_accept_one(s, fd);
+	}
+}
+
+static int socket_in_use(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+}
+
+static int bind_socket(const char *path, alps_error **err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return alps_fail(err, ALPS_E_INVALID, "socket path too long (%zu bytes, max %zu): %s",
+				 strlen(path), sizeof(sa.sun_path) - 1, path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (socket_in_use(path))
+		return alps_fail(err, ALPS_E_EXISTS, "another alpsd is already listening on %s", path);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return alps_fail(err, ALPS_E_EXISTS, "%s exists and is not a socket", path);
+		unlink(path);   /* stale: nobody answered on it */
+	}
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (mkdir_p(dir, 0755) < 0)
+			return alps_fail_errno(err, "cannot create %s", dir);
+	}
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return alps_fail_errno(err, "socket");
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return alps_fail_errno(err, "cannot bind %s", path);
+	/* Everyone may connect: every request is authorized from the peer's
+	 * credentials, not from the socket's mode. */
+	if (chmod(path, 0666) < 0)
+		return alps_fail_errno(err, "chmod %s", path);
+	if (listen(fd, 1024) < 0)
+		return alps_fail_errno(err, "listen on %s", path);
+	return steal_fd(&fd);
+}
+
+void server_reconfigure(struct server *s)
+{
+	const char *group = s->d->cfg->admin_group;
+	s->have_admin_gid = false;
+	if (group && *group) {
+		struct group *gr = getgrnam(group);
+		if (!gr) {
+			log_warn("admin group '%s' does not exist; only root is admin", group);
+		} else {
+			s->admin_gid = gr->gr_gid;
+			s->have_admin_gid = true;
+		}
+	}
+}
+
+int server_start(struct daemon *d, const char *path, int listen_fd, struct server **out,
+		 alps_error **err)
+{
+	struct server *s = xzalloc(sizeof(*s));
+	s->d = d;
+	s->path = xstrdup(path);
+	if (listen_fd >= 0) {
+		s->listen_fd = listen_fd;
+		if (fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK) < 0) {
+			free(s->path);
+			free(s);
+			return alps_fail_errno(err, "systemd socket");
+		}
+	} else {
+		s->listen_fd = bind_socket(path, err);
+		if (s->listen_fd < 0) {
+			free(s->path);
+			free(s);
+			return -1;
+		}
+		s->bound_here = true;
+	}
+	server_reconfigure(s);
+	s->ev_listen = event_new(d->base, s->listen_fd, EV_READ | EV_PERSIST, server_on_accept, s);
+	event_add(s->ev_listen, NULL);
+	*out = s;
+	return 0;
+}
+
+void server_stop_accepting(struct server *s)
+{
+	if (s->ev_listen) {
+		event_free(s->ev_listen);
+		s->ev_listen = NULL;
+		close(s->listen_fd);
+		s->listen_fd = -1;
+		if (s->bound_here)
+			unlink(s->path);
+	}
+	/* Idle connections go now; busy ones finish their request. */
+	struct conn *c = s->conns;
+	while (c) {
+		struct conn *next = c->next;
+		if (c->state != CONN_BUSY && !c->wr.head)
+			conn_close(c);
+		c = next;
+	}
+}
+
+size_t server_busy(const struct server *s)
+{
+	return s->nbusy;
+}
+
+size_t server_connections(const struct server *s)
+{
+	return s->nconns;
+}
+
+uint64_t server_requests_served(const struct server *s)
+{
+	return s->served;
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	server_stop_accepting(s);
+	while (s->conns)
+		conn_close(s->conns);
+	free(s->path);
+	free(s);
+}

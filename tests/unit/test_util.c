@@ -1,0 +1,194 @@
+/* test_util.c: helpers, errors, log escaping, config table. */
+#include <config.h>
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/config.h"
+
+static void test_parse_size(void **state)
+{
+	uint64_t v;
+	assert_int_equal(parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(parse_size("4M", &v), 0);
+	assert_int_equal(v, 4u << 20);
+	assert_int_equal(parse_size("10GiB", &v), 0);
+	assert_int_equal(v, 10ull << 30);
+	assert_int_equal(parse_size("2t", &v), 0);
+	assert_int_equal(v, 2ull << 40);
+	assert_int_equal(parse_size("", &v), -1);
+	assert_int_equal(parse_size("-1", &v), -1);
+	assert_int_equal(parse_size("4X", &v), -1);
+	assert_int_equal(parse_size("4MM", &v), -1);
+	assert_int_equal(parse_size("99999999999999999999", &v), -1);
+	assert_int_equal(parse_size("99999999999T", &v), -1);
+}
+
+static void test_error_chain(void **state)
+{
+	alps_error *err = NULL;
+	assert_int_equal(alps_fail(&err, ALPS_E_NOT_FOUND, "layer %s", "x"), -1);
+	assert_int_equal(alps_error_prefix(&err, "pulling %s", "img"), -1);
+	assert_string_equal(err->msg, "pulling img: layer x");
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	/* The first cause wins. */
+	alps_fail(&err, ALPS_E_INTERNAL, "later");
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	alps_error_free(err);
+	err = NULL;
+	errno = ENOENT;
+	alps_fail_errno(&err, "open %s", "/nope");
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	assert_int_equal(err->errnum, ENOENT);
+	assert_non_null(strstr(err->msg, "open /nope: "));
+	alps_error_free(err);
+	assert_string_equal(alps_code_name(ALPS_E_PERMISSION), "permission denied");
+	assert_string_equal(alps_code_name(999), "unknown error");
+}
+
+static void test_log_escape(void **state)
+{
+	char *s = log_escape("a\nb\\c\x01\xff", 0);
+	assert_string_equal(s, "a\\x0ab\\\\c\\x01\\xff");
+	free(s);
+	s = log_escape("abcdef", 3);
+	assert_string_equal(s, "abc...");
+	free(s);
+}
+
+static void test_xsnprintf(void **state)
+{
+	char buf[4];
+	assert_int_equal(xsnprintf(buf, sizeof(buf), "%s", "abc"), 0);
+	assert_int_equal(xsnprintf(buf, sizeof(buf), "%s", "abcd"), -1);
+}
+
+static char *write_temp(const char *text)
+{
+	char *path = xstrdup("/tmp/alps-test-conf-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write_all(fd, text, strlen(text)), 0);
+	close(fd);
+	return path;
+}
+
+static void test_config_defaults_and_set(void **state)
+{
+	struct config *c = config_new_defaults();
+	assert_string_equal(c->compression, "zstd");
+	assert_int_equal(c->max_frame_size, 4 << 20);
+	assert_true(c->allow_user_run);
+	alps_error *err = NULL;
+	assert_int_equal(config_set(c, "daemon.socket", "/tmp/x.sock", &err), 0);
+	assert_string_equal(c->socket_path, "/tmp/x.sock");
+	assert_int_equal(config_set(c, "daemon.socket", "relative", &err), -1);
+	assert_non_null(strstr(err->msg, "absolute"));
+	alps_error_free(err);
+	err = NULL;
+	assert_int_equal(config_set(c, "daemon.nope", "1", &err), -1);
+	assert_non_null(strstr(err->msg, "unknown option 'daemon.nope'"));
+	alps_error_free(err);
+	err = NULL;
+	assert_int_equal(config_set(c, "daemon.max_connections", "0", &err), -1);
+	assert_non_null(strstr(err->msg, "out of range"));
+	alps_error_free(err);
+	config_free(c);
+}
+
+static void test_config_file(void **state)
+{
+	char *path = write_temp(
+		"[daemon]\nsocket = \"/tmp/a.sock\"\nmax_frame_size = \"1M\"\n"
+		"[store]\ncompression_level = 6\n"
+		"[topology]\nnic_patterns = [\"hsn*\"]\n"
+		"[registry]\ndefault = \"example.org\"\n"
+		"[[registry.host]]\nhost = \"localhost:5000\"\ninsecure = true\nmirrors = [\"m:1\"]\n");
+	struct config *c = config_new_defaults();
+	alps_error *err = NULL;
+	assert_int_equal(config_load_file(c, path, true, &err), 0);
+	assert_string_equal(c->socket_path, "/tmp/a.sock");
+	assert_int_equal(c->max_frame_size, 1 << 20);
+	assert_int_equal(c->compression_level, 6);
+	assert_int_equal(c->nic_patterns.n, 1);
+	assert_string_equal(c->default_registry, "example.org");
+	const struct registry_conf *r = config_registry(c, "localhost:5000");
+	assert_non_null(r);
+	assert_true(r->insecure);
+	assert_string_equal(r->mirrors.v[0], "m:1");
+	config_free(c);
+	unlink(path);
+	free(path);
+}
+
+/* Each bad file gets an error naming the file, the line and the key. */
+static void test_config_errors(void **state)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{ "[daemon]\nsockett = \"/x\"\n", "line 2, column 1: unknown key 'daemon.sockett'" },
+		{ "[deamon]\n", "unknown section 'deamon'" },
+		{ "top = 1\n", "unknown key 'top'" },
+		{ "[store]\ncompression = \"bz2\"\n", "store.compression = 'bz2' is not one of" },
+		{ "[store]\ncompression_level = \"3\"\n", "line 2, column 1: store.compression_level must be an integer, not string" },
+		{ "[store]\ncompression_level = 99\n", "out of range" },
+		{ "[daemon]\nsocket = 3\n", "daemon.socket must be a path string" },
+		{ "[jobs]\nallow_user_run = \"yes\"\n", "must be true or false" },
+		{ "[daemon]\nsocket = \"/x\"\nsocket = \"/y\"\n", ":3:" },
+		{ "[registry]\nhost = [{ host = \"a\", bogus = 1 }]\n", "registry.host.bogus" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char *path = write_temp(cases[i].text);
+		struct config *c = config_new_defaults();
+		alps_error *err = NULL;
+		assert_int_equal(config_load_file(c, path, true, &err), -1);
+		assert_non_null(err);
+		if (!strstr(err->msg, cases[i].want) || !strstr(err->msg, path))
+			fail_msg("case %zu: '%s' lacks '%s' or the path", i, err->msg, cases[i].want);
+		alps_error_free(err);
+		config_free(c);
+		unlink(path);
+		free(path);
+	}
+}
+
+static void test_config_missing_file(void **state)
+{
+	struct config *c = config_new_defaults();
+	alps_error *err = NULL;
+	assert_int_equal(config_load_file(c, "/nonexistent/alpsd.conf", false, &err), 0);
+	assert_int_equal(config_load_file(c, "/nonexistent/alpsd.conf", true, &err), -1);
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	alps_error_free(err);
+	config_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_error_chain),
+		cmocka_unit_test(test_log_escape),
+		cmocka_unit_test(test_xsnprintf),
+		cmocka_unit_test(test_config_defaults_and_set),
+		cmocka_unit_test(test_config_file),
+		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_config_missing_file),
+	};
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
