@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "common/digest.h"
+#include "common/dockercfg.h"
 #include "common/ref.h"
 
 #define SHA_A "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -267,6 +268,74 @@ static void test_digest(void **state)
 	alps_error_free(err);
 }
 
+static void test_dockercfg(void **state)
+{
+	(void)state;
+	/* "YWxpY2U6czNjcjp0" is base64("alice:s3cr:t"): the password keeps its colon. */
+	static const char json[] =
+		"{\"auths\": {"
+		"\"https://index.docker.io/v1/\": {\"auth\": \"YWxpY2U6czNjcjp0\"},"
+		"\"localhost:5000\": {\"username\": \"bob\", \"password\": \"pw\"},"
+		"\"https://nvcr.io/v2/\": {\"auth\": \"YWxpY2U6czNjcjp0\", \"password\": \"over\"},"
+		"\"tok.example\": {\"identitytoken\": \"refresh\"},"
+		"\"empty.example\": {}"
+		"}, \"credsStore\": \"desktop\"}";
+	struct registry_cred *c = NULL;
+	size_t n = 0;
+	assert_int_equal(dockercfg_parse(json, strlen(json), &c, &n, NULL), 0);
+	assert_int_equal(n, 4);
+	const struct registry_cred *hub = dockercfg_find(c, n, "docker.io");
+	assert_non_null(hub);
+	assert_string_equal(hub->username, "alice");
+	assert_string_equal(hub->password, "s3cr:t");
+	const struct registry_cred *local = dockercfg_find(c, n, "localhost:5000");
+	assert_string_equal(local->username, "bob");
+	assert_string_equal(local->password, "pw");
+	const struct registry_cred *nv = dockercfg_find(c, n, "NVCR.io");
+	assert_string_equal(nv->username, "alice");
+	assert_string_equal(nv->password, "over");
+	const struct registry_cred *tok = dockercfg_find(c, n, "tok.example");
+	assert_string_equal(tok->identity_token, "refresh");
+	assert_null(tok->username);
+	assert_null(dockercfg_find(c, n, "empty.example"));
+	struct registry_cred copy = { 0 };
+	dockercfg_cred_copy(&copy, hub);
+	assert_string_equal(copy.password, "s3cr:t");
+	dockercfg_cred_clear(&copy);
+	dockercfg_creds_free(c, n);
+}
+
+static void test_dockercfg_invalid(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *json, *needle;
+	} cases[] = {
+		{ "{", "line 1" },
+		{ "[]", "not a JSON object" },
+		{ "{\"auths\": 3}", "\"auths\" is not an object" },
+		{ "{\"auths\": {\"h\": 3}}", "auths.\"h\" is not an object" },
+		{ "{\"auths\": {\"h\": {\"auth\": \"!!!\"}}}", "auths.\"h\".auth is not valid base64" },
+		{ "{\"auths\": {\"h\": {\"auth\": \"bm9jb2xvbg==\"}}}", "\"user:password\"" },
+		{ "{\"auths\": {\"h\": {\"username\": 1}}}", "auths.\"h\".username is not a string" },
+		{ "{\"auths\": {}, \"auths\": {}}", "duplicate" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct registry_cred *c = NULL;
+		size_t n = 0;
+		alps_error *err = NULL;
+		assert_int_equal(dockercfg_parse(cases[i].json, strlen(cases[i].json), &c, &n, &err), -1);
+		if (!strstr(err->msg, cases[i].needle))
+			fail_msg("%s: \"%s\"", cases[i].json, err->msg);
+		assert_int_equal(err->code, ALPS_E_INVALID);
+		assert_null(c);
+		alps_error_free(err);
+	}
+	char *h = dockercfg_normalize_host("http://registry-1.docker.io");
+	assert_string_equal(h, "docker.io");
+	free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +347,8 @@ int main(void)
 		cmocka_unit_test(test_enroot),
 		cmocka_unit_test(test_enroot_invalid),
 		cmocka_unit_test(test_digest),
+		cmocka_unit_test(test_dockercfg),
+		cmocka_unit_test(test_dockercfg_invalid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
