@@ -1,0 +1,157 @@
+"""Fixtures: a real alpsd on a private socket and state directory."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import alpsclient
+
+SRCDIR = os.environ.get("ALPS_SRCDIR",
+                        os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILDDIR = os.environ.get("ALPS_BUILDDIR", SRCDIR)
+
+
+def binary(name):
+    path = os.path.join(BUILDDIR, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{name} not built in {BUILDDIR}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pb():
+    return alpsclient.load_proto(SRCDIR)
+
+
+class Daemon:
+    """One alpsd process with its own socket, store, run dir and config."""
+
+    def __init__(self, tmpdir, config_text="", extra_args=()):
+        self.dir = tmpdir
+        self.socket = os.path.join(tmpdir, "alpsd.sock")
+        self.state_dir = os.path.join(tmpdir, "state")
+        self.run_dir = os.path.join(tmpdir, "run")
+        self.config = os.path.join(tmpdir, "alpsd.conf")
+        with open(self.config, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(tmpdir, "alpsd.log")
+        self.extra_args = list(extra_args)
+        self.run_dir_on_cmdline = True
+        self.proc = None
+
+    def argv(self):
+        run = ["--run-dir", self.run_dir] if self.run_dir_on_cmdline else []
+        return [binary("alpsd"), "--foreground", "--config", self.config,
+                "--socket", self.socket, "--state-dir", self.state_dir,
+                "--log-level", "debug"] + run + self.extra_args
+
+    def start(self, timeout=20):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alpsd exited with {self.proc.returncode}:\n{self.read_log()}")
+            if os.path.exists(self.socket):
+                try:
+                    with alpsclient.Conn(self.socket, timeout=2) as c:
+                        if c.status().status == 0:
+                            return self
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError("alpsd did not come up:\n" + self.read_log())
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def conn(self, timeout=10.0):
+        return alpsclient.Conn(self.socket, timeout=timeout)
+
+    def alps(self, *args, check=False, user=None, input=None, timeout=120, env=None):
+        argv = [binary("alps"), "--socket", self.socket] + list(args)
+        kw = {}
+        if user is not None:
+            kw["user"] = user
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        r = subprocess.run(argv, capture_output=True, text=True, input=input,
+                           timeout=timeout, env=e, **kw)
+        if check and r.returncode != 0:
+            raise AssertionError(f"alps {' '.join(args)} failed ({r.returncode}):\n"
+                                 f"{r.stdout}\n{r.stderr}")
+        return r
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop the daemon; returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def check_log_clean(self):
+        """No sanitizer report, no leak report, in the daemon's output."""
+        text = self.read_log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer"):
+            assert marker not in text, f"sanitizer report in alpsd log:\n{text[-6000:]}"
+
+
+@pytest.fixture
+def tmpdir_short():
+    # Unix socket paths are limited to 107 bytes: keep temp dirs short.
+    d = tempfile.mkdtemp(prefix="alps-", dir="/tmp")
+    os.chmod(d, 0o755)      # tests run clients as other users too
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon_factory(pb, tmpdir_short):
+    made = []
+
+    def make(config_text="", extra_args=(), start=True, subdir=None):
+        d = tmpdir_short if subdir is None else os.path.join(tmpdir_short, subdir)
+        os.makedirs(d, exist_ok=True)
+        dm = Daemon(d, config_text, extra_args)
+        made.append(dm)
+        if start:
+            dm.start()
+        return dm
+
+    yield make
+    for dm in made:
+        if dm.alive():
+            rc = dm.stop()
+            assert rc == 0, f"alpsd exited with {rc} at teardown:\n{dm.read_log()[-4000:]}"
+        dm.check_log_clean()
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    return daemon_factory()
