@@ -1,0 +1,72 @@
+/* op_node.c: Topology and Place, the node's hardware and a job step's
+ * placement on it.  Both only read the topology loaded at start-up (or
+ * last SIGHUP); a node whose topology failed to load answers
+ * ALPS_E_UNAVAILABLE and goes on serving everything else. */
+#include <config.h>
+
+#include <jansson.h>
+#include <stdlib.h>
+
+#include "daemon/daemon.h"
+#include "daemon/handlers.h"
+#include "daemon/node/place.h"
+#include "daemon/node/topology.h"
+
+static int need_topology(struct daemon *d, alps_error **err)
+{
+	if (d->topology)
+		return 0;
+	return alps_fail(err, ALPS_E_UNAVAILABLE,
+			 "the node topology is not available: it failed to load at start-up "
+			 "(see alpsd's log; fix [topology] and send SIGHUP)");
+}
+
+/* Compact JSON text; caller frees.  Takes j. */
+static char *dump_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!s)
+		abort();    /* jansson fails only when malloc does */
+	return s;
+}
+
+int op_topology(struct request *rq, const Alps__Request *req ALPS_UNUSED, alps_error **err)
+{
+	struct daemon *d = request_daemon(rq);
+	if (need_topology(d, err) < 0)
+		return -1;
+	char *text = dump_json(topology_to_json(d->topology));
+	Alps__TopologyReply reply = ALPS__TOPOLOGY_REPLY__INIT;
+	reply.topology_json = text;
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.payload_case = ALPS__RESPONSE__PAYLOAD_TOPOLOGY_REPLY;
+	resp.topology_reply = &reply;
+	request_finish(rq, &resp);
+	free(text);
+	return 0;
+}
+
+int op_place(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	struct daemon *d = request_daemon(rq);
+	const Alps__PlaceRequest *pr = req->place;
+	if (!pr)
+		return alps_fail(err, ALPS_E_PROTOCOL, "place request without its body");
+	if (need_topology(d, err) < 0)
+		return -1;
+	struct place_plan *plan = NULL;
+	/* The planner's messages already say what does not fit. */
+	if (place_plan_new(d->topology, pr->tasks, pr->gpus_per_task, &plan, err) < 0)
+		return -1;
+	char *text = dump_json(place_plan_to_json(plan));
+	place_plan_free(plan);
+	Alps__PlaceReply reply = ALPS__PLACE_REPLY__INIT;
+	reply.plan_json = text;
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.payload_case = ALPS__RESPONSE__PAYLOAD_PLACE_REPLY;
+	resp.place_reply = &reply;
+	request_finish(rq, &resp);
+	free(text);
+	return 0;
+}
