@@ -21,13 +21,14 @@ static int need_topology(struct daemon *d, alps_error **err)
 			 "(see alpsd's log; fix [topology] and send SIGHUP)");
 }
 
-/* Compact JSON text; caller frees.  Takes j. */
-static char *dump_json(json_t *j)
+/* Compact JSON text, or NULL with *err set; caller frees.  Takes j, which
+ * is NULL when a name from the hardware was not valid UTF-8. */
+static char *dump_json(json_t *j, const char *what, alps_error **err)
 {
-	char *s = json_dumps(j, JSON_COMPACT);
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!s)
-		abort();    /* jansson fails only when malloc does */
+		alps_fail(err, ALPS_E_INTERNAL, "cannot write the %s as JSON", what);
 	return s;
 }
 
@@ -36,7 +37,9 @@ int op_topology(struct request *rq, const Alps__Request *req ALPS_UNUSED, alps_e
 	struct daemon *d = request_daemon(rq);
 	if (need_topology(d, err) < 0)
 		return -1;
-	char *text = dump_json(topology_to_json(d->topology));
+	char *text = dump_json(topology_to_json(d->topology), "topology", err);
+	if (!text)
+		return -1;
 	Alps__TopologyReply reply = ALPS__TOPOLOGY_REPLY__INIT;
 	reply.topology_json = text;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
@@ -59,8 +62,10 @@ int op_place(struct request *rq, const Alps__Request *req, alps_error **err)
 	/* The planner's messages already say what does not fit. */
 	if (place_plan_new(d->topology, pr->tasks, pr->gpus_per_task, &plan, err) < 0)
 		return -1;
-	char *text = dump_json(place_plan_to_json(plan));
+	char *text = dump_json(place_plan_to_json(plan), "placement plan", err);
 	place_plan_free(plan);
+	if (!text)
+		return -1;
 	Alps__PlaceReply reply = ALPS__PLACE_REPLY__INIT;
 	reply.plan_json = text;
 	Alps__Response resp = ALPS__RESPONSE__INIT;

@@ -181,8 +181,9 @@ static int fill_domain(struct place_plan *p, const struct domain *dom, size_t d,
 		_cleanup_free_ char *cpus = topology_cpulist(dom->set);
 		free(free_cores);
 		return alps_fail(err, ALPS_E_INVALID,
-				 "%zu tasks share the CPUs local to %s%s (%s), which have only %zu free cores",
-				 dom->nranks, *gpus ? "GPU " : "the node", gpus, cpus, nfree);
+				 "the CPUs local to %s%s (%s) have %zu free core%s, too few for %zu task%s",
+				 *gpus ? "GPU " : "the node", gpus, cpus, nfree, nfree == 1 ? "" : "s",
+				 dom->nranks, dom->nranks == 1 ? "" : "s");
 	}
 	size_t base = nfree / dom->nranks, extra = nfree % dom->nranks, next = 0, k = 0;
 	for (unsigned r = 0; r < p->tasks; r++) {

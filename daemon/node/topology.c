@@ -395,16 +395,16 @@ static void gpu_init(struct topology *t, struct topology_gpu *g, hwloc_obj_t pci
 	size_t best = ARRAY_SIZE(gpu_names);
 	const char *name = NULL;
 	*vendor_index = -1;
+	/* Indexed names rank first, so the index is the best name's. */
 	for (hwloc_obj_t c = pci->io_first_child; c; c = c->next_sibling) {
 		if (c->type != HWLOC_OBJ_OS_DEVICE || !c->name)
 			continue;
 		long idx;
 		size_t r = gpu_name_rank(c->name, vendor, &idx);
-		if (idx >= 0 && *vendor_index < 0)
-			*vendor_index = idx;
 		if (!name || r < best) {
 			best = r;
 			name = c->name;
+			*vendor_index = idx;
 		}
 	}
 	g->vendor = vendor;

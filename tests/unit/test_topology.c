@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "daemon/config.h"
 #include "daemon/node/place.h"
 #include "daemon/node/topology.h"
 
@@ -688,7 +689,7 @@ static void test_pascal(void **state ALPS_UNUSED)
 
 	/* Enough cores on the node (36), not near the GPUs (18). */
 	assert_plan_fails(t, 20, 0,
-			  "20 tasks share the CPUs local to GPU 0,1 (0-17,36-53), which have only 18 free cores");
+			  "the CPUs local to GPU 0,1 (0-17,36-53) have 18 free cores, too few for 20 tasks");
 	topology_free(t);
 }
 
@@ -850,6 +851,35 @@ static void test_no_gpu_no_nic(void **state ALPS_UNUSED)
 	unlink(path);
 }
 
+/* The [topology] section reaches the loader unchanged. */
+static void test_opts_from_config(void **state ALPS_UNUSED)
+{
+	_cleanup_free_ char *path = data_path(TIOGA);
+	char *patterns[] = { (char *)"hsi*" };
+	char *env[] = { (char *)"NCCL_SOCKET_IFNAME={nic}" };
+	struct config cfg = { 0 };
+	cfg.topology_xml = path;
+	cfg.nic_patterns = (struct strlist){ 1, patterns };
+	cfg.reserved_cores = (char *)"first-per-l3";
+	cfg.hw_threads = (char *)"first";
+	cfg.nic_env = (struct strlist){ 1, env };
+
+	struct topology_opts o = topology_opts_from_config(&cfg);
+	assert_string_equal(o.xml_path, path);
+	assert_int_equal(o.n_nic_patterns, 1);
+	assert_string_equal(o.nic_patterns[0], "hsi*");
+	struct topology *t = NULL;
+	_cleanup_error_ alps_error *err = NULL;
+	assert_int_equal(topology_load(&o, &t, &err), 0);
+	assert_true(t->first_thread_only);
+	assert_int_equal(topology_usable_cores(t), 56);
+	struct place_plan *p = plan(t, 8, 1);
+	static const char *const env3[] = { "ROCR_VISIBLE_DEVICES=3", "NCCL_SOCKET_IFNAME=hsi1" };
+	assert_env(p, 3, env3, 2);
+	place_plan_free(p);
+	topology_free(t);
+}
+
 /* The live machine loads without hanging (gl and friends blacklisted). */
 static void test_live(void **state ALPS_UNUSED)
 {
@@ -888,6 +918,7 @@ int main(void)
 		cmocka_unit_test(test_power8_no_nic),
 		cmocka_unit_test(test_dgx2),
 		cmocka_unit_test(test_no_gpu_no_nic),
+		cmocka_unit_test(test_opts_from_config),
 		cmocka_unit_test(test_live),
 	};
 	return cmocka_run_group_tests_name("topology", tests, NULL, NULL);
