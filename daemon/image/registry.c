@@ -370,6 +370,7 @@ struct xfer {
 	size_t err_len;
 	alps_error *cb_err;     /* why a callback stopped the transfer */
 	char curl_msg[CURL_ERROR_SIZE];
+	CURLcode curl_rc;
 	bool retryable;
 	uint64_t retry_after_ms;
 };
@@ -726,6 +727,7 @@ static int xfer_once(struct xfer *x, alps_error **err)
 		x->mem->len = 0;        /* memory bodies restart from scratch */
 	CURL *c = xfer_setup(x, &headers);
 	CURLcode rc = curl_easy_perform(c);
+	x->curl_rc = rc;
 	curl_easy_cleanup(c);
 	curl_slist_free_all(headers);
 	stat_add(&x->s->stats.requests);
@@ -946,11 +948,13 @@ static int endpoint_ping(struct registry_session *s, struct endpoint *ep, alps_e
 			challenge_parse(x.status == 401 ? x.challenge : NULL, &ep->auth);
 			ep->pinged = true;
 		}
-		bool http_answered = x.status != 0;
+		/* Plain HTTP only when the host does not talk TLS at all: one that
+		 * does but fails verification must not be downgraded. */
+		bool no_fallback = x.status != 0 || x.curl_rc == CURLE_PEER_FAILED_VERIFICATION;
 		xfer_clear(&x);
 		if (rc == 0)
 			return 0;
-		if (i + 1 == nschemes || http_answered)
+		if (i + 1 == nschemes || no_fallback)
 			return hand_over(err, e);
 		log_info("%s: HTTPS failed (%s), trying plain HTTP", ep->authority, e->msg);
 		alps_error_free(e);
