@@ -178,8 +178,10 @@ static void assert_cpu_bind(const struct place_plan *p, const char *expect)
  * mapping LUMI documents (GCD 0,1 on NUMA 3, cores 48-63; GCD 2,3 on
  * NUMA 1; GCD 4,5 on NUMA 0; GCD 6,7 on NUMA 2).  The Slingshot NICs:
  * hsi0 c5 (host bridge of GCD1, NUMA 3), hsi1 cd (NUMA 1), hsi2 d5 (NUMA 0),
- * hsi3 dd (NUMA 2): one NIC per MI250X, as on Frontier, where GCD 0,1 use
- * the NIC of NUMA 3.  ens2 (94:00.0) is the management port, on NUMA 0. */
+ * hsi3 dd (NUMA 2): one NIC per MI250X on the NUMA node of its two GCDs,
+ * so GCD 0,1 pair with NUMA 3's NIC (hsi0; hsn0 on LUMI/Frontier, where
+ * MPICH_OFI_NIC_POLICY=GPU makes the same choice).  ens2 (94:00.0) is the
+ * management port, on NUMA 0. */
 
 static void test_tioga_model(void **state ALPS_UNUSED)
 {
@@ -517,8 +519,8 @@ static void test_tioga_json(void **state ALPS_UNUSED)
  * From the XML: package 0 has CPUs 8-87 (20 SMT4 cores: LLNL keeps the rest
  * from users), package 1 CPUs 96-175 (NUMA node P#8).  V100s nvml0,1 are
  * behind a PLX switch on host bridge 0004 and nvml2,3 on 0035, so GPUs 0,1
- * are on socket 0 and 2,3 on socket 1, as LLNL documents for Sierra-class
- * nodes.  The IB ports hsi0/mlx5_0 and hsi1/mlx5_1 are on socket 0 (host
+ * are on socket 0 and 2,3 on socket 1 (two GPUs per POWER9 socket, the
+ * AC922 design).  The IB ports hsi0/mlx5_0 and hsi1/mlx5_1 are on socket 0 (host
  * bridge 0003), hsi2,3 on socket 1; the Broadcom management ports
  * enP5p1s0f0/1 are on socket 0 too, as near to GPUs 0,1 as the IB ports. */
 static void test_lassen(void **state ALPS_UNUSED)
