@@ -1,0 +1,301 @@
+/* edf.h: environment definition files (EDF), as users of the CSCS
+ * Container Engine write them.
+ *
+ *	base_environment = ["site-base", "./mine.toml"]
+ *	image = "nvcr.io#nvidia/pytorch:24.01-py3"
+ *	workdir = "${SCRATCH}/run"
+ *	writable = true
+ *	entrypoint = false
+ *	mounts = ["${SCRATCH}:/scratch", "/data/set.sqsh:/set:sqsh"]
+ *	[env]
+ *	NCCL_DEBUG = "INFO"
+ *	[annotations]
+ *	com.hooks.cxi.enabled = "true"
+ *
+ * Two layers.  The core (edf.c) parses and merges CONTENT that its caller
+ * hands over and never opens a file: the client reads EDFs with the
+ * calling user's rights and sends them, and the daemon, which runs as
+ * root, must never open a path a user names.  Loading (edf_files.c) walks
+ * base_environment through a loader: the client's reads files, the
+ * daemon's serves the sources the client sent.
+ *
+ * Keys:
+ *   image             a registry reference, either form of ref.h (docker's
+ *                     "nvcr.io/nvidia/pytorch:24.01-py3" or enroot's
+ *                     "[USER@][REGISTRY#]IMAGE[:TAG]"), or a squashfs file.
+ *                     THE RULE: a value that starts with '/', "./" or
+ *                     "../" is a path and must end in .sqsh, .sqfs or
+ *                     .squashfs; anything else is a reference.  A bare
+ *                     "x.sqsh" is an error asking for "./x.sqsh" (it would
+ *                     parse as docker.io/library/x.sqsh, never what was
+ *                     meant), and so is a leading '~' (not expanded).
+ *                     "" means no container.
+ *   base_environment  a string or array of strings: EDF names or paths,
+ *                     merged in order before this file (see edf_load_all)
+ *   workdir           a string; "" means the image's
+ *   entrypoint        bool, default false: run the image's entrypoint
+ *   writable          bool, default true: a writable (tmpfs) upper layer
+ *   mounts            array of "SRC:DST[:FLAGS]", FLAGS joined by '+'
+ *                     (ro, rw, private, rprivate, slave, rslave, shared,
+ *                     rshared, recursive, sqsh).  SRC and DST absolute; DST
+ *                     is inside the container, must not be "/" nor hold
+ *                     "..", and is kept normalized ("//" and "." dropped).
+ *                     With sqsh SRC is a squashfs file mounted at DST.
+ *                     Conflicts: ro+rw, two propagation flags, sqsh+rw,
+ *                     sqsh+recursive; a flag given twice is an error.
+ *                     The same DST twice in one file is an error.  Paths
+ *                     cannot contain ':' (they are not quoted).
+ *   [env]             string values; "" unsets the variable (the image's
+ *                     included).  Names with '=' or NUL are errors.
+ *   [annotations]     read by hooks; dotted keys are flattened to
+ *                     "com.hooks.cxi.enabled".  Values are strings (bools
+ *                     and integers are taken as their text).  Unknown
+ *                     ones are kept, and listed by edf_warnings().
+ * Any other top-level key is an error naming it, with a suggestion for a
+ * near miss ("mount": did you mean 'mounts'?).
+ *
+ * Merging (edf_merge): a child overrides its bases' image, workdir,
+ * entrypoint and writable; env and annotations are merged key by key with
+ * the child winning; mounts append, except that a mount whose DST a later
+ * file mounts again is replaced by it (it would be hidden anyway), with a
+ * warning.
+ *
+ * Expansion (edf_expand, grammar in expand.h): it applies to image,
+ * workdir, the SRC and DST of mounts and [env] values, and to nothing
+ * else (not base_environment, which the client resolves before there is
+ * an image; not annotations, which hooks read as written; not mount
+ * flags).  Names are looked up in
+ *   image, mount SRC:      the caller's environment only (host side, and
+ *                          the image's is not known before the image is);
+ *   mount DST, workdir:    the caller's environment, then the image's;
+ *   [env] values:          the image's environment, then the caller's, so
+ *                          that PATH = "/opt/x/bin:${PATH}" extends the
+ *                          container's PATH, not the host's.
+ * An unset name without a default expands to "" and adds a warning.
+ * Values are validated once final: at parse time when they hold no '$',
+ * after expansion otherwise.
+ *
+ * Every error and warning names its place as "FILE:LINE:COL: KEY: what",
+ * KEY like "image", "mounts[2]" (0-based), "env.PATH".  FILE is the EDF's
+ * display name: the name as the user wrote it, with ".toml" added to a
+ * bare name ("pytorch" -> "pytorch.toml"). */
+#ifndef ALPS_EDF_H
+#define ALPS_EDF_H
+
+#include <jansson.h>
+
+#include "error.h"
+#include "ref.h"
+
+#define EDF_MAX_SIZE (1u << 20)        /* bytes of one file */
+#define EDF_MAX_DEPTH 10               /* levels of base_environment below the first file */
+#define EDF_MAX_FILES 64               /* distinct names loaded by edf_load_all */
+#define EDF_MAX_MOUNTS 1024            /* after merging */
+#define EDF_MAX_VARS 1024              /* env entries, and annotations, after merging */
+
+enum edf_image_kind {
+	EDF_IMAGE_UNSET,        /* no file says: no container */
+	EDF_IMAGE_NONE,         /* image = "": no container */
+	EDF_IMAGE_REF,          /* ->ref is valid */
+	EDF_IMAGE_SQUASHFS,     /* ->image.value is the file */
+	EDF_IMAGE_DEFERRED,     /* holds ${...}: known after edf_expand */
+};
+
+enum edf_mount_flag {
+	EDF_MOUNT_RO = 1u << 0,
+	EDF_MOUNT_RW = 1u << 1,
+	EDF_MOUNT_PRIVATE = 1u << 2,
+	EDF_MOUNT_RPRIVATE = 1u << 3,
+	EDF_MOUNT_SLAVE = 1u << 4,
+	EDF_MOUNT_RSLAVE = 1u << 5,
+	EDF_MOUNT_SHARED = 1u << 6,
+	EDF_MOUNT_RSHARED = 1u << 7,
+	EDF_MOUNT_RECURSIVE = 1u << 8,
+	EDF_MOUNT_SQSH = 1u << 9,
+};
+#define EDF_MOUNT_PROPAGATION (EDF_MOUNT_PRIVATE | EDF_MOUNT_RPRIVATE | EDF_MOUNT_SLAVE | \
+			       EDF_MOUNT_RSLAVE | EDF_MOUNT_SHARED | EDF_MOUNT_RSHARED)
+
+/* Where something was defined. */
+struct edf_loc {
+	char *file;             /* owned: display name, escaped for messages */
+	int line, col;
+	char *key;              /* owned: "image", "mounts[2]", "env.PATH", escaped */
+};
+
+struct edf_string {
+	char *value;            /* owned; NULL: not set */
+	struct edf_loc loc;
+};
+
+struct edf_flag {
+	int value;              /* -1: not set, else 0 or 1 */
+	struct edf_loc loc;
+};
+
+struct edf_mount {
+	char *src;              /* owned: host path (with sqsh: the squashfs file) */
+	char *dst;              /* owned: absolute path in the container */
+	unsigned flags;         /* enum edf_mount_flag; neither RO nor RW: read-write */
+	struct edf_loc loc;
+};
+
+struct edf_var {
+	char *key;              /* owned */
+	char *value;            /* owned; "" in env: unset the variable */
+	struct edf_loc loc;
+};
+
+struct edf_base {
+	char *name;             /* owned: as written in base_environment */
+	struct edf_loc loc;
+};
+
+struct edf_file {
+	char *name;             /* owned: display name */
+	char *path;             /* owned: where the loader found it; NULL if unknown */
+};
+
+/* A parsed (and maybe merged and expanded) EDF.  Read the fields; change
+ * them only through these functions. */
+struct edf {
+	char *name;                     /* owned: display name of the (last merged) file */
+	struct edf_string image;
+	enum edf_image_kind image_kind;
+	struct image_ref ref;           /* owned; valid when image_kind == EDF_IMAGE_REF */
+	char *image_user;               /* owned: enroot's USER@, or NULL */
+	struct edf_string workdir;
+	struct edf_flag entrypoint;     /* use edf_entrypoint() for the default */
+	struct edf_flag writable;       /* use edf_writable() for the default */
+	struct edf_base *bases;         /* owned: this file's base_environment */
+	size_t nbases;
+	struct edf_mount *mounts;       /* owned, in mount order */
+	size_t nmounts;
+	struct edf_var *env;            /* owned, in definition order */
+	size_t nenv;
+	struct edf_var *annotations;    /* owned, flattened keys */
+	size_t nannotations;
+	struct edf_file *files;         /* owned: the files merged in, in merge order */
+	size_t nfiles;
+	char **notes;                   /* owned: warnings found while merging/expanding */
+	size_t nnotes;
+	bool expanded;                  /* edf_expand() has run */
+};
+
+/* Parse one EDF of len bytes (need not be NUL-terminated) named name (as
+ * the user wrote it; see the display name above).  On success *out is the
+ * result (caller frees with edf_free).  ALPS_E_INVALID on any error,
+ * ALPS_E_LIMIT above EDF_MAX_SIZE. */
+int edf_parse(const char *name, const char *text, size_t len, struct edf **out,
+	      alps_error **err);
+
+/* Apply child on top of base, in place (the merge rules above); base's
+ * name becomes child's.  Both must not be expanded yet.  ALPS_E_LIMIT
+ * past EDF_MAX_MOUNTS or EDF_MAX_VARS. */
+int edf_merge(struct edf *base, const struct edf *child, alps_error **err);
+
+/* What ${...} sees (see the rules above).  Lists are NULL-terminated
+ * "NAME=value" arrays; NULL: empty. */
+struct edf_context {
+	const char *const *caller_env;
+	const char *const *image_env;   /* NULL when the image is not known yet */
+	const char *cwd;                /* the caller's; makes a relative image path
+					   absolute (NULL: left relative) */
+};
+
+/* Expand and validate every value, once.  Errors name the place. */
+int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err);
+
+/* Defaults applied. */
+bool edf_entrypoint(const struct edf *e);
+bool edf_writable(const struct edf *e);
+/* "" for no container (unset or empty), else the image as written. */
+const char *edf_image(const struct edf *e);
+/* The env value for key, NULL if absent; "" means unset. */
+const char *edf_env_get(const struct edf *e, const char *key);
+const char *edf_annotation_get(const struct edf *e, const char *key);
+/* "ro+recursive"; "" for none.  Caller frees. */
+char *edf_mount_flags_format(unsigned flags);
+
+/* Likely mistakes, one message a line ("FILE:LINE:COL: KEY: ..."): the
+ * notes, then what the whole result shows (relative workdir, mounts
+ * without an image, env names in the wrong case, mounts hiding /proc,
+ * /sys, /dev or /tmp, untagged references, unknown annotations...).
+ * Returns a NULL-terminated array (caller frees with edf_strv_free). */
+char **edf_warnings(const struct edf *e, size_t *n);
+void edf_strv_free(char **v);
+
+/* The result as JSON for `alps edf check --json` (caller json_decref()s).
+ * with_sources adds "files" (name and path of each file merged) and an
+ * "origin" ("FILE:LINE:COL") to every value. */
+json_t *edf_to_json(const struct edf *e, bool with_sources);
+
+void edf_free(struct edf *e);
+void cleanup_edf_freep(struct edf **e);
+#define _cleanup_edf_ __attribute__((cleanup(cleanup_edf_freep)))
+
+/* ---- Loading: edf_files.c ---------------------------------------------- */
+
+/* Resolve and read one EDF.  name_or_path is the first EDF's name or a
+ * base_environment entry, verbatim.  On success *resolved_path (where it
+ * was found, for messages) and *content (NUL-terminated, *len bytes
+ * before the NUL) belong to the caller.  On failure: -1 with *err; a
+ * missing EDF is ALPS_E_NOT_FOUND saying where it was searched. */
+struct edf_loader {
+	int (*load)(void *arg, const char *name_or_path, char **resolved_path, char **content,
+		    size_t *len, alps_error **err);
+	void *arg;
+};
+
+/* One file that edf_load_all read: what the client sends (EdfSource.path
+ * is ->name, EdfSource.content is ->content), the top-level EDF first. */
+struct edf_source {
+	char *name;             /* owned: as referenced; what a loader is asked for */
+	char *path;             /* owned: where it was found */
+	char *content;          /* owned, NUL-terminated */
+	size_t len;
+};
+
+/* Load first, walk its base_environment depth first and merge everything.
+ *
+ * A name with a '/' is a path: absolute, or relative to the caller's
+ * working directory (not to the file that names it).  A name without '/'
+ * is searched in the directories of EDF_PATH (':'-separated, default
+ * ~/.edf) as NAME.toml (".toml" is not added twice).
+ *
+ * The merge order is the depth-first post-order: bases in the order
+ * written, each before the file that names it; a file reached twice (a
+ * diamond) counts at its first place only.  Files are told apart by the
+ * name written, so that the daemon, which sees only names, merges exactly
+ * as the client.  At most EDF_MAX_DEPTH levels below the first file and
+ * EDF_MAX_FILES names; a cycle is an error that shows it ("a.toml ->
+ * b.toml -> a.toml"), found by name and, when the loader resolves two
+ * names to one path, by path.
+ *
+ * On success *merged (not yet expanded; edf_free) and *sources (one per
+ * distinct name, in load order, first one first; edf_sources_free) belong
+ * to the caller.  sources may be NULL when not wanted. */
+int edf_load_all(const char *first, const struct edf_loader *loader, struct edf **merged,
+		 struct edf_source **sources, size_t *nsources, alps_error **err);
+void edf_sources_free(struct edf_source *s, size_t n);
+
+/* The client's loader: reads files with the rights of the process, from
+ * EDF_PATH and $HOME as they are at the call.  Only regular files (a
+ * symlink is followed: the client runs as the user, so it reaches only
+ * what the user may read), at most EDF_MAX_SIZE bytes.  arg unused. */
+extern const struct edf_loader edf_file_loader;
+
+/* The daemon's loader: arg is a struct edf_source_set; a name is found
+ * by exact match on ->name, and never on the file system. */
+struct edf_source_set {
+	const struct edf_source *v;
+	size_t n;
+};
+int edf_source_load(void *arg, const char *name, char **resolved_path, char **content,
+		    size_t *len, alps_error **err);
+
+/* The display name of a reference: name, with ".toml" added when it has
+ * no '/' and no ".toml" suffix.  Caller frees. */
+char *edf_display_name(const char *name);
+
+#endif
