@@ -380,6 +380,32 @@ def test_corrupted_manifest_is_an_integrity_error(world, tmp_path):
         assert not blob_exists(tmp_path, digest)
 
 
+def test_corrupted_manifest_by_tag_fails_docker_content_digest(world, tmp_path):
+    with rf.FaultProxy(world.registry.host) as proxy:
+        proxy.corrupt(r"/manifests/v1$", offset=40)
+        e, _, _ = fetch(f"{proxy.host}/test/multi:v1", tmp_path, ok=False)
+        assert e["code"] == "integrity error"
+        assert world.reference.manifest_digest("v1") in e["message"]
+
+
+def test_foreign_layer_falls_back_to_its_urls(world, tmp_path):
+    """A non-distributable layer the registry does not have comes from the
+    descriptor's URL, verified like any other blob."""
+    m = world.reference.manifest("v1")
+    first = m["layers"][0]
+    first["mediaType"] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    with rf.BlobStore({first["digest"]: world.reference.blob(first["digest"])}) as store, \
+            rf.FaultProxy(world.registry.host) as proxy:
+        first["urls"] = [f"{store.url}/blobs/{first['digest']}"]
+        proxy.serve(r"/manifests/foreign$", json.dumps(m).encode(),
+                    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        proxy.fail("/blobs/" + first["digest"], status=404, count=None)
+        s, _, _ = fetch(f"{proxy.host}/test/multi:foreign", tmp_path)
+        assert s["layers"][0]["foreign"] is True
+        assert len(store.requests) == 1 and store.requests[0]["authorization"] is None
+        assert blob(tmp_path, first["digest"]) == world.reference.blob(first["digest"])
+
+
 def test_schema1_manifest_is_refused(world, tmp_path):
     with rf.FaultProxy(world.registry.host) as proxy:
         proxy.serve(r"/v2/test/old/manifests/v1$", rf.SCHEMA1_MANIFEST,

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "daemon/image/manifest.h"
+#include "daemon/image/registry.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 #define D2 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
@@ -392,6 +393,21 @@ static void test_digests(void **state)
 			    "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
 }
 
+/* Docker's rule for plain HTTP without configuration. */
+static void test_loopback(void **state)
+{
+	(void)state;
+	assert_true(registry_host_is_loopback("localhost"));
+	assert_true(registry_host_is_loopback("localhost:5000"));
+	assert_true(registry_host_is_loopback("127.0.0.1:5000"));
+	assert_true(registry_host_is_loopback("127.8.9.10"));
+	assert_true(registry_host_is_loopback("[::1]:5000"));
+	assert_false(registry_host_is_loopback("128.0.0.1"));
+	assert_false(registry_host_is_loopback("localhost.example.com"));
+	assert_false(registry_host_is_loopback("[::2]:5000"));
+	assert_false(registry_host_is_loopback("registry.example:5000"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -406,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_config_invalid),
 		cmocka_unit_test(test_digests),
+		cmocka_unit_test(test_loopback),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
