@@ -1079,8 +1079,8 @@ static int xfer_run(struct xfer *x, alps_error **err)
 static char *endpoint_url(struct registry_session *s, struct endpoint *ep, const char *kind,
 			  const char *reference)
 {
-	/* The scheme is known once pinged; endpoint_auth_ready() pings before
-	 * the URL is used, so build it after that (see ep_request()). */
+	/* The scheme is known only once the endpoint was pinged: ep_request()
+	 * pings first, then builds the URL. */
 	pthread_mutex_lock(&ep->lock);
 	char *url = xasprintf("%s://%s%s/v2/%s/%s/%s", ep->scheme ? ep->scheme : "https",
 			      ep->authority, ep->prefix, s->ref.repository, kind, reference);
