@@ -34,6 +34,8 @@ struct command {
 };
 
 extern const struct command cmd_status;
+extern const struct command cmd_topology;
+extern const struct command cmd_place;
 
 /* Connect (once) to the daemon. */
 int client_connect(struct client *cl, alps_error **err);

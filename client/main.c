@@ -12,6 +12,8 @@
 
 static const struct command *const commands[] = {
 	&cmd_status,
+	&cmd_topology,
+	&cmd_place,
 };
 
 static void usage(FILE *out)

@@ -57,7 +57,10 @@ int client_report_error(struct client *cl, const char *what, const alps_error *e
 
 int client_report_response(struct client *cl, const char *what, const Alps__Response *resp)
 {
-	return report(cl, what, (int)resp->status, resp->message);
+	/* The daemon answered: whatever it said, it was reachable, so only a
+	 * version mismatch is exit 3. */
+	int rc = report(cl, what, (int)resp->status, resp->message);
+	return resp->status == ALPS__STATUS__VERSION_MISMATCH ? rc : EXIT_FAILED;
 }
 
 void client_print_json(json_t *j)

@@ -430,7 +430,7 @@ static int read_file(const char *path, char **out, size_t *len, alps_error **err
 int config_load_file(struct config *c, const char *path, bool required, alps_error **err)
 {
 	_cleanup_free_ char *text = NULL;
-	size_t len;
+	size_t len = 0;
 	if (access(path, F_OK) < 0 && errno == ENOENT && !required)
 		return 0;
 	if (read_file(path, &text, &len, err) < 0)

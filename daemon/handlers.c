@@ -17,8 +17,8 @@ static const struct handler handler_table[] = {
 	{ ALPS__REQUEST__OP_RELEASE, "release", PRIV_ADMIN, op_not_implemented },
 	{ ALPS__REQUEST__OP_JOBS, "jobs", PRIV_USER, op_not_implemented },
 	{ ALPS__REQUEST__OP_EDF_CHECK, "edf check", PRIV_USER, op_not_implemented },
-	{ ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_not_implemented },
-	{ ALPS__REQUEST__OP_PLACE, "place", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_topology },
+	{ ALPS__REQUEST__OP_PLACE, "place", PRIV_USER, op_place },
 	{ ALPS__REQUEST__OP_ENDPOINTS, "endpoints", PRIV_USER, op_not_implemented },
 };
 

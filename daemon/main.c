@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/node/topology.h"
 #include "daemon/sdnotify.h"
 #include "daemon/server.h"
 
@@ -215,6 +216,26 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	on_shutdown_tick(-1, 0, d);
 }
 
+/* The node's topology; a failure is logged and leaves the daemon serving
+ * everything else (topology requests then say why).  On success the old
+ * topology, if any, is replaced. */
+static void load_topology(struct daemon *d)
+{
+	alps_error *err = NULL;
+	struct topology_opts o = topology_opts_from_config(d->cfg);
+	struct topology *t = NULL;
+	uint64_t t0 = now_monotonic_ms();
+	if (topology_load(&o, &t, &err) < 0) {
+		log_error("topology: %s%s", err->msg, d->topology ? " (keeping the previous one)" : "");
+		alps_error_free(err);
+		return;
+	}
+	topology_free(d->topology);
+	d->topology = t;
+	log_info("topology loaded from %s in %llu ms", *d->cfg->topology_xml ? d->cfg->topology_xml
+		 : "the live machine", (unsigned long long)(now_monotonic_ms() - t0));
+}
+
 /* Options that cannot change under a running daemon. */
 static bool reload_allowed(const struct config *old, const struct config *new)
 {
@@ -251,6 +272,7 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		d->cfg = c;
 		log_set_level((enum log_level)log_level_parse(c->log_level));
 		server_reconfigure(d->server);
+		load_topology(d);
 		log_notice("configuration reloaded from %s", cl->config_path);
 	}
 	sd_notify_state("READY=1");
@@ -320,6 +342,8 @@ int main(int argc, char **argv)
 	if (lock_state_dir(&d, &err) < 0)
 		log_fatal("%s", err->msg);
 
+	load_topology(&d);
+
 	evthread_use_pthreads();
 	d.base = event_base_new();
 	if (!d.base)
@@ -346,6 +370,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 
 	server_free(d.server);
+	topology_free(d.topology);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);

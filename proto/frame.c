@@ -215,6 +215,10 @@ static ssize_t out_send(struct frame_out *o, int sock)
 		msg.msg_control = cbuf.buf;
 		msg.msg_controllen = CMSG_SPACE(sizeof(int) * o->nfds);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		if (!c) {       /* cannot happen: the buffer is sized for it */
+			errno = EINVAL;
+			return -1;
+		}
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * o->nfds);

@@ -1,0 +1,255 @@
+/* cmd_node.c: alps topology, alps place: the node's hardware and a job
+ * step's placement on it, as computed by the daemon. */
+#include <config.h>
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+
+/* Call, check, and parse the JSON text the reply carries. */
+static json_t *call_json(struct client *cl, Alps__Request *req, const char *what,
+			 const char *(*get)(const Alps__Response *), int *rc)
+{
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, req, NULL, NULL, &err);
+	if (!resp) {
+		*rc = client_report_error(cl, what, err);
+		alps_error_free(err);
+		return NULL;
+	}
+	json_t *j = NULL;
+	if (resp->status != ALPS__STATUS__OK) {
+		*rc = client_report_response(cl, what, resp);
+	} else {
+		const char *text = get(resp);
+		json_error_t jerr;
+		j = text ? json_loads(text, 0, &jerr) : NULL;
+		if (!j) {
+			alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd sent no valid JSON" };
+			*rc = client_report_error(cl, what, &e);
+		}
+	}
+	alps__response__free_unpacked(resp, NULL);
+	return j;
+}
+
+static const char *topology_text(const Alps__Response *r)
+{
+	return r->payload_case == ALPS__RESPONSE__PAYLOAD_TOPOLOGY_REPLY ? r->topology_reply->topology_json
+									 : NULL;
+}
+
+static const char *place_text(const Alps__Response *r)
+{
+	return r->payload_case == ALPS__RESPONSE__PAYLOAD_PLACE_REPLY ? r->place_reply->plan_json : NULL;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "-";
+}
+
+/* "a,b,c" of an array of strings or integers; caller frees. */
+static char *join_names(json_t *arr)
+{
+	size_t i;
+	json_t *v;
+	char *out = xstrdup(json_array_size(arr) ? "" : "-");
+	json_array_foreach(arr, i, v) {
+		char *next = json_is_string(v)
+			? xasprintf("%s%s%s", out, i ? "," : "", json_string_value(v))
+			: xasprintf("%s%s%lld", out, i ? "," : "", (long long)json_integer_value(v));
+		free(out);
+		out = next;
+	}
+	return out;
+}
+
+static void print_names(json_t *arr)
+{
+	_cleanup_free_ char *s = join_names(arr);
+	fputs(s, stdout);
+}
+
+static void numa_text(json_t *numa, char *buf, size_t size)
+{
+	if (json_is_integer(numa))
+		snprintf(buf, size, "%lld", (long long)json_integer_value(numa));
+	else
+		snprintf(buf, size, "-");
+}
+
+static void print_topology(json_t *t)
+{
+	printf("source: %s\n", jstr(t, "source"));
+	printf("cores: %lld (%lld usable), hardware threads: %lld, cpus %s\n",
+	       (long long)json_integer_value(json_object_get(t, "cores")),
+	       (long long)json_integer_value(json_object_get(t, "usable_cores")),
+	       (long long)json_integer_value(json_object_get(t, "pus")), jstr(t, "cpus"));
+	json_t *res = json_object_get(t, "reserved");
+	printf("reserved: %s (%lld cores: %s)\n", jstr(res, "setting"),
+	       (long long)json_integer_value(json_object_get(res, "cores")), jstr(res, "cpus"));
+	size_t i;
+	json_t *g;
+	json_t *gpus = json_object_get(t, "gpus");
+	printf("\nGPUs: %zu\n", json_array_size(gpus));
+	if (json_array_size(gpus))
+		printf("  %-6s %-5s %-10s %-14s %-5s %-20s %s\n", "VENDOR", "INDEX", "NAME", "PCI",
+		       "NUMA", "CPUS", "NEAREST NICS");
+	json_array_foreach(gpus, i, g) {
+		char numbuf[16];
+		numa_text(json_object_get(g, "numa"), numbuf, sizeof(numbuf));
+		printf("  %-6s %-5lld %-10s %-14s %-5s %-20s ", jstr(g, "vendor"),
+		       (long long)json_integer_value(json_object_get(g, "index")), jstr(g, "name"),
+		       jstr(g, "pci"), numbuf, jstr(g, "cpus"));
+		print_names(json_object_get(g, "nearest_nics"));
+		putchar('\n');
+	}
+	json_t *nics = json_object_get(t, "nics");
+	printf("\nNICs: %zu\n", json_array_size(nics));
+	if (json_array_size(nics))
+		printf("  %-12s %-12s %-14s %-5s %s\n", "NAME", "KIND", "PCI", "NUMA", "HIGH-SPEED");
+	json_array_foreach(nics, i, g) {
+		char numbuf[16];
+		numa_text(json_object_get(g, "numa"), numbuf, sizeof(numbuf));
+		printf("  %-12s %-12s %-14s %-5s %s\n", jstr(g, "name"), jstr(g, "kind"), jstr(g, "pci"),
+		       numbuf, json_is_true(json_object_get(g, "high_speed")) ? "yes" : "no");
+	}
+}
+
+static int run_topology(struct client *cl, int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "alps topology: unexpected argument '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	Alps__TopologyRequest tr = ALPS__TOPOLOGY_REQUEST__INIT;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_TOPOLOGY;
+	req.topology = &tr;
+	int rc = EXIT_OK;
+	json_t *j = call_json(cl, &req, "topology", topology_text, &rc);
+	if (!j)
+		return rc;
+	if (cl->json)
+		client_print_json(j);
+	else {
+		print_topology(j);
+		json_decref(j);
+	}
+	return EXIT_OK;
+}
+
+const struct command cmd_topology = {
+	.name = "topology",
+	.summary = "Show the node's GPUs, NICs, NUMA nodes and their locality.",
+	.usage = "",
+	.help = "",
+	.run = run_topology,
+};
+
+static int parse_count(const char *s, const char *what, unsigned max, unsigned *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*s == '\0' || *end || v < 0 || v > (long)max) {
+		fprintf(stderr, "alps place: %s must be a number from 0 to %u, not '%s'\n", what, max, s);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static void print_plan(json_t *p, bool env_only, bool bind_only)
+{
+	if (bind_only) {
+		printf("--cpu-bind=%s\n", jstr(p, "cpu_bind"));
+		return;
+	}
+	size_t i, k;
+	json_t *r, *e;
+	json_t *ranks = json_object_get(p, "ranks");
+	if (env_only) {
+		json_array_foreach(ranks, i, r) {
+			printf("# rank %zu\n", i);
+			json_array_foreach(json_object_get(r, "env"), k, e)
+				printf("%s\n", json_string_value(e));
+		}
+		return;
+	}
+	printf("%-5s %-8s %-14s %-24s %s\n", "RANK", "GPUS", "NICS", "CPUS", "MASK");
+	json_array_foreach(ranks, i, r) {
+		_cleanup_free_ char *g = join_names(json_object_get(r, "gpus"));
+		_cleanup_free_ char *n = join_names(json_object_get(r, "nics"));
+		printf("%-5lld %-8s %-14s %-24s %s\n",
+		       (long long)json_integer_value(json_object_get(r, "rank")), g, n,
+		       jstr(r, "cpus"), jstr(r, "mask"));
+	}
+	printf("\nslurm: --cpu-bind=%s\n", jstr(p, "cpu_bind"));
+}
+
+static int run_place(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "tasks", required_argument, NULL, 'n' },
+		{ "gpus-per-task", required_argument, NULL, 'g' },
+		{ "env", no_argument, NULL, 'e' },
+		{ "cpu-bind", no_argument, NULL, 'b' },
+		{ NULL, 0, NULL, 0 },
+	};
+	unsigned tasks = 0, gpus = 0;
+	bool env_only = false, bind_only = false, have_tasks = false;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "n:g:eb", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'n':
+			if (parse_count(optarg, "--tasks", 65536, &tasks) < 0)
+				return EXIT_USAGE;
+			have_tasks = true;
+			break;
+		case 'g':
+			if (parse_count(optarg, "--gpus-per-task", 1024, &gpus) < 0)
+				return EXIT_USAGE;
+			break;
+		case 'e': env_only = true; break;
+		case 'b': bind_only = true; break;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (!have_tasks || optind < argc) {
+		fprintf(stderr, "alps place: %s\n", optind < argc ? "unexpected argument" : "--tasks N is required");
+		return EXIT_USAGE;
+	}
+	Alps__PlaceRequest pr = ALPS__PLACE_REQUEST__INIT;
+	pr.tasks = tasks;
+	pr.gpus_per_task = gpus;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_PLACE;
+	req.place = &pr;
+	int rc = EXIT_OK;
+	json_t *j = call_json(cl, &req, "place", place_text, &rc);
+	if (!j)
+		return rc;
+	if (cl->json)
+		client_print_json(j);
+	else {
+		print_plan(j, env_only, bind_only);
+		json_decref(j);
+	}
+	return EXIT_OK;
+}
+
+const struct command cmd_place = {
+	.name = "place",
+	.summary = "Plan GPUs, NICs and CPU masks for the local ranks of a job step.",
+	.usage = "--tasks N [--gpus-per-task G] [--env | --cpu-bind]",
+	.help = "  -n, --tasks N          local tasks (ranks) on this node\n"
+		"  -g, --gpus-per-task G  GPUs per task (0: share the node's GPUs evenly)\n"
+		"  -e, --env              print each rank's environment (KEY=VALUE)\n"
+		"  -b, --cpu-bind         print the Slurm --cpu-bind=mask_cpu: option\n",
+	.run = run_place,
+};
