@@ -19,17 +19,17 @@ static const struct {
 	enum layer_compression compression;
 	bool foreign;
 } layer_types[] = {
-	{ "application/vnd.oci.image.layer.v1.tar", LAYER_TAR, false },
-	{ "application/vnd.oci.image.layer.v1.tar+gzip", LAYER_GZIP, false },
-	{ "application/vnd.oci.image.layer.v1.tar+zstd", LAYER_ZSTD, false },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar", LAYER_TAR, true },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", LAYER_GZIP, true },
-	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", LAYER_ZSTD, true },
-	{ "application/vnd.docker.image.rootfs.diff.tar", LAYER_TAR, false },
-	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", LAYER_GZIP, false },
-	{ "application/vnd.docker.image.rootfs.diff.tar.zstd", LAYER_ZSTD, false },
-	{ "application/vnd.docker.image.rootfs.foreign.diff.tar", LAYER_TAR, true },
-	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", LAYER_GZIP, true },
+	{ "application/vnd.oci.image.layer.v1.tar", LAYER_COMPRESSION_NONE, false },
+	{ "application/vnd.oci.image.layer.v1.tar+gzip", LAYER_COMPRESSION_GZIP, false },
+	{ "application/vnd.oci.image.layer.v1.tar+zstd", LAYER_COMPRESSION_ZSTD, false },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar", LAYER_COMPRESSION_NONE, true },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", LAYER_COMPRESSION_GZIP, true },
+	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", LAYER_COMPRESSION_ZSTD, true },
+	{ "application/vnd.docker.image.rootfs.diff.tar", LAYER_COMPRESSION_NONE, false },
+	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", LAYER_COMPRESSION_GZIP, false },
+	{ "application/vnd.docker.image.rootfs.diff.tar.zstd", LAYER_COMPRESSION_ZSTD, false },
+	{ "application/vnd.docker.image.rootfs.foreign.diff.tar", LAYER_COMPRESSION_NONE, true },
+	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", LAYER_COMPRESSION_GZIP, true },
 };
 
 static const struct {

@@ -20,6 +20,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "daemon/image/stream.h"   /* enum layer_compression, shared with the converter */
 
 #define MANIFEST_MAX_SIZE (4u << 20)    /* manifests and indexes */
 #define MANIFEST_CONFIG_MAX_SIZE (4u << 20)
@@ -43,12 +44,6 @@ enum manifest_kind {
 	MANIFEST_OCI,
 	MANIFEST_DOCKER_V2,
 	MANIFEST_DOCKER_V1,     /* schema 1: recognised to be refused */
-};
-
-enum layer_compression {
-	LAYER_TAR = 0,
-	LAYER_GZIP,
-	LAYER_ZSTD,
 };
 
 struct platform {

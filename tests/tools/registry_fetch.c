@@ -327,8 +327,8 @@ static json_t *config_json(const struct resolved_image *img)
 
 static json_t *layers_json(const struct manifest *m)
 {
-	static const char *comp[] = { [LAYER_TAR] = "none", [LAYER_GZIP] = "gzip",
-				      [LAYER_ZSTD] = "zstd" };
+	static const char *comp[] = { [LAYER_COMPRESSION_NONE] = "none", [LAYER_COMPRESSION_GZIP] = "gzip",
+				      [LAYER_COMPRESSION_ZSTD] = "zstd" };
 	json_t *a = json_array();
 	for (size_t i = 0; i < m->nlayers; i++)
 		json_array_append_new(a, json_pack("{s:s, s:I, s:s, s:s, s:b}",

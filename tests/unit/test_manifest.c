@@ -39,9 +39,9 @@ static void test_manifest_oci(void **state)
 	assert_string_equal(m.config.digest, D1);
 	assert_int_equal(m.config.size, 100);
 	assert_int_equal(m.nlayers, 4);
-	assert_int_equal(m.layers[0].compression, LAYER_GZIP);
-	assert_int_equal(m.layers[1].compression, LAYER_ZSTD);
-	assert_int_equal(m.layers[2].compression, LAYER_TAR);
+	assert_int_equal(m.layers[0].compression, LAYER_COMPRESSION_GZIP);
+	assert_int_equal(m.layers[1].compression, LAYER_COMPRESSION_ZSTD);
+	assert_int_equal(m.layers[2].compression, LAYER_COMPRESSION_NONE);
 	assert_true(m.layers[3].foreign);
 	assert_false(m.layers[0].foreign);
 	assert_int_equal(m.layers[3].desc.nurls, 1);
@@ -68,7 +68,7 @@ static void test_manifest_docker_v2(void **state)
 	struct manifest m;
 	assert_int_equal(manifest_parse(doc, strlen(doc), &m, NULL), 0);
 	assert_int_equal(m.kind, MANIFEST_DOCKER_V2);
-	assert_int_equal(m.layers[0].compression, LAYER_GZIP);
+	assert_int_equal(m.layers[0].compression, LAYER_COMPRESSION_GZIP);
 	manifest_free(&m);
 }
 
