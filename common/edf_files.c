@@ -91,7 +91,7 @@ static int load_path(const char *name, char **resolved, char **content, size_t *
 		return alps_fail(err, ALPS_E_NOT_FOUND, "%s: HOME is not set", esc);
 	int rc = try_read(path, resolved, content, len, err);
 	if (rc > 0)
-		return alps_fail(err, ALPS_E_NOT_FOUND, "environment %s not found", esc);
+		return alps_fail(err, ALPS_E_NOT_FOUND, "environment \"%s\" not found", esc);
 	return rc;
 }
 

@@ -71,7 +71,9 @@ static long xp_name(struct xp *x, size_t start)
 	const char *p = x->s + x->i;
 	size_t n = name_len(p);
 	char c = p[n];
-	if (c == '\0')
+	/* With no '}' anywhere after it, "${HOME/x" is unterminated rather
+	 * than a bad name: that is the mistake the user made. */
+	if (c == '\0' || !strchr(p + n, '}'))
 		return xp_fail(x, start, "unterminated \"${\"");
 	if (n == 0 && (c == '}' || c == ':'))
 		return xp_fail(x, start, "empty variable name");
