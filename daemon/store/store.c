@@ -387,6 +387,8 @@ int store_layer_get(struct store *s, const char *digest, struct store_layer **ou
 	store_lock(s);
 	int r = store_load_layer_locked(s, digest, out, err);
 	store_unlock(s);
+	if (r == 0 && !*out)
+		r = alps_fail(err, ALPS_E_NOT_FOUND, "no such layer");
 	return r < 0 ? store_ctx(s, err, "looking up layer", digest) : 0;
 }
 
@@ -491,6 +493,9 @@ static int commit_existing(struct store *s, const char *name, const char *digest
 	if (r == 0 && out)
 		r = store_load_layer_locked(s, digest, out, err);
 	store_unlock(s);
+	/* Only if the caller did not hold the layer (see store.h). */
+	if (r == 0 && out && !*out)
+		r = alps_fail(err, ALPS_E_NOT_FOUND, "the layer was removed meanwhile");
 	return r;
 }
 
@@ -539,7 +544,7 @@ int store_layer_commit(struct store *s, const char *tmp_path, const struct store
 		alps_fail(err, ALPS_E_INVALID, "%s is not a file under %s/", esc, s->tmp_dir);
 		return store_ctx(s, err, "committing a layer", NULL);
 	}
-	r = check_layer_info(info, err);
+	r = info ? check_layer_info(info, err) : alps_fail(err, ALPS_E_INVALID, "no layer info");
 	if (r == 0)
 		r = commit_layer(s, name, info, out, err);
 	if (r < 0) {
@@ -547,7 +552,7 @@ int store_layer_commit(struct store *s, const char *tmp_path, const struct store
 			log_warn("store %s: cannot remove tmp/%s: %s", s->dir, name,
 				 strerror(errno));
 		return store_ctx(s, err, "committing layer",
-				 info->digest ? info->digest : "(null)");
+				 info && info->digest ? info->digest : "(null)");
 	}
 	return 0;
 }
@@ -612,7 +617,7 @@ static int lock_dir(struct store *s, alps_error **err)
 	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0)
 		return 0;
 	if (errno == EWOULDBLOCK)
-		return alps_fail(err, ALPS_E_BUSY, "in use by another process (alps.lock is locked)");
+		return alps_fail(err, ALPS_E_BUSY, "already open elsewhere (alps.lock is locked)");
 	return alps_fail_errno(err, "cannot lock alps.lock");
 }
 

@@ -32,17 +32,20 @@
  * store_gc() running in between cannot delete a layer the pull counted on, a
  * pull holds every layer digest of its image for its duration:
  *
- *	store_layer_hold(s, d)                  for each layer digest d
- *	store_layer_get(s, d, &l, err)          l == NULL: download into
+ *	store_layer_hold(s, d)                  for each layer digest d, FIRST
+ *	store_layer_get(s, d, &l, err)          ALPS_E_NOT_FOUND: download into
  *	    store_tmp_path(s), then store_layer_commit(s, tmp, &info, NULL, err)
  *	store_image_commit(s, &rec, digests, n, tag, uid, err)
  *	store_layer_release(s, d)               for each, also on failure
  *
- * A held layer whose refcount drops to 0 keeps its row and file.
+ * A held layer whose refcount drops to 0 keeps its row and file.  Taking the
+ * hold after store_layer_get() or store_layer_commit() leaves a window in
+ * which a removal or store_gc() may drop the layer; store_image_commit() then
+ * fails with ALPS_E_NOT_FOUND (nothing is corrupted, but the pull fails).
  *
  * Visibility.  An image with no image_access rows is public on the node; one
  * with rows is visible only to those uids.  Functions that take a viewer uid
- * accept STORE_UID_ANY (root, admins: everything).
+ * accept STORE_UID_ANY (admins: everything); uid 0 sees everything too.
  *
  * Errors follow common/error.h; every message starts with "store <dir>: ".
  * Digests are validated (sha256/sha512, lowercase hex) before any path is
@@ -154,7 +157,7 @@ char *store_tmp_path(struct store *s);
  * ALPS_E_INVALID for a malformed digest.  Caller frees *out. */
 int store_layer_path(struct store *s, const char *digest, char **out, alps_error **err);
 /* The layer digest in *out (caller frees with store_layer_free()), or
- * *out = NULL if the store does not have it. */
+ * ALPS_E_NOT_FOUND if the store does not have it. */
 int store_layer_get(struct store *s, const char *digest, struct store_layer **out,
 		    alps_error **err);
 /* Commit tmp_path, a file from store_tmp_path(), as layer info->digest.  The
