@@ -35,6 +35,10 @@ struct command {
 
 extern const struct command cmd_status;
 extern const struct command cmd_topology;
+extern const struct command cmd_pull;
+extern const struct command cmd_images;
+extern const struct command cmd_inspect;
+extern const struct command cmd_rm;
 extern const struct command cmd_place;
 
 /* Connect (once) to the daemon. */

@@ -12,6 +12,10 @@
 
 static const struct command *const commands[] = {
 	&cmd_status,
+	&cmd_pull,
+	&cmd_images,
+	&cmd_inspect,
+	&cmd_rm,
 	&cmd_topology,
 	&cmd_place,
 };

@@ -13,6 +13,7 @@ struct server;
 struct topology;
 struct fabric;
 struct store;
+struct puller;
 struct cmdline;
 
 struct daemon {
@@ -23,6 +24,7 @@ struct daemon {
 	struct topology *topology;   /* owned; NULL if it failed to load */
 	struct fabric *fabric;       /* owned; NULL when disabled */
 	struct store *store;         /* owned */
+	struct puller *puller;       /* owned */
 	uint64_t start_ms;           /* monotonic */
 	pid_t pid;
 	int lock_fd;                 /* flock()ed state-dir lock */

@@ -62,6 +62,10 @@ void request_attach_fds(struct request *rq, const int *fds, size_t nfds);
 /* Handlers, one file per group (op_*.c). */
 int op_hello(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_status(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_pull(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_images(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_remove(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_topology(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_place(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err);

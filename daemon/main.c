@@ -19,9 +19,12 @@
 #include "common/util.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/image/pull.h"
+#include "daemon/image/registry.h"
 #include "daemon/node/topology.h"
 #include "daemon/sdnotify.h"
 #include "daemon/server.h"
+#include "daemon/store/store.h"
 
 struct cmdline {
 	const char *config_path;
@@ -341,6 +344,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (lock_state_dir(&d, &err) < 0)
 		log_fatal("%s", err->msg);
+	if (store_open(d.cfg->state_dir, &d.store, &err) < 0)
+		log_fatal("%s", err->msg);
+	if (registry_global_init(&err) < 0)
+		log_fatal("%s", err->msg);
 
 	load_topology(&d);
 
@@ -348,6 +355,7 @@ int main(int argc, char **argv)
 	d.base = event_base_new();
 	if (!d.base)
 		log_fatal("cannot create the event loop");
+	d.puller = puller_new(&d);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
 
@@ -370,6 +378,9 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 
 	server_free(d.server);
+	puller_free(d.puller);
+	store_close(d.store);
+	registry_global_cleanup();
 	topology_free(d.topology);
 	event_free(ev_term);
 	event_free(ev_int);

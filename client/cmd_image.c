@@ -1,0 +1,438 @@
+/* cmd_image.c: alps pull, images, inspect, rm. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "common/dockercfg.h"
+
+/* ---- credentials ---- */
+
+/* The calling user's registry credentials from $DOCKER_CONFIG/config.json
+ * or ~/.docker/config.json, read with the user's own rights (the client
+ * runs as the user; the daemon never opens a user's files).  A missing
+ * file means no credentials; a broken one is reported. */
+static int read_docker_config(struct registry_cred **creds, size_t *n, alps_error **err)
+{
+	*creds = NULL;
+	*n = 0;
+	const char *dir = getenv("DOCKER_CONFIG");
+	const char *home = getenv("HOME");
+	_cleanup_free_ char *path = dir && *dir ? xasprintf("%s/config.json", dir)
+				  : home && *home ? xasprintf("%s/.docker/config.json", home) : NULL;
+	if (!path)
+		return 0;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : alps_fail_errno(err, "%s", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
+		return alps_fail(err, ALPS_E_INVALID, "%s: not a regular file of at most 1 MiB", path);
+	_cleanup_free_ char *buf = xmalloc((size_t)st.st_size + 1);
+	ssize_t got = read(fd, buf, (size_t)st.st_size);
+	if (got != st.st_size)
+		return alps_fail_errno(err, "cannot read %s", path);
+	buf[got] = '\0';
+	if (dockercfg_parse(buf, (size_t)got, creds, n, err) < 0)
+		return alps_error_prefix(err, "%s", path);
+	return 0;
+}
+
+/* ---- pull ---- */
+
+struct pull_view {
+	struct client *cl;
+	bool tty;
+	bool drawn;
+	char **states;          /* last state seen per layer, for plain output */
+	size_t nstates;
+};
+
+static const char *short_digest(const char *d)
+{
+	const char *colon = strchr(d, ':');
+	return colon ? colon + 1 : d;
+}
+
+static void pull_progress_json(const Alps__PullProgress *pp)
+{
+	json_t *layers = json_array();
+	for (size_t i = 0; i < pp->n_layers; i++)
+		json_array_append_new(layers, json_pack("{s:s, s:I, s:I, s:s}", "digest",
+			pp->layers[i]->digest, "done", (json_int_t)pp->layers[i]->bytes_done,
+			"total", (json_int_t)pp->layers[i]->bytes_total, "state", pp->layers[i]->state));
+	json_t *ev = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "event", "progress", "phase",
+			       pp->phase, "done", (json_int_t)pp->bytes_done, "total",
+			       (json_int_t)pp->bytes_total, "rate_bps", (json_int_t)pp->rate_bps,
+			       "eta_ms", (json_int_t)pp->eta_ms, "layers", layers);
+	char *s = json_dumps(ev, JSON_COMPACT);
+	puts(s);
+	fflush(stdout);
+	free(s);
+	json_decref(ev);
+}
+
+/* On a terminal: one line per layer, redrawn in place, and a total. */
+static void pull_progress_tty(struct pull_view *v, const Alps__PullProgress *pp)
+{
+	if (v->drawn)
+		fprintf(stderr, "\033[%zuA", pp->n_layers + 1);
+	for (size_t i = 0; i < pp->n_layers; i++) {
+		const Alps__LayerProgress *l = pp->layers[i];
+		char done[32], total[32];
+		format_size(l->bytes_done, done, sizeof(done));
+		format_size(l->bytes_total, total, sizeof(total));
+		fprintf(stderr, "\033[2K%.12s  %-11s %10s / %-10s\n", short_digest(l->digest), l->state,
+			done, total);
+	}
+	char done[32], total[32], rate[32];
+	format_size(pp->bytes_done, done, sizeof(done));
+	format_size(pp->bytes_total, total, sizeof(total));
+	format_size(pp->rate_bps, rate, sizeof(rate));
+	fprintf(stderr, "\033[2K%s: %s / %s, %s/s, ETA %" PRIu64 " s\n", pp->phase, done, total, rate,
+		pp->eta_ms / 1000);
+	v->drawn = true;
+}
+
+/* Not a terminal: a line when a layer changes state. */
+static void pull_progress_plain(struct pull_view *v, const Alps__PullProgress *pp)
+{
+	if (v->nstates < pp->n_layers) {
+		v->states = xreallocarray(v->states, pp->n_layers, sizeof(char *));
+		for (size_t i = v->nstates; i < pp->n_layers; i++)
+			v->states[i] = NULL;
+		v->nstates = pp->n_layers;
+	}
+	for (size_t i = 0; i < pp->n_layers; i++) {
+		const Alps__LayerProgress *l = pp->layers[i];
+		if (v->states[i] && strcmp(v->states[i], l->state) == 0)
+			continue;
+		free(v->states[i]);
+		v->states[i] = xstrdup(l->state);
+		fprintf(stderr, "layer %.12s: %s (%" PRIu64 " bytes)\n", short_digest(l->digest),
+			l->state, l->bytes_total);
+	}
+}
+
+static void on_pull_progress(const Alps__Response *resp, void *arg)
+{
+	struct pull_view *v = arg;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS || v->cl->quiet)
+		return;
+	if (v->cl->json)
+		pull_progress_json(resp->pull_progress);
+	else if (v->tty)
+		pull_progress_tty(v, resp->pull_progress);
+	else
+		pull_progress_plain(v, resp->pull_progress);
+}
+
+static void on_sigint(int sig)
+{
+	static const char msg[] = "\nalps pull: detached; the pull goes on in alpsd "
+				  "('alps images' shows it when done)\n";
+	(void)sig;
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(130);
+}
+
+static int pull_result(struct client *cl, const Alps__Response *resp)
+{
+	if (resp->status != ALPS__STATUS__OK)
+		return client_report_response(cl, "pull", resp);
+	const Alps__PullReply *pr = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PULL_REPLY
+					    ? resp->pull_reply : NULL;
+	if (!pr) {
+		alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd answered pull without a result" };
+		return client_report_error(cl, "pull", &e);
+	}
+	if (cl->json) {
+		client_print_json(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
+					    "ok", 1, "reference", pr->reference, "digest", pr->digest,
+					    "layers", (int)pr->layers, "layers_fetched",
+					    (int)pr->layers_fetched, "size", (json_int_t)pr->size));
+	} else {
+		char size[32];
+		format_size(pr->size, size, sizeof(size));
+		printf("%s\n  digest %s, %u layers (%u fetched), %s\n", pr->reference, pr->digest,
+		       pr->layers, pr->layers_fetched, size);
+	}
+	return EXIT_OK;
+}
+
+static int run_pull(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "platform", required_argument, NULL, 'p' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *platform = "";
+	int opt;
+	while ((opt = getopt_long(argc, argv, "p:q", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'p': platform = optarg; break;
+		case 'q': cl->quiet = true; break;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "alps pull: give exactly one image reference\n");
+		return EXIT_USAGE;
+	}
+	alps_error *err = NULL;
+	struct registry_cred *creds;
+	size_t ncreds;
+	if (read_docker_config(&creds, &ncreds, &err) < 0) {
+		int rc = client_report_error(cl, "pull", err);
+		alps_error_free(err);
+		return rc;
+	}
+	Alps__RegistryCredential *rc_ = xcalloc(ncreds ? ncreds : 1, sizeof(*rc_));
+	Alps__RegistryCredential **rcp = xcalloc(ncreds ? ncreds : 1, sizeof(*rcp));
+	for (size_t i = 0; i < ncreds; i++) {
+		alps__registry_credential__init(&rc_[i]);
+		rc_[i].registry = creds[i].host;
+		rc_[i].username = creds[i].username ? creds[i].username : (char *)"";
+		rc_[i].password = creds[i].password ? creds[i].password : (char *)"";
+		rc_[i].identity_token = creds[i].identity_token ? creds[i].identity_token : (char *)"";
+		rcp[i] = &rc_[i];
+	}
+	Alps__PullRequest pr = ALPS__PULL_REQUEST__INIT;
+	pr.reference = argv[optind];
+	pr.platform = (char *)platform;
+	pr.credentials = rcp;
+	pr.n_credentials = ncreds;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_PULL;
+	req.pull = &pr;
+
+	struct pull_view view = { .cl = cl, .tty = isatty(STDERR_FILENO) && !cl->json };
+	signal(SIGINT, on_sigint);
+	Alps__Response *resp = client_call(cl, &req, on_pull_progress, &view, &err);
+	signal(SIGINT, SIG_DFL);
+	dockercfg_creds_free(creds, ncreds);
+	free(rcp);
+	free(rc_);
+	for (size_t i = 0; i < view.nstates; i++)
+		free(view.states[i]);
+	free(view.states);
+	if (!resp) {
+		int rc = client_report_error(cl, "pull", err);
+		alps_error_free(err);
+		return rc;
+	}
+	int rc = pull_result(cl, resp);
+	alps__response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+const struct command cmd_pull = {
+	.name = "pull",
+	.summary = "Pull an image from its registry into the node's store.",
+	.usage = "[--platform OS/ARCH[/VARIANT]] [--quiet] REFERENCE",
+	.help = "  -p, --platform P   choose P from a multi-platform image (default: the node's)\n"
+		"  -q, --quiet        no progress\n"
+		"Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json.\n"
+		"Ctrl-C detaches: the pull goes on in the daemon.\n",
+	.run = run_pull,
+};
+
+/* ---- images ---- */
+
+static json_t *image_json(const Alps__ImageInfo *im)
+{
+	json_t *refs = json_array();
+	for (size_t i = 0; i < im->n_references; i++)
+		json_array_append_new(refs, json_string(im->references[i]));
+	return json_pack("{s:o, s:s, s:I, s:i, s:I, s:I, s:b, s:s}", "references", refs, "digest",
+			 im->digest, "size", (json_int_t)im->size, "layers", (int)im->layers,
+			 "created_ms", (json_int_t)im->created_ms, "last_used_ms",
+			 (json_int_t)im->last_used_ms, "pinned", (int)im->pinned, "platform",
+			 im->platform);
+}
+
+static void format_time(uint64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	if (ms == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M", &tm) == 0)
+		snprintf(buf, size, "-");
+}
+
+static Alps__Response *simple_call(struct client *cl, Alps__Request *req, const char *what,
+				   int *rc)
+{
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, req, NULL, NULL, &err);
+	if (!resp) {
+		*rc = client_report_error(cl, what, err);
+		alps_error_free(err);
+		return NULL;
+	}
+	if (resp->status != ALPS__STATUS__OK) {
+		*rc = client_report_response(cl, what, resp);
+		alps__response__free_unpacked(resp, NULL);
+		return NULL;
+	}
+	return resp;
+}
+
+static int run_images(struct client *cl, int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "alps images: unexpected argument '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	Alps__ImagesRequest ir = ALPS__IMAGES_REQUEST__INIT;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_IMAGES;
+	req.images = &ir;
+	int rc = EXIT_OK;
+	Alps__Response *resp = simple_call(cl, &req, "images", &rc);
+	if (!resp)
+		return rc;
+	const Alps__ImagesReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_IMAGES_REPLY
+					     ? resp->images_reply : NULL;
+	size_t n = r ? r->n_images : 0;
+	if (cl->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(arr, image_json(r->images[i]));
+		client_print_json(json_pack("{s:b, s:o}", "ok", 1, "images", arr));
+	} else {
+		printf("%-50s %-19s %10s %6s %-16s %s\n", "REFERENCE", "DIGEST", "SIZE", "LAYERS",
+		       "LAST USED", "PINNED");
+		for (size_t i = 0; i < n; i++) {
+			const Alps__ImageInfo *im = r->images[i];
+			char size[32], used[32];
+			format_size(im->size, size, sizeof(size));
+			format_time(im->last_used_ms, used, sizeof(used));
+			for (size_t k = 0; k < (im->n_references ? im->n_references : 1); k++)
+				printf("%-50s %-19.19s %10s %6u %-16s %s\n",
+				       im->n_references ? im->references[k] : "<untagged>", im->digest,
+				       size, im->layers, used, im->pinned ? "yes" : "no");
+		}
+	}
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_images = {
+	.name = "images",
+	.summary = "List the images in the node's store that you may use.",
+	.usage = "",
+	.help = "",
+	.run = run_images,
+};
+
+/* ---- inspect ---- */
+
+static int run_inspect(struct client *cl, int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "alps inspect: give exactly one image (reference or digest)\n");
+		return EXIT_USAGE;
+	}
+	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
+	ir.reference = argv[1];
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_INSPECT;
+	req.inspect = &ir;
+	int rc = EXIT_OK;
+	Alps__Response *resp = simple_call(cl, &req, "inspect", &rc);
+	if (!resp)
+		return rc;
+	const Alps__InspectReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY
+					      ? resp->inspect_reply : NULL;
+	if (!r || !r->image) {
+		alps__response__free_unpacked(resp, NULL);
+		alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd answered inspect without an image" };
+		return client_report_error(cl, "inspect", &e);
+	}
+	json_error_t jerr;
+	json_t *j = image_json(r->image);
+	json_object_set_new(j, "manifest", json_loads(r->manifest_json, 0, &jerr));
+	json_object_set_new(j, "config", json_loads(r->config_json, 0, &jerr));
+	if (!cl->json) {
+		/* The labels and the config a user looks for first, then all. */
+		json_t *cfg = json_object_get(json_object_get(j, "config"), "config");
+		json_t *labels = json_object_get(cfg, "Labels");
+		const char *k;
+		json_t *v;
+		printf("%s\n", r->image->digest);
+		for (size_t i = 0; i < r->image->n_references; i++)
+			printf("  reference: %s\n", r->image->references[i]);
+		json_object_foreach(labels, k, v)
+			printf("  label %s = %s\n", k, json_string_value(v) ? json_string_value(v) : "");
+	}
+	client_print_json(j);
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_inspect = {
+	.name = "inspect",
+	.summary = "Show an image's manifest, config, labels and layers.",
+	.usage = "REFERENCE|DIGEST",
+	.help = "",
+	.run = run_inspect,
+};
+
+/* ---- rm ---- */
+
+static int run_rm(struct client *cl, int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "alps rm: give one or more images (reference or digest)\n");
+		return EXIT_USAGE;
+	}
+	int status = EXIT_OK;
+	for (int i = 1; i < argc; i++) {
+		Alps__RemoveRequest rr = ALPS__REMOVE_REQUEST__INIT;
+		rr.reference = argv[i];
+		Alps__Request req = ALPS__REQUEST__INIT;
+		req.op_case = ALPS__REQUEST__OP_REMOVE;
+		req.remove = &rr;
+		int rc = EXIT_OK;
+		Alps__Response *resp = simple_call(cl, &req, "rm", &rc);
+		if (!resp) {
+			status = rc;
+			continue;
+		}
+		const Alps__RemoveReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_REMOVE_REPLY
+						     ? resp->remove_reply : NULL;
+		uint32_t layers = r ? r->layers_removed : 0;
+		uint64_t freed = r ? r->bytes_freed : 0;
+		if (cl->json) {
+			client_print_json(json_pack("{s:b, s:s, s:i, s:I}", "ok", 1, "removed", argv[i],
+						    "layers_removed", (int)layers, "bytes_freed",
+						    (json_int_t)freed));
+		} else {
+			char size[32];
+			format_size(freed, size, sizeof(size));
+			printf("removed %s (%u layers, %s freed)\n", argv[i], layers, size);
+		}
+		alps__response__free_unpacked(resp, NULL);
+	}
+	return status;
+}
+
+const struct command cmd_rm = {
+	.name = "rm",
+	.summary = "Remove images from the store (admin; refused while a job uses them).",
+	.usage = "REFERENCE|DIGEST...",
+	.help = "A reference removes that tag (and the image with its last tag); a digest\n"
+		"removes the image with all its tags.  Layers no other image uses go too.\n",
+	.run = run_rm,
+};

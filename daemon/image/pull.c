@@ -1,0 +1,645 @@
+/* pull.c: see pull.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/ref.h"
+#include "common/util.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "daemon/image/pull.h"
+#include "daemon/image/registry.h"
+#include "daemon/image/squash.h"
+#include "daemon/store/store.h"
+
+#define PIPE_BYTES (8u << 20)          /* HTTP -> converter buffer per layer */
+#define TICK_MS 250                     /* progress to waiters */
+
+struct waiter {
+	struct waiter *next;
+	const struct pull_waiter_ops *ops;
+	void *arg;
+};
+
+struct layer_job {
+	const struct layer *layer;      /* in pl->img.manifest */
+	const char *diff_id;            /* in pl->img.config */
+	struct pull_layer_status st;    /* under pl->lock */
+	bool held;                      /* store_layer_hold() taken */
+};
+
+/* What a pull needs from the configuration, copied at start: a reload
+ * frees the config a running thread would otherwise read. */
+struct pull_opts {
+	char *compressor;
+	int level;
+	unsigned workers;
+	uint64_t max_entries, max_tar_bytes;
+	unsigned parallel;
+};
+
+struct pull {
+	struct puller *p;
+	struct pull *next;
+	char *key;                      /* single-flight key */
+	char *reference;                /* canonical */
+	struct image_ref ref;
+	struct platform platform;
+	bool has_platform;
+	int64_t owner;                  /* STORE_PUBLIC or the uid with private creds */
+	struct registry_session *session;
+	struct pull_opts opts;
+	pthread_t thread;
+	bool thread_started;
+	struct event *ev_done, *ev_tick;
+	struct waiter *waiters;         /* loop thread only */
+
+	pthread_mutex_t lock;           /* guards what follows */
+	const char *phase;
+	struct layer_job *jobs;
+	size_t njobs, next_job;
+	uint64_t last_done, last_tick_ms, rate_bps;
+	alps_error *err;                /* the first failure */
+
+	/* Written by the pull thread before ev_done, read after. */
+	struct resolved_image img;
+	uint32_t fetched;
+	uint64_t size;
+};
+
+struct inflight {
+	struct inflight *next;
+	char *digest;
+};
+
+struct puller {
+	struct daemon *d;
+	struct pull *pulls;             /* loop thread only */
+	size_t npulls;
+	atomic_bool stopping;
+	sem_t slots;                    /* layers converting at once, all pulls */
+	pthread_mutex_t lock;           /* guards inflight */
+	pthread_cond_t cond;
+	struct inflight *inflight;      /* layers being fetched by some pull */
+};
+
+/* ---- layer single flight ---- */
+
+/* true: the caller owns fetching digest; false: another pull had it and
+ * has finished (or we are stopping): look in the store again. */
+static bool layer_claim(struct puller *p, const char *digest)
+{
+	pthread_mutex_lock(&p->lock);
+	bool waited = false;
+	for (;;) {
+		struct inflight *f = p->inflight;
+		while (f && strcmp(f->digest, digest) != 0)
+			f = f->next;
+		if (!f)
+			break;
+		waited = true;
+		pthread_cond_wait(&p->cond, &p->lock);
+	}
+	if (!waited) {
+		struct inflight *f = xzalloc(sizeof(*f));
+		f->digest = xstrdup(digest);
+		f->next = p->inflight;
+		p->inflight = f;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return !waited;
+}
+
+static void layer_unclaim(struct puller *p, const char *digest)
+{
+	pthread_mutex_lock(&p->lock);
+	for (struct inflight **pp = &p->inflight; *pp; pp = &(*pp)->next) {
+		if (strcmp((*pp)->digest, digest) == 0) {
+			struct inflight *f = *pp;
+			*pp = f->next;
+			free(f->digest);
+			free(f);
+			break;
+		}
+	}
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- one layer ---- */
+
+static void job_set(struct pull *pl, struct layer_job *job, const char *state)
+{
+	pthread_mutex_lock(&pl->lock);
+	job->st.state = state;
+	pthread_mutex_unlock(&pl->lock);
+}
+
+struct fetch_ctx {
+	struct pull *pl;
+	struct layer_job *job;
+	struct chanbuf *cb;
+	alps_error *err;                /* the fetch's own failure */
+};
+
+static int fetch_sink(void *arg, const void *data, size_t len)
+{
+	struct fetch_ctx *fc = arg;
+	if (atomic_load(&fc->pl->p->stopping))
+		return -1;
+	alps_error *err = NULL;
+	if (chanbuf_write(fc->cb, data, len, &err) < 0) {
+		alps_error_free(err);   /* the converter gave up: it has the cause */
+		return -1;
+	}
+	pthread_mutex_lock(&fc->pl->lock);
+	fc->job->st.done += len;
+	pthread_mutex_unlock(&fc->pl->lock);
+	return 0;
+}
+
+static void *fetch_main(void *arg)
+{
+	struct fetch_ctx *fc = arg;
+	alps_error *err = NULL;
+	if (registry_fetch_layer(fc->pl->session, &fc->job->layer->desc, fetch_sink, fc, &err) < 0) {
+		fc->err = err;
+		alps_error *copy = NULL;
+		alps_fail(&copy, err->code, "%s", err->msg);
+		chanbuf_close(fc->cb, copy);
+	} else {
+		chanbuf_close(fc->cb, NULL);
+	}
+	return NULL;
+}
+
+static int check_diff_id(const struct layer_job *job, const struct squash_result *res,
+			 alps_error **err)
+{
+	if (job->diff_id && strcmp(job->diff_id, res->diff_id) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY,
+				 "layer %s: its uncompressed content is %s, but the image config "
+				 "says %s", job->layer->desc.digest, res->diff_id, job->diff_id);
+	return 0;
+}
+
+/* Stream one layer from the registry into a squashfs file and commit it. */
+static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **err)
+{
+	struct store *st = pl->p->d->store;
+	const struct layer *l = job->layer;
+	_cleanup_free_ char *tmp = store_tmp_path(st);
+	struct fetch_ctx fc = { .pl = pl, .job = job, .cb = chanbuf_new(PIPE_BYTES) };
+	pthread_t ft;
+	if (pthread_create(&ft, NULL, fetch_main, &fc) != 0) {
+		chanbuf_unref(fc.cb);
+		return alps_fail_errno(err, "cannot start a download thread");
+	}
+	job_set(pl, job, "downloading");
+	struct squash_opts so = {
+		.compressor = pl->opts.compressor, .level = pl->opts.level,
+		.threads = pl->opts.workers, .max_entries = pl->opts.max_entries,
+		.max_tar_bytes = pl->opts.max_tar_bytes,
+	};
+	struct squash_result res;
+	int rc = -1;
+	struct stream *s = stream_decompress(chanbuf_stream(fc.cb), l->compression, err);
+	if (s) {
+		rc = squash_convert(s, tmp, &so, &res, err);
+		stream_close(s);        /* aborts the pipe: a fetch still going stops */
+	}
+	pthread_join(ft, NULL);
+	chanbuf_unref(fc.cb);
+	if (fc.err) {
+		/* The download's own error is the cause (a digest mismatch is
+		 * found at the very end, after the tar may have looked fine). */
+		alps_error_free(*err);
+		*err = fc.err;
+		rc = -1;
+	}
+	if (rc == 0)
+		rc = check_diff_id(job, &res, err);
+	if (rc < 0) {
+		unlink(tmp);
+		return alps_error_prefix(err, "layer %s", l->desc.digest);
+	}
+	struct store_layer_info info = {
+		.digest = l->desc.digest, .diff_id = res.diff_id,
+		.media_type = l->desc.media_type, .compressed_size = l->desc.size,
+	};
+	if (store_layer_commit(st, tmp, &info, NULL, err) < 0 ||
+	    store_layer_hold(st, l->desc.digest, err) < 0)
+		return -1;
+	job->held = true;
+	log_info("layer %s: %llu bytes -> %llu bytes squashfs, %llu entries",
+		 l->desc.digest, (unsigned long long)l->desc.size,
+		 (unsigned long long)res.out_bytes, (unsigned long long)res.entries);
+	return 0;
+}
+
+/* The layer is there, or made by us or by another pull meanwhile. */
+static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps_error **err)
+{
+	struct puller *p = pl->p;
+	const char *digest = job->layer->desc.digest;
+	for (;;) {
+		if (atomic_load(&p->stopping))
+			return alps_fail(err, ALPS_E_CANCELLED, "alpsd is stopping");
+		struct store_layer *have = NULL;
+		if (store_layer_get(p->d->store, digest, &have, err) == 0) {
+			store_layer_free(have);
+			if (store_layer_hold(p->d->store, digest, err) < 0)
+				return -1;
+			job->held = true;
+			return 0;
+		}
+		if ((*err)->code != ALPS_E_NOT_FOUND)
+			return -1;
+		alps_error_free(*err);
+		*err = NULL;
+		if (layer_claim(p, digest))
+			break;
+	}
+	int rc = fetch_convert(pl, job, err);
+	layer_unclaim(p, digest);
+	*fetched = rc == 0;
+	return rc;
+}
+
+/* Worker: take layers one by one until none is left or one failed. */
+static void *layer_worker(void *arg)
+{
+	struct pull *pl = arg;
+	for (;;) {
+		pthread_mutex_lock(&pl->lock);
+		struct layer_job *job = (!pl->err && pl->next_job < pl->njobs) ? &pl->jobs[pl->next_job++]
+										: NULL;
+		pthread_mutex_unlock(&pl->lock);
+		if (!job)
+			return NULL;
+		sem_wait(&pl->p->slots);
+		alps_error *err = NULL;
+		bool fetched = false;
+		int rc = layer_run(pl, job, &fetched, &err);
+		sem_post(&pl->p->slots);
+		pthread_mutex_lock(&pl->lock);
+		if (rc < 0) {
+			job->st.state = "failed";
+			if (!pl->err)
+				pl->err = err;
+			else
+				alps_error_free(err);
+		} else {
+			job->st.state = fetched ? "done" : "cached";
+			if (!fetched)
+				job->st.done = job->st.total;
+			pl->fetched += fetched;
+		}
+		pthread_mutex_unlock(&pl->lock);
+	}
+}
+
+/* ---- the pull thread ---- */
+
+static int pull_layers(struct pull *pl, alps_error **err)
+{
+	const struct manifest *m = &pl->img.manifest;
+	struct layer_job *jobs = xcalloc(m->nlayers, sizeof(*jobs));
+	for (size_t i = 0; i < m->nlayers; i++) {
+		jobs[i].layer = &m->layers[i];
+		jobs[i].diff_id = i < pl->img.config.ndiff_ids ? pl->img.config.diff_ids[i] : NULL;
+		snprintf(jobs[i].st.digest, sizeof(jobs[i].st.digest), "%s", m->layers[i].desc.digest);
+		jobs[i].st.total = m->layers[i].desc.size;
+		jobs[i].st.state = "waiting";
+		pl->size += m->layers[i].desc.size;
+	}
+	pthread_mutex_lock(&pl->lock);
+	pl->jobs = jobs;
+	pl->njobs = m->nlayers;
+	pl->phase = "layers";
+	pthread_mutex_unlock(&pl->lock);
+
+	size_t n = pl->opts.parallel < m->nlayers ? pl->opts.parallel : m->nlayers;
+	pthread_t *threads = xcalloc(n ? n : 1, sizeof(*threads));
+	size_t started = 0;
+	for (; started < n; started++)
+		if (pthread_create(&threads[started], NULL, layer_worker, pl) != 0)
+			break;
+	if (started == 0 && n > 0)
+		layer_worker(pl);       /* no thread to be had: do it here */
+	for (size_t i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	free(threads);
+	pthread_mutex_lock(&pl->lock);
+	alps_error *e = pl->err;
+	pl->err = NULL;
+	pthread_mutex_unlock(&pl->lock);
+	if (e) {
+		*err = e;
+		return -1;
+	}
+	return 0;
+}
+
+static int pull_commit(struct pull *pl, alps_error **err)
+{
+	const struct resolved_image *img = &pl->img;
+	pthread_mutex_lock(&pl->lock);
+	pl->phase = "committing";
+	pthread_mutex_unlock(&pl->lock);
+	_cleanup_free_ char *platform = manifest_platform_format(&img->platform);
+	_cleanup_free_ char *manifest = xstrndup(img->manifest_bytes, img->manifest_len);
+	_cleanup_free_ char *cfgjson = xstrndup(img->config_bytes, img->config_len);
+	const char **digests = xcalloc(img->manifest.nlayers ? img->manifest.nlayers : 1,
+				       sizeof(char *));
+	for (size_t i = 0; i < img->manifest.nlayers; i++)
+		digests[i] = img->manifest.layers[i].desc.digest;
+	struct store_image_rec rec = {
+		.digest = img->manifest_digest, .config_digest = img->manifest.config.digest,
+		.platform = platform, .manifest_json = manifest, .config_json = cfgjson,
+	};
+	/* A reference by digest alone names no tag to point. */
+	const char *tag = pl->ref.tag ? pl->reference : NULL;
+	int rc = store_image_commit(pl->p->d->store, &rec, digests, img->manifest.nlayers, tag,
+				    pl->owner, err);
+	free(digests);
+	return rc;
+}
+
+static void pull_release_holds(struct pull *pl)
+{
+	for (size_t i = 0; i < pl->njobs; i++)
+		if (pl->jobs[i].held)
+			store_layer_release(pl->p->d->store, pl->jobs[i].layer->desc.digest);
+}
+
+static void *pull_main(void *arg)
+{
+	struct pull *pl = arg;
+	alps_error *err = NULL;
+	int rc = registry_resolve(pl->session, pl->has_platform ? &pl->platform : NULL, &pl->img,
+				  &err);
+	if (rc == 0)
+		rc = pull_layers(pl, &err);
+	if (rc == 0)
+		rc = pull_commit(pl, &err);
+	pull_release_holds(pl);
+	if (rc < 0) {
+		alps_error_prefix(&err, "pulling %s", pl->reference);
+		pthread_mutex_lock(&pl->lock);
+		pl->err = err;
+		pthread_mutex_unlock(&pl->lock);
+	}
+	/* event_active() is thread-safe: the loop was made with pthreads. */
+	event_active(pl->ev_done, EV_TIMEOUT, 0);
+	return NULL;
+}
+
+/* ---- on the loop ---- */
+
+static void pull_snapshot_send(struct pull *pl)
+{
+	pthread_mutex_lock(&pl->lock);
+	size_t n = pl->njobs;
+	struct pull_layer_status *ls = xcalloc(n ? n : 1, sizeof(*ls));
+	uint64_t done = 0, total = 0;
+	for (size_t i = 0; i < n; i++) {
+		ls[i] = pl->jobs[i].st;
+		if (strcmp(ls[i].state, "cached") != 0) {
+			done += ls[i].done;
+			total += ls[i].total;
+		}
+	}
+	const char *phase = pl->phase;
+	uint64_t now = now_monotonic_ms();
+	if (pl->last_tick_ms && now > pl->last_tick_ms) {
+		uint64_t inst = (done - pl->last_done) * 1000 / (now - pl->last_tick_ms);
+		pl->rate_bps = pl->rate_bps ? (pl->rate_bps * 3 + inst) / 4 : inst;
+	}
+	pl->last_tick_ms = now;
+	pl->last_done = done;
+	uint64_t rate = pl->rate_bps;
+	pthread_mutex_unlock(&pl->lock);
+
+	struct pull_status st = {
+		.reference = pl->reference, .phase = phase, .layers = ls, .nlayers = n,
+		.done = done, .total = total, .rate_bps = rate,
+		.eta_ms = rate && total > done ? (total - done) * 1000 / rate : 0,
+	};
+	for (struct waiter *w = pl->waiters; w; w = w->next)
+		if (w->ops->progress)
+			w->ops->progress(w->arg, &st);
+	free(ls);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	pull_snapshot_send(arg);
+}
+
+static void pull_free(struct pull *pl)
+{
+	if (pl->ev_done)
+		event_free(pl->ev_done);
+	if (pl->ev_tick)
+		event_free(pl->ev_tick);
+	registry_resolved_free(&pl->img);
+	registry_session_free(pl->session);
+	ref_free(&pl->ref);
+	if (pl->has_platform)
+		manifest_platform_free(&pl->platform);
+	free(pl->jobs);
+	free(pl->key);
+	free(pl->reference);
+	free(pl->opts.compressor);
+	alps_error_free(pl->err);
+	pthread_mutex_destroy(&pl->lock);
+	free(pl);
+}
+
+static void pull_unlink(struct puller *p, struct pull *pl)
+{
+	for (struct pull **pp = &p->pulls; *pp; pp = &(*pp)->next) {
+		if (*pp == pl) {
+			*pp = pl->next;
+			p->npulls--;
+			return;
+		}
+	}
+}
+
+/* Tell every waiter, then free.  err NULL: success. */
+static void pull_finish(struct pull *pl, const alps_error *err)
+{
+	struct pull_result res = {
+		.reference = pl->reference, .digest = pl->img.manifest_digest,
+		.layers = (uint32_t)pl->img.manifest.nlayers, .fetched = pl->fetched,
+		.size = pl->size,
+	};
+	struct waiter *w = pl->waiters;
+	pl->waiters = NULL;
+	while (w) {
+		struct waiter *next = w->next;
+		w->ops->done(w->arg, err ? NULL : &res, err);
+		free(w);
+		w = next;
+	}
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct pull *pl = arg;
+	pthread_join(pl->thread, NULL);
+	pl->thread_started = false;
+	pull_unlink(pl->p, pl);
+	if (pl->err)
+		log_warn("%s", pl->err->msg);
+	else
+		log_info("pulled %s (%s): %u layers, %u fetched", pl->reference,
+			 pl->img.manifest_digest, (unsigned)pl->img.manifest.nlayers,
+			 (unsigned)pl->fetched);
+	pull_snapshot_send(pl);
+	pull_finish(pl, pl->err);
+	pull_free(pl);
+}
+
+static void opts_from_config(struct pull_opts *o, const struct config *c)
+{
+	o->compressor = xstrdup(c->compression);
+	o->level = (int)c->compression_level;
+	o->workers = (unsigned)(c->workers > 8 ? 8 : c->workers);
+	o->max_entries = (uint64_t)c->max_layer_entries;
+	o->max_tar_bytes = (uint64_t)c->max_layer_bytes;
+	o->parallel = (unsigned)c->max_parallel_layers;
+}
+
+/* Whether the user's credentials cover the image's registry: then the
+ * image is theirs until the registry lets someone else have it too. */
+static bool has_creds_for(const struct pull_request *req, const char *host)
+{
+	return dockercfg_find(req->creds, req->ncreds, host) != NULL;
+}
+
+static int pull_new(struct puller *p, const struct pull_request *req, const char *key,
+		    struct image_ref *ref, struct pull **out, alps_error **err)
+{
+	struct daemon *d = p->d;
+	struct pull *pl = xzalloc(sizeof(*pl));
+	pthread_mutex_init(&pl->lock, NULL);
+	pl->p = p;
+	pl->key = xstrdup(key);
+	pl->ref = *ref;
+	memset(ref, 0, sizeof(*ref));
+	pl->reference = ref_format(&pl->ref);
+	pl->phase = "resolving";
+	pl->owner = has_creds_for(req, pl->ref.registry) ? (int64_t)req->uid : STORE_PUBLIC;
+	opts_from_config(&pl->opts, d->cfg);
+	if (req->platform && *req->platform) {
+		if (manifest_platform_parse(req->platform, &pl->platform, err) < 0)
+			goto fail;
+		pl->has_platform = true;
+	}
+	pl->session = registry_session_new(d->cfg, &pl->ref, req->creds, req->ncreds, err);
+	if (!pl->session)
+		goto fail;
+	pl->ev_done = event_new(d->base, -1, 0, on_done, pl);
+	pl->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, pl);
+	*out = pl;
+	return 0;
+fail:
+	pull_free(pl);
+	return -1;
+}
+
+int puller_pull(struct puller *p, const struct pull_request *req,
+		const struct pull_waiter_ops *ops, void *arg, alps_error **err)
+{
+	if (atomic_load(&p->stopping))
+		return alps_fail(err, ALPS_E_UNAVAILABLE, "alpsd is stopping");
+	struct image_ref ref;
+	if (ref_parse(req->reference, p->d->cfg->default_registry, &ref, err) < 0)
+		return -1;
+	_cleanup_free_ char *canon = ref_format(&ref);
+	bool private = has_creds_for(req, ref.registry);
+	_cleanup_free_ char *key = private ? xasprintf("%s#%u#%s", canon, (unsigned)req->uid,
+						       req->platform ? req->platform : "")
+					   : xasprintf("%s##%s", canon, req->platform ? req->platform : "");
+	struct pull *pl = p->pulls;
+	while (pl && strcmp(pl->key, key) != 0)
+		pl = pl->next;
+	if (pl) {
+		ref_free(&ref);
+		log_debug("pull %s: joining the pull in flight", canon);
+	} else {
+		if (pull_new(p, req, key, &ref, &pl, err) < 0) {
+			ref_free(&ref);
+			return -1;
+		}
+		if (pthread_create(&pl->thread, NULL, pull_main, pl) != 0) {
+			pull_free(pl);
+			return alps_fail_errno(err, "cannot start a pull thread");
+		}
+		pl->thread_started = true;
+		pl->next = p->pulls;
+		p->pulls = pl;
+		p->npulls++;
+		struct timeval tv = { .tv_sec = 0, .tv_usec = TICK_MS * 1000 };
+		event_add(pl->ev_tick, &tv);
+		log_info("pull %s: started for uid %u", canon, (unsigned)req->uid);
+	}
+	struct waiter *w = xzalloc(sizeof(*w));
+	w->ops = ops;
+	w->arg = arg;
+	w->next = pl->waiters;
+	pl->waiters = w;
+	return 0;
+}
+
+size_t puller_active(const struct puller *p)
+{
+	return p->npulls;
+}
+
+struct puller *puller_new(struct daemon *d)
+{
+	struct puller *p = xzalloc(sizeof(*p));
+	p->d = d;
+	atomic_init(&p->stopping, false);
+	sem_init(&p->slots, 0, (unsigned)d->cfg->max_parallel_layers);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	return p;
+}
+
+void puller_free(struct puller *p)
+{
+	if (!p)
+		return;
+	atomic_store(&p->stopping, true);
+	pthread_mutex_lock(&p->lock);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	while (p->pulls) {
+		struct pull *pl = p->pulls;
+		p->pulls = pl->next;
+		if (pl->thread_started)
+			pthread_join(pl->thread, NULL);
+		alps_error *err = NULL;
+		alps_fail(&err, ALPS_E_CANCELLED, "pulling %s: alpsd is stopping", pl->reference);
+		pull_finish(pl, err);
+		alps_error_free(err);
+		pull_free(pl);
+	}
+	sem_destroy(&p->slots);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+}

@@ -1,0 +1,75 @@
+/* pull.h: pulling images into the store, once per image and per layer.
+ *
+ * A pull runs on its own thread: resolve the reference (manifest, config),
+ * then fetch and convert the missing layers on up to
+ * store.max_parallel_layers threads (HTTP -> SHA-256 -> inflate -> tar ->
+ * squashfs, streamed through a bounded pipe, nothing staged on disk but the
+ * squashfs), commit each layer, then the image and its tag.
+ *
+ * Single flight: concurrent pulls of the same reference (by the same
+ * credentials' owner) share one pull; pulls of different images that share
+ * a layer download and convert it once (the second waits for the first and
+ * finds it in the store).  Everything a waiter sees - progress and result -
+ * is delivered on the event loop's thread.  A waiter that goes away (a
+ * client pressing Ctrl-C) does not stop the pull. */
+#ifndef ALPS_PULL_H
+#define ALPS_PULL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/dockercfg.h"
+#include "common/error.h"
+
+struct daemon;
+struct puller;
+
+struct pull_layer_status {
+	char digest[80];
+	uint64_t done, total;
+	const char *state;      /* "waiting", "downloading", "cached", "done", "failed" */
+};
+
+/* A snapshot, valid during the progress callback only. */
+struct pull_status {
+	const char *reference;
+	const char *phase;      /* "resolving", "layers", "committing" */
+	struct pull_layer_status *layers;
+	size_t nlayers;
+	uint64_t done, total;   /* compressed bytes of layers to fetch */
+	uint64_t rate_bps;
+	uint64_t eta_ms;
+};
+
+struct pull_result {
+	const char *reference;  /* canonical */
+	const char *digest;     /* manifest digest */
+	uint32_t layers;
+	uint32_t fetched;       /* layers downloaded by this pull */
+	uint64_t size;          /* compressed bytes of the image's layers */
+};
+
+struct pull_waiter_ops {
+	void (*progress)(void *arg, const struct pull_status *st);
+	/* Exactly once; err NULL on success (then res is set). */
+	void (*done)(void *arg, const struct pull_result *res, const alps_error *err);
+};
+
+struct pull_request {
+	const char *reference;
+	const char *platform;                   /* "" or NULL: config / node */
+	uid_t uid;                              /* who asks */
+	const struct registry_cred *creds;      /* the user's, may be empty */
+	size_t ncreds;
+};
+
+struct puller *puller_new(struct daemon *d);
+/* Cancel what is running, wait for the threads, free.  Waiters still
+ * attached get their done() with ALPS_E_CANCELLED. */
+void puller_free(struct puller *p);
+/* Start or join a pull.  ops->done is called later, on the loop. */
+int puller_pull(struct puller *p, const struct pull_request *req,
+		const struct pull_waiter_ops *ops, void *arg, alps_error **err);
+size_t puller_active(const struct puller *p);
+
+#endif
