@@ -1024,7 +1024,9 @@ static int file_data(struct squash *sq, struct archive_entry *e, struct sq_inode
 		int r = archive_read_data_block(sq->ar, &buf, &size, &off);
 		if (r == ARCHIVE_EOF)
 			break;
-		if (r < ARCHIVE_WARN) {
+		/* ARCHIVE_RETRY (damaged data) ranks above ARCHIVE_WARN:
+		 * only OK and WARN mean there is data. */
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
 			_cleanup_free_ char *esc = log_escape(sq->raw_path, 256);
 			return archive_fail(sq, err, "entry '%s' cannot be read", esc);
 		}
@@ -1225,7 +1227,7 @@ static int read_entries(struct squash *sq, alps_error **err)
 		int r = archive_read_next_header(sq->ar, &e);
 		if (r == ARCHIVE_EOF)
 			return 0;
-		if (r < ARCHIVE_WARN) {
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
 			/* An empty stream fails at the first header. */
 			if (next_failed(sq, err) < 0)
 				return -1;
@@ -1529,11 +1531,15 @@ static void fill_result(struct squash *sq, struct squash_result *res)
 	res->out_bytes = sq->out.size;
 }
 
-static void squash_free(struct squash *sq)
+static void squash_free(struct squash *sq, bool failed)
 {
 	if (sq->ar)
 		archive_read_free(sq->ar);
-	/* The block processor first: its threads hold pointers into inodes. */
+	/* The block processor first: its threads hold pointers into inodes.
+	 * Blocks still queued in its thread pool are not freed by destroy
+	 * (libsquashfs 1.2), so after a failure let them drain first. */
+	if (sq->proc && failed)
+		sqfs_block_processor_sync(sq->proc);
 	sqfs_destroy(sq->proc);
 	sqfs_destroy(sq->dw);
 	sqfs_destroy(sq->dm);
@@ -1571,6 +1577,6 @@ int squash_convert(struct stream *tar, const char *out_path, const struct squash
 	/* A failed conversion leaves no file behind: it is ours (O_EXCL). */
 	if (ret < 0 && sq.created && unlink(out_path) < 0)
 		log_warn("squash: removing %s: %s", out_path, strerror(errno));
-	squash_free(&sq);
+	squash_free(&sq, ret < 0);
 	return ret;
 }
