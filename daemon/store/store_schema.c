@@ -112,8 +112,9 @@ static int set_pragmas(struct store *s, alps_error **err)
 	if (!mode || strcmp(mode, "wal") != 0)
 		return alps_fail(err, ALPS_E_IO, "alps.db: cannot use the WAL journal (got %s)",
 				 mode ? mode : "nothing");
-	/* FULL: a commit that returned is on disk, so a row never names a
-	 * file that a later start-up would call stray. */
+	/* FULL: a commit that returned survives a power loss, so a pull
+	 * reported done stays done, and a removal's rows are gone for good
+	 * before its files are unlinked. */
 	return sql_exec(s, err, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL");
 }
 

@@ -454,8 +454,7 @@ static void test_layer_commit(void **state)
 	write_file(tmp, 5000);
 	/* Written but not committed: neither visible nor known. */
 	assert_false(exists(path));
-	_cleanup_free_ char *msg = expect_fail(store_layer_get(f->s, digest, &l, &err), err,
-					       ALPS_E_NOT_FOUND);
+	char *msg = expect_fail(store_layer_get(f->s, digest, &l, &err), err, ALPS_E_NOT_FOUND);
 	assert_null(l);
 	assert_non_null(strstr(msg, digest));
 	free(msg);
@@ -485,6 +484,20 @@ static void test_layer_commit(void **state)
 	store_layer_free(l);
 	assert_int_equal(db_int(f, "SELECT count(*) FROM layers"), 1);
 
+	assert_int_equal(db_int(f, "SELECT value FROM stats WHERE key = 'layers_committed'"), 1);
+	verify(f->s);
+}
+
+static void test_layer_commit_refused(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	char digest[80];
+	char *msg;
+	mkdigest(digest, 7);
+	struct store_layer_info info = { .digest = digest, .media_type = "t" };
+	_cleanup_free_ char *tmpdir = path_in(f, "tmp/");
+
 	/* Only files under tmp/ are taken, and they are left alone. */
 	_cleanup_free_ char *outside = path_in(f, "outside");
 	write_file(outside, 10);
@@ -504,7 +517,14 @@ static void test_layer_commit(void **state)
 	info.digest = "sha256:00000008" "00000000000000000000000000000000000000000000000000000000";
 	msg = expect_fail(store_layer_commit(f->s, tmp3, &info, NULL, &err), err, ALPS_E_INVALID);
 	assert_false(exists(tmp3));
-	assert_int_equal(db_int(f, "SELECT value FROM stats WHERE key = 'layers_committed'"), 1);
+	free(msg);
+	_cleanup_free_ char *tmp4 = store_tmp_path(f->s);
+	write_file(tmp4, 10);
+	msg = expect_fail(store_layer_commit(f->s, tmp4, NULL, NULL, &err), err, ALPS_E_INVALID);
+	assert_false(exists(tmp4));
+	free(msg);
+	assert_int_equal(count_entries(f, "layers"), 0);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM layers"), 0);
 	verify(f->s);
 }
 
@@ -697,6 +717,7 @@ static void test_untag(void **state)
 	assert_true(layer_file_exists(f->s, 1));
 	_cleanup_free_ char *msg = expect_fail(store_image_untag(f->s, TAG_A, &rm, &err), err,
 					       ALPS_E_NOT_FOUND);
+	assert_non_null(strstr(msg, "no such tag"));
 
 	expect_ok(store_image_untag(f->s, TAG_B, &rm, &err), err);
 	assert_int_equal(rm.images, 1);
@@ -1002,8 +1023,17 @@ static void test_malformed_digest(void **state)
 	assert_int_equal(count_entries(f, "tmp"), 0);
 	assert_false(exists("/tmp/alps-store-escape.sqfs"));
 	assert_int_equal(db_int(f, "SELECT count(*) FROM layers"), 0);
+	verify(f->s);
+}
 
-	/* A non-canonical tag, a hostile media type. */
+/* Records the store refuses besides bad digests. */
+static void test_bad_records(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	char *path = NULL;
+
+	/* A non-canonical tag, no layers, a hostile media type. */
 	commit_layer(f->s, 1, 10);
 	char d[80], l1[80];
 	mkdigest(d, 100);
@@ -1351,6 +1381,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migration_from_v1, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_refuse_newer_version, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_layer_commit, setup_store, teardown),
+		cmocka_unit_test_setup_teardown(test_layer_commit_refused, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_dedupe_and_remove, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_repair, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_busy, setup_store, teardown),
@@ -1360,6 +1391,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_holds, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_digest, setup_store, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_records, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_db, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_jobs, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_pulls_and_stats, setup_store, teardown),
