@@ -125,10 +125,11 @@ struct store_usage {
 /* ---- opening ---------------------------------------------------------- */
 
 /* Open (creating as needed) the store under state_dir, an absolute path:
- * lock it, empty tmp/, open the database (WAL, foreign keys on), refuse a
- * corrupt one (ALPS_E_INTEGRITY) or one of a newer schema (ALPS_E_VERSION),
- * apply migrations, repair rows and files (see above).  *out is the store;
- * free it with store_close(). */
+ * lock it (ALPS_E_BUSY if another store has it open), open the database
+ * (WAL, foreign keys on), refuse a corrupt one (ALPS_E_INTEGRITY) or one of
+ * a newer schema (ALPS_E_VERSION), apply migrations, then empty tmp/ and
+ * repair rows and files (see above).  *out is the store; free it with
+ * store_close(). */
 int store_open(const char *state_dir, struct store **out, alps_error **err);
 /* Close the database and free s; NULL is fine.  No call may be running. */
 void store_close(struct store *s);
@@ -160,10 +161,12 @@ int store_layer_path(struct store *s, const char *digest, char **out, alps_error
  * ALPS_E_NOT_FOUND if the store does not have it. */
 int store_layer_get(struct store *s, const char *digest, struct store_layer **out,
 		    alps_error **err);
-/* Commit tmp_path, a file from store_tmp_path(), as layer info->digest.  The
- * store takes tmp_path over on every path: it is renamed into layers/ or,
- * when the layer is already there or on error, unlinked.  If out is not
- * NULL, *out is the layer (caller frees). */
+/* Commit tmp_path, a file from store_tmp_path(), as layer info->digest:
+ * fsync, chmod 0400, rename into layers/, fsync layers/, commit the row
+ * (refcount 0 until an image uses it).  The store takes tmp_path over: it is
+ * renamed into layers/ or, when the layer is already there or on error,
+ * unlinked (a path outside tmp/ is refused, ALPS_E_INVALID, and left alone).
+ * If out is not NULL, *out is the layer (caller frees). */
 int store_layer_commit(struct store *s, const char *tmp_path, const struct store_layer_info *info,
 		       struct store_layer **out, alps_error **err);
 /* Keep layer digest from being removed until the matching release (see
