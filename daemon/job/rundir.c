@@ -1,0 +1,87 @@
+/* rundir.c: the run directory's layout and locks (see rundir.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "daemon/job/mount.h"
+#include "daemon/job/mountinfo.h"
+#include "daemon/job/rundir.h"
+
+static const char *const private_dirs[] = { "layers", "jobs" };
+
+int run_dir_lock(const char *run_dir, alps_error **err)
+{
+	_cleanup_free_ char *path = xasprintf("%s/.lock", run_dir);
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return alps_fail_errno(err, "open(%s)", path);
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return alps_fail_errno(err, "flock(%s)", path);
+	return steal_fd(&fd);
+}
+
+/* A directory root alone may enter, whatever the umask was. */
+static int mkdir_private(const char *path, alps_error **err)
+{
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return alps_fail_errno(err, "mkdir(%s)", path);
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return alps_fail_errno(err, "stat(%s)", path);
+	if (!S_ISDIR(st.st_mode) || st.st_uid != 0)
+		return alps_fail(err, ALPS_E_PERMISSION, "%s is not a directory owned by root", path);
+	if ((st.st_mode & 07777) != 0700 && chmod(path, 0700) < 0)
+		return alps_fail_errno(err, "chmod(%s, 0700)", path);
+	return 0;
+}
+
+/* Bind path onto itself unless it is a mount already, then make it
+ * private (the flag is idempotent). */
+static int self_bind_private(const char *path, alps_error **err)
+{
+	if (!mnt_is_mount_root(AT_FDCWD, path) && mount(path, path, NULL, MS_BIND, NULL) < 0)
+		return alps_fail_errno(err, "mount(%s, MS_BIND) onto itself", path);
+	if (mount(NULL, path, NULL, MS_PRIVATE, NULL) < 0)
+		return alps_fail_errno(err, "mount(%s, MS_PRIVATE)", path);
+	return 0;
+}
+
+int ns_run_dir_init(const char *run_dir, alps_error **err)
+{
+	if (mkdir_p(run_dir, 0755) < 0)
+		return alps_fail_errno(err, "mkdir(%s)", run_dir);
+	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	if (lock < 0)
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {
+		_cleanup_free_ char *path = xasprintf("%s/%s", run_dir, private_dirs[i]);
+		if (mkdir_private(path, err) < 0 || self_bind_private(path, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int ns_run_dir_fini(const char *run_dir, alps_error **err)
+{
+	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	if (lock < 0)
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {
+		_cleanup_free_ char *path = xasprintf("%s/%s", run_dir, private_dirs[i]);
+		if (!mnt_is_mount_root(AT_FDCWD, path))
+			continue;
+		/* Without MNT_DETACH: EBUSY tells that jobs or layers are
+		 * still mounted below. */
+		if (umount2(path, UMOUNT_NOFOLLOW) < 0)
+			return alps_fail_errno(err, "umount(%s)", path);
+	}
+	return 0;
+}

@@ -1,0 +1,29 @@
+/* rundir.h: the run directory of the job engine.
+ *
+ *	RUN_DIR/.lock              flock()ed around layer counts and set-up
+ *	RUN_DIR/layers/            0700; a private bind mount of itself
+ *	RUN_DIR/layers/<id>/root   a layer's shared read-only mount
+ *	RUN_DIR/layers/<id>/refs   its reference count ("3\n")
+ *	RUN_DIR/jobs/              0700; a private bind mount of itself
+ *	RUN_DIR/jobs/<job>/        one prepared job (see ns.h)
+ *
+ * layers/ and jobs/ are private mounts so that nothing mounted below them
+ * propagates to other namespaces (on systemd hosts / is shared): a layer
+ * mount copied into some service's namespace would keep its loop device
+ * busy, and the kernel refuses to propagate the nsfs bind mounts that pin
+ * job namespaces. */
+#ifndef ALPS_DAEMON_JOB_RUNDIR_H
+#define ALPS_DAEMON_JOB_RUNDIR_H
+
+#include "common/error.h"
+
+/* Create the directories and make layers/ and jobs/ private self-binds;
+ * idempotent, safe to call from several threads and processes at once. */
+int ns_run_dir_init(const char *run_dir, alps_error **err);
+/* Detach the self-binds of layers/ and jobs/ (daemon shutdown, tests).
+ * Fails with ALPS_E_BUSY while something is mounted below them. */
+int ns_run_dir_fini(const char *run_dir, alps_error **err);
+/* flock() RUN_DIR/.lock exclusively; the fd to close to unlock. */
+int run_dir_lock(const char *run_dir, alps_error **err);
+
+#endif
