@@ -54,6 +54,8 @@ int client_report_error(struct client *cl, const char *what, const alps_error *e
 int client_report_response(struct client *cl, const char *what, const Alps__Response *resp);
 /* Print j (stolen) as JSON on stdout. */
 void client_print_json(json_t *j);
+/* The same on one line (event streams). */
+void client_print_json_line(json_t *j);
 /* Print a command's usage to out. */
 void command_usage(const struct command *c, FILE *out);
 /* Standard option handling for a subcommand: --help / -h.  Returns -1 and

@@ -75,11 +75,7 @@ static void pull_progress_json(const Alps__PullProgress *pp)
 			       pp->phase, "done", (json_int_t)pp->bytes_done, "total",
 			       (json_int_t)pp->bytes_total, "rate_bps", (json_int_t)pp->rate_bps,
 			       "eta_ms", (json_int_t)pp->eta_ms, "layers", layers);
-	char *s = json_dumps(ev, JSON_COMPACT);
-	puts(s);
-	fflush(stdout);
-	free(s);
-	json_decref(ev);
+	client_print_json_line(ev);
 }
 
 /* On a terminal: one line per layer, redrawn in place, and a total. */
@@ -157,7 +153,8 @@ static int pull_result(struct client *cl, const Alps__Response *resp)
 		return client_report_error(cl, "pull", &e);
 	}
 	if (cl->json) {
-		client_print_json(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
+		/* One JSON object per line, like the progress events before it. */
+		client_print_json_line(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
 					    "ok", 1, "reference", pr->reference, "digest", pr->digest,
 					    "layers", (int)pr->layers, "layers_fetched",
 					    (int)pr->layers_fetched, "size", (json_int_t)pr->size));

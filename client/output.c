@@ -93,3 +93,14 @@ bool command_wants_help(const struct command *c, int argc, char **argv)
 	}
 	return false;
 }
+
+void client_print_json_line(json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	if (s) {
+		puts(s);
+		fflush(stdout);
+		free(s);
+	}
+	json_decref(j);
+}

@@ -235,30 +235,30 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 		.digest = l->desc.digest, .diff_id = res.diff_id,
 		.media_type = l->desc.media_type, .compressed_size = l->desc.size,
 	};
-	if (store_layer_commit(st, tmp, &info, NULL, err) < 0 ||
-	    store_layer_hold(st, l->desc.digest, err) < 0)
+	if (store_layer_commit(st, tmp, &info, NULL, err) < 0)
 		return -1;
-	job->held = true;
 	log_info("layer %s: %llu bytes -> %llu bytes squashfs, %llu entries",
 		 l->desc.digest, (unsigned long long)l->desc.size,
 		 (unsigned long long)res.out_bytes, (unsigned long long)res.entries);
 	return 0;
 }
 
-/* The layer is there, or made by us or by another pull meanwhile. */
+/* The layer is there, or made by us or by another pull meanwhile.  The
+ * hold comes first, so that a removal or gc cannot take the layer between
+ * finding it and the image's commit. */
 static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps_error **err)
 {
 	struct puller *p = pl->p;
 	const char *digest = job->layer->desc.digest;
+	if (store_layer_hold(p->d->store, digest, err) < 0)
+		return -1;
+	job->held = true;
 	for (;;) {
 		if (atomic_load(&p->stopping))
 			return alps_fail(err, ALPS_E_CANCELLED, "alpsd is stopping");
 		struct store_layer *have = NULL;
 		if (store_layer_get(p->d->store, digest, &have, err) == 0) {
 			store_layer_free(have);
-			if (store_layer_hold(p->d->store, digest, err) < 0)
-				return -1;
-			job->held = true;
 			return 0;
 		}
 		if ((*err)->code != ALPS_E_NOT_FOUND)
