@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -80,10 +81,11 @@ struct parser {
 	size_t start;           /* after the BOM */
 	struct toml_error *err;
 	bool failed;
-	/* A cursor that turns offsets into line and column; offsets asked for
-	 * mostly grow, so it moves forward and rarely restarts. */
+	/* A cursor that turns offsets into line and column.  Offsets asked for
+	 * mostly grow; when one is behind, it is the start of what was just
+	 * read, so the way back is short. */
 	size_t pos_off;
-	int pos_line, pos_col;
+	size_t pos_line, pos_col;
 	struct keymap map;
 	toml_value *root;
 	toml_value *cur;        /* the table that key/value lines go into */
@@ -96,26 +98,53 @@ static struct node *node_of(toml_value *v)
 
 /* ---- positions and errors ---- */
 
+/* Columns count characters, not bytes: a byte counts unless it continues
+ * a UTF-8 sequence. */
+static bool starts_char(unsigned char c)
+{
+	return (c & 0xc0) != 0x80;
+}
+
+static void cursor_back(struct parser *ps, size_t off)
+{
+	bool crossed = false;
+
+	while (ps->pos_off > off) {
+		unsigned char c = ps->s[--ps->pos_off];
+		if (c == '\n') {
+			ps->pos_line--;
+			crossed = true;
+		} else if (starts_char(c)) {
+			ps->pos_col--;
+		}
+	}
+	if (!crossed)
+		return;
+	/* Back over a newline the column is unknown: count it from the start
+	 * of the line (once per multi-line token, so still linear). */
+	size_t bol = off;
+	while (bol > ps->start && ps->s[bol - 1] != '\n')
+		bol--;
+	ps->pos_col = 1;
+	for (; bol < off; bol++)
+		ps->pos_col += starts_char(ps->s[bol]);
+}
+
 static void position(struct parser *ps, size_t off, int *line, int *col)
 {
-	if (off < ps->pos_off) {
-		ps->pos_off = ps->start;
-		ps->pos_line = 1;
-		ps->pos_col = 1;
-	}
+	if (off < ps->pos_off)
+		cursor_back(ps, off);
 	for (; ps->pos_off < off && ps->pos_off < ps->len; ps->pos_off++) {
 		unsigned char c = ps->s[ps->pos_off];
 		if (c == '\n') {
-			if (ps->pos_line < INT32_MAX)
-				ps->pos_line++;
+			ps->pos_line++;
 			ps->pos_col = 1;
-		} else if ((c & 0xc0) != 0x80 && ps->pos_col < INT32_MAX) {
-			/* Columns count characters, not bytes. */
+		} else if (starts_char(c)) {
 			ps->pos_col++;
 		}
 	}
-	*line = ps->pos_line;
-	*col = ps->pos_col;
+	*line = ps->pos_line < INT_MAX ? (int)ps->pos_line : INT_MAX;
+	*col = ps->pos_col < INT_MAX ? (int)ps->pos_col : INT_MAX;
 }
 
 /* Record the first error, at offset off; returns -1. */
@@ -281,7 +310,7 @@ static int check_utf8(struct parser *ps)
 {
 	const unsigned char *s = (const unsigned char *)ps->s;
 
-	for (size_t off = 0; off < ps->len;) {
+	for (size_t off = ps->start; off < ps->len;) {
 		size_t n = utf8_seq(s + off, ps->len - off);
 		if (n == 0)
 			return fail(ps, off, "invalid UTF-8 (byte 0x%02X)", s[off]);
@@ -910,7 +939,7 @@ static int parse_prefixed_int(struct parser *ps, int depth, toml_value **out)
 	_cleanup_buf_ struct buf b = { 0 };
 	size_t start = ps->i;
 	size_t k = 0;
-	int64_t v;
+	int64_t v = 0;
 
 	while (prefixes[k].c != ps->s[ps->i + 1])
 		k++;
@@ -982,7 +1011,7 @@ static int parse_number(struct parser *ps, int depth, toml_value **out)
 	size_t start = ps->i;
 	int c = peek(ps);
 	bool neg = c == '-';
-	int64_t v;
+	int64_t v = 0;
 
 	if (c == '0' && (peek_at(ps, 1) == 'x' || peek_at(ps, 1) == 'o' || peek_at(ps, 1) == 'b'))
 		return parse_prefixed_int(ps, depth, out);
@@ -1303,7 +1332,7 @@ static int parse_value(struct parser *ps, int depth, toml_value **out)
  * keys may go into tables that dotted keys made (in this same table, as no
  * other way leads back into one) and into tables a header only implied;
  * never into a table defined by a header or written as a value. */
-static int walk_dotted(struct parser *ps, toml_value *tab, struct key *key, toml_value **last)
+static toml_value *walk_dotted(struct parser *ps, toml_value *tab, struct key *key)
 {
 	char kb[128];
 
@@ -1313,18 +1342,18 @@ static int walk_dotted(struct parser *ps, toml_value *tab, struct key *key, toml
 		if (!next) {
 			next = add_table(ps, tab, kp, kp->off, O_DOTTED);
 			if (!next)
-				return -1;
+				return NULL;
 		} else if (next->type == TOML_TABLE && node_of(next)->origin == O_IMPLICIT) {
 			node_of(next)->origin = O_DOTTED;
 		} else if (next->type != TOML_TABLE || node_of(next)->origin != O_DOTTED) {
-			return fail(ps, kp->off, "cannot add to '%s' with dotted keys: it is %s%s",
-				    show_key(key, k + 1, kb, sizeof(kb)), what_is(next),
-				    node_of(next)->origin == O_HEADER ? " defined by a header" : "");
+			fail(ps, kp->off, "cannot add to '%s' with dotted keys: it is %s%s",
+			     show_key(key, k + 1, kb, sizeof(kb)), what_is(next),
+			     node_of(next)->origin == O_HEADER ? " defined by a header" : "");
+			return NULL;
 		}
 		tab = next;
 	}
-	*last = tab;
-	return 0;
+	return tab;
 }
 
 /* key = value, into tab. */
@@ -1340,7 +1369,8 @@ static int parse_keyval(struct parser *ps, toml_value *tab)
 		return fail_found(ps, "expected '=' after key");
 	ps->i++;
 	skip_ws(ps);
-	if (walk_dotted(ps, tab, &key, &parent) < 0)
+	parent = walk_dotted(ps, tab, &key);
+	if (!parent)
 		return -1;
 	struct key_part *kp = &key.parts[key.n - 1];
 	if (tab_lookup(ps, parent, kp))
@@ -1441,10 +1471,13 @@ static int parse_header(struct parser *ps)
 	ps->i += aot ? 2 : 1;
 	if (parse_key(ps, &key) < 0)
 		return -1;
-	if (peek(ps) != ']' || (aot && peek_at(ps, 1) != ']'))
+	if (peek(ps) != ']')
 		return fail_found(ps, aot ? "expected ']]' to close the header"
 					  : "expected ']' to close the header");
-	ps->i += aot ? 2 : 1;
+	ps->i++;
+	if (aot && peek(ps) != ']')
+		return fail_found(ps, "expected ']]' to close the header");
+	ps->i += aot;
 	parent = walk_header(ps, &key, start);
 	if (!parent)
 		return -1;
@@ -1487,11 +1520,11 @@ int toml_parse(const char *text, size_t len, toml_value **out, struct toml_error
 
 	*out = NULL;
 	memset(ps.err, 0, sizeof(*ps.err));
-	if (check_utf8(&ps) < 0)
-		return -1;
 	/* A byte order mark is not part of the document. */
 	if (ps.len >= 3 && memcmp(ps.s, "\xef\xbb\xbf", 3) == 0)
 		ps.i = ps.start = ps.pos_off = 3;
+	if (check_utf8(&ps) < 0)
+		return -1;
 	ps.root = new_value(&ps, TOML_TABLE, ps.i, O_ROOT, 0);
 	ps.cur = ps.root;
 	int r = parse_document(&ps);
