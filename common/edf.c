@@ -203,6 +203,17 @@ static int fail_type(alps_error **err, const struct edf_loc *loc, const char *wa
 	return fail_loc(err, loc, "expected %s, got %s", want, toml_type_name(v->type));
 }
 
+/* fail_type() for a value that has no place of its own yet. */
+static int fail_value_type(const struct pctx *p, const toml_value *v, const char *key,
+			   const char *want, alps_error **err)
+{
+	struct edf_loc loc;
+	pctx_loc(p, &loc, v->line, v->col, key);
+	fail_type(err, &loc, want, v);
+	loc_free(&loc);
+	return -1;
+}
+
 /* A string value without NUL bytes, which would cut it short in C and in
  * the environment of a process. */
 static int want_string(const toml_value *v, const struct edf_loc *loc, alps_error **err)
@@ -230,7 +241,8 @@ static int take_string(struct pctx *p, const toml_value *v, const char *key, boo
 {
 	struct edf_loc loc;
 	pctx_loc(p, &loc, v->line, v->col, key);
-	if (want_string(v, &loc, err) < 0 || (expands && check_expansion(v->u.str.ptr, &loc, err) < 0)) {
+	if (want_string(v, &loc, err) < 0 ||
+	    (expands && check_expansion(v->u.str.ptr, &loc, err) < 0)) {
 		loc_free(&loc);
 		return -1;
 	}
@@ -243,16 +255,11 @@ static int take_string(struct pctx *p, const toml_value *v, const char *key, boo
 static int take_flag(struct pctx *p, const toml_value *v, const char *key, struct edf_flag *dst,
 		     alps_error **err)
 {
-	struct edf_loc loc;
-	pctx_loc(p, &loc, v->line, v->col, key);
-	if (v->type != TOML_BOOL) {
-		fail_type(err, &loc, "a bool (true or false)", v);
-		loc_free(&loc);
-		return -1;
-	}
+	if (v->type != TOML_BOOL)
+		return fail_value_type(p, v, key, "a bool (true or false)", err);
 	loc_free(&dst->loc);
 	dst->value = v->u.b ? 1 : 0;
-	dst->loc = loc;
+	pctx_loc(p, &dst->loc, v->line, v->col, key);
 	return 0;
 }
 
@@ -284,7 +291,10 @@ static int base_add(struct pctx *p, const toml_value *v, const char *key, alps_e
 {
 	struct edf_loc loc;
 	pctx_loc(p, &loc, v->line, v->col, key);
-	if (want_string(v, &loc, err) < 0 || (!*v->u.str.ptr && fail_loc(err, &loc, "empty name") < 0)) {
+	int rc = want_string(v, &loc, err);
+	if (rc == 0 && !*v->u.str.ptr)
+		rc = fail_loc(err, &loc, "empty name");
+	if (rc < 0) {
 		loc_free(&loc);
 		return -1;
 	}
@@ -300,13 +310,8 @@ static int parse_bases(struct pctx *p, const toml_value *v, const char *key, alp
 	bases_free(p->e);
 	if (v->type == TOML_STRING)
 		return base_add(p, v, key, err);
-	if (v->type != TOML_ARRAY) {
-		struct edf_loc loc;
-		pctx_loc(p, &loc, v->line, v->col, key);
-		fail_type(err, &loc, "a string or an array of strings", v);
-		loc_free(&loc);
-		return -1;
-	}
+	if (v->type != TOML_ARRAY)
+		return fail_value_type(p, v, key, "a string or an array of strings", err);
 	for (size_t i = 0; i < v->u.arr.n; i++) {
 		_cleanup_free_ char *k = xasprintf("%s[%zu]", key, i);
 		if (base_add(p, v->u.arr.items[i], k, err) < 0)
@@ -389,7 +394,8 @@ static unsigned flags_conflict(unsigned flags, unsigned *other)
 static int flag_lookup(const char *word, size_t len, unsigned *bit)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(mount_flags); i++) {
-		if (strlen(mount_flags[i].name) == len && memcmp(mount_flags[i].name, word, len) == 0) {
+		const char *name = mount_flags[i].name;
+		if (strlen(name) == len && memcmp(name, word, len) == 0) {
 			*bit = mount_flags[i].bit;
 			return 0;
 		}
@@ -411,8 +417,9 @@ static int mount_flags_parse(const char *s, const struct edf_loc *loc, unsigned 
 			return fail_loc(err, loc, "empty mount flag in \"%s\"", esc);
 		}
 		if (flag_lookup(p, len, &bit) < 0)
-			return fail_loc(err, loc, "unknown mount flag '%s' (ro, rw, private, rprivate, "
-					"slave, rslave, shared, rshared, recursive, sqsh)", word);
+			return fail_loc(err, loc, "unknown mount flag '%s' (ro, rw, private, "
+					"rprivate, slave, rslave, shared, rshared, recursive, "
+					"sqsh)", word);
 		if (flags & bit)
 			return fail_loc(err, loc, "mount flag '%s' given twice", word);
 		flags |= bit;
@@ -533,13 +540,8 @@ static int mount_parse(struct pctx *p, const toml_value *v, size_t idx, alps_err
 
 static int parse_mounts(struct pctx *p, const toml_value *v, const char *key, alps_error **err)
 {
-	if (v->type != TOML_ARRAY) {
-		struct edf_loc loc;
-		pctx_loc(p, &loc, v->line, v->col, key);
-		fail_type(err, &loc, "an array of \"SRC:DST[:FLAGS]\" strings", v);
-		loc_free(&loc);
-		return -1;
-	}
+	if (v->type != TOML_ARRAY)
+		return fail_value_type(p, v, key, "an array of \"SRC:DST[:FLAGS]\" strings", err);
 	if (v->u.arr.n > EDF_MAX_MOUNTS)
 		return alps_fail(err, ALPS_E_LIMIT, "%s:%d:%d: %s: more than %d mounts", p->file,
 				 v->line, v->col, key, EDF_MAX_MOUNTS);
@@ -566,8 +568,8 @@ static int mounts_settle(struct edf *e, alps_error **err)
 				continue;
 			_cleanup_free_ char *esc = log_escape(b->dst, 200);
 			if (strcmp(a->loc.file, b->loc.file) == 0)
-				return fail_loc(err, &b->loc, "destination %s is already mounted by %s "
-						"(line %d)", esc, a->loc.key, a->loc.line);
+				return fail_loc(err, &b->loc, "destination %s is already mounted "
+						"by %s (line %d)", esc, a->loc.key, a->loc.line);
 			note_add(e, &b->loc, "replaces the mount at %s of %s:%d:%d: %s", esc,
 				 a->loc.file, a->loc.line, a->loc.col, a->loc.key);
 			mount_free(a);
@@ -600,11 +602,7 @@ static int want_table(struct pctx *p, const toml_value *v, const char *key, alps
 	if (v->type == TOML_TABLE)
 		return alps_fail(err, ALPS_E_LIMIT, "%s:%d:%d: %s: more than %d entries", p->file,
 				 v->line, v->col, key, EDF_MAX_VARS);
-	struct edf_loc loc;
-	pctx_loc(p, &loc, v->line, v->col, key);
-	fail_type(err, &loc, "a table", v);
-	loc_free(&loc);
-	return -1;
+	return fail_value_type(p, v, key, "a table", err);
 }
 
 static int env_entry(struct pctx *p, const toml_value *t, size_t i, struct edf_loc *loc,
@@ -791,13 +789,18 @@ static const char *key_suggest(const char *key)
 	size_t len = strlen(key);
 	size_t best = len < 5 ? 1 : len < 10 ? 2 : 3;
 	const char *pick = NULL;
-	for (size_t i = 0; i < ARRAY_SIZE(edf_keys) + ARRAY_SIZE(key_hints); i++) {
-		bool known = i < ARRAY_SIZE(edf_keys);
-		const char *cand = known ? edf_keys[i].name : key_hints[i - ARRAY_SIZE(edf_keys)].typo;
-		size_t d = edit_distance(key, cand);
+	for (size_t i = 0; i < ARRAY_SIZE(edf_keys); i++) {
+		size_t d = edit_distance(key, edf_keys[i].name);
 		if (d <= best) {
 			best = d;
-			pick = known ? cand : key_hints[i - ARRAY_SIZE(edf_keys)].key;
+			pick = edf_keys[i].name;
+		}
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(key_hints); i++) {
+		size_t d = edit_distance(key, key_hints[i].typo);
+		if (d < best || (d == best && !pick)) {
+			best = d;
+			pick = key_hints[i].key;
 		}
 	}
 	return pick;
@@ -1011,7 +1014,8 @@ static void bases_copy(struct edf *base, const struct edf *child)
 
 static void files_append(struct edf *base, const struct edf *child)
 {
-	base->files = xreallocarray(base->files, base->nfiles + child->nfiles, sizeof(*base->files));
+	base->files = xreallocarray(base->files, base->nfiles + child->nfiles,
+				    sizeof(*base->files));
 	for (size_t i = 0; i < child->nfiles; i++) {
 		struct edf_file *f = &base->files[base->nfiles++];
 		f->name = xstrdup(child->files[i].name);
@@ -1236,9 +1240,10 @@ static void warn_mount(const struct edf *e, const struct edf_mount *m, struct wa
 
 static bool env_name_portable(const char *k)
 {
-	if (!((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') || *k == '_'))
-		return false;
-	return k[strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")] == '\0';
+	static const char letters[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+	static const char name_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+					 "0123456789";
+	return *k && strchr(letters, *k) && k[strspn(k, name_chars)] == '\0';
 }
 
 /* Upper-case names that people get wrong in lower case; others (such as

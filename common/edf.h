@@ -183,7 +183,7 @@ struct edf {
 };
 
 /* Parse one EDF of len bytes (need not be NUL-terminated) named name (as
- * the user wrote it; see the display name above).  On success *out is the
+ * the user wrote it, not NULL; see the display name above).  On success *out is the
  * result (caller frees with edf_free).  ALPS_E_INVALID on any error,
  * ALPS_E_LIMIT above EDF_MAX_SIZE. */
 int edf_parse(const char *name, const char *text, size_t len, struct edf **out,
@@ -203,7 +203,8 @@ struct edf_context {
 					   absolute (NULL: left relative) */
 };
 
-/* Expand and validate every value, once.  Errors name the place. */
+/* Expand and validate every value, once (a second call does nothing).
+ * Errors name the place; after one, e is only good for edf_free(). */
 int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err);
 
 /* Defaults applied. */

@@ -137,8 +137,8 @@ static int load_search(const char *name, char **resolved, char **content, size_t
 		_cleanup_free_ char *dir = home_path(d);
 		if (!dir)
 			continue;
-		_cleanup_free_ char *path = xasprintf("%s%s%s", dir, str_has_suffix(dir, "/") ? "" : "/",
-						      file);
+		const char *sep = str_has_suffix(dir, "/") ? "" : "/";
+		_cleanup_free_ char *path = xasprintf("%s%s%s", dir, sep, file);
 		int rc = try_read(path, resolved, content, len, err);
 		if (rc <= 0) {
 			free(s.list);
@@ -368,6 +368,8 @@ int edf_load_all(const char *first, const struct edf_loader *loader, struct edf 
 		*sources = NULL;
 	if (nsources)
 		*nsources = 0;
+	if (!first || !*first)
+		return alps_fail(err, ALPS_E_INVALID, "empty environment name");
 	struct walk *w = xzalloc(sizeof(*w));
 	w->loader = loader;
 	int rc = walk_visit(w, first, NULL, err);

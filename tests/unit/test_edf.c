@@ -353,7 +353,8 @@ static void test_mount_duplicates(void **state)
 	(void)state;
 	/* In one file: an error, normalized destinations compared. */
 	parse_fails("mounts = [\"/a:/d\",\n  \"/b:/d/\"]\n",
-		    "t.toml:2:3: mounts[1]: destination /d is already mounted by mounts[0] (line 1)");
+		    "t.toml:2:3: mounts[1]: destination /d is already mounted by mounts[0] "
+		    "(line 1)");
 	/* Across files: the later one replaces the earlier, with a warning. */
 	const struct memfile files[] = {
 		{ "top", NULL, "base_environment = \"base\"\nmounts = [\"/mine:/data:ro\"]\n" },
@@ -896,6 +897,10 @@ static void test_missing_and_bad_base(void **state)
 			    "not found (searched memory)");
 	alps_error_free(err);
 
+	err = load_fails(&fs, "");
+	assert_string_equal(err->msg, "empty environment name");
+	alps_error_free(err);
+
 	err = load_fails(&fs, "nothing");
 	assert_string_equal(err->msg, "environment \"nothing\" not found (searched memory)");
 	alps_error_free(err);
@@ -903,7 +908,8 @@ static void test_missing_and_bad_base(void **state)
 	/* An error in a base names the base. */
 	err = load_fails(&fs, "badtop");
 	assert_string_equal(err->msg, "bad.toml:1:11: mounts[0]: unknown mount flag 'rwx' (ro, "
-			    "rw, private, rprivate, slave, rslave, shared, rshared, recursive, sqsh)");
+			    "rw, private, rprivate, slave, rslave, shared, rshared, recursive, "
+			    "sqsh)");
 	alps_error_free(err);
 
 	parse_fails("base_environment = 3\n", "t.toml:1:20: base_environment: expected a string "
@@ -1092,7 +1098,8 @@ static void test_files_relative_and_checks(void **state)
 	char sub[PATH_MAX + 8];
 	snprintf(sub, sizeof(sub), "%s/sub", t->dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
-	write_file(t->dir, "local.toml", "base_environment = \"sub/inner.toml\"\nimage = \"u:1\"\n");
+	write_file(t->dir, "local.toml",
+		   "base_environment = \"sub/inner.toml\"\nimage = \"u:1\"\n");
 	write_file(sub, "inner.toml", "workdir = \"/inner\"\n");
 	assert_int_equal(chdir(t->dir), 0);
 	setenv("EDF_PATH", "/nonexistent", 1);
@@ -1319,7 +1326,8 @@ static void test_json(void **state)
 		"\"image_kind\":\"reference\",\"image_ref\":\"nvcr.io/nvidia/pytorch:24.01-py3\","
 		"\"image_user\":\"alice\",\"workdir\":\"/w\",\"entrypoint\":false,"
 		"\"writable\":false,\"base_environment\":[\"b\"],"
-		"\"mounts\":[{\"source\":\"/a\",\"destination\":\"/b\",\"flags\":[\"ro\",\"rprivate\"]}],"
+		"\"mounts\":[{\"source\":\"/a\",\"destination\":\"/b\","
+		"\"flags\":[\"ro\",\"rprivate\"]}],"
 		"\"env\":{\"A\":\"1\",\"GONE\":null},"
 		"\"annotations\":{\"com.hooks.cxi.enabled\":\"true\"},"
 		"\"unknown_annotations\":[],\"warnings\":[]}");
@@ -1358,7 +1366,8 @@ static void test_warnings(void **state)
 {
 	(void)state;
 	struct edf *e = parse_ok("image = \"ubuntu\"\nworkdir = \"rel/dir\"\n"
-				 "mounts = [\"/a:/proc\", \"/b:/sys/x\", \"/c:/tmp\", \"/d:/dev\",\n"
+				 "mounts = [\"/a:/proc\", \"/b:/sys/x\", \"/c:/tmp\", "
+				 "\"/d:/dev\",\n"
 				 "  \"/e.img:/e:sqsh\", \"/f:/tmp/ok\", \"/g:/dev/shm\"]\n");
 	assert_warning(e, "t.toml:1:9: image: no tag: \":latest\" is used");
 	assert_warning(e, "t.toml:2:11: workdir: \"rel/dir\" is not an absolute path");
