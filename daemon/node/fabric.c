@@ -49,6 +49,7 @@
 #define FABRIC_PINS_MAX 4096
 #define FABRIC_PEERS_MAX 100000
 #define FABRIC_LOG_EVERY_MS 10000       /* rate limit of logs about hostile input */
+#define FABRIC_RAW_MAX (64 * 1024)      /* fabric_send_raw(), for tests */
 
 /* Operation contexts.  libfabric hands back the pointer given to fi_send/
  * fi_recv; with FI_CONTEXT the provider may use the fi_context2 as scratch
@@ -77,7 +78,7 @@ struct fabric_tx {
 	unsigned max_tries;
 	uint64_t next_try_ms;           /* monotonic */
 	size_t len;
-	uint8_t buf[FABRIC_MSG_MAX];
+	uint8_t buf[];                  /* len bytes */
 };
 
 struct tx_list {
@@ -287,7 +288,9 @@ static void tx_free_all(struct fabric *f)
 }
 
 /* Encode m for peer p and queue it; sent by the next flush. */
-static int tx_queue(struct fabric *f, struct fabric_peer *p, const struct fabric_msg *m)
+/* Queue len bytes for peer p; sent by the next flush. */
+static int tx_queue_bytes(struct fabric *f, struct fabric_peer *p, const void *buf, size_t len,
+			  bool is_ping)
 {
 	if (f->state != FABRIC_UP || p->fi_addr == FI_ADDR_NOTAVAIL)
 		return -1;
@@ -295,21 +298,36 @@ static int tx_queue(struct fabric *f, struct fabric_peer *p, const struct fabric
 		f->tx_dropped++;
 		return -1;
 	}
-	struct fabric_tx *tx = xzalloc(sizeof(*tx));
-	const char *why = NULL;
-	ssize_t n = fabric_msg_encode(m, tx->buf, sizeof(tx->buf), &why);
-	if (n < 0) {
-		log_warn("fabric: not sending a %s to %s: %s", fabric_msg_type_name(m->type), p->name, why);
-		free(tx);
-		return -1;
-	}
+	struct fabric_tx *tx = xzalloc(sizeof(*tx) + len);
+	memcpy(tx->buf, buf, len);
 	tx->op.kind = CTX_TX;
-	tx->len = (size_t)n;
+	tx->len = len;
 	tx->dest = p->fi_addr;
-	tx->is_ping = m->type == FABRIC_MSG_PING;
+	tx->is_ping = is_ping;
 	tx->max_tries = p->fail_streak ? FABRIC_TX_TRIES_FAILING : FABRIC_TX_TRIES;
 	snprintf(tx->peer, sizeof(tx->peer), "%s", p->name);
 	tx_list_add(&f->queued, tx);
+	return 0;
+}
+
+static int tx_queue(struct fabric *f, struct fabric_peer *p, const struct fabric_msg *m)
+{
+	uint8_t buf[FABRIC_MSG_MAX];
+	const char *why = NULL;
+	ssize_t n = fabric_msg_encode(m, buf, sizeof(buf), &why);
+	if (n < 0) {
+		log_warn("fabric: not sending a %s to %s: %s", fabric_msg_type_name(m->type), p->name, why);
+		return -1;
+	}
+	return tx_queue_bytes(f, p, buf, (size_t)n, m->type == FABRIC_MSG_PING);
+}
+
+int fabric_send_raw(struct fabric *f, const char *node, const void *buf, size_t len)
+{
+	struct fabric_peer *p = peer_find(f, node);
+	if (!p || len > FABRIC_RAW_MAX || tx_queue_bytes(f, p, buf, len, false) < 0)
+		return -1;
+	fabric_kick(f, 0);
 	return 0;
 }
 
@@ -712,9 +730,11 @@ static int ep_open(struct fabric *f, struct fabric_ep *e, const struct fi_info *
 	if (!e->info)
 		log_fatal("fabric: out of memory");
 	e->info_text = xstrdup(fi_tostr(info, FI_TYPE_INFO));
-	if (ep_open_objects(e, f->npeers + 64, err) < 0)
-		return alps_error_prefix(err, "%s on %s", info->fabric_attr->prov_name,
-					 info->domain_attr->name);
+	if (ep_open_objects(e, f->npeers + 64, err) < 0) {
+		alps_error_prefix(err, "%s on %s", info->fabric_attr->prov_name, info->domain_attr->name);
+		ep_close(e);    /* not counted in f->neps yet */
+		return -1;
+	}
 	if (!control)
 		return 0;
 	if (e->wait_fd >= 0) {

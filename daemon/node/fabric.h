@@ -89,6 +89,10 @@ int fabric_publish_pin(struct fabric *f, const char *job, const char *reference,
  * published here) within the last hour, or NULL.  Caller frees. */
 char *fabric_lookup_pin(struct fabric *f, const char *job, const char *reference);
 
+/* For tests: queue len bytes (up to 64 KiB), unchecked, for peer node,
+ * as a broken or hostile sender would.  -1 if node is not a peer. */
+int fabric_send_raw(struct fabric *f, const char *node, const void *buf, size_t len);
+
 /* Counters of a fabric instance, for tests and benchmarks. */
 struct fabric_stats {
 	size_t peers;

@@ -12,6 +12,7 @@
  *	map n1,n2,n3             {"event":"map","map":{...},"down":[...]}
  *	pin JOB REF DIGEST       {"event":"pin","queued":N}
  *	lookup JOB REF           {"event":"lookup","digest":"..."|null}
+ *	raw NODE HEX             send bytes as they are (hostile-input tests)
  *	table                    the peer table now
  *	quit                     exit (so does end of input, or SIGTERM)
  *
@@ -41,7 +42,7 @@
 struct tool {
 	struct event_base *base;
 	struct fabric *fabric;
-	char line[4096];
+	char line[8192];
 	size_t len;
 	bool discarding;        /* an over-long line is dropped whole */
 };
@@ -140,6 +141,37 @@ static void cmd_lookup(struct tool *t, const char *job, const char *ref)
 	free(d);
 }
 
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static void cmd_raw(struct tool *t, const char *node, const char *hex)
+{
+	uint8_t buf[2048];
+	size_t n = 0;
+	if (!node || !hex || strlen(hex) % 2 || strlen(hex) / 2 > sizeof(buf)) {
+		emit_error("usage: raw NODE HEX (up to 2048 bytes)");
+		return;
+	}
+	for (const char *h = hex; *h; h += 2) {
+		int hi = hex_value(h[0]), lo = hex_value(h[1]);
+		if (hi < 0 || lo < 0) {
+			emit_error("raw: bad hex");
+			return;
+		}
+		buf[n++] = (uint8_t)(hi << 4 | lo);
+	}
+	int rc = fabric_send_raw(t->fabric, node, buf, n);
+	emit(json_pack("{s:s, s:b}", "event", "raw", "queued", rc == 0));
+}
+
 static void command(struct tool *t, char *line)
 {
 	char *save = NULL;
@@ -156,6 +188,8 @@ static void command(struct tool *t, char *line)
 		cmd_pin(t, a1, a2, a3, a4);
 	else if (strcmp(verb, "lookup") == 0)
 		cmd_lookup(t, a1, a2);
+	else if (strcmp(verb, "raw") == 0)
+		cmd_raw(t, a1, a2);
 	else if (strcmp(verb, "table") == 0)
 		emit_table(t);
 	else if (strcmp(verb, "quit") == 0)
