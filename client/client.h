@@ -39,6 +39,12 @@ extern const struct command cmd_pull;
 extern const struct command cmd_images;
 extern const struct command cmd_inspect;
 extern const struct command cmd_rm;
+extern const struct command cmd_prepare;
+extern const struct command cmd_exec;
+extern const struct command cmd_release;
+extern const struct command cmd_jobs;
+extern const struct command cmd_run;
+extern const struct command cmd_edf;
 extern const struct command cmd_place;
 
 /* Connect (once) to the daemon. */

@@ -16,6 +16,12 @@ static const struct command *const commands[] = {
 	&cmd_images,
 	&cmd_inspect,
 	&cmd_rm,
+	&cmd_prepare,
+	&cmd_exec,
+	&cmd_run,
+	&cmd_release,
+	&cmd_jobs,
+	&cmd_edf,
 	&cmd_topology,
 	&cmd_place,
 };

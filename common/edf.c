@@ -484,7 +484,7 @@ static int mount_check(const struct edf *e, struct edf_mount *m, alps_error **er
 			return fail_loc(err, &m->loc, "source \"%s\" is not absolute", esc);
 	}
 	if (is_final(e, m->dst)) {
-		char *norm;
+		char *norm = NULL;
 		if (!*m->dst)
 			return fail_loc(err, &m->loc, "empty destination");
 		if (dst_normalize(m->dst, &m->loc, &norm, err) < 0)

@@ -326,7 +326,7 @@ static int walk_visit(struct walk *w, const char *name, const struct edf_loc *fr
 		_cleanup_free_ char *msg = xasprintf("more than %d environments", EDF_MAX_FILES);
 		return fail_from(err, ALPS_E_LIMIT, from, msg);
 	}
-	size_t idx;
+	size_t idx = 0;
 	if (walk_load(w, name, from, &idx, err) < 0)
 		return -1;
 	w->stack[w->depth++] = idx;

@@ -8,6 +8,9 @@
 #include "error.h"
 
 static int fail_v(alps_error **err, int code, int errnum, const char *fmt, va_list ap)
+	ALPS_PRINTF(4, 0);
+
+static int fail_v(alps_error **err, int code, int errnum, const char *fmt, va_list ap)
 {
 	if (!err)
 		return -1;

@@ -40,6 +40,8 @@ const struct handler *handler_find(Alps__Request__OpCase op);
 struct daemon *request_daemon(struct request *rq);
 const struct ucred *request_peer(struct request *rq);
 bool request_peer_is_admin(struct request *rq);
+/* The peer's supplementary groups at connect time (SO_PEERGROUPS). */
+size_t request_peer_groups(struct request *rq, gid_t *groups, size_t max);
 /* Take the fds that came with the request (SCM_RIGHTS); caller owns them. */
 size_t request_take_fds(struct request *rq, int *fds, size_t max);
 /* Whether the client is still connected (a detached pull goes on). */
@@ -66,6 +68,11 @@ int op_pull(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_images(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_remove(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_exec(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_release(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_edf_check(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_topology(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_place(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err);

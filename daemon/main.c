@@ -21,6 +21,8 @@
 #include "daemon/daemon.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
+#include "daemon/job/ns.h"
+#include "daemon/work.h"
 #include "daemon/node/topology.h"
 #include "daemon/sdnotify.h"
 #include "daemon/server.h"
@@ -239,6 +241,65 @@ static void load_topology(struct daemon *d)
 		 : "the live machine", (unsigned long long)(now_monotonic_ms() - t0));
 }
 
+static bool in_list(char **v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* After a restart: prepared jobs survive (their namespaces are pinned), so
+ * the table and what is really mounted are brought back in line.  A row
+ * without a namespace goes; a namespace without a row is released; layer
+ * mounts are recounted from the jobs that use them. */
+static void reconcile_jobs(struct daemon *d)
+{
+	const char *run_dir = d->cfg->run_dir;
+	alps_error *err = NULL;
+	struct job_reconcile r = { 0 };
+	struct store_job *jobs = NULL;
+	size_t n = 0;
+	if (job_reconcile(run_dir, &r, &err) < 0 ||
+	    store_job_list(d->store, STORE_UID_ANY, &jobs, &n, &err) < 0) {
+		log_error("cannot reconcile jobs with %s: %s", run_dir, err->msg);
+		alps_error_free(err);
+		return;
+	}
+	char **ids = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = jobs[i].id;
+		if (in_list(r.pinned, r.npinned, jobs[i].id))
+			continue;
+		log_warn("job %s: its namespace is gone; dropping it from the table", jobs[i].id);
+		if (store_job_delete(d->store, jobs[i].id, &err) < 0) {
+			log_error("job %s: %s", jobs[i].id, err->msg);
+			alps_error_free(err);
+			err = NULL;
+		}
+	}
+	for (size_t i = 0; i < r.npinned; i++) {
+		if (in_list(ids, n, r.pinned[i]))
+			continue;
+		log_warn("job %s: pinned namespace without a table row; releasing it", r.pinned[i]);
+		if (job_release(run_dir, r.pinned[i], &err) < 0) {
+			log_error("job %s: %s", r.pinned[i], err->msg);
+			alps_error_free(err);
+			err = NULL;
+		}
+	}
+	free(ids);
+	store_jobs_free(jobs, n);
+	job_reconcile_free(&r);
+	memset(&r, 0, sizeof(r));
+	/* Again, now that the table and the namespaces agree. */
+	if (job_reconcile(run_dir, &r, &err) < 0 || job_reconcile_apply(run_dir, &r, &err) < 0) {
+		log_error("cannot reconcile layer mounts in %s: %s", run_dir, err->msg);
+		alps_error_free(err);
+	}
+	job_reconcile_free(&r);
+}
+
 /* Options that cannot change under a running daemon. */
 static bool reload_allowed(const struct config *old, const struct config *new)
 {
@@ -348,6 +409,7 @@ int main(int argc, char **argv)
 		log_fatal("%s", err->msg);
 	if (registry_global_init(&err) < 0)
 		log_fatal("%s", err->msg);
+	reconcile_jobs(&d);
 
 	load_topology(&d);
 
@@ -378,6 +440,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 
 	server_free(d.server);
+	work_drain(&d);
 	puller_free(d.puller);
 	store_close(d.store);
 	registry_global_cleanup();

@@ -40,6 +40,8 @@ struct conn {
 	int fd;
 	enum conn_state state;
 	struct ucred peer;
+	gid_t groups[MAX_PEER_GROUPS];
+	size_t ngroups;
 	bool admin;
 	bool said_hello;
 	bool peer_gone;            /* EOF or error seen */
@@ -59,6 +61,8 @@ struct request {
 	uint64_t id;
 	const struct handler *h;
 	struct ucred peer;
+	gid_t groups_copy[MAX_PEER_GROUPS];   /* the peer's, at connect */
+	size_t ngroups;
 	bool admin;
 	bool finished;
 	int fds[FRAME_MAX_FDS];    /* received with the request, owned */
@@ -220,6 +224,13 @@ bool request_peer_is_admin(struct request *rq)
 	return rq->admin;
 }
 
+size_t request_peer_groups(struct request *rq, gid_t *groups, size_t max)
+{
+	size_t n = rq->ngroups < max ? rq->ngroups : max;
+	memcpy(groups, rq->groups_copy, n * sizeof(gid_t));
+	return n;
+}
+
 bool request_connected(struct request *rq)
 {
 	return rq->conn && !rq->conn->peer_gone;
@@ -349,6 +360,8 @@ static void conn_dispatch(struct conn *c, const Alps__Request *req)
 	rq->id = req->id;
 	rq->peer = c->peer;
 	rq->admin = c->admin;
+	rq->ngroups = c->ngroups;
+	memcpy(rq->groups_copy, c->groups, c->ngroups * sizeof(gid_t));
 	rq->start_ns = now_monotonic_ns();
 	rq->nfds = frame_reader_take_fds(&c->rd, rq->fds, FRAME_MAX_FDS);
 	rq->h = handler_find(req->op_case);
@@ -479,16 +492,21 @@ static void conn_close(struct conn *c)
 
 /* ---- accepting ---- */
 
-static bool peer_in_group(int fd, gid_t gid, const struct ucred *cred)
+/* The peer's supplementary groups as they were at connect(). */
+static size_t peer_groups(int fd, gid_t *groups, size_t max)
 {
-	if (cred->gid == gid)
-		return true;
-	gid_t groups[MAX_PEER_GROUPS];
-	socklen_t len = sizeof(groups);
+	socklen_t len = (socklen_t)(max * sizeof(gid_t));
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
-		return false;
-	for (size_t i = 0; i < len / sizeof(gid_t); i++)
-		if (groups[i] == gid)
+		return 0;
+	return len / sizeof(gid_t);
+}
+
+static bool peer_in_group(const struct conn *c, gid_t gid)
+{
+	if (c->peer.gid == gid)
+		return true;
+	for (size_t i = 0; i < c->ngroups; i++)
+		if (c->groups[i] == gid)
 			return true;
 	return false;
 }
@@ -506,7 +524,8 @@ static void server_accept_one(struct server *s, int fd)
 	c->srv = s;
 	c->fd = fd;
 	c->peer = cred;
-	c->admin = cred.uid == 0 || (s->have_admin_gid && peer_in_group(fd, s->admin_gid, &cred));
+	c->ngroups = peer_groups(fd, c->groups, MAX_PEER_GROUPS);
+	c->admin = cred.uid == 0 || (s->have_admin_gid && peer_in_group(c, s->admin_gid));
 	c->state = CONN_READING;
 	frame_reader_init(&c->rd, (size_t)s->d->cfg->max_frame_size);
 	frame_writer_init(&c->wr);

@@ -266,6 +266,8 @@ int store_job_list(struct store *s, int64_t uid, struct store_job **out, size_t 
 int store_job_update_state(struct store *s, const char *id, const char *state, alps_error **err);
 /* ALPS_E_NOT_FOUND if absent. */
 int store_job_delete(struct store *s, const char *id, alps_error **err);
+/* Record the job's mounts (text, one a line) once its namespace exists. */
+int store_job_set_mounts(struct store *s, const char *id, const char *mounts, alps_error **err);
 /* *job_id: a job using image digest (caller frees), or NULL. */
 int store_image_in_use(struct store *s, const char *digest, char **job_id, alps_error **err);
 void store_job_free(struct store_job *job);

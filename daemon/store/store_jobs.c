@@ -230,6 +230,20 @@ int store_job_update_state(struct store *s, const char *id, const char *state, a
 	return run_job_tx(s, update_state_tx, "updating job", id, state, err);
 }
 
+static int update_mounts_tx(struct store *s, void *arg, alps_error **err)
+{
+	const struct job_arg *a = arg;
+	if (sql_run(s, err, "UPDATE jobs SET mounts = ?2 WHERE id = ?1", "ss", a->id, a->state) < 0)
+		return -1;
+	return sqlite3_changes(s->db) ? 0 : alps_fail(err, ALPS_E_NOT_FOUND, "no such job");
+}
+
+int store_job_set_mounts(struct store *s, const char *id, const char *mounts, alps_error **err)
+{
+	/* The text goes through the state slot of job_arg; it is not a state. */
+	return run_job_tx(s, update_mounts_tx, "recording the mounts of job", id, mounts, err);
+}
+
 int store_job_delete(struct store *s, const char *id, alps_error **err)
 {
 	return run_job_tx(s, delete_tx, "deleting job", id, NULL, err);

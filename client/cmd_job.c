@@ -1,0 +1,557 @@
+/* cmd_job.c: alps prepare, exec, release, jobs, run. */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "common/edf.h"
+
+extern char **environ;
+
+/* ---- reading EDF files as the job's user ---- */
+
+struct saved_ids {
+	bool switched;
+	gid_t groups[256];
+	int ngroups;
+};
+
+/* The prolog runs as root: the user's EDF files are read with the user's
+ * rights (effective ids and groups), so a root client never reads for a
+ * user what the user could not. */
+static int become_user(const char *user, struct saved_ids *s, alps_error **err)
+{
+	s->switched = false;
+	if (geteuid() != 0 || !user)
+		return 0;
+	struct passwd *pw;
+	char *end;
+	unsigned long n = strtoul(user, &end, 10);
+	pw = (*user && *end == '\0') ? getpwuid((uid_t)n) : getpwnam(user);
+	if (!pw)
+		return alps_fail(err, ALPS_E_NOT_FOUND, "user '%s' does not exist", user);
+	gid_t groups[256];
+	int ng = 256;
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ng) < 0)
+		ng = 0;
+	s->ngroups = getgroups(256, s->groups);
+	if (setgroups((size_t)ng, groups) < 0 || setegid(pw->pw_gid) < 0 || seteuid(pw->pw_uid) < 0)
+		return alps_fail_errno(err, "cannot take the identity of %s to read its files", user);
+	s->switched = true;
+	return 0;
+}
+
+static void become_root_again(struct saved_ids *s)
+{
+	if (!s->switched)
+		return;
+	if (seteuid(0) < 0 || setegid(0) < 0 || setgroups((size_t)(s->ngroups > 0 ? s->ngroups : 0),
+							   s->groups) < 0) {
+		perror("alps: cannot return to root");
+		exit(EXIT_FAILED);
+	}
+}
+
+/* The EDF and its bases, read as user, into src and n for the request. */
+static int read_edf(const char *path, const char *user, struct edf_source **src, size_t *n,
+		    alps_error **err)
+{
+	struct saved_ids ids;
+	if (become_user(user, &ids, err) < 0)
+		return -1;
+	struct edf *merged = NULL;
+	int rc = edf_load_all(path, &edf_file_loader, &merged, src, n, err);
+	become_root_again(&ids);
+	edf_free(merged);
+	return rc;
+}
+
+static Alps__EdfSource **edf_sources_msg(const struct edf_source *src, size_t n,
+					 Alps__EdfSource **storage)
+{
+	*storage = xcalloc(n + 1, sizeof(**storage));
+	Alps__EdfSource **v = xcalloc(n + 1, sizeof(*v));
+	for (size_t i = 0; i < n; i++) {
+		alps__edf_source__init(&(*storage)[i]);
+		(*storage)[i].path = src[i].name;
+		(*storage)[i].content = src[i].content;
+		v[i] = &(*storage)[i];
+	}
+	return v;
+}
+
+static size_t env_count(void)
+{
+	size_t n = 0;
+	while (environ && environ[n])
+		n++;
+	return n;
+}
+
+static int report_failed_call(struct client *cl, const char *what, alps_error *err)
+{
+	int rc = client_report_error(cl, what, err);
+	alps_error_free(err);
+	return rc;
+}
+
+/* ---- prepare ---- */
+
+struct prepare_args {
+	const char *job, *user, *edf, *image;
+	unsigned tasks;
+	bool run;
+};
+
+static void on_prepare_progress(const Alps__Response *resp, void *arg)
+{
+	struct client *cl = arg;
+	if (cl->quiet || cl->json || resp->payload_case != ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS)
+		return;
+	const Alps__PullProgress *pp = resp->pull_progress;
+	char done[32], total[32];
+	format_size(pp->bytes_done, done, sizeof(done));
+	format_size(pp->bytes_total, total, sizeof(total));
+	fprintf(stderr, "pulling: %s, %s / %s\n", pp->phase, done, total);
+}
+
+/* Send a Prepare; on success *reply holds the response (caller frees). */
+static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Response **reply)
+{
+	alps_error *err = NULL;
+	struct edf_source *src = NULL;
+	size_t nsrc = 0;
+	if (a->edf && read_edf(a->edf, a->run ? NULL : a->user, &src, &nsrc, &err) < 0)
+		return report_failed_call(cl, "prepare", err);
+	Alps__EdfSource *storage = NULL;
+	Alps__EdfSource **srcv = edf_sources_msg(src, nsrc, &storage);
+	char cwd[4096];
+	Alps__PrepareRequest pr = ALPS__PREPARE_REQUEST__INIT;
+	pr.job = (char *)(a->job ? a->job : "");
+	pr.user = (char *)(a->user ? a->user : "");
+	pr.environment = srcv;
+	pr.n_environment = nsrc;
+	pr.image = (char *)(a->image ? a->image : "");
+	pr.tasks = a->tasks;
+	pr.run = a->run;
+	pr.caller_env = environ;
+	pr.n_caller_env = env_count();
+	pr.cwd = getcwd(cwd, sizeof(cwd)) ? cwd : (char *)"";
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_PREPARE;
+	req.prepare = &pr;
+	Alps__Response *resp = client_call(cl, &req, on_prepare_progress, cl, &err);
+	free(srcv);
+	free(storage);
+	edf_sources_free(src, nsrc);
+	if (!resp)
+		return report_failed_call(cl, "prepare", err);
+	if (resp->status != ALPS__STATUS__OK ||
+	    resp->payload_case != ALPS__RESPONSE__PAYLOAD_PREPARE_REPLY) {
+		int rc = client_report_response(cl, "prepare", resp);
+		alps__response__free_unpacked(resp, NULL);
+		return rc ? rc : EXIT_FAILED;
+	}
+	*reply = resp;
+	return EXIT_OK;
+}
+
+static int parse_uint(const char *s, const char *what, unsigned *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || v > 1000000) {
+		fprintf(stderr, "alps: %s must be a number, not '%s'\n", what, s);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int run_prepare(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "job", required_argument, NULL, 'j' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "environment", required_argument, NULL, 'e' },
+		{ "image", required_argument, NULL, 'i' },
+		{ "nodes", required_argument, NULL, 'N' },
+		{ "tasks", required_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct prepare_args a = { 0 };
+	int opt;
+	while ((opt = getopt_long(argc, argv, "j:u:e:i:N:n:", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j': a.job = optarg; break;
+		case 'u': a.user = optarg; break;
+		case 'e': a.edf = optarg; break;
+		case 'i': a.image = optarg; break;
+		case 'N': break;        /* the fabric map: see alps-prepare(1) */
+		case 'n':
+			if (parse_uint(optarg, "--tasks", &a.tasks) < 0)
+				return EXIT_USAGE;
+			break;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (!a.job || !a.user || !!a.edf == !!a.image || optind < argc) {
+		fprintf(stderr, "alps prepare: --job, --user and one of --environment or --image "
+				"are required\n");
+		return EXIT_USAGE;
+	}
+	Alps__Response *resp = NULL;
+	int rc = do_prepare(cl, &a, &resp);
+	if (rc != EXIT_OK)
+		return rc;
+	const Alps__PrepareReply *r = resp->prepare_reply;
+	if (cl->json) {
+		json_t *mounts = json_array();
+		for (size_t i = 0; i < r->n_mounts; i++)
+			json_array_append_new(mounts, json_string(r->mounts[i]));
+		client_print_json(json_pack("{s:b, s:s, s:s, s:b, s:o}", "ok", 1, "job", r->job,
+					    "image_digest", r->image_digest, "already_prepared",
+					    (int)r->already_prepared, "mounts", mounts));
+	} else {
+		printf("job %s %s (image %s)\n", r->job,
+		       r->already_prepared ? "was already prepared" : "prepared", r->image_digest);
+		for (size_t i = 0; i < r->n_mounts; i++)
+			printf("  %s\n", r->mounts[i]);
+	}
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_prepare = {
+	.name = "prepare",
+	.summary = "Prepare a job's container on this node (admin; the Slurm prolog).",
+	.usage = "--job ID --user NAME|UID (--environment EDF | --image REF) [--tasks N]",
+	.help = "  -j, --job ID            the job id\n"
+		"  -u, --user NAME|UID     the job's user (EDF files are read with its rights)\n"
+		"  -e, --environment EDF   an environment definition file (TOML)\n"
+		"  -i, --image REF         an image instead of an EDF\n"
+		"  -n, --tasks N           local tasks, for per-rank GPU/NIC/CPU placement\n"
+		"Pulls the image if needed; preparing the same job twice with the same\n"
+		"environment returns at once.\n",
+	.run = run_prepare,
+};
+
+/* ---- exec ---- */
+
+static volatile pid_t relay_pid;
+
+static void relay_signal(int sig)
+{
+	if (relay_pid > 0)
+		kill(relay_pid, sig);
+}
+
+static void install_relays(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
+				    SIGCONT, SIGALRM };
+	struct sigaction sa = { .sa_handler = relay_signal, .sa_flags = SA_RESTART };
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+static void on_exec_progress(const Alps__Response *resp, void *arg)
+{
+	(void)arg;
+	if (resp->payload_case == ALPS__RESPONSE__PAYLOAD_EXEC_REPLY && resp->exec_reply->pid > 0)
+		relay_pid = resp->exec_reply->pid;
+}
+
+/* Run argv in job; returns the exit code to leave with. */
+static int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **argv)
+{
+	char cwd[4096];
+	Alps__ExecRequest x = ALPS__EXEC_REQUEST__INIT;
+	x.job = (char *)job;
+	x.argv = argv;
+	x.n_argv = (size_t)argc;
+	x.env = environ;
+	x.n_env = env_count();
+	x.cwd = getcwd(cwd, sizeof(cwd)) ? cwd : (char *)"";
+	x.local_rank = rank;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_EXEC;
+	req.exec = &x;
+	alps_error *err = NULL;
+	if (client_connect(cl, &err) < 0)
+		return report_failed_call(cl, "exec", err);
+	install_relays();
+	const int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
+	Alps__Response *resp = wire_call(&cl->wire, &req, fds, 3, on_exec_progress, NULL, -1, &err);
+	relay_pid = 0;
+	if (!resp)
+		return report_failed_call(cl, "exec", err);
+	int rc;
+	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY) {
+		rc = client_report_response(cl, "exec", resp);
+		rc = rc == EXIT_FAILED ? 127 : rc;
+	} else {
+		int st = resp->exec_reply->exit_status;
+		rc = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
+	}
+	alps__response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+static int run_exec(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "job", required_argument, NULL, 'j' },
+		{ "rank", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *job = NULL;
+	unsigned rank = 0;
+	const char *r = getenv("SLURM_LOCALID");
+	if (r && parse_uint(r, "SLURM_LOCALID", &rank) < 0)
+		rank = 0;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "+j:r:", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j': job = optarg; break;
+		case 'r':
+			if (parse_uint(optarg, "--rank", &rank) < 0)
+				return EXIT_USAGE;
+			break;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (!job || optind >= argc) {
+		fprintf(stderr, "alps exec: --job ID and a command are required\n");
+		return EXIT_USAGE;
+	}
+	return do_exec(cl, job, rank, argc - optind, argv + optind);
+}
+
+const struct command cmd_exec = {
+	.name = "exec",
+	.summary = "Run a command in a prepared job's container.",
+	.usage = "--job ID [--rank N] [--] COMMAND [ARG]...",
+	.help = "  -j, --job ID    the job\n"
+		"  -r, --rank N    local rank, for its GPU/NIC/CPU environment (default\n"
+		"                  $SLURM_LOCALID, else 0)\n"
+		"The command runs as you, with your stdin/stdout/stderr; signals sent to\n"
+		"alps reach it; alps exits with its status (128+N for signal N).\n",
+	.run = run_exec,
+};
+
+/* ---- release ---- */
+
+static int do_release(struct client *cl, const char *job, bool quiet)
+{
+	Alps__ReleaseRequest rr = ALPS__RELEASE_REQUEST__INIT;
+	rr.job = (char *)job;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_RELEASE;
+	req.release = &rr;
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	if (!resp)
+		return report_failed_call(cl, "release", err);
+	int rc = EXIT_OK;
+	if (resp->status != ALPS__STATUS__OK)
+		rc = client_report_response(cl, "release", resp);
+	else if (!quiet && cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", job, "was_prepared",
+					    resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
+					    resp->release_reply->was_prepared));
+	else if (!quiet)
+		printf("job %s released\n", job);
+	alps__response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+static int run_release(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "job", required_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *job = NULL;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+		if (opt != 'j')
+			return EXIT_USAGE;
+		job = optarg;
+	}
+	if (!job || optind < argc) {
+		fprintf(stderr, "alps release: --job ID is required\n");
+		return EXIT_USAGE;
+	}
+	return do_release(cl, job, false);
+}
+
+const struct command cmd_release = {
+	.name = "release",
+	.summary = "Release a job's container: stop what is left, unmount (the epilog).",
+	.usage = "--job ID",
+	.help = "Idempotent: releasing a job that is not prepared is not an error.\n",
+	.run = run_release,
+};
+
+/* ---- jobs ---- */
+
+static int run_jobs(struct client *cl, int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "alps jobs: unexpected argument '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	Alps__JobsRequest jr = ALPS__JOBS_REQUEST__INIT;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_JOBS;
+	req.jobs = &jr;
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	if (!resp)
+		return report_failed_call(cl, "jobs", err);
+	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_JOBS_REPLY) {
+		int rc = client_report_response(cl, "jobs", resp);
+		alps__response__free_unpacked(resp, NULL);
+		return rc;
+	}
+	const Alps__JobsReply *r = resp->jobs_reply;
+	if (cl->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < r->n_jobs; i++) {
+			const Alps__JobInfo *j = r->jobs[i];
+			json_t *m = json_array();
+			for (size_t k = 0; k < j->n_mounts; k++)
+				json_array_append_new(m, json_string(j->mounts[k]));
+			json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:o}", "job",
+				j->job, "uid", (int)j->uid, "user", j->user, "image", j->image, "state",
+				j->state, "created_ms", (json_int_t)j->created_ms, "mounts", m));
+		}
+		client_print_json(json_pack("{s:b, s:o}", "ok", 1, "jobs", arr));
+	} else {
+		printf("%-24s %-12s %-8s %-19s %s\n", "JOB", "USER", "STATE", "IMAGE", "MOUNTS");
+		for (size_t i = 0; i < r->n_jobs; i++) {
+			const Alps__JobInfo *j = r->jobs[i];
+			printf("%-24s %-12s %-8s %-19.19s %zu\n", j->job, j->user, j->state,
+			       *j->image ? j->image : "-", j->n_mounts);
+		}
+	}
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_jobs = {
+	.name = "jobs",
+	.summary = "List prepared jobs (yours; all of them for admins).",
+	.usage = "",
+	.help = "",
+	.run = run_jobs,
+};
+
+/* ---- run ---- */
+
+static int run_run(struct client *cl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "environment", required_argument, NULL, 'e' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct prepare_args a = { .run = true };
+	int opt;
+	while ((opt = getopt_long(argc, argv, "+e:", opts, NULL)) != -1) {
+		if (opt != 'e')
+			return EXIT_USAGE;
+		a.edf = optarg;
+	}
+	if (!a.edf) {
+		if (optind >= argc) {
+			fprintf(stderr, "alps run: give --environment EDF or an IMAGE\n");
+			return EXIT_USAGE;
+		}
+		a.image = argv[optind++];
+	}
+	if (optind < argc && strcmp(argv[optind], "--") == 0)
+		optind++;
+	if (optind >= argc) {
+		fprintf(stderr, "alps run: a command is required\n");
+		return EXIT_USAGE;
+	}
+	Alps__Response *resp = NULL;
+	int rc = do_prepare(cl, &a, &resp);
+	if (rc != EXIT_OK)
+		return rc;
+	_cleanup_free_ char *job = xstrdup(resp->prepare_reply->job);
+	alps__response__free_unpacked(resp, NULL);
+	rc = do_exec(cl, job, 0, argc - optind, argv + optind);
+	int rrc = do_release(cl, job, true);
+	return rc != 0 ? rc : rrc;
+}
+
+const struct command cmd_run = {
+	.name = "run",
+	.summary = "Run a command in a one-shot private container of your own.",
+	.usage = "(--environment EDF | IMAGE) [--] COMMAND [ARG]...",
+	.help = "  -e, --environment EDF   an environment definition file\n"
+		"Prepares a job for you, runs the command, releases the job.\n",
+	.run = run_run,
+};
+
+/* ---- edf check ---- */
+
+static int run_edf(struct client *cl, int argc, char **argv)
+{
+	if (argc != 3 || strcmp(argv[1], "check") != 0) {
+		fprintf(stderr, "alps edf: usage: alps edf check FILE\n");
+		return EXIT_USAGE;
+	}
+	alps_error *err = NULL;
+	struct edf *e = NULL;
+	struct edf_source *src = NULL;
+	size_t n = 0;
+	if (edf_load_all(argv[2], &edf_file_loader, &e, &src, &n, &err) < 0)
+		return report_failed_call(cl, "edf check", err);
+	char cwd[4096];
+	struct edf_context ctx = { .caller_env = (const char *const *)environ,
+				   .cwd = getcwd(cwd, sizeof(cwd)) ? cwd : NULL };
+	if (edf_expand(e, &ctx, &err) < 0) {
+		edf_free(e);
+		edf_sources_free(src, n);
+		return report_failed_call(cl, "edf check", err);
+	}
+	size_t nw = 0;
+	char **warnings = edf_warnings(e, &nw);
+	json_t *j = edf_to_json(e, true);
+	if (cl->json) {
+		json_t *w = json_array();
+		for (size_t i = 0; i < nw; i++)
+			json_array_append_new(w, json_string(warnings[i]));
+		client_print_json(json_pack("{s:b, s:o, s:o}", "ok", 1, "environment", j, "warnings", w));
+	} else {
+		for (size_t i = 0; i < nw; i++)
+			fprintf(stderr, "warning: %s\n", warnings[i]);
+		client_print_json(j);
+	}
+	edf_strv_free(warnings);
+	edf_free(e);
+	edf_sources_free(src, n);
+	return EXIT_OK;
+}
+
+const struct command cmd_edf = {
+	.name = "edf",
+	.summary = "Check an environment definition file and print the merged result.",
+	.usage = "check FILE",
+	.help = "Validates FILE and its base_environment chain (read with your rights),\n"
+		"prints warnings for likely mistakes and the merged environment.\n",
+	.run = run_edf,
+};

@@ -1,0 +1,57 @@
+/* jobenv.h: what a job carries from prepare to exec - its mounts as the
+ * namespace builder wants them, its workdir, and the environment of its
+ * processes - and the text forms `alps jobs` shows. */
+#ifndef ALPS_JOBENV_H
+#define ALPS_JOBENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct config;
+struct edf;
+struct ns_mount;
+struct ns_result;
+struct store_image;
+struct topology;
+struct user_mount;
+
+struct job_mounts {
+	struct user_mount *site;        /* owned, from jobs.default_mounts */
+	size_t nsite;
+	struct user_mount *user;        /* owned, from the EDF */
+	size_t nuser;
+	char **strings;                 /* owned storage of the paths */
+	size_t nstrings;
+};
+
+int jobenv_mounts(const struct config *cfg, const struct edf *edf, struct job_mounts *out,
+		  alps_error **err);
+void jobenv_mounts_free(struct job_mounts *m);
+
+/* The EDF's workdir, else the image's WorkingDir, else "/".  Caller frees. */
+char *jobenv_workdir(const struct edf *edf, const struct store_image *img);
+
+/* The job row's environment_json: fingerprint, image env, EDF env,
+ * workdir, tasks.  Caller frees. */
+char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
+		  uint32_t tasks);
+/* The fingerprint in a row's environment_json, or NULL.  Caller frees. */
+char *jobenv_fingerprint(const char *env_json);
+
+/* The environment of a process in the job, NULL-terminated, caller frees
+ * with edf_strv_free(): the caller's, then the image's, then the EDF's
+ * [env] (an empty value unsets), then the rank's placement, then ALPS_*. */
+char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
+		       const struct topology *topo, const char *job, uint32_t local_rank);
+/* The workdir recorded at prepare.  Caller frees. */
+char *jobenv_exec_workdir(const char *env_json);
+
+/* "DST TYPE SOURCE FLAGS" of one mount; all mounts one a line.  Caller frees. */
+char *jobenv_mount_text(const struct ns_mount *m);
+char *jobenv_mounts_text(const struct ns_result *r);
+/* Lines of text as a NULL-terminated array (edf_strv_free); NULL text: empty. */
+char **jobenv_split_lines(const char *text, size_t *n);
+
+#endif
