@@ -66,6 +66,12 @@ int mnt_mkdir_in_root(int rootfd, const char *path, mode_t mode, alps_error **er
 			if (mkdirat(cur, name, mode) < 0 && errno != EEXIST)
 				return alps_fail_errno(err, "mkdir(%s) in the container", prefix);
 			fd = mnt_open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
+			/* Created or there, and still not found: a symlink to
+			 * nowhere.  Its target is not created: a link is the
+			 * image's, where it leads is not ours to decide. */
+			if (fd < 0 && errno == ENOENT)
+				return alps_fail(err, ALPS_E_INVALID,
+						 "%s is a dangling symlink in the container", prefix);
 		}
 		if (fd < 0)
 			return alps_fail_errno(err, "openat2(%s) in the container", prefix);

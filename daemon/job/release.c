@@ -147,9 +147,14 @@ static int write_lines(const char *path, char **lines, size_t n, alps_error **er
 		open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return alps_fail_errno(err, "open(%s)", tmp);
-	for (size_t i = 0; i < n; i++)
-		if (write_all(fd, lines[i], strlen(lines[i])) < 0 || write_all(fd, "\n", 1) < 0)
-			return alps_fail_errno(err, "write(%s)", tmp);
+	_cleanup_free_ char *text = xstrdup("");
+	for (size_t i = 0; i < n; i++) {
+		char *t = xasprintf("%s%s\n", text, lines[i]);
+		free(text);
+		text = t;
+	}
+	if (write_all(fd, text, strlen(text)) < 0)
+		return alps_fail_errno(err, "write(%s)", tmp);
 	if (rename(tmp, path) < 0)
 		return alps_fail_errno(err, "rename(%s, %s)", tmp, path);
 	return 0;
