@@ -228,8 +228,6 @@ char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
 	char rank[16];
 	snprintf(rank, sizeof(rank), "%u", local_rank);
 	env_set(&e, "ALPS_LOCAL_RANK", 15, rank);
-	if (!e.n || !e.v[e.n - 1])
-		e.v[e.n] = NULL;
 	return e.v;
 }
 

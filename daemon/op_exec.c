@@ -80,9 +80,19 @@ static char *peer_cgroup(pid_t pid)
 		if (strncmp(line, "0::/", 4) != 0)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
-		if (strstr(line, "/.."))
-			return NULL;
-		return xasprintf("/sys/fs/cgroup%s", line + 3);
+		if (strstr(line, "/..") || strcmp(line + 3, "/") == 0)
+			return NULL;    /* the root cgroup: nothing to move to */
+		/* cgroup v2 alone, or the hybrid layout's unified tree. */
+		const char *base = access("/sys/fs/cgroup/cgroup.procs", F_OK) == 0
+					   ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified";
+		char *dir = xasprintf("%s%s", base, line + 3);
+		_cleanup_free_ char *procs = xasprintf("%s/cgroup.procs", dir);
+		if (access(procs, W_OK) == 0)
+			return dir;
+		/* No cgroup v2 here (or not writable): the process stays in
+		 * the daemon's cgroup rather than failing. */
+		free(dir);
+		return NULL;
 	}
 	return NULL;
 }
@@ -101,10 +111,16 @@ static int spawn(struct request *rq, const Alps__ExecRequest *x, const struct st
 {
 	struct daemon *d = request_daemon(rq);
 	const struct ucred *peer = request_peer(rq);
-	char **env = jobenv_exec_env(job->environment_json, (const char *const *)x->env,
-				     d->topology, job->id, x->local_rank);
-	_cleanup_free_ char *workdir = x->cwd && *x->cwd == '/' ? xstrdup(x->cwd)
-								: jobenv_exec_workdir(job->environment_json);
+	/* protobuf-c's repeated strings are counted, not NULL-terminated. */
+	const char **caller_env = xcalloc(x->n_env + 1, sizeof(char *));
+	for (size_t i = 0; i < x->n_env; i++)
+		caller_env[i] = x->env[i];
+	char **env = jobenv_exec_env(job->environment_json, caller_env, d->topology, job->id,
+				     x->local_rank);
+	free(caller_env);
+	/* The EDF's workdir, else the image's, else "/" (recorded at prepare).
+	 * The caller's own cwd is a host path: it means nothing inside. */
+	_cleanup_free_ char *workdir = jobenv_exec_workdir(job->environment_json);
 	_cleanup_free_ char *cgroup = peer_cgroup(peer->pid);
 	gid_t groups[MAX_PEER_GROUPS];
 	size_t ngroups = request_peer_groups(rq, groups, MAX_PEER_GROUPS);
