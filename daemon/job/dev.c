@@ -32,6 +32,16 @@ static const struct {
 	{ "ptmx", "pts/ptmx" },
 };
 
+/* Check the flags of what is now mounted at devfd/name. */
+static int verify_at(int devfd, const char *name, unsigned long want, alps_error **err)
+{
+	_cleanup_free_ char *what = xasprintf("/dev/%s", name);
+	_cleanup_close_ int fd = openat(devfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return alps_fail_errno(err, "open(%s) in the container", what);
+	return mnt_verify(fd, want, what, err);
+}
+
 /* Bind the host's /dev/<name> onto a new empty file in the job's /dev. */
 static int bind_node(int devfd, const char *name, alps_error **err)
 {
@@ -55,13 +65,14 @@ static int bind_node(int devfd, const char *name, alps_error **err)
 					    err);
 	if (mfd < 0 || mnt_attach(mfd, target, host, err) < 0)
 		return -1;
-	return 0;
+	return verify_at(devfd, name, MS_NOSUID | MS_NOEXEC, err);
 }
 
 /* A new file system on the directory name of the job's /dev. */
 static int mount_sub(int devfd, const char *name, mode_t mode, const char *fstype,
-		     const char *options, unsigned attr, alps_error **err)
+		     const char *options, unsigned long want, alps_error **err)
 {
+	unsigned attr = mnt_attr_of(want);
 	_cleanup_free_ char *what = xasprintf("/dev/%s", name);
 	if (mkdirat(devfd, name, mode) < 0 || fchmodat(devfd, name, mode, 0) < 0)
 		return alps_fail_errno(err, "mkdir(%s) in the container", what);
@@ -71,7 +82,7 @@ static int mount_sub(int devfd, const char *name, mode_t mode, const char *fstyp
 	_cleanup_close_ int mfd = mnt_fs_new(fstype, fstype, options, attr, what, err);
 	if (mfd < 0 || mnt_attach(mfd, target, what, err) < 0)
 		return -1;
-	return 0;
+	return verify_at(devfd, name, want, err);
 }
 
 static int fill_dev(int devfd, alps_error **err)
@@ -84,10 +95,9 @@ static int fill_dev(int devfd, alps_error **err)
 			return alps_fail_errno(err, "symlink(/dev/%s) in the container",
 					       std_links[i].name);
 	if (mount_sub(devfd, "pts", 0755, "devpts", "newinstance,ptmxmode=0666,mode=0620",
-		      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err) < 0)
+		      MS_NOSUID | MS_NOEXEC, err) < 0)
 		return -1;
-	return mount_sub(devfd, "shm", 01777, "tmpfs", "mode=1777",
-			 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err);
+	return mount_sub(devfd, "shm", 01777, "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV, err);
 }
 
 int apply_devtmp(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)

@@ -31,7 +31,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "daemon/job/apply.h"
 #include "daemon/job/creds.h"
@@ -183,16 +182,20 @@ static int probe(struct apply_ctx *ctx, const char *path, bool in_root, pid_t pi
 	return alps_fail_errnum(err, saved, "squashfuse did not serve the file (%s)", msg);
 }
 
-/* Hand the daemon a pidfd of squashfuse, to kill it if the prepare fails. */
-static void report_pid(struct apply_ctx *ctx, pid_t pid)
+/* Hand the daemon a pidfd of squashfuse, to kill it if the prepare fails:
+ * a squashfuse nobody could kill would keep the namespace alive. */
+static int report_pid(struct apply_ctx *ctx, pid_t pid, alps_error **err)
 {
 	int pidfd = sys_pidfd_open(pid, 0);
-	if (pidfd < 0) {
-		log_warn("pidfd_open(squashfuse %d): %s", (int)pid, strerror(errno));
-		return;
+	if (pidfd < 0 || helper_send(ctx->report, HELPER_PIDFD, 0, NULL, NULL, NULL, pidfd) < 0) {
+		alps_fail_errno(err, "handing over squashfuse (pid %d)", (int)pid);
+		kill(pid, SIGKILL);
+		if (pidfd >= 0)
+			close(pidfd);
+		return -1;
 	}
-	helper_send(ctx->report, HELPER_PIDFD, 0, NULL, NULL, NULL, pidfd);
 	close(pidfd);
+	return 0;
 }
 
 /* Mount src on the directory target (an O_PATH fd) under squashfuse;
@@ -221,8 +224,7 @@ static int fuse_serve(struct apply_ctx *ctx, const char *src, int target, const 
 	close(steal_fd(&fusefd));
 	if (probe(ctx, path, in_root, pid, log, err) < 0)
 		return -1;
-	report_pid(ctx, pid);
-	return 0;
+	return report_pid(ctx, pid, err);
 }
 
 int apply_image_sqsh(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)

@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "daemon/job/layers.h"
 #include "daemon/job/loop.h"
@@ -70,7 +69,9 @@ static int refs_write(const char *dir, unsigned refs, alps_error **err)
 
 /* Mount sqfs read-only on root through an autoclear loop device.  The
  * loop fd is closed on return: from then on the mount is the device's only
- * user, and unmounting it frees the device. */
+ * user, and unmounting it frees the device.  (No logging here: this runs
+ * in the namespace helper, a fork of a threaded daemon, where the log's
+ * lock may be held by a thread that does not exist.) */
 static int layer_mount_new(const char *id, const char *sqfs, const char *root, alps_error **err)
 {
 	_cleanup_free_ char *what = xasprintf("layer %s (%s)", id, sqfs);
@@ -86,7 +87,6 @@ static int layer_mount_new(const char *id, const char *sqfs, const char *root, a
 	if (rfd < 0) {
 		alps_fail_errno(err, "open(%s)", root);
 	} else if (mnt_verify(rfd, LAYER_MOUNT_FLAGS, what, err) == 0) {
-		log_debug("mounted layer %s from %s on %s via %s", id, sqfs, root, dev);
 		return 0;
 	}
 	umount2(root, MNT_DETACH | UMOUNT_NOFOLLOW);

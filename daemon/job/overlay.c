@@ -23,7 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "daemon/job/apply.h"
 #include "daemon/job/mount.h"
@@ -80,7 +79,6 @@ static int overlay_new_api(struct apply_ctx *ctx, const char *what, alps_error *
 			continue;
 		if ((*err)->errnum != EINVAL)
 			return -1;
-		log_debug("overlay: lowerdir+ refused (%s), using short paths", (*err)->msg);
 		cleanup_errorp(err);
 		return -2;
 	}
@@ -141,10 +139,12 @@ static int overlay_legacy(struct apply_ctx *ctx, alps_error **err)
 	return 0;
 }
 
-static int mount_root(struct apply_ctx *ctx, const char *root, alps_error **err)
+/* *legacy tells which way it went, for the mount list. */
+static int mount_root(struct apply_ctx *ctx, const char *root, bool *legacy, alps_error **err)
 {
 	const char *what = "the container's root";
 	int mfd = force_legacy ? -2 : overlay_new_api(ctx, what, err);
+	*legacy = mfd == -2;
 	if (mfd == -1)
 		return -1;
 	if (mfd == -2)
@@ -161,16 +161,18 @@ int apply_overlay(struct apply_ctx *ctx, const struct mount_op *op, alps_error *
 	if (make_upper(ctx, err) < 0)
 		return -1;
 	_cleanup_free_ char *root = xasprintf("%s/root", ctx->job_dir);
-	if (mount_root(ctx, root, err) < 0)
+	bool legacy;
+	if (mount_root(ctx, root, &legacy, err) < 0)
 		return -1;
 	ctx->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (ctx->rootfd < 0)
 		return alps_fail_errno(err, "open(%s)", root);
 	if (mnt_verify(ctx->rootfd, OVERLAY_FLAGS, "the container's root", err) < 0)
 		return -1;
-	_cleanup_free_ char *src = xasprintf("%zu layer%s, %s", ctx->nlowers,
+	_cleanup_free_ char *src = xasprintf("%zu layer%s, %s%s", ctx->nlowers,
 					     ctx->nlowers == 1 ? "" : "s",
-					     ctx->plan->writable ? "writable" : "read-only");
+					     ctx->plan->writable ? "writable" : "read-only",
+					     legacy ? ", lowerdir string" : "");
 	apply_report(ctx, op, "overlay", src);
 	return 0;
 }

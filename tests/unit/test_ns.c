@@ -410,7 +410,7 @@ static int test_setup(void **state)
 {
 	(void)state;
 	if (!is_root)
-		skip();
+		return 0;
 	/* The run directory's own mounts are part of every baseline. */
 	alps_error *err = NULL;
 	int rc = ns_run_dir_init(run_dir, &err);
@@ -722,6 +722,20 @@ static void test_squashfuse(void **state)
 	release_ok("fuse");
 	assert_int_equal(squashfuse_procs(), procs0);
 
+	/* A failure after squashfuse started: it does not survive the prepare. */
+	_cleanup_free_ char *secret_dir = xasprintf("%s/secret", tmpdir);
+	struct user_mount late[] = { { USER_MOUNT_SQSH, user, "/tools", 0 },
+				     { USER_MOUNT_BIND, secret_dir, "/z/secret", 0 } };
+	s.mounts = late;
+	s.nmounts = 2;
+	size_t fds0 = open_fds();
+	assert_int_equal(ns_prepare(&s, &r, &err), -1);
+	assert_int_equal(err->code, ALPS_E_PERMISSION);
+	cleanup_errorp(&err);
+	assert_int_equal(squashfuse_procs(), procs0);
+	assert_int_equal(mounts_under(tmpdir), mounts0);
+	assert_int_equal(open_fds(), fds0);
+
 	/* A file the user cannot read never reaches squashfuse. */
 	s.image_sqsh = secret;
 	s.nmounts = 0;
@@ -872,6 +886,7 @@ static void test_prepare_errors(void **state)
 {
 	(void)state;
 	size_t mounts0 = mounts_under(tmpdir), loops0 = loops_under(tmpdir, false);
+	size_t fds0 = open_fds();
 	alps_error *err = NULL;
 	struct ns_result r;
 	/* A layer file that is not there: named, and the layers mounted
@@ -887,6 +902,7 @@ static void test_prepare_errors(void **state)
 	cleanup_errorp(&err);
 	assert_int_equal(mounts_under(tmpdir), mounts0);
 	assert_int_equal(loops_under(tmpdir, false), loops0);
+	assert_int_equal(open_fds(), fds0);
 	/* A file that is not a squashfs. */
 	files[2] = "/etc/hostname";
 	assert_int_equal(ns_prepare(&s, &r, &err), -1);
@@ -1027,6 +1043,7 @@ static void test_cycles(void **state)
 	release_ok("cycle");
 	size_t lines0 = mountinfo_lines(), mounts0 = mounts_under(tmpdir);
 	size_t loops0 = loops_under(tmpdir, false), fds0 = open_fds();
+	_cleanup_free_ char *losetup0 = sh_output("losetup -a | wc -l");
 	for (int i = 0; i < CYCLES; i++) {
 		s.writable = i % 2;
 		prepare_ok(&s);
@@ -1038,8 +1055,12 @@ static void test_cycles(void **state)
 	/* All of our mounts are below tmpdir; other mounts on the machine
 	 * (other tests running) may come and go meanwhile. */
 	size_t lines1 = mountinfo_lines();
-	printf("mountinfo: %zu lines before, %zu after (%zu and %zu of ours)\n", lines0, lines1,
-	       mounts0, mounts_under(tmpdir));
+	_cleanup_free_ char *losetup1 = sh_output("losetup -a | wc -l");
+	losetup0[strcspn(losetup0, "\n")] = losetup1[strcspn(losetup1, "\n")] = '\0';
+	printf("after %d cycles: mountinfo %zu -> %zu lines (%zu -> %zu below the test's directory), "
+	       "losetup -a %s -> %s (%zu -> %zu of ours), fds %zu -> %zu\n",
+	       CYCLES, lines0, lines1, mounts0, mounts_under(tmpdir), losetup0, losetup1, loops0,
+	       loops_under(tmpdir, false), fds0, open_fds());
 	assert_int_equal(mounts_under(tmpdir), mounts0);
 	assert_int_equal(loops_under(tmpdir, false), loops0);
 	assert_int_equal(open_fds(), fds0);
@@ -1092,8 +1113,19 @@ static void test_timings(void **state)
 	       p50_ms(rel, TIMED_RUNS));
 }
 
+static void test_needs_root(void **state)
+{
+	(void)state;
+	skip();
+}
+
 int main(void)
 {
+	if (geteuid() != 0) {
+		const struct CMUnitTest skipped[] = { cmocka_unit_test(test_needs_root) };
+		fprintf(stderr, "test_ns: not root; real namespaces need root\n");
+		return cmocka_run_group_tests_name("ns", skipped, NULL, NULL);
+	}
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_prepare_readonly), T(test_prepare_writable), T(test_user_mounts),
