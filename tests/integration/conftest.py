@@ -122,12 +122,29 @@ class Daemon:
             assert marker not in text, f"sanitizer report in alpsd log:\n{text[-6000:]}"
 
 
+def unmount_under(path):
+    """Detach every mount below path (deepest first): a test's jobs and
+    layers must never be left mounted, nor deleted through a mount."""
+    with open("/proc/self/mountinfo") as f:
+        points = [l.split()[4] for l in f]
+    prefix = path.rstrip("/") + "/"
+    for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+def mounts_under(path):
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [l.split()[4] for l in f if l.split()[4].startswith(prefix)]
+
+
 @pytest.fixture
 def tmpdir_short():
     # Unix socket paths are limited to 107 bytes: keep temp dirs short.
     d = tempfile.mkdtemp(prefix="alps-", dir="/tmp")
     os.chmod(d, 0o755)      # tests run clients as other users too
     yield d
+    unmount_under(d)
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -1,0 +1,292 @@
+"""Job containers: prepare (prolog), exec, run, release (epilog) against a
+real alpsd, a real registry and real mounts.  Root only (CI is root)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import images
+import registry_fixture as rf
+from conftest import binary, mounts_under
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def bbworld(tmp_path_factory):
+    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
+    if os.geteuid() != 0:
+        pytest.skip("job containers need root")
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("jobworld")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    layout = rf.build_image(w.dir, "bb", [{"etc/base": b"base\n"}],
+                            config={"config.env": ["IMGVAR=image", "BOTH=image",
+                                                   "PATH=/bin:/usr/bin"],
+                                    "config.workingdir": "/home"})
+
+    def content(root):
+        images.busybox_root(root)
+        os.makedirs(f"{root}/opt/work", exist_ok=True)
+        os.chmod(f"{root}/opt/work", 0o777)
+        # A setuid-root copy of busybox: must not give anyone root inside.
+        import shutil
+        # (named busybox: that is how busybox knows to take argv[1] as the applet)
+        os.makedirs(f"{root}/opt/suid")
+        shutil.copy(f"{root}/bin/busybox", f"{root}/opt/suid/busybox")
+        os.chmod(f"{root}/opt/suid/busybox", 0o4755)
+
+    images.umoci_modify(layout, "bb", w.dir, content, "bb")
+    rf.push(layout, "bb", w.registry.host, "test/bb", "v1")
+    w.ref = f"{w.registry.host}/test/bb:v1"
+    yield w
+    w.registry.stop()
+
+
+@pytest.fixture
+def jd(daemon, bbworld):
+    """A daemon with the busybox image already pulled."""
+    daemon.alps("pull", "--quiet", bbworld.ref, check=True)
+    daemon.ref = bbworld.ref
+    return daemon
+
+
+def edf(tmpdir, name, text):
+    path = os.path.join(tmpdir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def prepare(d, job, *args, check=True):
+    return d.alps("prepare", "--job", job, "--user", str(NOBODY), *args, check=check)
+
+
+def exec_(d, job, *cmd, user=NOBODY, check=False, **kw):
+    return d.alps("exec", "--job", job, "--", *cmd, user=user, check=check, **kw)
+
+
+def test_prepare_exec_release(jd, tmpdir_short):
+    r = prepare(jd, "101", "--image", jd.ref)
+    assert "job 101 prepared" in r.stdout and "/ overlay" in r.stdout
+    r = exec_(jd, "101", "cat", "/etc/os-release")
+    assert r.returncode == 0 and 'NAME="alps busybox"' in r.stdout
+    r = exec_(jd, "101", "id", "-u")
+    assert r.stdout.strip() == str(NOBODY)
+    r = exec_(jd, "101", "sh", "-c", "exit 42")
+    assert r.returncode == 42
+    r = exec_(jd, "101", "pwd")
+    assert r.stdout.strip() == "/home"       # the image's WorkingDir
+    jobs = json.loads(jd.alps("--json", "jobs", check=True).stdout)["jobs"]
+    assert [j["job"] for j in jobs] == ["101"] and jobs[0]["uid"] == NOBODY
+    assert any(m.startswith("/ overlay") for m in jobs[0]["mounts"])
+    jd.alps("release", "--job", "101", check=True)
+    assert json.loads(jd.alps("--json", "jobs").stdout)["jobs"] == []
+    r = jd.alps("--json", "release", "--job", "101", check=True)       # idempotent
+    assert json.loads(r.stdout)["was_prepared"] is False
+    assert mounts_under(jd.run_dir + "/jobs") == []
+    assert not [m for m in mounts_under(jd.run_dir + "/layers") if m != jd.run_dir + "/layers"]
+
+
+def test_process_outside_daemon_joins_job(jd):
+    prepare(jd, "102", "--image", jd.ref)
+    pin = os.path.join(jd.run_dir, "jobs", "102", "mnt")
+    r = subprocess.run(["nsenter", f"--mount={pin}", "cat", "/etc/os-release"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "alps busybox" in r.stdout
+    jd.alps("release", "--job", "102", check=True)
+
+
+def test_edf_semantics(jd, tmpdir_short):
+    base = edf(tmpdir_short, "base.toml", f'image = "{jd.ref}"\n[env]\nFROM_BASE = "b"\n'
+                                          'BOTH = "base"\n')
+    e = edf(tmpdir_short, "job.toml",
+            'base_environment = "base"\nworkdir = "/opt/work"\nwritable = false\n'
+            '[env]\nBOTH = "edf"\nIMGVAR = ""\nHOMEVAR = "${HOME:-none}"\n')
+    r = jd.alps("prepare", "--job", "103", "--user", str(NOBODY), "--environment", e,
+                env={"EDF_PATH": tmpdir_short})
+    assert r.returncode == 0, r.stderr
+    r = exec_(jd, "103", "sh", "-c", 'echo "$FROM_BASE $BOTH [$IMGVAR]"; pwd')
+    assert r.stdout.splitlines() == ["b edf []", "/opt/work"], r.stdout + r.stderr
+    r = exec_(jd, "103", "touch", "/newfile")
+    assert r.returncode != 0 and "Read-only" in r.stderr
+    # Same environment again: already prepared; another one: a conflict.
+    r = jd.alps("--json", "prepare", "--job", "103", "--user", str(NOBODY), "--environment", e,
+                env={"EDF_PATH": tmpdir_short}, check=True)
+    assert json.loads(r.stdout)["already_prepared"] is True
+    r = prepare(jd, "103", "--image", jd.ref, check=False)
+    assert r.returncode == 1 and "another environment" in r.stderr
+    jd.alps("release", "--job", "103", check=True)
+
+
+def test_writable_by_default(jd):
+    prepare(jd, "104", "--image", jd.ref)
+    r = exec_(jd, "104", "sh", "-c", "echo hi > /opt/work/new && cat /opt/work/new")
+    assert r.returncode == 0 and r.stdout.strip() == "hi"
+    jd.alps("release", "--job", "104", check=True)
+
+
+def test_setuid_binary_gains_nothing(jd):
+    prepare(jd, "105", "--image", jd.ref)
+    r = exec_(jd, "105", "stat", "-c", "%a %u", "/opt/suid/busybox")
+    assert r.stdout.strip() == "4755 0"         # the bit is there, owned by root...
+    r = exec_(jd, "105", "/opt/suid/busybox", "id", "-u")
+    assert r.returncode == 0 and r.stdout.strip() == str(NOBODY), r.stdout + r.stderr
+    jd.alps("release", "--job", "105", check=True)
+
+
+def test_unreadable_mount_source_refused(jd, tmpdir_short):
+    secret = os.path.join(tmpdir_short, "secret")
+    os.makedirs(secret)
+    os.chmod(secret, 0o700)
+    e = edf(tmpdir_short, "m.toml", f'image = "{jd.ref}"\nmounts = ["{secret}:/mnt/secret"]\n')
+    r = prepare(jd, "106", "--environment", e, check=False)
+    assert r.returncode == 1
+    assert secret in r.stderr and ("denied" in r.stderr.lower() or "permission" in r.stderr.lower())
+    assert json.loads(jd.alps("--json", "jobs").stdout)["jobs"] == []
+    assert mounts_under(jd.run_dir + "/jobs") == []
+
+
+def test_readable_mount_source_bound(jd, tmpdir_short):
+    shared = os.path.join(tmpdir_short, "shared")
+    os.makedirs(shared)
+    os.chmod(shared, 0o755)
+    with open(os.path.join(shared, "data"), "w") as f:
+        f.write("hello data\n")
+    os.chmod(os.path.join(shared, "data"), 0o644)
+    e = edf(tmpdir_short, "m.toml", f'image = "{jd.ref}"\nmounts = ["{shared}:/data:ro"]\n')
+    prepare(jd, "107", "--environment", e)
+    r = exec_(jd, "107", "cat", "/data/data")
+    assert r.stdout == "hello data\n"
+    r = exec_(jd, "107", "touch", "/data/x")
+    assert r.returncode != 0
+    jd.alps("release", "--job", "107", check=True)
+
+
+def test_exec_into_another_users_job_refused(jd):
+    prepare(jd, "108", "--image", jd.ref)
+    r = exec_(jd, "108", "true", user=1)       # uid 1 (daemon) is not the job's user
+    assert r.returncode != 0 and "may not enter" in r.stderr
+    jd.alps("release", "--job", "108", check=True)
+
+
+def test_prepare_and_release_are_for_admins(jd):
+    r = jd.alps("prepare", "--job", "109", "--user", str(NOBODY), "--image", jd.ref, user=NOBODY)
+    assert r.returncode == 1 and "administrators" in r.stderr
+    prepare(jd, "109", "--image", jd.ref)
+    r = jd.alps("release", "--job", "109", user=NOBODY)
+    assert r.returncode == 1 and "administrators" in r.stderr
+    jd.alps("release", "--job", "109", check=True)
+
+
+@pytest.mark.parametrize("text,want", [
+    ('image = 3\n', "image"),
+    ('imagee = "x"\n', "imagee"),
+    ('mounts = ["/a:/b:rwx"]\n', "rwx"),
+    ('base_environment = "nope-missing"\n', "nope-missing"),
+])
+def test_edf_errors_name_file_and_key(jd, tmpdir_short, text, want):
+    e = edf(tmpdir_short, "bad.toml", text)
+    r = prepare(jd, "110", "--environment", e, check=False)
+    assert r.returncode == 1 and want in r.stderr and "bad.toml" in r.stderr, r.stderr
+    r = jd.alps("edf", "check", e)
+    assert r.returncode == 1 and want in r.stderr
+
+
+def test_edf_check_json(jd, tmpdir_short):
+    e = edf(tmpdir_short, "ok.toml", f'image = "{jd.ref}"\n[annotations]\ncom.x.y = "1"\n')
+    r = jd.alps("--json", "edf", "check", e, check=True)
+    j = json.loads(r.stdout)
+    assert j["ok"] is True and j["warnings"]
+
+
+def test_alps_run_as_user(jd):
+    r = jd.alps("run", jd.ref, "--", "sh", "-c", "id -u; cat /etc/os-release", user=NOBODY)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == str(NOBODY) and "alps busybox" in r.stdout
+    assert json.loads(jd.alps("--json", "jobs").stdout)["jobs"] == []
+
+
+def test_user_run_disabled(daemon_factory, bbworld):
+    d = daemon_factory("[jobs]\nallow_user_run = false\n")
+    r = d.alps("run", bbworld.ref, "--", "true", user=NOBODY)
+    assert r.returncode == 1 and "disabled" in r.stderr
+
+
+def test_signal_reaches_process(jd):
+    prepare(jd, "111", "--image", jd.ref)
+    p = subprocess.Popen([binary("alps"), "--socket", jd.socket, "exec", "--job", "111", "--",
+                          "sleep", "30"], user=NOBODY)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(20)
+    assert time.monotonic() - t0 < 10
+    assert rc == 128 + signal.SIGINT
+    jd.alps("release", "--job", "111", check=True)
+
+
+def test_release_kills_what_is_left(jd):
+    prepare(jd, "112", "--image", jd.ref)
+    p = subprocess.Popen([binary("alps"), "--socket", jd.socket, "exec", "--job", "112", "--",
+                          "sleep", "300"], user=NOBODY)
+    time.sleep(1.0)
+    jd.alps("release", "--job", "112", check=True)
+    assert p.wait(20) == 128 + signal.SIGKILL
+
+
+def test_kill9_between_prepare_and_exec(jd):
+    prepare(jd, "113", "--image", jd.ref)
+    os.kill(jd.pid, signal.SIGKILL)
+    jd.proc.wait()
+    jd.log.close()
+    jd.proc = None
+    jd.start()
+    r = exec_(jd, "113", "cat", "/etc/os-release")
+    assert r.returncode == 0 and "alps busybox" in r.stdout
+    jd.alps("release", "--job", "113", check=True)
+    assert mounts_under(jd.run_dir + "/jobs") == []
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_cycles_leave_nothing_behind(jd):
+    def snapshot():
+        # Only this daemon's: other tests may mount things meanwhile.
+        n = len(mounts_under(jd.dir))
+        loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+        mine = [l for l in loops.splitlines() if jd.dir in l]
+        return n, len(mine), fd_count(jd.pid)
+
+    prepare(jd, "warm", "--image", jd.ref)     # first use mounts the shared layers
+    jd.alps("release", "--job", "warm", check=True)
+    before = snapshot()
+    for i in range(20):
+        prepare(jd, f"c{i}", "--image", jd.ref)
+        r = exec_(jd, f"c{i}", "true")
+        assert r.returncode == 0, r.stderr
+        jd.alps("release", "--job", f"c{i}", check=True)
+    after = snapshot()
+    assert after == before, (before, after)
+
+
+def test_concurrent_prepares(jd):
+    procs = [subprocess.Popen([binary("alps"), "--socket", jd.socket, "prepare", "--job",
+                               f"p{i}", "--user", str(NOBODY), "--image", jd.ref],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(10)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for i in range(10):
+        assert exec_(jd, f"p{i}", "true").returncode == 0
+        jd.alps("release", "--job", f"p{i}", check=True)
+    assert mounts_under(jd.run_dir + "/jobs") == []
