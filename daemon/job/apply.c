@@ -10,13 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "daemon/job/apply.h"
 #include "daemon/job/etcfiles.h"
 #include "daemon/job/helper.h"
 #include "daemon/job/layers.h"
 #include "daemon/job/mount.h"
+#include "daemon/job/mountinfo.h"
 #include "daemon/job/sys.h"
 
 /* Image files the user line is merged into are small; a bigger one is
@@ -100,6 +100,36 @@ static int apply_tmpfs(struct apply_ctx *ctx, const struct mount_op *op, alps_er
 	return apply_new_fs(ctx, op, "tmpfs", err);
 }
 
+/* Where a site or user mount really lands: a symlink in the image may
+ * lead elsewhere than its destination says.  Wherever links lead, such
+ * mounts stay out of /proc, /sys and /dev, and devices in /dev. */
+int apply_check_target(struct apply_ctx *ctx, const struct mount_op *op, int fd,
+			alps_error **err)
+{
+	static const char *const reserved[] = { "/proc", "/sys", "/dev" };
+	if (op->origin != ORIGIN_USER && op->origin != ORIGIN_SITE)
+		return 0;
+	char link[64], where[4096];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, where, sizeof(where) - 1);
+	if (n < 0)
+		return alps_fail_errno(err, "readlink(%s)", link);
+	where[n] = '\0';
+	_cleanup_free_ char *root = xasprintf("%s/root", ctx->job_dir);
+	if (!path_is_under(where, root))
+		return alps_fail(err, ALPS_E_INVALID, "%s resolves outside the container", op->dst);
+	const char *inside = where[strlen(root)] ? where + strlen(root) : "/";
+	if (op->kind == MOUNT_DEVICE)
+		return path_is_under(inside, "/dev") ? 0
+			: alps_fail(err, ALPS_E_INVALID, "%s leads to %s, out of /dev", op->dst,
+				    inside);
+	for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
+		if (path_is_under(inside, reserved[i]))
+			return alps_fail(err, ALPS_E_INVALID, "%s leads to %s, which belongs to the "
+					 "system", op->dst, inside);
+	return 0;
+}
+
 /* The mount point for a source: a directory for a directory, else a file;
  * an existing one of the other type is refused. */
 static int bind_target(struct apply_ctx *ctx, const struct mount_op *op, bool dir,
@@ -115,7 +145,7 @@ static int bind_target(struct apply_ctx *ctx, const struct mount_op *op, bool di
 	} else if (!dir && S_ISDIR(st.st_mode)) {
 		alps_fail(err, ALPS_E_INVALID, "%s is a directory in the container, the source "
 			  "is not", op->dst);
-	} else {
+	} else if (apply_check_target(ctx, op, fd, err) == 0) {
 		return fd;
 	}
 	close(fd);

@@ -36,6 +36,12 @@ void apply_ctx_free(struct apply_ctx *ctx);
 void apply_report(struct apply_ctx *ctx, const struct mount_op *op, const char *fstype,
 		  const char *source);
 
+/* Refuse a site or user mount whose target fd (O_PATH, in the container)
+ * lies in /proc, /sys or /dev (a device outside /dev), wherever the
+ * image's symlinks led. */
+int apply_check_target(struct apply_ctx *ctx, const struct mount_op *op, int fd,
+		       alps_error **err);
+
 /* Handlers in other files. */
 int apply_overlay(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err);
 int apply_devtmp(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err);

@@ -245,7 +245,8 @@ int apply_image_sqsh(struct apply_ctx *ctx, const struct mount_op *op, alps_erro
 int apply_squashfuse(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
 {
 	_cleanup_close_ int target = mnt_mkdir_in_root(ctx->rootfd, op->dst, 0755, err);
-	if (target < 0 || fuse_serve(ctx, op->src, target, op->dst, true, err) < 0)
+	if (target < 0 || apply_check_target(ctx, op, target, err) < 0 ||
+	    fuse_serve(ctx, op->src, target, op->dst, true, err) < 0)
 		return -1;
 	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
 	if (fd < 0)

@@ -270,7 +270,8 @@ static void make_top_tree(const char *t)
 {
 	assert_int_equal(sh("set -e; t=%s; mkdir -p $t/etc $t/opaque $t/usr/bin $t/layers; "
 			    "cp /usr/bin/id $t/usr/bin/id-suid; chown 0:0 $t/usr/bin/id-suid; "
-			    "chmod 4755 $t/usr/bin/id-suid; ln -s ../../../../../../etc $t/escape",
+			    "chmod 4755 $t/usr/bin/id-suid; ln -s ../../../../../../etc $t/escape; "
+			    "ln -s /proc/sys $t/proclink; mkdir -p $t/home; ln -s ../dev $t/home/devlink",
 			    t),
 			 0);
 	_cleanup_free_ char *p = xasprintf("%s/etc/os-release", t);
@@ -634,13 +635,37 @@ static void test_user_mounts(void **state)
 	free(out);
 	release_ok("um");
 
+	/* A workdir inside host storage is made with the user's rights. */
+	_cleanup_free_ char *mine = xasprintf("%s/nobody-dir", tmpdir);
+	assert_int_equal(mkdir(mine, 0755), 0);
+	assert_int_equal(chown(mine, NOBODY, NOBODY), 0);
+	struct user_mount wd[] = { { USER_MOUNT_BIND, mine, "/home/u", 0 },
+				   { USER_MOUNT_BIND, shared, "/data", 0 } };
+	s = spec_of("wd", 2, false);
+	s.mounts = wd;
+	s.nmounts = 2;
+	s.workdir = "/home/u/a/b";
+	prepare_ok(&s);
+	struct stat st_wd;
+	_cleanup_free_ char *made = xasprintf("%s/a/b", mine);
+	assert_int_equal(stat(made, &st_wd), 0);
+	assert_int_equal(st_wd.st_uid, NOBODY);
+	release_ok("wd");
+	s.workdir = "/data/not-mine";
+	struct ns_result r;
+	assert_int_equal(ns_prepare(&s, &r, &err), -1);
+	assert_int_equal(err->code, ALPS_E_PERMISSION);
+	assert_non_null(strstr(err->msg, "/data/not-mine"));
+	cleanup_errorp(&err);
+	_cleanup_free_ char *not_made = xasprintf("%s/not-mine", shared);
+	assert_int_equal(access(not_made, F_OK), -1);
+
 	/* A directory the user cannot read is refused, and nothing stays. */
 	size_t mounts0 = mounts_under(tmpdir), loops0 = loops_under(tmpdir, false);
 	struct user_mount bad[] = { { USER_MOUNT_BIND, secret, "/secret", 0 } };
 	s = spec_of("um2", 2, false);
 	s.mounts = bad;
 	s.nmounts = 1;
-	struct ns_result r;
 	assert_int_equal(ns_prepare(&s, &r, &err), -1);
 	assert_int_equal(err->code, ALPS_E_PERMISSION);
 	assert_non_null(strstr(err->msg, secret));
@@ -672,6 +697,20 @@ static void test_symlink_stays_inside(void **state)
 	assert_string_equal(out, "hello\nhello\n");
 	free(out);
 	release_ok("esc");
+
+	/* Links into /proc or /dev do not take a user's mount there. */
+	static const char *const into_system[] = { "/proclink/kernel", "/home/devlink/shm" };
+	for (size_t i = 0; i < ARRAY_SIZE(into_system); i++) {
+		struct user_mount sys_m[] = { { USER_MOUNT_BIND, shared, into_system[i], 0 } };
+		s.mounts = sys_m;
+		struct ns_result r0;
+		alps_error *e0 = NULL;
+		assert_int_equal(ns_prepare(&s, &r0, &e0), -1);
+		assert_non_null(strstr(e0->msg, "belongs to the system"));
+		assert_non_null(strstr(e0->msg, into_system[i]));
+		alps_error_free(e0);
+	}
+	assert_int_equal(mounts_under(tmpdir), mounts0);
 
 	/* Below a file: refused, naming the place. */
 	struct user_mount d[] = { { USER_MOUNT_BIND, shared, "/layers/top/x", 0 } };
