@@ -287,7 +287,6 @@ static void tx_free_all(struct fabric *f)
 		tx_done(f, f->posted.head, true);
 }
 
-/* Encode m for peer p and queue it; sent by the next flush. */
 /* Queue len bytes for peer p; sent by the next flush. */
 static int tx_queue_bytes(struct fabric *f, struct fabric_peer *p, const void *buf, size_t len,
 			  bool is_ping)
@@ -310,6 +309,7 @@ static int tx_queue_bytes(struct fabric *f, struct fabric_peer *p, const void *b
 	return 0;
 }
 
+/* Encode m for peer p and queue it. */
 static int tx_queue(struct fabric *f, struct fabric_peer *p, const struct fabric_msg *m)
 {
 	uint8_t buf[FABRIC_MSG_MAX];
@@ -378,7 +378,6 @@ static void tx_flush(struct fabric *f)
 		}
 	}
 }
-
 
 /* ---- the peer table ---- */
 

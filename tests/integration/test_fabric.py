@@ -324,3 +324,31 @@ def test_port_in_use_is_retried(tmp_path):
     finally:
         holder.close()
         assert n.stop() == 0
+
+
+def test_nic_addresses_travel_with_liveness(tmp_path):
+    """A provider that does not address by host:port (shm here, cxi on a
+    Slingshot machine) gets its own warm endpoints; the daemons talk over a
+    tcp control endpoint and learn each other's NIC addresses from the
+    pings, so the job map lists them with no exchange at job start."""
+    port = free_port()
+    nodes = [Node(a, port, str(tmp_path), peers=[b for b in ADDRS[:2] if b != a],
+                  extra=("--provider", "shm")).start() for a in ADDRS[:2]]
+    try:
+        wait_until(lambda: all(n.all_up() for n in nodes), timeout=10)
+        eps = nodes[0].table()["endpoints"]
+        assert [(e["provider"], e["control"]) for e in eps] == [("tcp;ofi_rxm", True),
+                                                                  ("shm", False)]
+        ev = nodes[0].command("map " + ",".join(ADDRS[:2]), "map")
+        assert ev["down"] == [] and ev["map"]["provider"] == "shm"
+        peer_shm = nodes[1].table()["endpoints"][1]["address"]
+        assert ev["map"]["nodes"][1]["addresses"] == [
+            {"hex": ev["map"]["nodes"][1]["addresses"][0]["hex"], "address": peer_shm,
+             "provider": "shm"}]
+        assert ev["map"]["nodes"][0]["addresses"][0]["address"] == eps[1]["address"]
+    finally:
+        for n in nodes:
+            assert n.stop() == 0
+        for n in nodes:
+            for mark in SANITIZER_MARKS:
+                assert mark not in n.stderr(), n.stderr()
