@@ -46,6 +46,7 @@ extern const struct command cmd_jobs;
 extern const struct command cmd_run;
 extern const struct command cmd_edf;
 extern const struct command cmd_place;
+extern const struct command cmd_endpoints;
 
 /* Connect (once) to the daemon. */
 int client_connect(struct client *cl, alps_error **err);

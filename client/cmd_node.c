@@ -253,3 +253,68 @@ const struct command cmd_place = {
 		"  -b, --cpu-bind         print the Slurm --cpu-bind=mask_cpu: option\n",
 	.run = run_place,
 };
+
+static const char *endpoints_text(const Alps__Response *r)
+{
+	return r->payload_case == ALPS__RESPONSE__PAYLOAD_ENDPOINTS_REPLY
+		       ? r->endpoints_reply->endpoints_json : NULL;
+}
+
+static void print_endpoints(json_t *j)
+{
+	if (!json_is_true(json_object_get(j, "enabled"))) {
+		printf("fabric: disabled (set [fabric] enabled = true in alpsd.conf)\n");
+		return;
+	}
+	printf("fabric: %s, node %s, provider %s\n", jstr(j, "state"), jstr(j, "node"),
+	       jstr(j, "provider"));
+	size_t i;
+	json_t *e;
+	printf("\nlocal endpoints:\n");
+	json_array_foreach(json_object_get(j, "endpoints"), i, e)
+		printf("  %-10s %-16s %-20s %s\n", jstr(e, "provider"), jstr(e, "domain"),
+		       jstr(e, "address"), jstr(e, "state"));
+	json_t *peers = json_object_get(j, "peers");
+	printf("\npeers: %zu\n", json_array_size(peers));
+	if (json_array_size(peers))
+		printf("  %-20s %-22s %-8s %-26s %s\n", "NAME", "ADDRESS", "STATE", "LAST SEEN", "RTT");
+	json_array_foreach(peers, i, e) {
+		json_t *rtt = json_object_get(e, "rtt_us");
+		char rttbuf[32] = "-";
+		if (json_is_integer(rtt))
+			snprintf(rttbuf, sizeof(rttbuf), "%lld us", (long long)json_integer_value(rtt));
+		printf("  %-20s %-22s %-8s %-26s %s\n", jstr(e, "name"), jstr(e, "address"),
+		       jstr(e, "state"), jstr(e, "last_seen"), rttbuf);
+	}
+}
+
+static int run_endpoints(struct client *cl, int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "alps endpoints: unexpected argument '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	Alps__EndpointsRequest er = ALPS__ENDPOINTS_REQUEST__INIT;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_ENDPOINTS;
+	req.endpoints = &er;
+	int rc = EXIT_OK;
+	json_t *j = call_json(cl, &req, "endpoints", endpoints_text, &rc);
+	if (!j)
+		return rc;
+	if (cl->json)
+		client_print_json(j);
+	else {
+		print_endpoints(j);
+		json_decref(j);
+	}
+	return EXIT_OK;
+}
+
+const struct command cmd_endpoints = {
+	.name = "endpoints",
+	.summary = "Show the warm fabric endpoints and the peers' liveness.",
+	.usage = "",
+	.help = "",
+	.run = run_endpoints,
+};

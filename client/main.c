@@ -24,6 +24,7 @@ static const struct command *const commands[] = {
 	&cmd_edf,
 	&cmd_topology,
 	&cmd_place,
+	&cmd_endpoints,
 };
 
 static void usage(FILE *out)

@@ -3,8 +3,6 @@
 
 #include "daemon/handlers.h"
 
-static int op_not_implemented(struct request *rq, const Alps__Request *req, alps_error **err);
-
 static const struct handler handler_table[] = {
 	{ ALPS__REQUEST__OP_HELLO, "hello", PRIV_USER, op_hello },
 	{ ALPS__REQUEST__OP_STATUS, "status", PRIV_USER, op_status },
@@ -20,7 +18,7 @@ static const struct handler handler_table[] = {
 	{ ALPS__REQUEST__OP_EDF_CHECK, "edf check", PRIV_USER, op_edf_check },
 	{ ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_topology },
 	{ ALPS__REQUEST__OP_PLACE, "place", PRIV_USER, op_place },
-	{ ALPS__REQUEST__OP_ENDPOINTS, "endpoints", PRIV_USER, op_not_implemented },
+	{ ALPS__REQUEST__OP_ENDPOINTS, "endpoints", PRIV_USER, op_endpoints },
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)
@@ -29,13 +27,4 @@ const struct handler *handler_find(Alps__Request__OpCase op)
 		if (handler_table[i].op == op)
 			return &handler_table[i];
 	return NULL;
-}
-
-/* Operations the protocol has but this daemon does not serve yet: a clear
- * answer rather than a silent one. */
-static int op_not_implemented(struct request *rq, const Alps__Request *req, alps_error **err)
-{
-	const struct handler *h = handler_find(req->op_case);
-	return alps_fail(err, ALPS_E_NOT_IMPLEMENTED, "'%s' is not implemented in this alpsd yet",
-			 h ? h->name : "?");
 }

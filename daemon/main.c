@@ -23,6 +23,7 @@
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
 #include "daemon/work.h"
+#include "daemon/node/fabric.h"
 #include "daemon/node/topology.h"
 #include "daemon/sdnotify.h"
 #include "daemon/server.h"
@@ -337,6 +338,11 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		log_set_level((enum log_level)log_level_parse(c->log_level));
 		server_reconfigure(d->server);
 		load_topology(d);
+		if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
+			log_error("fabric peers: %s (keeping the previous list)", err->msg);
+			alps_error_free(err);
+			err = NULL;
+		}
 		log_notice("configuration reloaded from %s", cl->config_path);
 	}
 	sd_notify_state("READY=1");
@@ -417,6 +423,13 @@ int main(int argc, char **argv)
 	d.base = event_base_new();
 	if (!d.base)
 		log_fatal("cannot create the event loop");
+	if (d.cfg->fabric_enabled) {
+		char host[256] = "";
+		gethostname(host, sizeof(host) - 1);
+		/* Before threads: it may set a libfabric variable in environ. */
+		if (fabric_open(d.base, d.cfg, host, &d.fabric, &err) < 0)
+			log_fatal("fabric: %s", err->msg);
+	}
 	d.puller = puller_new(&d);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
@@ -442,6 +455,7 @@ int main(int argc, char **argv)
 	server_free(d.server);
 	work_drain(&d);
 	puller_free(d.puller);
+	fabric_close(d.fabric);
 	store_close(d.store);
 	registry_global_cleanup();
 	topology_free(d.topology);
