@@ -13,6 +13,7 @@
  *	pin JOB REF DIGEST       {"event":"pin","queued":N}
  *	lookup JOB REF           {"event":"lookup","digest":"..."|null}
  *	raw NODE HEX             send bytes as they are (hostile-input tests)
+ *	peers LIST               reload with this peer list (as on SIGHUP)
  *	table                    the peer table now
  *	quit                     exit (so does end of input, or SIGTERM)
  *
@@ -42,6 +43,7 @@
 struct tool {
 	struct event_base *base;
 	struct fabric *fabric;
+	struct config *cfg;
 	char line[8192];
 	size_t len;
 	bool discarding;        /* an over-long line is dropped whole */
@@ -172,6 +174,27 @@ static void cmd_raw(struct tool *t, const char *node, const char *hex)
 	emit(json_pack("{s:s, s:b}", "event", "raw", "queued", rc == 0));
 }
 
+static bool loopback_host(const char *spec);
+
+static void cmd_peers(struct tool *t, const char *list)
+{
+	alps_error *err = NULL;
+	_cleanup_free_ char *copy = xstrdup(list ? list : "");
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (!loopback_host(tok)) {
+			emit_error("peers: loopback addresses only");
+			return;
+		}
+	if (config_set(t->cfg, "fabric.peers", list ? list : "", &err) < 0 ||
+	    fabric_reload_peers(t->fabric, t->cfg, &err) < 0) {
+		emit_error(err->msg);
+		alps_error_free(err);
+		return;
+	}
+	emit(json_pack("{s:s}", "event", "reloaded"));
+}
+
 static void command(struct tool *t, char *line)
 {
 	char *save = NULL;
@@ -188,6 +211,8 @@ static void command(struct tool *t, char *line)
 		cmd_pin(t, a1, a2, a3, a4);
 	else if (strcmp(verb, "lookup") == 0)
 		cmd_lookup(t, a1, a2);
+	else if (strcmp(verb, "peers") == 0)
+		cmd_peers(t, a1);
 	else if (strcmp(verb, "raw") == 0)
 		cmd_raw(t, a1, a2);
 	else if (strcmp(verb, "table") == 0)
@@ -380,7 +405,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	struct tool t = { .base = event_base_new() };
+	struct tool t = { .base = event_base_new(), .cfg = c };
 	int rc = run(&t, &o, c);
 	event_base_free(t.base);
 	config_free(c);
