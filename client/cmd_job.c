@@ -110,14 +110,31 @@ struct prepare_args {
 	const char *job, *user, *edf, *image;
 	unsigned tasks;
 	bool run;
+	char **nodes;           /* owned, from --nodes a,b,c */
+	size_t nnodes;
 };
+
+static void split_nodes(struct prepare_args *a, const char *list)
+{
+	_cleanup_free_ char *copy = xstrdup(list);
+	char *save = NULL;
+	for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+		a->nodes = xreallocarray(a->nodes, a->nnodes + 1, sizeof(char *));
+		a->nodes[a->nnodes++] = xstrdup(t);
+	}
+}
 
 static void on_prepare_progress(const Alps__Response *resp, void *arg)
 {
 	struct client *cl = arg;
+	static char last_phase[32];
 	if (cl->quiet || cl->json || resp->payload_case != ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS)
 		return;
 	const Alps__PullProgress *pp = resp->pull_progress;
+	/* A line per phase: a prolog's log is no place for a progress bar. */
+	if (strncmp(last_phase, pp->phase, sizeof(last_phase)) == 0)
+		return;
+	snprintf(last_phase, sizeof(last_phase), "%s", pp->phase);
 	char done[32], total[32];
 	format_size(pp->bytes_done, done, sizeof(done));
 	format_size(pp->bytes_total, total, sizeof(total));
@@ -143,6 +160,8 @@ static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Res
 	pr.image = (char *)(a->image ? a->image : "");
 	pr.tasks = a->tasks;
 	pr.run = a->run;
+	pr.nodes = a->nodes;
+	pr.n_nodes = a->nnodes;
 	pr.caller_env = environ;
 	pr.n_caller_env = env_count();
 	pr.cwd = getcwd(cwd, sizeof(cwd)) ? cwd : (char *)"";
@@ -196,7 +215,7 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		case 'u': a.user = optarg; break;
 		case 'e': a.edf = optarg; break;
 		case 'i': a.image = optarg; break;
-		case 'N': break;        /* the fabric map: see alps-prepare(1) */
+		case 'N': split_nodes(&a, optarg); break;
 		case 'n':
 			if (parse_uint(optarg, "--tasks", &a.tasks) < 0)
 				return EXIT_USAGE;
@@ -211,6 +230,9 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 	}
 	Alps__Response *resp = NULL;
 	int rc = do_prepare(cl, &a, &resp);
+	for (size_t i = 0; i < a.nnodes; i++)
+		free(a.nodes[i]);
+	free(a.nodes);
 	if (rc != EXIT_OK)
 		return rc;
 	const Alps__PrepareReply *r = resp->prepare_reply;
@@ -218,14 +240,21 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		json_t *mounts = json_array();
 		for (size_t i = 0; i < r->n_mounts; i++)
 			json_array_append_new(mounts, json_string(r->mounts[i]));
-		client_print_json(json_pack("{s:b, s:s, s:s, s:b, s:o}", "ok", 1, "job", r->job,
+		json_t *down = json_array();
+		for (size_t i = 0; i < r->n_down_peers; i++)
+			json_array_append_new(down, json_string(r->down_peers[i]));
+		client_print_json(json_pack("{s:b, s:s, s:s, s:b, s:o, s:o}", "ok", 1, "job", r->job,
 					    "image_digest", r->image_digest, "already_prepared",
-					    (int)r->already_prepared, "mounts", mounts));
+					    (int)r->already_prepared, "mounts", mounts, "down_peers",
+					    down));
 	} else {
 		printf("job %s %s (image %s)\n", r->job,
 		       r->already_prepared ? "was already prepared" : "prepared", r->image_digest);
 		for (size_t i = 0; i < r->n_mounts; i++)
 			printf("  %s\n", r->mounts[i]);
+		for (size_t i = 0; i < r->n_down_peers; i++)
+			fprintf(stderr, "warning: node %s is down or unknown to the fabric\n",
+				r->down_peers[i]);
 	}
 	alps__response__free_unpacked(resp, NULL);
 	return EXIT_OK;
@@ -240,6 +269,9 @@ const struct command cmd_prepare = {
 		"  -e, --environment EDF   an environment definition file (TOML)\n"
 		"  -i, --image REF         an image instead of an EDF\n"
 		"  -n, --tasks N           local tasks, for per-rank GPU/NIC/CPU placement\n"
+		"  -N, --nodes A,B,...     the job's nodes: the fabric map goes to\n"
+		"                          /run/alps/fabric.json ($ALPS_FABRIC_MAP); the first\n"
+		"                          node pins the image digest for the others\n"
 		"Pulls the image if needed; preparing the same job twice with the same\n"
 		"environment returns at once.\n",
 	.run = run_prepare,

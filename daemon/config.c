@@ -106,6 +106,8 @@ static const struct option_def options[] = {
 
 	{ "fabric.enabled", OPT_BOOL, OFF(fabric_enabled), "false", 0, 0, NULL,
 	  "open warm libfabric endpoints and track peers" },
+	{ "fabric.node", OPT_STRING, OFF(fabric_node), "", 0, 0, NULL,
+	  "this node's name in peer lists and job maps (empty: the host name)" },
 	{ "fabric.provider", OPT_STRING, OFF(fabric_provider), "", 0, 0, NULL,
 	  "libfabric provider (empty: best of cxi, verbs;ofi_rxm, tcp;ofi_rxm)" },
 	{ "fabric.address", OPT_STRING, OFF(fabric_address), "", 0, 0, NULL,

@@ -69,6 +69,7 @@ struct config {
 
 	/* [fabric] */
 	bool fabric_enabled;
+	char *fabric_node;                  /* this node's name among peers; "" = hostname */
 	char *fabric_provider;              /* "" = best of cxi, verbs;ofi_rxm, tcp;ofi_rxm */
 	char *fabric_address;               /* tcp: local address to bind */
 	int64_t fabric_port;                /* tcp: service port */

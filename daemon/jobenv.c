@@ -80,6 +80,17 @@ int jobenv_mounts(const struct config *cfg, const struct edf *edf, struct job_mo
 	return 0;
 }
 
+void jobenv_mounts_add_site(struct job_mounts *m, const char *src, const char *dst, bool ro)
+{
+	m->site = xreallocarray(m->site, m->nsite + 1, sizeof(*m->site));
+	struct user_mount *um = &m->site[m->nsite++];
+	memset(um, 0, sizeof(*um));
+	um->kind = USER_MOUNT_BIND;
+	um->src = keep(m, src);
+	um->dst = keep(m, dst);
+	um->flags = ro ? USER_MOUNT_RO : 0;
+}
+
 void jobenv_mounts_free(struct job_mounts *m)
 {
 	for (size_t i = 0; i < m->nstrings; i++)
@@ -114,7 +125,7 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img)
 }
 
 char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
-		  uint32_t tasks)
+		  uint32_t tasks, const char *fabric_map)
 {
 	json_t *c = image_config(img);
 	json_t *image_env = json_object_get(c, "Env");
@@ -125,6 +136,8 @@ char *jobenv_json(const struct edf *edf, const struct store_image *img, const ch
 	json_t *j = json_pack("{s:s?, s:O?, s:o, s:s, s:I}", "fingerprint", fingerprint,
 			      "image_env", json_is_array(image_env) ? image_env : NULL, "edf_env",
 			      edf_env, "workdir", wd, "tasks", (json_int_t)tasks);
+	if (fabric_map)
+		json_object_set_new(j, "fabric_map", json_string(fabric_map));
 	json_decref(c);
 	char *s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
@@ -223,6 +236,9 @@ char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
 			alps_error_free(err);
 		}
 	}
+	const char *map = json_string_value(json_object_get(j, "fabric_map"));
+	if (map)
+		env_set(&e, "ALPS_FABRIC_MAP", 15, map);
 	json_decref(j);
 	env_set(&e, "ALPS_JOB_ID", 11, job);
 	char rank[16];

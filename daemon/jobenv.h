@@ -4,6 +4,7 @@
 #ifndef ALPS_JOBENV_H
 #define ALPS_JOBENV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,11 @@ struct job_mounts {
 int jobenv_mounts(const struct config *cfg, const struct edf *edf, struct job_mounts *out,
 		  alps_error **err);
 void jobenv_mounts_free(struct job_mounts *m);
+/* One more site mount (a file the daemon wrote, such as the fabric map). */
+void jobenv_mounts_add_site(struct job_mounts *m, const char *src, const char *dst, bool ro);
+
+/* Where a job finds its fabric map ($ALPS_FABRIC_MAP). */
+#define JOBENV_FABRIC_MAP "/run/alps/fabric.json"
 
 /* The EDF's workdir, else the image's WorkingDir, else "/".  Caller frees. */
 char *jobenv_workdir(const struct edf *edf, const struct store_image *img);
@@ -36,7 +42,7 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img);
 /* The job row's environment_json: fingerprint, image env, EDF env,
  * workdir, tasks.  Caller frees. */
 char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
-		  uint32_t tasks);
+		  uint32_t tasks, const char *fabric_map);
 /* The fingerprint in a row's environment_json, or NULL.  Caller frees. */
 char *jobenv_fingerprint(const char *env_json);
 

@@ -426,8 +426,9 @@ int main(int argc, char **argv)
 	if (d.cfg->fabric_enabled) {
 		char host[256] = "";
 		gethostname(host, sizeof(host) - 1);
+		const char *node = *d.cfg->fabric_node ? d.cfg->fabric_node : host;
 		/* Before threads: it may set a libfabric variable in environ. */
-		if (fabric_open(d.base, d.cfg, host, &d.fabric, &err) < 0)
+		if (fabric_open(d.base, d.cfg, node, &d.fabric, &err) < 0)
 			log_fatal("fabric: %s", err->msg);
 	}
 	d.puller = puller_new(&d);

@@ -27,6 +27,7 @@
 #include "daemon/image/pull.h"
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
+#include "daemon/node/fabric.h"
 #include "daemon/jobenv.h"
 #include "daemon/store/store.h"
 #include "daemon/work.h"
@@ -46,6 +47,8 @@ struct prep {
 	char *cwd;
 	uint32_t tasks;
 	bool run;
+	char **nodes;                   /* NULL-terminated; the job's node list */
+	size_t nnodes;
 	/* resolved */
 	uid_t uid;
 	gid_t gid;
@@ -59,6 +62,9 @@ struct prep {
 	struct store_image *img;
 	char *env_json;                 /* the job row's environment_json */
 	struct ns_result ns;
+	char *map_path;                 /* the job's fabric map on the host, or NULL */
+	char **down;                    /* peers down at prepare (fabric_strv_free) */
+	size_t ndown;
 	alps_error *err;                /* a worker step's failure */
 	bool row_inserted;
 };
@@ -80,6 +86,10 @@ static void prep_free(struct prep *p)
 	store_image_free(p->img);
 	free(p->env_json);
 	ns_result_free(&p->ns);
+	edf_strv_free(p->nodes);
+	if (p->down)
+		fabric_strv_free(p->down);
+	free(p->map_path);
 	alps_error_free(p->err);
 	free(p);
 }
@@ -99,6 +109,8 @@ static void prep_fail(struct prep *p, alps_error *err)
 			alps_error_free(e2);
 		}
 	}
+	if (p->map_path)
+		unlink(p->map_path);
 	alps_error_prefix(&err, "prepare %s", p->job);
 	log_warn("%s", err->msg);
 	request_fail(p->rq, err);
@@ -206,6 +218,8 @@ static void prep_build(void *arg)
 		p->err = err;
 		return;
 	}
+	if (p->map_path)
+		jobenv_mounts_add_site(&jm, p->map_path, JOBENV_FABRIC_MAP, true);
 	_cleanup_free_ char *workdir = jobenv_workdir(p->edf, p->img);
 	size_t n = p->img ? p->img->nlayers : 0;
 	const char **files = xcalloc(n + 1, sizeof(char *));
@@ -239,6 +253,8 @@ static void prep_reply(struct prep *p, bool already)
 	pr.job = p->job;
 	pr.image_digest = p->img ? p->img->digest : (char *)"";
 	pr.already_prepared = already;
+	pr.down_peers = p->down;
+	pr.n_down_peers = p->ndown;
 	char **mounts = xcalloc(p->ns.nmounts + 1, sizeof(char *));
 	for (size_t i = 0; i < p->ns.nmounts; i++)
 		mounts[i] = jobenv_mount_text(&p->ns.mounts[i]);
@@ -272,6 +288,40 @@ static void prep_built(void *arg)
 	prep_free(p);
 }
 
+/* With a node list and warm fabric: the job's map (node -> addresses,
+ * liveness) from the peer table, written where the job will see it, and
+ * the image digest pinned for the other nodes when this node is the
+ * first.  Peers that are down are reported, not fatal: the prolog
+ * decides. */
+static int prep_fabric(struct prep *p, alps_error **err)
+{
+	struct fabric *f = p->d->fabric;
+	if (!f || p->nnodes == 0)
+		return 0;
+	json_t *map = NULL;
+	if (fabric_job_map(f, (const char *const *)p->nodes, p->nnodes, &map, &p->down, &p->ndown,
+			   err) < 0)
+		return -1;
+	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
+	if (mkdir_p(dir, 0755) < 0) {
+		json_decref(map);
+		return alps_fail_errno(err, "cannot create %s", dir);
+	}
+	p->map_path = xasprintf("%s/%s.json", dir, p->job);
+	int rc = json_dump_file(map, p->map_path, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(map);
+	if (rc < 0)
+		return alps_fail(err, ALPS_E_IO, "cannot write the fabric map %s", p->map_path);
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	const char *me = *p->d->cfg->fabric_node ? p->d->cfg->fabric_node : host;
+	if (p->img && p->image_ref && strcmp(p->nodes[0], me) == 0 &&
+	    fabric_publish_pin(f, p->job, p->image_ref, p->img->digest,
+			       (const char *const *)p->nodes, p->nnodes, err) < 0)
+		return -1;
+	return 0;
+}
+
 /* The image is in the store (or is a user's squashfs): record the job and
  * build its namespace. */
 static void prep_insert_and_build(struct prep *p)
@@ -280,7 +330,10 @@ static void prep_insert_and_build(struct prep *p)
 	if (p->image_ref && store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img,
 					     &err) < 0)
 		return prep_fail(p, err);
-	p->env_json = jobenv_json(p->edf, p->img, p->fingerprint, p->tasks);
+	if (prep_fabric(p, &err) < 0)
+		return prep_fail(p, err);
+	p->env_json = jobenv_json(p->edf, p->img, p->fingerprint, p->tasks,
+				  p->map_path ? JOBENV_FABRIC_MAP : NULL);
 	struct store_job row = {
 		.id = p->job, .uid = p->uid, .user = p->user_name,
 		.image_digest = p->img ? p->img->digest : NULL, .state = (char *)"preparing",
@@ -373,7 +426,14 @@ static void prep_resolved(void *arg)
 		return prep_fail(p, err);
 	alps_error_free(err);
 	err = NULL;
-	struct pull_request pr = { .reference = p->image_ref, .uid = p->uid };
+	/* The job's first node may have pinned the tag to a digest already:
+	 * pull exactly that, so all nodes run the same image. */
+	_cleanup_free_ char *pinned = p->d->fabric && p->nnodes ?
+		fabric_lookup_pin(p->d->fabric, p->job, p->image_ref) : NULL;
+	_cleanup_free_ char *by_digest = pinned && !strchr(p->image_ref, '@') ?
+		xasprintf("%s@%s", p->image_ref, pinned) : NULL;
+	struct pull_request pr = { .reference = by_digest ? by_digest : p->image_ref,
+				   .uid = p->uid };
 	if (puller_pull(p->d->puller, &pr, &prep_pull_ops, p, &err) < 0)
 		return prep_fail(p, err);
 }
@@ -432,6 +492,12 @@ static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps
 	p->cwd = r->cwd && *r->cwd == '/' ? xstrdup(r->cwd) : NULL;
 	p->tasks = r->tasks;
 	p->run = r->run;
+	if (r->n_nodes > 65536)
+		return alps_fail(err, ALPS_E_LIMIT, "more than 65536 nodes");
+	p->nodes = xcalloc(r->n_nodes + 1, sizeof(char *));
+	for (size_t i = 0; i < r->n_nodes; i++)
+		p->nodes[i] = xstrdup(r->nodes[i]);
+	p->nnodes = r->n_nodes;
 	return 0;
 }
 
@@ -464,6 +530,8 @@ static void rel_work(void *arg)
 {
 	struct rel *r = arg;
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
+	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
+	unlink(map);
 }
 
 static void rel_done(void *arg)

@@ -366,8 +366,17 @@ static int pull_commit(struct pull *pl, alps_error **err)
 		.digest = img->manifest_digest, .config_digest = img->manifest.config.digest,
 		.platform = platform, .manifest_json = manifest, .config_json = cfgjson,
 	};
-	/* A reference by digest alone names no tag to point. */
-	const char *tag = pl->ref.tag ? pl->reference : NULL;
+	/* A reference by digest alone names no tag to point; tag@digest
+	 * (a pinned tag) points the tag, without the digest, at it. */
+	_cleanup_free_ char *tag = NULL;
+	if (pl->ref.tag) {
+		struct image_ref t;
+		ref_copy(&t, &pl->ref);
+		free(t.digest);
+		t.digest = NULL;
+		tag = ref_format(&t);
+		ref_free(&t);
+	}
 	int rc = store_image_commit(pl->p->d->store, &rec, digests, img->manifest.nlayers, tag,
 				    pl->owner, err);
 	free(digests);

@@ -290,3 +290,54 @@ def test_concurrent_prepares(jd):
         assert exec_(jd, f"p{i}", "true").returncode == 0
         jd.alps("release", "--job", f"p{i}", check=True)
     assert mounts_under(jd.run_dir + "/jobs") == []
+
+
+def fabric_conf(me, port, peer, peer_port):
+    return (f'[fabric]\nenabled = true\nnode = "{me}"\naddress = "{me}"\nport = {port}\n'
+            f'peers = ["{peer}:{peer_port}"]\nliveness_interval_ms = 200\n'
+            f'peer_down_after_ms = 2000\n')
+
+
+def wait_peer_up(d, peer, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = json.loads(d.alps("--json", "endpoints", check=True).stdout)
+        if any(p["name"] == peer and p["state"] == "up" for p in j.get("peers", [])):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"peer {peer} never came up: {j}")
+
+
+def test_fabric_map_and_pinned_image(daemon_factory, bbworld, tmp_path):
+    pa, pb = rf.free_port(), rf.free_port()
+    a = daemon_factory(fabric_conf("127.0.0.2", pa, "127.0.0.3", pb), subdir="a")
+    b = daemon_factory(fabric_conf("127.0.0.3", pb, "127.0.0.2", pa), subdir="b")
+    wait_peer_up(a, "127.0.0.3")
+    # A registry of our own whose tag we move under the job's feet.
+    reg = rf.Registry(tmp_path, name="pinreg").start()
+    try:
+        layout = rf.build_image(tmp_path, "one", [{"v": b"one\n"}])
+        images.umoci_modify(layout, "one", tmp_path, images.busybox_root, "pin1")
+        rf.push(layout, "one", reg.host, "test/moving", "latest")
+        ref = f"{reg.host}/test/moving:latest"
+        nodes = "127.0.0.2,127.0.0.3,ghost"
+        r = a.alps("--json", "prepare", "--job", "700", "--user", str(NOBODY), "--image", ref,
+                   "--nodes", nodes, check=True)
+        first = json.loads(r.stdout)
+        assert first["down_peers"] == ["ghost"]
+        r = exec_(a, "700", "sh", "-c", "cat $ALPS_FABRIC_MAP")
+        m = json.loads(r.stdout)
+        assert [n["name"] for n in m["nodes"]] == ["127.0.0.2", "127.0.0.3", "ghost"]
+        assert m["nodes"][1]["state"] == "up"
+        assert m["nodes"][1]["addresses"][0]["address"].endswith(f"127.0.0.3:{pb}")
+        # The tag moves; node b, preparing the same job, runs what a pinned.
+        rf.build_image(tmp_path, "two", [{"v": b"two\n"}], layout=layout)
+        rf.push(layout, "two", reg.host, "test/moving", "latest")
+        time.sleep(0.5)
+        r = b.alps("--json", "prepare", "--job", "700", "--user", str(NOBODY), "--image", ref,
+                   "--nodes", nodes, check=True)
+        assert json.loads(r.stdout)["image_digest"] == first["image_digest"]
+        a.alps("release", "--job", "700", check=True)
+        b.alps("release", "--job", "700", check=True)
+    finally:
+        reg.stop()
