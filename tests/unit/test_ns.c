@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -867,6 +868,7 @@ static void test_release_kills(void **state)
 static void test_exec(void **state)
 {
 	(void)state;
+	size_t fds0 = open_fds();
 	struct job_spec s = spec_of("ex", 2, false);
 	prepare_ok(&s);
 	char *out;
@@ -919,6 +921,78 @@ static void test_exec(void **state)
 		assert_int_equal(waitpid(pid, &st, 0), pid);
 	}
 	release_ok("ex");
+	assert_int_equal(open_fds(), fds0);
+}
+
+/* Worker threads of a daemon prepare, enter and release jobs at once,
+ * sharing layers. */
+struct worker {
+	pthread_t thread;
+	int n;
+	char failure[512];
+};
+
+static int worker_cycle(struct worker *w, int i)
+{
+	char job[32];
+	snprintf(job, sizeof(job), "par-%d-%d", w->n, i);
+	struct job_spec s = spec_of(job, 3 + (size_t)(w->n % 2), w->n % 2);
+	struct ns_result r;
+	alps_error *err = NULL;
+	pid_t pid;
+	int st = -1;
+	struct exec_spec es = {
+		.run_dir = run_dir, .job = job, .uid = NOBODY, .gid = NOBODY,
+		.argv = ARGV("cat", "/etc/os-release"), .envp = test_env, .stdin_fd = -1,
+		.stdout_fd = -1, .stderr_fd = -1,
+	};
+	if (ns_prepare(&s, &r, &err) == 0) {
+		ns_result_free(&r);
+		if (job_exec_spawn(&es, &pid, &err) == 0 && waitpid(pid, &st, 0) == pid && st != 0)
+			snprintf(w->failure, sizeof(w->failure), "%s: cat exited 0x%x", job, (unsigned)st);
+		if (!err)
+			job_release(run_dir, job, &err);
+	}
+	if (err)
+		snprintf(w->failure, sizeof(w->failure), "%s: %s", job, err->msg);
+	alps_error_free(err);
+	return w->failure[0] ? -1 : 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	for (int i = 0; i < 5; i++)
+		if (worker_cycle(w, i) < 0)
+			break;
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	(void)state;
+	size_t loops0 = loops_under(tmpdir, false), mounts0 = mounts_under(tmpdir);
+	struct worker w[4];
+	memset(w, 0, sizeof(w));
+	for (int t = 0; t < 4; t++) {
+		w[t].n = t;
+		assert_int_equal(pthread_create(&w[t].thread, NULL, worker_main, &w[t]), 0);
+	}
+	for (int t = 0; t < 4; t++)
+		assert_int_equal(pthread_join(w[t].thread, NULL), 0);
+	for (int t = 0; t < 4; t++)
+		if (w[t].failure[0])
+			fail_msg("worker %d: %s", t, w[t].failure);
+	unsigned refs;
+	bool mounted;
+	alps_error *err = NULL;
+	for (int k = 0; k < 4; k++) {
+		OK_OR_FAIL(layer_mount_state(run_dir, layer_id[k], &refs, &mounted, &err), err, "state");
+		assert_int_equal(refs, 0);
+		assert_false(mounted);
+	}
+	assert_int_equal(loops_under(tmpdir, false), loops0);
+	assert_int_equal(mounts_under(tmpdir), mounts0);
 }
 
 static void test_prepare_errors(void **state)
@@ -1169,7 +1243,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_prepare_readonly), T(test_prepare_writable), T(test_user_mounts),
 		T(test_symlink_stays_inside), T(test_squashfuse), T(test_100_layers),
-		T(test_release_kills), T(test_exec), T(test_prepare_errors),
+		T(test_release_kills), T(test_exec), T(test_concurrent), T(test_prepare_errors),
 		T(test_layer_refcount), T(test_layers_private), T(test_cycles), T(test_timings),
 	};
 	/* ALPS_TEST_FILTER=test_cycles runs one test (cmocka's glob). */
