@@ -22,7 +22,8 @@ unsigned mnt_attr_of(unsigned long ms_flags);
  * path may be absolute (it is taken relative to rootfd).  -1 with errno. */
 int mnt_open_in_root(int rootfd, const char *path, int flags, mode_t mode);
 /* mkdir -p of path inside rootfd (created components get mode, owner
- * root); an O_PATH fd of the directory. */
+ * root); an O_PATH fd of the directory.  A component that is a symlink
+ * to nowhere is an error (its target is not created). */
 int mnt_mkdir_in_root(int rootfd, const char *path, mode_t mode, alps_error **err);
 /* A regular file to mount over at path inside rootfd, created empty (and
  * its directory too) if missing; a dangling symlink there is replaced.  An

@@ -9,8 +9,16 @@
  *
  *	RUN_DIR/jobs/<job>/mnt        the pinned namespace (nsfs bind mount)
  *	RUN_DIR/jobs/<job>/layers     the layer ids the job holds, one a line
- *	RUN_DIR/jobs/<job>/root       where the root was built (empty on the host)
  *	RUN_DIR/jobs/<job>/file_etc_* generated /etc/passwd and /etc/group
+ *	RUN_DIR/jobs/<job>/squashfuse-<n>.log   what squashfuse said
+ *	RUN_DIR/jobs/<job>/{root,upper,image,l}  mount points of the build;
+ *	                              empty on the host (the mounts exist only
+ *	                              in the job's namespace)
+ *
+ * The root is an overlay over a tmpfs upper layer in every case: the
+ * upper layer takes the mount points alps adds (a /etc/resolv.conf the
+ * image lacks, the workdir); a job that is not writable gets the root
+ * mount read-only once everything is mounted (writes fail with EROFS).
  *
  * ns_prepare() is blocking (a worker thread's call, never the event
  * loop's); it forks, so the caller must not hold locks a child would need.
