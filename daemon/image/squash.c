@@ -110,6 +110,12 @@ struct out_file {
 	int fd;
 	uint64_t size;
 	int errnum;                 /* errno of the last failed call */
+	/* A write failed (ENOSPC, EIO): later writes are dropped and reads
+	 * of the file give zeros, so that libsquashfs's pipeline still runs
+	 * to its end and hands back every queued block (libsquashfs 1.2 leaks
+	 * the blocks queued when a write error stops it).  The conversion
+	 * then fails with errnum. */
+	bool broken;
 };
 
 struct settings {
@@ -439,6 +445,10 @@ static int out_read_at(sqfs_file_t *f, sqfs_u64 off, void *buf, size_t size)
 	struct out_file *o = (struct out_file *)f;
 	if (off > o->size || size > o->size - off)
 		return SQFS_ERROR_OUT_OF_BOUNDS;
+	if (o->broken) {
+		memset(buf, 0, size);
+		return 0;
+	}
 	uint8_t *p = buf;
 	while (size > 0) {
 		ssize_t n = pread(o->fd, p, size, (off_t)off);
@@ -460,13 +470,14 @@ static int out_write_at(sqfs_file_t *f, sqfs_u64 off, const void *buf, size_t si
 	struct out_file *o = (struct out_file *)f;
 	const uint8_t *p = buf;
 	uint64_t end = off + size;
-	while (size > 0) {
+	while (size > 0 && !o->broken) {
 		ssize_t n = pwrite(o->fd, p, size, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			o->errnum = n < 0 ? errno : EIO;
-			return SQFS_ERROR_IO;
+			o->broken = true;
+			break;
 		}
 		p += n;
 		off += (uint64_t)n;
@@ -485,7 +496,7 @@ static sqfs_u64 out_get_size(const sqfs_file_t *f)
 static int out_truncate(sqfs_file_t *f, sqfs_u64 size)
 {
 	struct out_file *o = (struct out_file *)f;
-	if (ftruncate(o->fd, (off_t)size) < 0) {
+	if (!o->broken && ftruncate(o->fd, (off_t)size) < 0) {
 		o->errnum = errno;
 		return SQFS_ERROR_IO;
 	}
@@ -1220,6 +1231,11 @@ static int next_failed(struct squash *sq, alps_error **err)
 	return archive_fail(sq, err, "reading the layer after entry '%s'", esc);
 }
 
+static int out_failed(struct squash *sq, alps_error **err)
+{
+	return alps_fail_errnum(err, sq->out.errnum, "writing %s", sq->out_path);
+}
+
 static int read_entries(struct squash *sq, alps_error **err)
 {
 	for (;;) {
@@ -1240,6 +1256,8 @@ static int read_entries(struct squash *sq, alps_error **err)
 					 (unsigned long long)sq->set.max_entries);
 		if (add_entry(sq, e, err) < 0)
 			return -1;
+		if (sq->out.broken)
+			return out_failed(sq, err);
 	}
 }
 
@@ -1510,6 +1528,8 @@ static int finish(struct squash *sq, alps_error **err)
 		return sqfs_fail(sq, err, ret, "writing file data");
 	if (write_inodes_and_dirs(sq, err) < 0 || write_tables(sq, err) < 0)
 		return -1;
+	if (sq->out.broken)
+		return out_failed(sq, err);
 	if (fsync(sq->out.fd) < 0)
 		return alps_fail_errno(err, "fsync %s", sq->out_path);
 	return 0;
@@ -1539,7 +1559,7 @@ static void squash_free(struct squash *sq, bool failed)
 	 * Blocks still queued in its thread pool are not freed by destroy
 	 * (libsquashfs 1.2), so after a failure let them drain first. */
 	if (sq->proc && failed)
-		sqfs_block_processor_sync(sq->proc);
+		sqfs_block_processor_finish(sq->proc);
 	sqfs_destroy(sq->proc);
 	sqfs_destroy(sq->dw);
 	sqfs_destroy(sq->dm);

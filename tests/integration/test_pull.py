@@ -342,3 +342,61 @@ def test_kill_during_pull_then_restart(daemon_factory, world, tmp_path):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def docker_config(home, host, user, password):
+    import base64
+    os.makedirs(os.path.join(home, ".docker"), exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path = os.path.join(home, ".docker", "config.json")
+    with open(path, "w") as f:
+        json.dump({"auths": {host: {"auth": auth}}}, f)
+    return path
+
+
+def test_private_image_is_the_pulling_users(daemon, world, tmp_path):
+    """Pulled with a user's registry credentials: listed for that user (and
+    admins), not for others, until the registry lets them in too."""
+    pw = rf.htpasswd_file(tmp_path, {"alice": "s3cret"})
+    with rf.Registry(tmp_path, storage_dir=world.registry.storage, htpasswd=pw,
+                     name="private") as reg:
+        ref = f"{reg.host}/test/small:v1"
+        home = os.path.join(daemon.dir, "home-nobody")
+        os.makedirs(home)
+        docker_config(home, reg.host, "alice", "s3cret")
+        subprocess.run(["chown", "-R", "65534:65534", home], check=True)
+        os.chmod(home, 0o700)
+        r = daemon.alps("pull", ref, user=65534, env={"HOME": home})
+        assert r.returncode == 0, r.stderr
+        mine = json.loads(daemon.alps("--json", "images", user=65534,
+                                      env={"HOME": home}, check=True).stdout)["images"]
+        assert [i["references"] for i in mine] == [[ref]]
+        assert len(json.loads(daemon.alps("--json", "images", check=True).stdout)["images"]) == 1
+        other = json.loads(daemon.alps("--json", "images", user=1, check=True).stdout)["images"]
+        assert other == []
+        r = daemon.alps("inspect", ref, user=1)
+        assert r.returncode == 1
+        # Without credentials the registry says no, and nothing is granted.
+        r = daemon.alps("pull", ref, user=1, env={"HOME": "/nonexistent"})
+        assert r.returncode == 1
+        assert json.loads(daemon.alps("--json", "images", user=1, check=True).stdout)["images"] == []
+
+
+def test_disk_full_store_stays_consistent(daemon_factory, world, tmp_path):
+    state = tmp_path / "small-store"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    try:
+        d = daemon_factory(extra_args=["--state-dir", str(state)], start=False)
+        d.state_dir = str(state)
+        d.start()
+        r = d.alps("pull", f"{world.registry.host}/test/shared:a")     # 3 MiB of layers
+        assert r.returncode == 1
+        # The layer file or the database row: whichever meets the full disk.
+        assert "No space left on device" in r.stderr or "disk is full" in r.stderr, r.stderr
+        store_consistent(d)
+        d.alps("pull", f"{world.registry.host}/test/small:v1", check=True)   # small still fits
+        store_consistent(d)
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(state)])
