@@ -182,14 +182,13 @@ def test_unknown_operation(daemon, pb):
         assert c.status().status == pb.OK   # the connection goes on
 
 
-def test_not_implemented_operation_is_clear(daemon, pb):
+def test_endpoints_with_fabric_disabled(daemon, pb):
     with daemon.conn() as c:
         req = pb.Request()
         req.endpoints.SetInParent()
         resp = c.call(req)[1]
-        assert resp.status in (pb.OK, pb.NOT_IMPLEMENTED)
-        if resp.status == pb.NOT_IMPLEMENTED:
-            assert "not implemented" in resp.message
+        assert resp.status == pb.OK
+        assert json.loads(resp.endpoints_reply.endpoints_json)["enabled"] is False
 
 
 def test_pipelined_requests_answered_in_order(daemon, pb):
@@ -215,7 +214,7 @@ def test_admin_operation_refused_for_user(daemon, pb):
 
     script = (
         "import sys; sys.path.insert(0, %r); import alpsclient; alpsclient.load_proto(%r);"
-        "c = alpsclient.Conn(%r); r = c.pb.Request(); r.release.job = '1';"
+        "c = alpsclient.Conn(%r); r = c.pb.Request(); r.remove.reference = 'x';"
         "resp = c.call(r)[1]; print(resp.status, resp.message)"
     ) % (os.path.dirname(__file__), os.environ.get("ALPS_SRCDIR", "."), daemon.socket)
     if os.geteuid() != 0:
