@@ -199,6 +199,9 @@ def test_peer_down_and_back(cluster):
 
 def test_job_map(cluster):
     wait_until(lambda: all(n.all_up() for n in cluster), timeout=10)
+    # Up comes with the first message heard; the round-trip time with the
+    # first pong.
+    wait_until(lambda: all(p["rtt_us"] for p in cluster[0].table()["peers"]), timeout=5)
     ev = cluster[0].command("map " + ",".join(ADDRS + ["nosuchnode"]), "map")
     m = ev["map"]
     assert m["provider"] == "tcp;ofi_rxm"
