@@ -111,9 +111,16 @@ bool fabric_msg_node_valid(const char *s)
 	return name_valid(s, FABRIC_NODE_MAX);
 }
 
+/* Slurm job ids: "4242", array tasks "4242_7", het job parts "4242+1". */
 bool fabric_msg_job_valid(const char *s)
 {
-	return name_valid(s, FABRIC_JOB_MAX);
+	size_t n = strlen(s);
+	if (n == 0 || n > FABRIC_JOB_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!name_char(s[i], true) && s[i] != '+')
+			return false;
+	return true;
 }
 
 /* An image reference as a user wrote it: printable ASCII, no spaces.  Its

@@ -247,6 +247,12 @@ static void test_bad_pin_fields(void **state)
 		snprintf(m.job, sizeof(m.job), "%s", jobs[i]);
 		assert_int_equal(fabric_msg_encode(&m, buf, sizeof(buf), &why), -1);
 	}
+	static const char *const good_jobs[] = { "4242", "4242_7", "4242+1", "job.step-1" };
+	for (size_t i = 0; i < ARRAY_SIZE(good_jobs); i++) {
+		make_pin(&m);
+		snprintf(m.job, sizeof(m.job), "%s", good_jobs[i]);
+		assert_true(fabric_msg_encode(&m, buf, sizeof(buf), &why) > 0);
+	}
 	/* The decoder applies the same checks to what arrives: corrupt a hex
 	 * digit of an encoded digest into an uppercase one. */
 	make_pin(&m);
