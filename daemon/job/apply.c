@@ -224,17 +224,27 @@ static char *read_image_file(struct apply_ctx *ctx, const char *dst, size_t *len
 			     alps_error **err)
 {
 	*len = 0;
-	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, dst, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
-	if (fd < 0 && errno == ENOENT)
+	/* Looked at before it is opened for reading: a link in the image
+	 * could lead to a device node (a site's GPU in /dev), and opening a
+	 * device can do things. */
+	_cleanup_close_ int pfd = mnt_open_in_root(ctx->rootfd, dst, O_PATH, 0);
+	if (pfd < 0 && errno == ENOENT)
 		return xstrdup("");
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
+	if (pfd < 0 || fstat(pfd, &st) < 0) {
 		alps_fail_errno(err, "opening the image's %s", dst);
 		return NULL;
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > ETC_FILE_MAX) {
 		alps_fail(err, ALPS_E_INVALID, "the image's %s is not a regular file of at most "
 			  "%u bytes", dst, ETC_FILE_MAX);
+		return NULL;
+	}
+	char reopen[64];
+	snprintf(reopen, sizeof(reopen), "/proc/self/fd/%d", pfd);
+	_cleanup_close_ int fd = open(reopen, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		alps_fail_errno(err, "reading the image's %s", dst);
 		return NULL;
 	}
 	char *buf = xmalloc((size_t)st.st_size + 1);
