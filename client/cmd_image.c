@@ -361,6 +361,15 @@ static int run_inspect(struct client *cl, int argc, char **argv)
 	json_t *j = image_json(r->image);
 	json_object_set_new(j, "manifest", json_loads(r->manifest_json, 0, &jerr));
 	json_object_set_new(j, "config", json_loads(r->config_json, 0, &jerr));
+	json_t *layers = json_array();
+	for (size_t i = 0; i < r->n_layers; i++) {
+		const Alps__LayerInfo *l = r->layers[i];
+		json_array_append_new(layers, json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "digest",
+			l->digest, "diff_id", l->diff_id, "media_type", l->media_type,
+			"compressed_size", (json_int_t)l->compressed_size, "squashfs_size",
+			(json_int_t)l->squashfs_size, "file", l->file));
+	}
+	json_object_set_new(j, "layers", layers);
 	if (!cl->json) {
 		/* The labels and the config a user looks for first, then all. */
 		json_t *cfg = json_object_get(json_object_get(j, "config"), "config");
@@ -372,6 +381,13 @@ static int run_inspect(struct client *cl, int argc, char **argv)
 			printf("  reference: %s\n", r->image->references[i]);
 		json_object_foreach(labels, k, v)
 			printf("  label %s = %s\n", k, json_string_value(v) ? json_string_value(v) : "");
+		for (size_t i = 0; i < r->n_layers; i++) {
+			char c[32], q[32];
+			format_size(r->layers[i]->compressed_size, c, sizeof(c));
+			format_size(r->layers[i]->squashfs_size, q, sizeof(q));
+			printf("  layer %s: %s compressed, %s squashfs %s\n", r->layers[i]->digest, c, q,
+			       r->layers[i]->file);
+		}
 	}
 	client_print_json(j);
 	alps__response__free_unpacked(resp, NULL);

@@ -177,14 +177,32 @@ int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
 		return -1;
 	Alps__ImageInfo info;
 	image_info_fill(&info, img);
+	Alps__LayerInfo *li = xcalloc(img->nlayers + 1, sizeof(*li));
+	Alps__LayerInfo **lip = xcalloc(img->nlayers + 1, sizeof(*lip));
+	for (size_t i = 0; i < img->nlayers; i++) {
+		const struct store_layer *l = &img->layers[i];
+		alps__layer_info__init(&li[i]);
+		li[i].digest = l->digest;
+		li[i].diff_id = l->diff_id ? l->diff_id : (char *)"";
+		li[i].media_type = l->media_type;
+		li[i].compressed_size = l->compressed_size;
+		li[i].squashfs_size = l->squashfs_size;
+		/* Where the store keeps its files is the admins' business. */
+		li[i].file = request_peer_is_admin(rq) ? l->path : (char *)"";
+		lip[i] = &li[i];
+	}
 	Alps__InspectReply ir = ALPS__INSPECT_REPLY__INIT;
 	ir.image = &info;
 	ir.manifest_json = img->manifest_json;
 	ir.config_json = img->config_json;
+	ir.layers = lip;
+	ir.n_layers = img->nlayers;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY;
 	resp.inspect_reply = &ir;
 	request_finish(rq, &resp);
+	free(lip);
+	free(li);
 	store_image_free(img);
 	return 0;
 }

@@ -89,6 +89,11 @@ def test_pull_images_inspect(daemon, world):
     j = json.loads(daemon.alps("--json", "inspect", ref, check=True).stdout)
     assert j["manifest"]["layers"][0]["digest"] == world.small.manifest("s")["layers"][0]["digest"]
     assert j["config"]["rootfs"]["diff_ids"]
+    assert j["layers"][0]["diff_id"] == j["config"]["rootfs"]["diff_ids"][0]
+    assert os.path.isfile(j["layers"][0]["file"]) and j["layers"][0]["squashfs_size"] > 0
+    # Users see the layers but not where the store keeps them.
+    ju = json.loads(daemon.alps("--json", "inspect", ref, user=65534, check=True).stdout)
+    assert ju["layers"][0]["file"] == ""
     # By digest prefix too.
     assert daemon.alps("inspect", imgs[0]["digest"][7:19], check=True).returncode == 0
     store_consistent(daemon)
