@@ -131,7 +131,9 @@ struct squash {
 	squash_progress_fn progress;
 	void *progress_arg;
 
-	struct stream *in;
+	struct stream *in;          /* the caller's */
+	struct stream *ahead;       /* owned; reads in on a thread of its own, or NULL */
+	struct stream *src;         /* where tar bytes come from: ahead or in */
 	struct archive *ar;
 	uint8_t *rbuf;              /* owned */
 	alps_error *read_err;       /* owned; a failure inside the read callback */
@@ -679,8 +681,26 @@ static void setup_tree(struct squash *sq)
 	sq->root = dentry_alloc("", 0, ino);
 }
 
+/* Decompression (inside the caller's stream) gets a thread of its own,
+ * ahead of the tar reader: with enough cores for the compressors, the
+ * reading thread (inflate, SHA-256, tar parsing) is what limits speed. */
+static void setup_input(struct squash *sq)
+{
+	sq->src = sq->in;
+	if (sq->set.threads < 2)
+		return;
+	alps_error *e = NULL;
+	sq->ahead = stream_readahead(sq->in, 0, &e);
+	if (sq->ahead)
+		sq->src = sq->ahead;
+	else
+		log_warn("squash: reading without readahead: %s", e->msg);
+	alps_error_free(e);
+}
+
 static int setup(struct squash *sq, alps_error **err)
 {
+	setup_input(sq);
 	sq->rbuf = xmalloc(READ_BUF_SIZE);
 	sq->sha = must(EVP_MD_CTX_new(), "a digest context");
 	if (EVP_DigestInit_ex(sq->sha, EVP_sha256(), NULL) != 1)
@@ -699,7 +719,7 @@ static int setup(struct squash *sq, alps_error **err)
 static void report_progress(struct squash *sq)
 {
 	if (sq->progress)
-		sq->progress(sq->progress_arg, stream_source_bytes(sq->in), sq->tar_bytes);
+		sq->progress(sq->progress_arg, stream_source_bytes(sq->src), sq->tar_bytes);
 }
 
 /* Every byte of the tar stream passes here once: hash, count, limit. */
@@ -724,7 +744,7 @@ static la_ssize_t tar_read(struct archive *a, void *arg, const void **buf)
 	struct squash *sq = arg;
 	if (sq->read_err)
 		return -1;
-	ssize_t n = stream_read(sq->in, sq->rbuf, READ_BUF_SIZE, &sq->read_err);
+	ssize_t n = stream_read(sq->src, sq->rbuf, READ_BUF_SIZE, &sq->read_err);
 	if (n > 0 && account(sq, sq->rbuf, (size_t)n, &sq->read_err) < 0)
 		n = -1;
 	if (n < 0) {
@@ -759,7 +779,7 @@ static int archive_fail(struct squash *sq, alps_error **err, const char *fmt, ..
 static int drain(struct squash *sq, alps_error **err)
 {
 	for (;;) {
-		ssize_t n = stream_read(sq->in, sq->rbuf, READ_BUF_SIZE, err);
+		ssize_t n = stream_read(sq->src, sq->rbuf, READ_BUF_SIZE, err);
 		if (n <= 0)
 			return (int)n;
 		if (account(sq, sq->rbuf, (size_t)n, err) < 0)
@@ -1546,13 +1566,16 @@ static void fill_result(struct squash *sq, struct squash_result *res)
 		snprintf(res->diff_id + o, sizeof(res->diff_id) - (size_t)o, "%02x", md[i]);
 	res->entries = sq->entries;
 	res->files = sq->files;
-	res->bytes_in = stream_source_bytes(sq->in);
+	res->bytes_in = stream_source_bytes(sq->src);
 	res->tar_bytes = sq->tar_bytes;
 	res->out_bytes = sq->out.size;
 }
 
 static void squash_free(struct squash *sq, bool failed)
 {
+	/* Stop the readahead thread: the caller's stream is the caller's
+	 * again once squash_convert() returns. */
+	stream_close(sq->ahead);
 	if (sq->ar)
 		archive_read_free(sq->ar);
 	/* The block processor first: its threads hold pointers into inodes.

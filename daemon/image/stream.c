@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,9 +45,9 @@ void cleanup_streamp(struct stream **s)
 
 uint64_t stream_source_bytes(const struct stream *s)
 {
-	while (s->inner)
+	while (s->inner && !s->source_bytes)
 		s = s->inner;
-	return s->bytes;
+	return s->source_bytes ? s->source_bytes(s) : s->bytes;
 }
 
 /* --- file descriptors --- */
@@ -617,4 +618,78 @@ struct stream *chanbuf_stream(struct chanbuf *cb)
 	cb->refs++;
 	pthread_mutex_unlock(&cb->lock);
 	return &c->base;
+}
+
+/* --- readahead --- */
+
+struct readahead {
+	struct stream base;
+	struct stream *reader;      /* owned; the chanbuf's consumer end */
+	struct chanbuf *cb;         /* the producer's reference */
+	struct stream *inner;       /* borrowed; used by the thread only */
+	pthread_t thread;
+	_Atomic uint64_t source;    /* stream_source_bytes(inner), from the thread */
+};
+
+static void *readahead_main(void *arg)
+{
+	struct readahead *r = arg;
+	uint8_t *buf = xmalloc(DECOMP_IN_SIZE);
+	alps_error *err = NULL;
+	for (;;) {
+		ssize_t n = stream_read(r->inner, buf, DECOMP_IN_SIZE, &err);
+		atomic_store_explicit(&r->source, stream_source_bytes(r->inner), memory_order_relaxed);
+		if (n <= 0) {
+			chanbuf_close(r->cb, steal_pointer(&err));
+			break;
+		}
+		/* Fails only when the reader has gone: nothing to tell. */
+		if (chanbuf_write(r->cb, buf, (size_t)n, &err) < 0) {
+			alps_error_free(err);
+			break;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static ssize_t readahead_read(struct stream *s, void *buf, size_t len, alps_error **err)
+{
+	return stream_read(((struct readahead *)s)->reader, buf, len, err);
+}
+
+static uint64_t readahead_source_bytes(const struct stream *s)
+{
+	return atomic_load_explicit(&((const struct readahead *)s)->source, memory_order_relaxed);
+}
+
+static void readahead_close(struct stream *s)
+{
+	struct readahead *r = (struct readahead *)s;
+	/* Closing the reader aborts the chanbuf, which stops the thread. */
+	stream_close(r->reader);
+	pthread_join(r->thread, NULL);
+	chanbuf_unref(r->cb);
+	free(r);
+}
+
+struct stream *stream_readahead(struct stream *inner, size_t capacity, alps_error **err)
+{
+	struct readahead *r = xzalloc(sizeof(*r));
+	r->base.read = readahead_read;
+	r->base.close = readahead_close;
+	r->base.source_bytes = readahead_source_bytes;
+	r->inner = inner;
+	atomic_init(&r->source, stream_source_bytes(inner));
+	r->cb = chanbuf_new(capacity);
+	r->reader = chanbuf_stream(r->cb);
+	int e = pthread_create(&r->thread, NULL, readahead_main, r);
+	if (e != 0) {
+		stream_close(r->reader);
+		chanbuf_unref(r->cb);
+		free(r);
+		alps_fail_errnum(err, e, "starting a readahead thread");
+		return NULL;
+	}
+	return &r->base;
 }

@@ -30,6 +30,9 @@ struct stream {
 	void (*close)(struct stream *s);
 	struct stream *inner;   /* owned; what this stream reads from, or NULL */
 	uint64_t bytes;         /* bytes returned by stream_read() so far */
+	/* Optional: what stream_source_bytes() answers, for a stream whose
+	 * source is read on another thread. */
+	uint64_t (*source_bytes)(const struct stream *s);
 };
 
 ssize_t stream_read(struct stream *s, void *buf, size_t len, alps_error **err);
@@ -70,6 +73,14 @@ int stream_media_type_compression(const char *media_type, enum layer_compression
  * after the last gzip member that is not another member. */
 struct stream *stream_decompress(struct stream *inner, enum layer_compression c,
 				 alps_error **err);
+
+/* A stream that reads inner on a thread of its own, up to capacity bytes
+ * (0: 4 MiB) ahead of its reader, so that inner's work (decompression)
+ * overlaps the reader's.  Borrows inner: nothing else may use it until this
+ * stream is closed, and closing does not close it.  Closing stops the
+ * thread, waiting for a read of inner in progress to return.  NULL with
+ * *err set if no thread can be started. */
+struct stream *stream_readahead(struct stream *inner, size_t capacity, alps_error **err);
 
 /* chanbuf: a bounded, thread-safe byte pipe.
  *

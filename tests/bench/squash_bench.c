@@ -2,9 +2,11 @@
  *
  *	squash_bench [-z none|gzip|zstd] [-c zstd|gzip|xz|lz4] [-l level]
  *	             [-b block_size] [-t threads] [-n runs] LAYER OUT.sqfs
+ *	squash_bench -d [-z none|gzip|zstd] LAYER
  *
  * Prints throughput against the compressed and the uncompressed size, the
- * output size and the diff_id.  OUT.sqfs is replaced on each run. */
+ * output size and the diff_id.  OUT.sqfs is replaced on each run.  With -d,
+ * only decompresses (the input side alone). */
 #include "config.h"
 
 #include <fcntl.h>
@@ -21,7 +23,8 @@
 static ALPS_NORETURN void usage(void)
 {
 	fprintf(stderr, "usage: squash_bench [-z none|gzip|zstd] [-c compressor] [-l level] "
-			"[-b block_size] [-t threads] [-n runs] LAYER OUT.sqfs\n");
+			"[-b block_size] [-t threads] [-n runs] LAYER OUT.sqfs\n"
+			"       squash_bench -d [-z none|gzip|zstd] LAYER\n");
 	exit(2);
 }
 
@@ -34,6 +37,30 @@ static enum layer_compression parse_input(const char *s)
 	if (strcmp(s, "none") == 0)
 		return LAYER_COMPRESSION_NONE;
 	usage();
+}
+
+static int decompress_only(const char *in, enum layer_compression z)
+{
+	_cleanup_error_ alps_error *err = NULL;
+	int fd = open(in, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		perror(in);
+		return -1;
+	}
+	_cleanup_stream_ struct stream *s = stream_decompress(stream_from_fd(fd), z, &err);
+	_cleanup_free_ uint8_t *buf = xmalloc(1 << 20);
+	uint64_t t0 = now_monotonic_ns();
+	ssize_t n;
+	while ((n = stream_read(s, buf, 1 << 20, &err)) > 0)
+		;
+	if (n < 0) {
+		fprintf(stderr, "squash_bench: %s\n", err->msg);
+		return -1;
+	}
+	double secs = (double)(now_monotonic_ns() - t0) / 1e9;
+	printf("decompress %s: %.2f s, in %.1f MB/s, out %.1f MB/s\n", layer_compression_name(z),
+	       secs, (double)stream_source_bytes(s) / secs / 1e6, (double)s->bytes / secs / 1e6);
+	return 0;
 }
 
 static int run_once(const char *in, enum layer_compression z, const char *out,
@@ -69,8 +96,10 @@ int main(int argc, char **argv)
 	struct squash_opts opts = { 0 };
 	enum layer_compression z = LAYER_COMPRESSION_NONE;
 	int runs = 1, c;
-	while ((c = getopt(argc, argv, "z:c:l:b:t:n:")) != -1) {
+	bool only_decompress = false;
+	while ((c = getopt(argc, argv, "dz:c:l:b:t:n:")) != -1) {
 		switch (c) {
+		case 'd': only_decompress = true; break;
 		case 'z': z = parse_input(optarg); break;
 		case 'c': opts.compressor = optarg; break;
 		case 'l': opts.level = atoi(optarg); break;
@@ -80,6 +109,8 @@ int main(int argc, char **argv)
 		default: usage();
 		}
 	}
+	if (only_decompress && argc - optind == 1)
+		return decompress_only(argv[optind], z) < 0;
 	if (argc - optind != 2)
 		usage();
 	for (int i = 0; i < runs; i++) {

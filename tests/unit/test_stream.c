@@ -1,4 +1,5 @@
-/* test_stream.c: byte streams, gzip/zstd decompression, media types, chanbuf.
+/* test_stream.c: byte streams, gzip/zstd decompression, media types,
+ * chanbuf, readahead.
  *
  * Compressed test data is made with other encoders than the ones under test:
  * gzip with libarchive's writer (zlib underneath), zstd with libzstd's
@@ -457,6 +458,52 @@ static void test_chanbuf_gzip_chain(void **state)
 	free(d);
 }
 
+static void test_readahead(void **state)
+{
+	(void)state;
+	size_t len = 6 << 20;
+	uint8_t *d = test_data(len);
+	struct buf gz = { 0 };
+	gzip_member(&gz, d, len);
+	alps_error *err = NULL;
+
+	struct stream *inner = stream_decompress(stream_from_memory(gz.data, gz.len),
+						 LAYER_COMPRESSION_GZIP, &err);
+	struct stream *r = stream_readahead(inner, 65536, &err);
+	assert_non_null(r);
+	struct buf out = { 0 };
+	assert_int_equal(read_all(r, &out, 100000, &err), (ssize_t)len);
+	assert_memory_equal(out.data, d, len);
+	assert_int_equal(stream_source_bytes(r), gz.len);
+	stream_close(r);
+	stream_close(inner);
+	free(out.data);
+
+	/* The inner stream's error arrives after the data before it. */
+	inner = stream_decompress(stream_from_memory(gz.data, gz.len - 5), LAYER_COMPRESSION_GZIP, &err);
+	r = stream_readahead(inner, 0, &err);
+	out = (struct buf){ 0 };
+	assert_int_equal(read_all(r, &out, 1 << 20, &err), -1);
+	assert_non_null(strstr(err->msg, "truncated gzip stream"));
+	alps_error_free(err);
+	err = NULL;
+	stream_close(r);
+	stream_close(inner);
+	free(out.data);
+
+	/* Closed early, with the thread blocked on a full buffer. */
+	inner = stream_decompress(stream_from_memory(gz.data, gz.len), LAYER_COMPRESSION_GZIP, &err);
+	r = stream_readahead(inner, 4096, &err);
+	uint8_t b[1000];
+	assert_int_equal(stream_read(r, b, sizeof(b), &err), (ssize_t)sizeof(b));
+	assert_memory_equal(b, d, sizeof(b));
+	usleep(10000);
+	stream_close(r);
+	stream_close(inner);
+	free(gz.data);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_chanbuf_abort),
 		cmocka_unit_test(test_chanbuf_try_write),
 		cmocka_unit_test(test_chanbuf_gzip_chain),
+		cmocka_unit_test(test_readahead),
 	};
 	return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
