@@ -520,6 +520,25 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	pull_free(pl);
 }
 
+/* A re-pull of an image the store has needs no config download: the
+ * manifest (fetched to see where the tag points) names it. */
+static int config_from_store(void *arg, const char *manifest_digest, const char *config_digest,
+			     void **buf, size_t *len)
+{
+	struct puller *p = arg;
+	struct store_image *img = NULL;
+	if (store_image_find(p->d->store, manifest_digest, STORE_UID_ANY, &img, NULL) < 0)
+		return -1;
+	int rc = -1;
+	if (img->config_json && img->config_digest && strcmp(img->config_digest, config_digest) == 0) {
+		*len = strlen(img->config_json);
+		*buf = xmemdup(img->config_json, *len);
+		rc = 0;
+	}
+	store_image_free(img);
+	return rc;
+}
+
 static void opts_from_config(struct pull_opts *o, const struct config *c)
 {
 	o->compressor = xstrdup(c->compression);
@@ -559,6 +578,7 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->session = registry_session_new(d->cfg, &pl->ref, req->creds, req->ncreds, err);
 	if (!pl->session)
 		goto fail;
+	registry_set_config_source(pl->session, config_from_store, p);
 	pl->ev_done = event_new(d->base, -1, 0, on_done, pl);
 	pl->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, pl);
 	*out = pl;

@@ -109,6 +109,15 @@ int registry_fetch_blob_mem(struct registry_session *s, const char *digest, uint
 
 void registry_get_stats(struct registry_session *s, struct registry_stats *out);
 
+/* Where registry_resolve() may find an image's config instead of fetching
+ * it: fn(arg, manifest_digest, config_digest, &buf, &len) returns 0 with a
+ * malloc()ed copy when the image is already known (its digest is checked
+ * as a download's would be).  Called from the resolving thread. */
+typedef int (*registry_config_source_fn)(void *arg, const char *manifest_digest,
+					 const char *config_digest, void **buf, size_t *len);
+void registry_set_config_source(struct registry_session *s, registry_config_source_fn fn,
+				void *arg);
+
 /* Is host (as in a reference: "name[:port]" or "[v6]:port") a loopback
  * address?  Docker allows plain HTTP to those. */
 bool registry_host_is_loopback(const char *host);
