@@ -30,7 +30,7 @@
 #include "daemon/image/stream.h"
 
 #define SQUASH_DEFAULT_COMPRESSOR "zstd"
-#define SQUASH_DEFAULT_ZSTD_LEVEL 6
+#define SQUASH_DEFAULT_ZSTD_LEVEL 3
 #define SQUASH_DEFAULT_BLOCK_SIZE (128u * 1024)
 #define SQUASH_DEFAULT_MAX_ENTRIES 10000000ull
 #define SQUASH_DEFAULT_MAX_TAR_BYTES (256ull << 30)
@@ -44,7 +44,7 @@ typedef void (*squash_progress_fn)(void *arg, uint64_t bytes_in, uint64_t tar_by
 /* Zero means the default for every field. */
 struct squash_opts {
 	const char *compressor;     /* "zstd" (default), "gzip", "xz" or "lz4" */
-	int level;                  /* 0: the default (zstd 6, gzip 9, xz 6);
+	int level;                  /* 0: the default (zstd 3, gzip 9, xz 6);
 				     * lz4: any level > 0 selects LZ4 HC */
 	unsigned block_size;        /* power of two, 4 KiB .. 1 MiB; 128 KiB */
 	unsigned threads;           /* compression workers; 0: online CPUs (max 8) */

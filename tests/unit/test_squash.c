@@ -1326,11 +1326,6 @@ static void test_progress(void **state)
 
 /* --- the kernel's view: two layers as an overlay --- */
 
-static bool try_mount(const char *cmd)
-{
-	return system(cmd) == 0;
-}
-
 static bool mount_layers(const char *lower, const char *upper, const char *dir)
 {
 	_cleanup_free_ char *ml = xasprintf("%s/ml", dir), *mu = xasprintf("%s/mu", dir);
@@ -1341,9 +1336,7 @@ static bool mount_layers(const char *lower, const char *upper, const char *dir)
 	_cleanup_free_ char *c1 = xasprintf("mount -t squashfs -o loop,ro '%s' '%s' 2>/dev/null", lower, ml);
 	_cleanup_free_ char *c2 = xasprintf("mount -t squashfs -o loop,ro '%s' '%s' 2>/dev/null", upper, mu);
 	_cleanup_free_ char *opts = xasprintf("lowerdir=%s:%s", mu, ml);
-	if (!try_mount(c1))
-		return false;
-	if (!try_mount(c2))
+	if (system(c1) != 0 || system(c2) != 0)
 		return false;
 	return mount("overlay", merged, "overlay", MS_RDONLY, opts) == 0;
 }
@@ -1358,77 +1351,92 @@ static void unmount_layers(const char *dir)
 	}
 }
 
+static void overlay_layers(struct buf *lower, struct buf *upper)
+{
+	static const struct kv mime[] = { { "user.mime", "text/plain", 0 }, { NULL, NULL, 0 } };
+	tar_add(lower, FILE_ENTRY("etc/a", "a"));
+	tar_add(lower, FILE_ENTRY("etc/b", "b"));
+	tar_add(lower, FILE_ENTRY("opt/x/old", "old"));
+	tar_add(lower, FILE_ENTRY("srv/data/old", "old"));
+	tar_add(lower, &(struct tent){ .name = "bin/su", .mode = 04755, .data = "su", .size = 2,
+				      .xattrs = mime });
+	tar_add(lower, &(struct tent){ .name = "bin/ln", .type = '1', .link = "bin/su" });
+	tar_add(lower, &(struct tent){ .name = "dev/big", .type = '3', .major = 300, .minor = 70000 });
+	tar_end(lower);
+	tar_add(upper, &(struct tent){ .name = "etc/.wh.a" });
+	tar_add(upper, &(struct tent){ .name = "opt/x/.wh..wh..opq" });
+	tar_add(upper, FILE_ENTRY("opt/x/new", "new"));
+	tar_add(upper, &(struct tent){ .name = "srv/.wh.data" });
+	tar_add(upper, FILE_ENTRY("srv/data/new", "new"));
+	tar_end(upper);
+}
+
+/* What the merged tree shows, gathered before unmounting. */
+struct overlay_view {
+	int a, b, old, new, srv_old, srv_new;   /* lstat() results */
+	struct stat su, ln, dev;
+	char xattr[32];
+};
+
+static int lstat_in(const char *root, const char *path, struct stat *st)
+{
+	struct stat tmp;
+	_cleanup_free_ char *p = xasprintf("%s/%s", root, path);
+	return lstat(p, st ? st : &tmp);
+}
+
+static void overlay_observe(const char *merged, struct overlay_view *v)
+{
+	v->a = lstat_in(merged, "etc/a", NULL);
+	v->b = lstat_in(merged, "etc/b", NULL);
+	v->old = lstat_in(merged, "opt/x/old", NULL);
+	v->new = lstat_in(merged, "opt/x/new", NULL);
+	v->srv_old = lstat_in(merged, "srv/data/old", NULL);
+	v->srv_new = lstat_in(merged, "srv/data/new", NULL);
+	lstat_in(merged, "bin/su", &v->su);
+	lstat_in(merged, "bin/ln", &v->ln);
+	lstat_in(merged, "dev/big", &v->dev);
+	_cleanup_free_ char *su = xasprintf("%s/bin/su", merged);
+	ssize_t n = lgetxattr(su, "user.mime", v->xattr, sizeof(v->xattr) - 1);
+	v->xattr[n > 0 ? n : 0] = '\0';
+}
+
 static void test_overlay_mount(void **state)
 {
 	(void)state;
 	if (geteuid() != 0)
 		skip();
 	struct buf lower = { 0 }, upper = { 0 };
-	tar_add(&lower, FILE_ENTRY("etc/a", "a"));
-	tar_add(&lower, FILE_ENTRY("etc/b", "b"));
-	tar_add(&lower, FILE_ENTRY("opt/x/old", "old"));
-	tar_add(&lower, FILE_ENTRY("srv/data/old", "old"));
-	static const struct kv mime[] = { { "user.mime", "text/plain", 0 }, { NULL, NULL, 0 } };
-	tar_add(&lower, &(struct tent){ .name = "bin/su", .mode = 04755, .data = "su", .size = 2,
-				       .xattrs = mime });
-	tar_add(&lower, &(struct tent){ .name = "bin/ln", .type = '1', .link = "bin/su" });
-	tar_add(&lower, &(struct tent){ .name = "dev/big", .type = '3', .major = 300, .minor = 70000 });
-	tar_end(&lower);
-	tar_add(&upper, &(struct tent){ .name = "etc/.wh.a" });
-	tar_add(&upper, &(struct tent){ .name = "opt/x/.wh..wh..opq" });
-	tar_add(&upper, FILE_ENTRY("opt/x/new", "new"));
-	tar_add(&upper, &(struct tent){ .name = "srv/.wh.data" });
-	tar_add(&upper, FILE_ENTRY("srv/data/new", "new"));
-	tar_end(&upper);
+	overlay_layers(&lower, &upper);
 	_cleanup_free_ char *lo = convert_ok(&lower, NULL, NULL);
 	_cleanup_free_ char *up = convert_ok(&upper, NULL, NULL);
+	free(lower.data);
+	free(upper.data);
 	_cleanup_free_ char *dir = xasprintf("%s/ovl", tmpdir);
-	mkdir(dir, 0755);
-	bool mounted = mount_layers(lo, up, dir);
 	_cleanup_free_ char *merged = xasprintf("%s/merged", dir);
-	struct stat st, su = { 0 }, ln = { 0 }, dev = { 0 };
-	int a = -1, b = -1, old = -1, newf = -1, sold = -1, snew = -1;
-	char xattr[32] = "";
-	if (mounted) {
-		_cleanup_free_ char *psu = xasprintf("%s/bin/su", merged), *pln = xasprintf("%s/bin/ln", merged);
-		_cleanup_free_ char *pdev = xasprintf("%s/dev/big", merged);
-		lstat(psu, &su);
-		lstat(pln, &ln);
-		lstat(pdev, &dev);
-		ssize_t n = lgetxattr(psu, "user.mime", xattr, sizeof(xattr) - 1);
-		xattr[n > 0 ? n : 0] = '\0';
-		_cleanup_free_ char *pa = xasprintf("%s/etc/a", merged), *pb = xasprintf("%s/etc/b", merged);
-		_cleanup_free_ char *po = xasprintf("%s/opt/x/old", merged);
-		_cleanup_free_ char *pn = xasprintf("%s/opt/x/new", merged);
-		_cleanup_free_ char *so = xasprintf("%s/srv/data/old", merged);
-		_cleanup_free_ char *sn = xasprintf("%s/srv/data/new", merged);
-		a = lstat(pa, &st);
-		b = lstat(pb, &st);
-		old = lstat(po, &st);
-		newf = lstat(pn, &st);
-		sold = lstat(so, &st);
-		snew = lstat(sn, &st);
-	}
+	mkdir(dir, 0755);
+	struct overlay_view v;
+	bool mounted = mount_layers(lo, up, dir);
+	if (mounted)
+		overlay_observe(merged, &v);
 	/* Unmount before asserting: a failed assertion jumps out. */
 	unmount_layers(dir);
 	rmdir(dir);
-	free(lower.data);
-	free(upper.data);
 	if (!mounted)
 		skip();
-	assert_int_equal(a, -1);        /* whiteout hides the lower file */
-	assert_int_equal(b, 0);
-	assert_int_equal(old, -1);      /* opaque directory hides lower content */
-	assert_int_equal(newf, 0);
-	assert_int_equal(sold, -1);     /* whiteout + re-created directory */
-	assert_int_equal(snew, 0);
-	assert_int_equal(su.st_mode, S_IFREG | 04755);
-	assert_int_equal(su.st_nlink, 2);
-	assert_int_equal(su.st_ino, ln.st_ino);
-	assert_string_equal(xattr, "text/plain");
-	assert_true(S_ISCHR(dev.st_mode));
-	assert_int_equal(major(dev.st_rdev), 300);
-	assert_int_equal(minor(dev.st_rdev), 70000);
+	assert_int_equal(v.a, -1);              /* a whiteout hides the lower file */
+	assert_int_equal(v.b, 0);
+	assert_int_equal(v.old, -1);            /* an opaque directory hides lower content */
+	assert_int_equal(v.new, 0);
+	assert_int_equal(v.srv_old, -1);        /* whiteout + directory re-created */
+	assert_int_equal(v.srv_new, 0);
+	assert_int_equal(v.su.st_mode, S_IFREG | 04755);
+	assert_int_equal(v.su.st_nlink, 2);
+	assert_int_equal(v.su.st_ino, v.ln.st_ino);
+	assert_string_equal(v.xattr, "text/plain");
+	assert_true(S_ISCHR(v.dev.st_mode));
+	assert_int_equal(major(v.dev.st_rdev), 300);
+	assert_int_equal(minor(v.dev.st_rdev), 70000);
 }
 
 int main(void)
