@@ -1574,7 +1574,10 @@ static void fill_result(struct squash *sq, struct squash_result *res)
 static void squash_free(struct squash *sq, bool failed)
 {
 	/* Stop the readahead thread: the caller's stream is the caller's
-	 * again once squash_convert() returns. */
+	 * again once squash_convert() returns.  After a failure the thread
+	 * may be waiting for a stalled download: abort the input first. */
+	if (sq->ahead && failed)
+		stream_abort(sq->in);
 	stream_close(sq->ahead);
 	if (sq->ar)
 		archive_read_free(sq->ar);

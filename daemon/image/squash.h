@@ -68,7 +68,9 @@ struct squash_result {
 int squash_opts_check(const struct squash_opts *opts, alps_error **err);
 
 /* Convert the tar stream tar (not closed; read to its end) into a new
- * squashfs file at out_path.  opts may be NULL; res is filled on success. */
+ * squashfs file at out_path.  opts may be NULL; res is filled on success.
+ * On failure tar may have been aborted (stream_abort()), so that a
+ * download feeding it stops instead of being waited for. */
 int squash_convert(struct stream *tar, const char *out_path, const struct squash_opts *opts,
 		   struct squash_result *res, alps_error **err);
 

@@ -43,6 +43,14 @@ void cleanup_streamp(struct stream **s)
 	*s = NULL;
 }
 
+void stream_abort(struct stream *s)
+{
+	while (s && !s->abort)
+		s = s->inner;
+	if (s)
+		s->abort(s);
+}
+
 uint64_t stream_source_bytes(const struct stream *s)
 {
 	while (s->inner && !s->source_bytes)
@@ -600,6 +608,11 @@ static ssize_t chanbuf_read(struct stream *s, void *buf, size_t len, alps_error 
 	return n;
 }
 
+static void chanbuf_stream_abort(struct stream *s)
+{
+	chanbuf_abort(((struct chanbuf_stream *)s)->cb);
+}
+
 static void chanbuf_stream_close(struct stream *s)
 {
 	struct chanbuf_stream *c = (struct chanbuf_stream *)s;
@@ -613,6 +626,7 @@ struct stream *chanbuf_stream(struct chanbuf *cb)
 	struct chanbuf_stream *c = xzalloc(sizeof(*c));
 	c->base.read = chanbuf_read;
 	c->base.close = chanbuf_stream_close;
+	c->base.abort = chanbuf_stream_abort;
 	c->cb = cb;
 	pthread_mutex_lock(&cb->lock);
 	cb->refs++;

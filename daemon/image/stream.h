@@ -33,6 +33,9 @@ struct stream {
 	/* Optional: what stream_source_bytes() answers, for a stream whose
 	 * source is read on another thread. */
 	uint64_t (*source_bytes)(const struct stream *s);
+	/* Optional, callable from any thread: make a blocked read and every
+	 * later one fail (a chanbuf stream aborts its chanbuf). */
+	void (*abort)(struct stream *s);
 };
 
 ssize_t stream_read(struct stream *s, void *buf, size_t len, alps_error **err);
@@ -40,6 +43,10 @@ ssize_t stream_read(struct stream *s, void *buf, size_t len, alps_error **err);
 void stream_close(struct stream *s);
 void cleanup_streamp(struct stream **s);
 #define _cleanup_stream_ __attribute__((cleanup(cleanup_streamp)))
+
+/* Abort the first stream down the chain that can be aborted, if any: a
+ * thread blocked reading it (waiting for a download) gets an error now. */
+void stream_abort(struct stream *s);
 
 /* Bytes read so far from the innermost stream: for a decompressing chain,
  * the compressed bytes consumed. */

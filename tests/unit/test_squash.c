@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1288,6 +1289,55 @@ static void test_deterministic(void **state)
 	free(tb.data);
 }
 
+struct stalled {
+	struct chanbuf *cb;
+	const struct buf *data;
+	volatile bool release;
+};
+
+/* Sends data, then neither sends more nor ends until released: a
+ * download that hangs after delivering a bad layer. */
+static void *stalled_producer(void *arg)
+{
+	struct stalled *st = arg;
+	alps_error *err = NULL;
+	if (chanbuf_write(st->cb, st->data->data, st->data->len, &err) < 0)
+		alps_error_free(err);
+	while (!st->release)
+		usleep(1000);
+	chanbuf_close(st->cb, NULL);
+	return NULL;
+}
+
+/* A failed conversion returns at once, not when the download ends. */
+static void test_stalled_download(void **state)
+{
+	(void)state;
+	struct buf tb = { 0 };
+	tar_add(&tb, FILE_ENTRY("ok", "fine"));
+	tar_add(&tb, FILE_ENTRY("../escape", "bad"));
+	struct stalled st = { .cb = chanbuf_new(0), .data = &tb };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, stalled_producer, &st), 0);
+	struct stream *s = chanbuf_stream(st.cb);
+	struct squash_opts o = { .threads = 2 };
+	_cleanup_free_ char *out = next_out();
+	alps_error *err = NULL;
+	struct squash_result res;
+	uint64_t t0 = now_monotonic_ms();
+	int rc = squash_convert(s, out, &o, &res, &err);
+	uint64_t took = now_monotonic_ms() - t0;
+	st.release = true;
+	assert_int_equal(pthread_join(t, NULL), 0);
+	stream_close(s);
+	chanbuf_unref(st.cb);
+	free(tb.data);
+	assert_int_equal(rc, -1);
+	assert_string_equal(err->msg, "entry '../escape' escapes the layer root");
+	assert_true(took < 5000);
+	alps_error_free(err);
+}
+
 struct progress_seen {
 	int calls;
 	uint64_t last_in, last_tar;
@@ -1457,6 +1507,7 @@ int main(void)
 		cmocka_unit_test(test_options),
 		cmocka_unit_test(test_deterministic),
 		cmocka_unit_test(test_progress),
+		cmocka_unit_test(test_stalled_download),
 		cmocka_unit_test(test_overlay_mount),
 	};
 	if (getenv("SQUASH_TEST"))

@@ -504,6 +504,34 @@ static void test_readahead(void **state)
 	free(d);
 }
 
+/* A stalled producer: stream_abort() from another thread frees a reader
+ * blocked behind readahead and decompression. */
+static void test_abort(void **state)
+{
+	(void)state;
+	struct chanbuf *cb = chanbuf_new(0);
+	alps_error *err = NULL;
+	struct stream *chain = stream_decompress(chanbuf_stream(cb), LAYER_COMPRESSION_GZIP, &err);
+	struct stream *r = stream_readahead(chain, 0, &err);
+	usleep(20000);
+	stream_abort(chain);
+	uint8_t b[16];
+	assert_int_equal(stream_read(r, b, sizeof(b), &err), -1);
+	assert_int_equal(err->code, ALPS_E_CANCELLED);
+	alps_error_free(err);
+	err = NULL;
+	assert_int_equal(chanbuf_write(cb, "x", 1, &err), -1);
+	assert_int_equal(err->code, ALPS_E_CANCELLED);
+	alps_error_free(err);
+	stream_close(r);
+	stream_close(chain);
+	chanbuf_unref(cb);
+	/* Nothing to abort: harmless. */
+	struct stream *m = stream_from_memory("x", 1);
+	stream_abort(m);
+	stream_close(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -517,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_chanbuf_try_write),
 		cmocka_unit_test(test_chanbuf_gzip_chain),
 		cmocka_unit_test(test_readahead),
+		cmocka_unit_test(test_abort),
 	};
 	return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }
