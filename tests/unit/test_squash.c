@@ -13,6 +13,7 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1292,7 +1293,7 @@ static void test_deterministic(void **state)
 struct stalled {
 	struct chanbuf *cb;
 	const struct buf *data;
-	volatile bool release;
+	_Atomic bool release;
 };
 
 /* Sends data, then neither sends more nor ends until released: a
