@@ -1089,11 +1089,9 @@ static void tar_add_sparse(struct buf *tb, const char *name, unsigned long long 
 	char line[64];
 	snprintf(line, sizeof(line), "%zu\n", nregions);
 	buf_add(&map, line, strlen(line));
-	size_t datalen = 0;
 	for (size_t i = 0; i < nregions; i++) {
 		snprintf(line, sizeof(line), "%llu\n%llu\n", regions[i][0], regions[i][1]);
 		buf_add(&map, line, strlen(line));
-		datalen += regions[i][1];
 	}
 	buf_zeros(&map, (512 - map.len % 512) % 512);
 	for (size_t i = 0; i < nregions; i++)
