@@ -128,7 +128,7 @@ int layer_mount_acquire(const char *run_dir, const char *id, const char *sqfs_pa
 	if (!sqfs_path || sqfs_path[0] != '/')
 		return alps_fail(err, ALPS_E_INVALID, "layer %s: the squashfs path must be absolute",
 				 id);
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	_cleanup_free_ char *dir = xasprintf("%s/layers/%s", run_dir, id);
@@ -156,7 +156,7 @@ int layer_mount_release(const char *run_dir, const char *id, alps_error **err)
 {
 	if (check_id(id, err) < 0)
 		return -1;
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	_cleanup_free_ char *dir = xasprintf("%s/layers/%s", run_dir, id);
@@ -175,7 +175,7 @@ int layer_mount_state(const char *run_dir, const char *id, unsigned *refs, bool 
 {
 	if (check_id(id, err) < 0)
 		return -1;
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	_cleanup_free_ char *dir = xasprintf("%s/layers/%s", run_dir, id);
@@ -188,7 +188,7 @@ int layer_mount_set_refs(const char *run_dir, const char *id, unsigned refs, alp
 {
 	if (check_id(id, err) < 0)
 		return -1;
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	_cleanup_free_ char *dir = xasprintf("%s/layers/%s", run_dir, id);

@@ -2,6 +2,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -16,16 +18,67 @@
 
 static const char *const private_dirs[] = { "layers", "jobs" };
 
+/* The lock is a pthread mutex (the daemon's threads) plus a POSIX record
+ * lock on RUN_DIR/.lock (other processes: the namespace helpers).  Not
+ * flock(): a flock belongs to the open file description, which a helper
+ * forked while another thread held the lock inherits, keeping the lock
+ * held for as long as that helper lives, and the helper itself then waits
+ * for it forever.  Record locks belong to a process and are not inherited.
+ * A forked child is single-threaded and must not touch the mutex (it may
+ * have been copied locked): it uses the record lock alone. */
+static pthread_mutex_t run_dir_mutex = PTHREAD_MUTEX_INITIALIZER;
+static bool in_forked_child;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void mark_forked_child(void)
+{
+	in_forked_child = true;
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, mark_forked_child);
+}
+
 int run_dir_lock(const char *run_dir, alps_error **err)
 {
+	pthread_once(&atfork_once, register_atfork);
 	_cleanup_free_ char *path = xasprintf("%s/.lock", run_dir);
-	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (!in_forked_child)
+		pthread_mutex_lock(&run_dir_mutex);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		alps_fail_errno(err, "open(%s)", path);
+		goto fail;
+	}
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	while (fcntl(fd, F_SETLKW, &fl) < 0) {
+		if (errno != EINTR) {
+			alps_fail_errno(err, "fcntl(%s, F_SETLKW)", path);
+			close(fd);
+			goto fail;
+		}
+	}
+	return fd;
+fail:
+	if (!in_forked_child)
+		pthread_mutex_unlock(&run_dir_mutex);
+	return -1;
+}
+
+void run_dir_unlock(int fd)
+{
 	if (fd < 0)
-		return alps_fail_errno(err, "open(%s)", path);
-	while (flock(fd, LOCK_EX) < 0)
-		if (errno != EINTR)
-			return alps_fail_errno(err, "flock(%s)", path);
-	return steal_fd(&fd);
+		return;
+	close_keep_errno(fd);   /* drops the record lock */
+	if (!in_forked_child)
+		pthread_mutex_unlock(&run_dir_mutex);
+}
+
+void cleanup_run_dir_unlockp(int *fd)
+{
+	run_dir_unlock(*fd);
+	*fd = -1;
 }
 
 /* A directory root alone may enter, whatever the umask was. */
@@ -58,7 +111,7 @@ int ns_run_dir_init(const char *run_dir, alps_error **err)
 {
 	if (mkdir_p(run_dir, 0755) < 0)
 		return alps_fail_errno(err, "mkdir(%s)", run_dir);
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {
@@ -71,7 +124,7 @@ int ns_run_dir_init(const char *run_dir, alps_error **err)
 
 int ns_run_dir_fini(const char *run_dir, alps_error **err)
 {
-	_cleanup_close_ int lock = run_dir_lock(run_dir, err);
+	_cleanup_run_dir_lock_ int lock = run_dir_lock(run_dir, err);
 	if (lock < 0)
 		return -1;
 	for (size_t i = 0; i < ARRAY_SIZE(private_dirs); i++) {

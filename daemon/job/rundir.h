@@ -23,7 +23,12 @@ int ns_run_dir_init(const char *run_dir, alps_error **err);
 /* Detach the self-binds of layers/ and jobs/ (daemon shutdown, tests).
  * Fails with ALPS_E_BUSY while something is mounted below them. */
 int ns_run_dir_fini(const char *run_dir, alps_error **err);
-/* flock() RUN_DIR/.lock exclusively; the fd to close to unlock. */
+/* Lock the run directory against the daemon's other threads and other
+ * processes (see rundir.c); release with run_dir_unlock(). */
 int run_dir_lock(const char *run_dir, alps_error **err);
+/* Release what run_dir_lock() returned (-1 is fine). */
+void run_dir_unlock(int fd);
+void cleanup_run_dir_unlockp(int *fd);
+#define _cleanup_run_dir_lock_ __attribute__((cleanup(cleanup_run_dir_unlockp)))
 
 #endif

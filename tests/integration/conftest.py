@@ -30,7 +30,7 @@ def pb():
 class Daemon:
     """One alpsd process with its own socket, store, run dir and config."""
 
-    def __init__(self, tmpdir, config_text="", extra_args=()):
+    def __init__(self, tmpdir, config_text="", extra_args=(), env=None):
         self.dir = tmpdir
         self.socket = os.path.join(tmpdir, "alpsd.sock")
         self.state_dir = os.path.join(tmpdir, "state")
@@ -40,6 +40,7 @@ class Daemon:
             f.write(config_text)
         self.log_path = os.path.join(tmpdir, "alpsd.log")
         self.extra_args = list(extra_args)
+        self.env = env
         self.run_dir_on_cmdline = True
         self.proc = None
 
@@ -51,7 +52,9 @@ class Daemon:
 
     def start(self, timeout=20):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -152,10 +155,10 @@ def tmpdir_short():
 def daemon_factory(pb, tmpdir_short):
     made = []
 
-    def make(config_text="", extra_args=(), start=True, subdir=None):
+    def make(config_text="", extra_args=(), start=True, subdir=None, env=None):
         d = tmpdir_short if subdir is None else os.path.join(tmpdir_short, subdir)
         os.makedirs(d, exist_ok=True)
-        dm = Daemon(d, config_text, extra_args)
+        dm = Daemon(d, config_text, extra_args, env)
         made.append(dm)
         if start:
             dm.start()
