@@ -70,6 +70,8 @@ int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_remove(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_exec(struct request *rq, const Alps__Request *req, alps_error **err);
+/* At stop: stop waiting for exec'd processes (they go on with their job). */
+void exec_shutdown(void);
 int op_release(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_edf_check(struct request *rq, const Alps__Request *req, alps_error **err);

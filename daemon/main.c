@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
+#include "daemon/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
@@ -453,6 +454,7 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(d.base);
 
+	exec_shutdown();
 	server_free(d.server);
 	work_drain(&d);
 	puller_free(d.puller);

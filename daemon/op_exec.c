@@ -30,12 +30,44 @@
 #define MAX_PEER_GROUPS 256
 
 struct running {
+	struct running *next;       /* the list of processes being waited for */
 	struct request *rq;
 	pid_t pid;
 	int pidfd;
 	struct event *ev;
 	char *job;
 };
+
+/* Loop thread only. */
+static struct running *runnings;
+
+static void running_unlink(struct running *r)
+{
+	for (struct running **pp = &runnings; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			return;
+		}
+	}
+}
+
+static void running_free(struct running *r)
+{
+	running_unlink(r);
+	request_unref(r->rq);
+	event_free(r->ev);
+	close(r->pidfd);
+	free(r->job);
+	free(r);
+}
+
+void exec_shutdown(void)
+{
+	/* The processes belong to their jobs and go on; only our watch ends
+	 * (a restarted daemon does not wait for them). */
+	while (runnings)
+		running_free(runnings);
+}
 
 static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
 {
@@ -58,11 +90,7 @@ static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_EXEC_REPLY;
 	resp.exec_reply = &er;
 	request_finish(r->rq, &resp);
-	request_unref(r->rq);
-	event_free(r->ev);
-	close(r->pidfd);
-	free(r->job);
-	free(r);
+	running_free(r);
 }
 
 /* The cgroup of the calling process (cgroup v2), as a directory, or NULL.
@@ -182,6 +210,8 @@ int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
 	r->job = xstrdup(job->id);
 	r->ev = event_new(d->base, pidfd, EV_READ, on_exit_ready, r);
 	event_add(r->ev, NULL);
+	r->next = runnings;
+	runnings = r;
 	log_info("job %s: uid %u runs %s as pid %d", job->id, (unsigned)request_peer(rq)->uid,
 		 x->argv[0], (int)pid);
 	Alps__ExecReply er = ALPS__EXEC_REPLY__INIT;

@@ -360,3 +360,18 @@ def test_fabric_map_and_pinned_image(daemon_factory, bbworld, tmp_path):
         b.alps("release", "--job", "700", check=True)
     finally:
         reg.stop()
+
+
+def test_stop_with_a_running_exec(daemon_factory, bbworld):
+    d = daemon_factory("[daemon]\nshutdown_grace = 1\n")
+    d.alps("pull", "--quiet", bbworld.ref, check=True)
+    prepare(d, "120", "--image", bbworld.ref)
+    p = subprocess.Popen([binary("alps"), "--socket", d.socket, "exec", "--job", "120", "--",
+                          "sleep", "60"], user=NOBODY, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert d.stop() == 0            # in-flight exec cut after the grace, nothing leaked
+    d.check_log_clean()
+    assert p.wait(20) != 0          # the client learns the daemon went away
+    d.start()                       # the job survived; release ends its process
+    d.alps("release", "--job", "120", check=True)
+    assert mounts_under(d.run_dir + "/jobs") == []
