@@ -511,8 +511,10 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 	store_lock(s);
 	int present = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s",
 			      info->digest);
-	if (present == 0)
+	if (present == 0) {
 		hold_locked(s, info->digest);
+		hold_find(s, info->digest)->publishing++;
+	}
 	store_unlock(s);
 	if (present < 0)
 		return -1;
@@ -521,14 +523,23 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 
 	int r = publish_file(s, name, file, &row.size, err);
 	store_lock(s);
+	bool published = r == 0;
 	if (r == 0)
 		r = store_tx(s, insert_layer_tx, &row, err);
 	if (r == 0 && out)
 		r = store_load_layer_locked(s, info->digest, out, err);
+	unsigned others = --hold_find(s, info->digest)->publishing;
+	/* A file renamed into layers/ whose row failed (a full disk) goes at
+	 * once, unless another commit of the same digest is between its own
+	 * rename and row, or a row names it after all; the space it holds may
+	 * be what the next pull needs. */
+	if (r < 0 && published && others == 0 &&
+	    sql_int(s, NULL, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s", info->digest) == 0 &&
+	    unlinkat(s->layers_fd, file, 0) < 0 && errno != ENOENT)
+		log_warn("store %s: cannot remove layers/%s (start-up will): %s", s->dir, file,
+			 strerror(errno));
 	release_locked(s, info->digest);
 	store_unlock(s);
-	/* A file renamed into layers/ whose row failed stays until start-up
-	 * repair removes it: another thread's row may name it. */
 	return r;
 }
 

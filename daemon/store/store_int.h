@@ -15,6 +15,7 @@
 struct store_hold {
 	char *digest;           /* owned */
 	unsigned count;
+	unsigned publishing;    /* store_layer_commit() calls between rename and row */
 };
 
 struct store {
