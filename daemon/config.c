@@ -92,6 +92,8 @@ static const struct option_def options[] = {
 	  "mounts added to every job, as SRC:DST[:FLAGS]" },
 	{ "jobs.devices", OPT_LIST, OFF(devices), "", 0, 0, NULL,
 	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
+	{ "jobs.prepare_timeout", OPT_INT, OFF(prepare_timeout_s), "30", 1, 3600, NULL,
+	  "seconds a job's namespace may take to build before the attempt is killed" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },

@@ -59,6 +59,7 @@ struct config {
 	bool allow_user_run;
 	struct strlist default_mounts;      /* "SRC:DST[:FLAGS]" */
 	struct strlist devices;             /* host devices bound into /dev */
+	int64_t prepare_timeout_s;          /* a namespace helper taking longer is killed */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */

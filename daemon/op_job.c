@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,16 @@
 #include "daemon/work.h"
 
 #define MAX_GROUPS 256
+
+/* Job work on worker threads runs one at a time.  Building a namespace
+ * forks a helper that allocates; a fork while another thread is inside the
+ * allocator gives the child a lock that no one will release.  glibc's
+ * malloc guards against that at fork, but the AddressSanitizer runtime the
+ * tests run under (GCC 12) does not, and CI caught a helper hung that way
+ * (10 concurrent prepares).  Keeping our own workers out of the allocator
+ * while one of them forks removes most of that window; prepares are short
+ * (10 ms), so serializing them costs little. */
+static pthread_mutex_t job_work_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct prep {
 	struct request *rq;
@@ -191,9 +202,8 @@ static int resolve_image_arg(struct prep *p, alps_error **err)
 	return 0;
 }
 
-static void prep_resolve(void *arg)
+static void prep_resolve_locked(struct prep *p)
 {
-	struct prep *p = arg;
 	alps_error *err = NULL;
 	if (resolve_user(p, &err) < 0 ||
 	    (p->nsources ? resolve_edf(p, &err) : resolve_image_arg(p, &err)) < 0) {
@@ -207,11 +217,17 @@ static void prep_resolve(void *arg)
 	json_decref(fp);
 }
 
+static void prep_resolve(void *arg)
+{
+	pthread_mutex_lock(&job_work_lock);
+	prep_resolve_locked(arg);
+	pthread_mutex_unlock(&job_work_lock);
+}
+
 /* ---- build (worker) ---- */
 
-static void prep_build(void *arg)
+static void prep_build_locked(struct prep *p)
 {
-	struct prep *p = arg;
 	struct job_mounts jm;
 	alps_error *err = NULL;
 	if (jobenv_mounts(p->d->cfg, p->edf, &jm, &err) < 0) {
@@ -238,11 +254,28 @@ static void prep_build(void *arg)
 		.mounts = jm.user, .nmounts = jm.nuser,
 		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
 	};
-	if (ns_prepare(&spec, &p->ns, &err) < 0)
+	int rc = ns_prepare(&spec, &p->ns, &err);
+	if (rc < 0 && err->code == ALPS_E_TIMEOUT) {
+		/* A helper that never answers was killed and undone; one more
+		 * try.  (Seen only under the sanitizers' allocator, which is
+		 * not fork-safe: see job_work_lock.) */
+		log_warn("job %s: %s; trying once more", p->job, err->msg);
+		alps_error_free(err);
+		err = NULL;
+		rc = ns_prepare(&spec, &p->ns, &err);
+	}
+	if (rc < 0)
 		p->err = err;
 	free(files);
 	free(ids);
 	jobenv_mounts_free(&jm);
+}
+
+static void prep_build(void *arg)
+{
+	pthread_mutex_lock(&job_work_lock);
+	prep_build_locked(arg);
+	pthread_mutex_unlock(&job_work_lock);
 }
 
 /* ---- loop steps ---- */
@@ -529,9 +562,11 @@ struct rel {
 static void rel_work(void *arg)
 {
 	struct rel *r = arg;
+	pthread_mutex_lock(&job_work_lock);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
 	unlink(map);
+	pthread_mutex_unlock(&job_work_lock);
 }
 
 static void rel_done(void *arg)
