@@ -29,10 +29,11 @@ mkdir -p "$demo"
 chmod 755 "$demo"
 alps() { echo "\$ alps $*"; "$build/alps" --socket "$sock" "$@"; }
 
+# Stops only what this script started, by its pid.  (|| true: a process
+# ended by SIGTERM makes wait return 143, which set -e would take as ours.)
 cleanup() {
-	[ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-	[ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-	return 0
+	if [ -n "${daemon_pid:-}" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+	if [ -n "${registry_pid:-}" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
