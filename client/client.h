@@ -54,6 +54,16 @@ int client_connect(struct client *cl, alps_error **err);
 Alps__Response *client_call(struct client *cl, Alps__Request *req,
 			    void (*on_progress)(const Alps__Response *, void *), void *arg,
 			    alps_error **err);
+/* Call and return the response only when its status is OK; otherwise
+ * report the failure (as client_report_*), set *rc to the exit code and
+ * return NULL.  Caller frees the response. */
+Alps__Response *client_call_ok(struct client *cl, Alps__Request *req, const char *what,
+			       void (*on_progress)(const Alps__Response *, void *), void *arg,
+			       int *rc);
+/* Report err (and free it); returns the exit code. */
+int client_fail(struct client *cl, const char *what, alps_error *err);
+/* A number in [0, max] from an option or variable; a message and -1 if not. */
+int client_parse_uint(const char *s, const char *what, unsigned max, unsigned *out);
 /* Report err on stderr (or as JSON on stdout with --json) and map it to
  * an exit code. */
 int client_report_error(struct client *cl, const char *what, const alps_error *err);

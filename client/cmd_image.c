@@ -190,11 +190,8 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	alps_error *err = NULL;
 	struct registry_cred *creds;
 	size_t ncreds;
-	if (read_docker_config(&creds, &ncreds, &err) < 0) {
-		int rc = client_report_error(cl, "pull", err);
-		alps_error_free(err);
-		return rc;
-	}
+	if (read_docker_config(&creds, &ncreds, &err) < 0)
+		return client_fail(cl, "pull", err);
 	Alps__RegistryCredential *rc_ = xcalloc(ncreds ? ncreds : 1, sizeof(*rc_));
 	Alps__RegistryCredential **rcp = xcalloc(ncreds ? ncreds : 1, sizeof(*rcp));
 	for (size_t i = 0; i < ncreds; i++) {
@@ -224,11 +221,8 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	for (size_t i = 0; i < view.nstates; i++)
 		free(view.states[i]);
 	free(view.states);
-	if (!resp) {
-		int rc = client_report_error(cl, "pull", err);
-		alps_error_free(err);
-		return rc;
-	}
+	if (!resp)
+		return client_fail(cl, "pull", err);
 	int rc = pull_result(cl, resp);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
@@ -267,24 +261,6 @@ static void format_time(uint64_t ms, char *buf, size_t size)
 		snprintf(buf, size, "-");
 }
 
-static Alps__Response *simple_call(struct client *cl, Alps__Request *req, const char *what,
-				   int *rc)
-{
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, req, NULL, NULL, &err);
-	if (!resp) {
-		*rc = client_report_error(cl, what, err);
-		alps_error_free(err);
-		return NULL;
-	}
-	if (resp->status != ALPS__STATUS__OK) {
-		*rc = client_report_response(cl, what, resp);
-		alps__response__free_unpacked(resp, NULL);
-		return NULL;
-	}
-	return resp;
-}
-
 static int run_images(struct client *cl, int argc, char **argv)
 {
 	if (argc > 1) {
@@ -296,7 +272,7 @@ static int run_images(struct client *cl, int argc, char **argv)
 	req.op_case = ALPS__REQUEST__OP_IMAGES;
 	req.images = &ir;
 	int rc = EXIT_OK;
-	Alps__Response *resp = simple_call(cl, &req, "images", &rc);
+	Alps__Response *resp = client_call_ok(cl, &req, "images", NULL, NULL, &rc);
 	if (!resp)
 		return rc;
 	const Alps__ImagesReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_IMAGES_REPLY
@@ -347,7 +323,7 @@ static int run_inspect(struct client *cl, int argc, char **argv)
 	req.op_case = ALPS__REQUEST__OP_INSPECT;
 	req.inspect = &ir;
 	int rc = EXIT_OK;
-	Alps__Response *resp = simple_call(cl, &req, "inspect", &rc);
+	Alps__Response *resp = client_call_ok(cl, &req, "inspect", NULL, NULL, &rc);
 	if (!resp)
 		return rc;
 	const Alps__InspectReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY
@@ -418,7 +394,7 @@ static int run_rm(struct client *cl, int argc, char **argv)
 		req.op_case = ALPS__REQUEST__OP_REMOVE;
 		req.remove = &rr;
 		int rc = EXIT_OK;
-		Alps__Response *resp = simple_call(cl, &req, "rm", &rc);
+		Alps__Response *resp = client_call_ok(cl, &req, "rm", NULL, NULL, &rc);
 		if (!resp) {
 			status = rc;
 			continue;

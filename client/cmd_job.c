@@ -97,13 +97,6 @@ static size_t env_count(void)
 	return n;
 }
 
-static int report_failed_call(struct client *cl, const char *what, alps_error *err)
-{
-	int rc = client_report_error(cl, what, err);
-	alps_error_free(err);
-	return rc;
-}
-
 /* ---- prepare ---- */
 
 struct prepare_args {
@@ -148,7 +141,7 @@ static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Res
 	struct edf_source *src = NULL;
 	size_t nsrc = 0;
 	if (a->edf && read_edf(a->edf, a->run ? NULL : a->user, &src, &nsrc, &err) < 0)
-		return report_failed_call(cl, "prepare", err);
+		return client_fail(cl, "prepare", err);
 	Alps__EdfSource *storage = NULL;
 	Alps__EdfSource **srcv = edf_sources_msg(src, nsrc, &storage);
 	char cwd[4096];
@@ -173,7 +166,7 @@ static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Res
 	free(storage);
 	edf_sources_free(src, nsrc);
 	if (!resp)
-		return report_failed_call(cl, "prepare", err);
+		return client_fail(cl, "prepare", err);
 	if (resp->status != ALPS__STATUS__OK ||
 	    resp->payload_case != ALPS__RESPONSE__PAYLOAD_PREPARE_REPLY) {
 		int rc = client_report_response(cl, "prepare", resp);
@@ -182,18 +175,6 @@ static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Res
 	}
 	*reply = resp;
 	return EXIT_OK;
-}
-
-static int parse_uint(const char *s, const char *what, unsigned *out)
-{
-	char *end;
-	unsigned long v = strtoul(s, &end, 10);
-	if (!*s || *end || v > 1000000) {
-		fprintf(stderr, "alps: %s must be a number, not '%s'\n", what, s);
-		return -1;
-	}
-	*out = (unsigned)v;
-	return 0;
 }
 
 static int run_prepare(struct client *cl, int argc, char **argv)
@@ -217,7 +198,7 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		case 'i': a.image = optarg; break;
 		case 'N': split_nodes(&a, optarg); break;
 		case 'n':
-			if (parse_uint(optarg, "--tasks", &a.tasks) < 0)
+			if (client_parse_uint(optarg, "--tasks", 1000000, &a.tasks) < 0)
 				return EXIT_USAGE;
 			break;
 		default: return EXIT_USAGE;
@@ -321,13 +302,13 @@ static int do_exec(struct client *cl, const char *job, unsigned rank, int argc, 
 	req.exec = &x;
 	alps_error *err = NULL;
 	if (client_connect(cl, &err) < 0)
-		return report_failed_call(cl, "exec", err);
+		return client_fail(cl, "exec", err);
 	install_relays();
 	const int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
 	Alps__Response *resp = wire_call(&cl->wire, &req, fds, 3, on_exec_progress, NULL, -1, &err);
 	relay_pid = 0;
 	if (!resp)
-		return report_failed_call(cl, "exec", err);
+		return client_fail(cl, "exec", err);
 	int rc;
 	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY) {
 		rc = client_report_response(cl, "exec", resp);
@@ -350,14 +331,14 @@ static int run_exec(struct client *cl, int argc, char **argv)
 	const char *job = NULL;
 	unsigned rank = 0;
 	const char *r = getenv("SLURM_LOCALID");
-	if (r && parse_uint(r, "SLURM_LOCALID", &rank) < 0)
+	if (r && client_parse_uint(r, "SLURM_LOCALID", 1000000, &rank) < 0)
 		rank = 0;
 	int opt;
 	while ((opt = getopt_long(argc, argv, "+j:r:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'j': job = optarg; break;
 		case 'r':
-			if (parse_uint(optarg, "--rank", &rank) < 0)
+			if (client_parse_uint(optarg, "--rank", 1000000, &rank) < 0)
 				return EXIT_USAGE;
 			break;
 		default: return EXIT_USAGE;
@@ -391,14 +372,11 @@ static int do_release(struct client *cl, const char *job, bool quiet)
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_RELEASE;
 	req.release = &rr;
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
-	if (!resp)
-		return report_failed_call(cl, "release", err);
 	int rc = EXIT_OK;
-	if (resp->status != ALPS__STATUS__OK)
-		rc = client_report_response(cl, "release", resp);
-	else if (!quiet && cl->json)
+	Alps__Response *resp = client_call_ok(cl, &req, "release", NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	if (!quiet && cl->json)
 		client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", job, "was_prepared",
 					    resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
 					    resp->release_reply->was_prepared));
@@ -448,14 +426,14 @@ static int run_jobs(struct client *cl, int argc, char **argv)
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_JOBS;
 	req.jobs = &jr;
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	int rc = EXIT_OK;
+	Alps__Response *resp = client_call_ok(cl, &req, "jobs", NULL, NULL, &rc);
 	if (!resp)
-		return report_failed_call(cl, "jobs", err);
-	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_JOBS_REPLY) {
-		int rc = client_report_response(cl, "jobs", resp);
-		alps__response__free_unpacked(resp, NULL);
 		return rc;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_JOBS_REPLY) {
+		alps__response__free_unpacked(resp, NULL);
+		alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd answered jobs without a list" };
+		return client_report_error(cl, "jobs", &e);
 	}
 	const Alps__JobsReply *r = resp->jobs_reply;
 	if (cl->json) {
@@ -551,14 +529,14 @@ static int run_edf(struct client *cl, int argc, char **argv)
 	struct edf_source *src = NULL;
 	size_t n = 0;
 	if (edf_load_all(argv[2], &edf_file_loader, &e, &src, &n, &err) < 0)
-		return report_failed_call(cl, "edf check", err);
+		return client_fail(cl, "edf check", err);
 	char cwd[4096];
 	struct edf_context ctx = { .caller_env = (const char *const *)environ,
 				   .cwd = getcwd(cwd, sizeof(cwd)) ? cwd : NULL };
 	if (edf_expand(e, &ctx, &err) < 0) {
 		edf_free(e);
 		edf_sources_free(src, n);
-		return report_failed_call(cl, "edf check", err);
+		return client_fail(cl, "edf check", err);
 	}
 	size_t nw = 0;
 	char **warnings = edf_warnings(e, &nw);

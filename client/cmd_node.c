@@ -13,24 +13,15 @@
 static json_t *call_json(struct client *cl, Alps__Request *req, const char *what,
 			 const char *(*get)(const Alps__Response *), int *rc)
 {
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, req, NULL, NULL, &err);
-	if (!resp) {
-		*rc = client_report_error(cl, what, err);
-		alps_error_free(err);
+	Alps__Response *resp = client_call_ok(cl, req, what, NULL, NULL, rc);
+	if (!resp)
 		return NULL;
-	}
-	json_t *j = NULL;
-	if (resp->status != ALPS__STATUS__OK) {
-		*rc = client_report_response(cl, what, resp);
-	} else {
-		const char *text = get(resp);
-		json_error_t jerr;
-		j = text ? json_loads(text, 0, &jerr) : NULL;
-		if (!j) {
-			alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd sent no valid JSON" };
-			*rc = client_report_error(cl, what, &e);
-		}
+	const char *text = get(resp);
+	json_error_t jerr;
+	json_t *j = text ? json_loads(text, 0, &jerr) : NULL;
+	if (!j) {
+		alps_error e = { ALPS_E_PROTOCOL, 0, (char *)"alpsd sent no valid JSON" };
+		*rc = client_report_error(cl, what, &e);
 	}
 	alps__response__free_unpacked(resp, NULL);
 	return j;
@@ -152,18 +143,6 @@ const struct command cmd_topology = {
 	.run = run_topology,
 };
 
-static int parse_count(const char *s, const char *what, unsigned max, unsigned *out)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (*s == '\0' || *end || v < 0 || v > (long)max) {
-		fprintf(stderr, "alps place: %s must be a number from 0 to %u, not '%s'\n", what, max, s);
-		return -1;
-	}
-	*out = (unsigned)v;
-	return 0;
-}
-
 static void print_plan(json_t *p, bool env_only, bool bind_only)
 {
 	if (bind_only) {
@@ -207,12 +186,12 @@ static int run_place(struct client *cl, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "n:g:eb", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (parse_count(optarg, "--tasks", 65536, &tasks) < 0)
+			if (client_parse_uint(optarg, "--tasks", 65536, &tasks) < 0)
 				return EXIT_USAGE;
 			have_tasks = true;
 			break;
 		case 'g':
-			if (parse_count(optarg, "--gpus-per-task", 1024, &gpus) < 0)
+			if (client_parse_uint(optarg, "--gpus-per-task", 1024, &gpus) < 0)
 				return EXIT_USAGE;
 			break;
 		case 'e': env_only = true; break;

@@ -43,17 +43,11 @@ static int run_status(struct client *cl, int argc, char **argv)
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_STATUS;
 	req.status = &sr;
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
-	if (!resp) {
-		int rc = client_report_error(cl, "status", err);
-		alps_error_free(err);
-		return rc;
-	}
 	int rc = EXIT_OK;
-	if (resp->status != ALPS__STATUS__OK)
-		rc = client_report_response(cl, "status", resp);
-	else if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_STATUS_REPLY)
+	Alps__Response *resp = client_call_ok(cl, &req, "status", NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_STATUS_REPLY)
 		rc = client_report_error(cl, "status", &(alps_error){ ALPS_E_PROTOCOL, 0,
 				(char *)"alpsd answered Status without a StatusReply" });
 	else if (cl->json)

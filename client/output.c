@@ -1,7 +1,9 @@
 /* output.c: connecting, error reporting and JSON output of the client. */
 #include <config.h>
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client/client.h"
@@ -25,6 +27,37 @@ Alps__Response *client_call(struct client *cl, Alps__Request *req,
 	if (client_connect(cl, err) < 0)
 		return NULL;
 	return wire_call(&cl->wire, req, NULL, 0, on_progress, arg, -1, err);
+}
+
+Alps__Response *client_call_ok(struct client *cl, Alps__Request *req, const char *what,
+			       void (*on_progress)(const Alps__Response *, void *), void *arg,
+			       int *rc)
+{
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, req, on_progress, arg, &err);
+	if (!resp) {
+		*rc = client_fail(cl, what, err);
+		return NULL;
+	}
+	if (resp->status != ALPS__STATUS__OK) {
+		*rc = client_report_response(cl, what, resp);
+		alps__response__free_unpacked(resp, NULL);
+		return NULL;
+	}
+	return resp;
+}
+
+int client_parse_uint(const char *s, const char *what, unsigned max, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *s == '-' || *end || errno || v > max) {
+		fprintf(stderr, "alps: %s must be a number from 0 to %u, not '%s'\n", what, max, s);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
 }
 
 static int exit_code_for(int code)
@@ -53,6 +86,13 @@ static int report(struct client *cl, const char *what, int code, const char *msg
 int client_report_error(struct client *cl, const char *what, const alps_error *err)
 {
 	return report(cl, what, err->code, err->msg);
+}
+
+int client_fail(struct client *cl, const char *what, alps_error *err)
+{
+	int rc = client_report_error(cl, what, err);
+	alps_error_free(err);
+	return rc;
 }
 
 int client_report_response(struct client *cl, const char *what, const Alps__Response *resp)
