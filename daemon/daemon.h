@@ -23,6 +23,7 @@ struct daemon {
 	struct server *server;       /* owned */
 	struct topology *topology;   /* owned; NULL if it failed to load */
 	struct fabric *fabric;       /* owned; NULL when disabled */
+	char *node_name;             /* owned; fabric.node, else the host name */
 	struct store *store;         /* owned */
 	struct puller *puller;       /* owned */
 	uint64_t start_ms;           /* monotonic */

@@ -426,12 +426,12 @@ int main(int argc, char **argv)
 	d.base = event_base_new();
 	if (!d.base)
 		log_fatal("cannot create the event loop");
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	d.node_name = xstrdup(*d.cfg->fabric_node ? d.cfg->fabric_node : host);
 	if (d.cfg->fabric_enabled) {
-		char host[256] = "";
-		gethostname(host, sizeof(host) - 1);
-		const char *node = *d.cfg->fabric_node ? d.cfg->fabric_node : host;
 		/* Before threads: it may set a libfabric variable in environ. */
-		if (fabric_open(d.base, d.cfg, node, &d.fabric, &err) < 0)
+		if (fabric_open(d.base, d.cfg, d.node_name, &d.fabric, &err) < 0)
 			log_fatal("fabric: %s", err->msg);
 	}
 	d.puller = puller_new(&d);
@@ -471,6 +471,7 @@ int main(int argc, char **argv)
 	libevent_global_shutdown();
 	close(d.lock_fd);
 	log_notice("stopped");
+	free(d.node_name);
 	config_free(d.cfg);
 	return 0;
 }

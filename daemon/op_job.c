@@ -345,10 +345,7 @@ static int prep_fabric(struct prep *p, alps_error **err)
 	json_decref(map);
 	if (rc < 0)
 		return alps_fail(err, ALPS_E_IO, "cannot write the fabric map %s", p->map_path);
-	char host[256] = "";
-	gethostname(host, sizeof(host) - 1);
-	const char *me = *p->d->cfg->fabric_node ? p->d->cfg->fabric_node : host;
-	if (p->img && p->image_ref && strcmp(p->nodes[0], me) == 0 &&
+	if (p->img && p->image_ref && strcmp(p->nodes[0], p->d->node_name) == 0 &&
 	    fabric_publish_pin(f, p->job, p->image_ref, p->img->digest,
 			       (const char *const *)p->nodes, p->nnodes, err) < 0)
 		return -1;
