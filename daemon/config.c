@@ -536,6 +536,23 @@ static void print_option(FILE *out, const struct config *c, const struct option_
 	fputc('\n', out);
 }
 
+static void print_registry_host(FILE *out, const struct registry_conf *rc)
+{
+	fprintf(out, "\n[[registry.host]]\nhost = ");
+	print_toml_string(out, rc->host);
+	fprintf(out, "\ninsecure = %s\nmirrors = [", rc->insecure ? "true" : "false");
+	for (size_t m = 0; m < rc->mirrors.n; m++) {
+		fputs(m ? ", " : "", out);
+		print_toml_string(out, rc->mirrors.v[m]);
+	}
+	fputs("]\n", out);
+	if (rc->ca_file) {
+		fputs("ca_file = ", out);
+		print_toml_string(out, rc->ca_file);
+		fputc('\n', out);
+	}
+}
+
 void config_print(const struct config *c, FILE *out)
 {
 	size_t prev_len = 0;
@@ -549,26 +566,10 @@ void config_print(const struct config *c, FILE *out)
 			prev_len = seclen;
 		}
 		print_option(out, c, o);
-		if (strcmp(o->key, "registry.retries") == 0) {
-			for (size_t r = 0; r < c->nregistries; r++) {
-				const struct registry_conf *rc = &c->registries[r];
-				fprintf(out, "\n[[registry.host]]\nhost = ");
-				print_toml_string(out, rc->host);
-				fprintf(out, "\ninsecure = %s\nmirrors = [", rc->insecure ? "true" : "false");
-				for (size_t m = 0; m < rc->mirrors.n; m++) {
-					fputs(m ? ", " : "", out);
-					print_toml_string(out, rc->mirrors.v[m]);
-				}
-				fputs("]\n", out);
-				if (rc->ca_file) {
-					fputs("ca_file = ", out);
-					print_toml_string(out, rc->ca_file);
-					fputc('\n', out);
-				}
-				/* Back into [registry] would be invalid TOML after an
-				 * array of tables; registry options come first in the
-				 * table, so nothing follows here. */
-			}
-		}
 	}
+	/* Arrays of tables go last: in TOML, keys after a [[...]] header
+	 * would belong to its entry.  [registry] is defined above, so the
+	 * entries still land in registry.host. */
+	for (size_t r = 0; r < c->nregistries; r++)
+		print_registry_host(out, &c->registries[r]);
 }
