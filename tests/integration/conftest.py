@@ -175,3 +175,61 @@ def daemon_factory(pb, tmpdir_short):
 @pytest.fixture
 def daemon(daemon_factory):
     return daemon_factory()
+
+
+class TestUser:
+    """An unprivileged local user made for the test session: an attacker or
+    a victim in the security tests.  uid/gid are its own (not nobody's), its
+    home is 0700 and owned by it."""
+
+    def __init__(self, name, uid, gid, home):
+        self.name, self.uid, self.gid, self.home = name, uid, gid, home
+
+    def env(self, **extra):
+        e = {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+        e.update(extra)
+        return e
+
+    def run(self, argv, **kw):
+        """Run argv as this user (real and effective ids, its groups)."""
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        env = dict(os.environ, **self.env())
+        env.update(kw.pop("env", None) or {})
+        return subprocess.run(argv, user=self.uid, group=self.gid, extra_groups=[],
+                              env=env, cwd=kw.pop("cwd", self.home), **kw)
+
+
+def _make_user(tag):
+    # Names unique to this process, so test runs in parallel never share or
+    # delete each other's users.
+    name = f"alps{tag}{os.getpid() % 100000}"
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+    subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh", name],
+                   check=True, capture_output=True)
+    import pwd
+    pw = pwd.getpwnam(name)
+    os.chmod(pw.pw_dir, 0o700)
+    return TestUser(name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+
+
+@pytest.fixture(scope="session")
+def users():
+    """Two fresh unprivileged users: users.victim and users.attacker (root
+    only; removed at the end of the session)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create test users")
+    made = []
+
+    class Users:
+        pass
+    u = Users()
+    try:
+        u.victim = _make_user("v")
+        made.append(u.victim)
+        u.attacker = _make_user("a")
+        made.append(u.attacker)
+        yield u
+    finally:
+        for t in made:
+            subprocess.run(["userdel", "-r", "-f", t.name], capture_output=True)
