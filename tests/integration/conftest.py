@@ -177,7 +177,7 @@ def daemon(daemon_factory):
     return daemon_factory()
 
 
-class TestUser:
+class LocalUser:
     """An unprivileged local user made for the test session: an attacker or
     a victim in the security tests.  uid/gid are its own (not nobody's), its
     home is 0700 and owned by it."""
@@ -210,7 +210,7 @@ def _make_user(tag):
     import pwd
     pw = pwd.getpwnam(name)
     os.chmod(pw.pw_dir, 0o700)
-    return TestUser(name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+    return LocalUser(name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
 
 
 @pytest.fixture(scope="session")
