@@ -4,7 +4,7 @@
 # integration against a real alpsd/registry/mounts, a short fuzzing pass),
 # and print the totals as the last line: "N passed, N failed, N skipped".
 #
-#   sudo tests/run-all.sh            # everything (CI runs this)
+#   tests/run-all.sh                 # everything (CI runs this)
 #   FUZZ_SECONDS=0 tests/run-all.sh  # skip fuzzing
 set -u
 cd "$(dirname "$0")/.." || exit 1
