@@ -101,7 +101,9 @@ static int parse_writable(struct pctx *p, const toml_value *v, const char *key, 
 
 static int parse_workdir(struct pctx *p, const toml_value *v, const char *key, alps_error **err)
 {
-	return take_string(p, v, key, true, &p->e->workdir, err);
+	if (take_string(p, v, key, true, &p->e->workdir, err) < 0)
+		return -1;
+	return is_final(p->e, p->e->workdir.value) ? workdir_check(p->e, err) : 0;
 }
 
 static int parse_image(struct pctx *p, const toml_value *v, const char *key, alps_error **err)
@@ -183,7 +185,7 @@ static int env_entry(struct pctx *p, const toml_value *t, size_t i, struct edf_l
 		return -1;
 	/* Noted now: after expansion nobody can tell any more. */
 	if (strcmp(k, "PATH") == 0 && *v->u.str.ptr && !strstr(v->u.str.ptr, "${PATH"))
-		note_add(p->e, loc, "replaces the image's PATH; to extend it, write "
+		note_add(p->e, loc, "replaces the image's PATH; to extend the host's, write "
 			 "\"...:${PATH}\"");
 	var_append(&p->e->env, &p->e->nenv, k, v->u.str.ptr, loc);
 	return 0;

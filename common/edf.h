@@ -61,19 +61,15 @@
  * warning.
  *
  * Expansion (edf_expand, grammar in expand.h): it applies to image,
- * workdir, the SRC and DST of mounts and [env] values, and to nothing
- * else (not base_environment, which the client resolves before there is
- * an image; not annotations, which hooks read as written; not mount
- * flags).  Names are looked up in
- *   image, mount SRC:      the caller's environment only (host side, and
- *                          the image's is not known before the image is);
- *   mount DST, workdir:    the caller's environment, then the image's;
- *   [env] values:          the image's environment, then the caller's, so
- *                          that PATH = "/opt/x/bin:${PATH}" extends the
- *                          container's PATH, not the host's.
- * An unset name without a default expands to "" and adds a warning.
- * Values are validated once final: at parse time when they hold no '$',
- * after expansion otherwise.
+ * workdir, the SRC and DST of mounts and [env] values.  Every name is
+ * looked up in one place, the job's environment on the host
+ * (edf_context.caller_env), never the image's: the image is not known
+ * when the file is expanded, and the CE documents that [env] "can only
+ * reference environment variables from the host".  A name that is not
+ * defined there is an error ("Referencing an undefined variable results
+ * in an error"); ${NAME:-} asks for an empty default.  Values are
+ * validated once final: at parse time when they hold no '$', after
+ * expansion otherwise.  A workdir must be absolute.
  *
  * Every error and warning names its place as "FILE:LINE:COL: KEY: what",
  * KEY like "image", "mounts[2]" (0-based), "env.PATH".  FILE is the EDF's
@@ -194,11 +190,11 @@ int edf_parse(const char *name, const char *text, size_t len, struct edf **out,
  * past EDF_MAX_MOUNTS or EDF_MAX_VARS. */
 int edf_merge(struct edf *base, const struct edf *child, alps_error **err);
 
-/* What ${...} sees (see the rules above).  Lists are NULL-terminated
- * "NAME=value" arrays; NULL: empty. */
+/* What ${...} sees (see the rules above). */
 struct edf_context {
-	const char *const *caller_env;
-	const char *const *image_env;   /* NULL when the image is not known yet */
+	const char *const *caller_env;  /* the job's environment on the host: a
+					   NULL-terminated "NAME=value" array;
+					   NULL: empty */
 	const char *cwd;                /* the caller's; makes a relative image path
 					   absolute (NULL: left relative) */
 };

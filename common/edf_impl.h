@@ -57,5 +57,7 @@ const char *mount_flag_at(size_t i, unsigned *bit);
 /* ---- edf_merge.c ---- */
 int image_classify(struct edf *e, const char *cwd, alps_error **err);
 bool has_squashfs_suffix(const char *s);
+/* A workdir that is final must be absolute. */
+int workdir_check(const struct edf *e, alps_error **err);
 
 #endif

@@ -209,62 +209,56 @@ int edf_merge(struct edf *base, const struct edf *child, alps_error **err)
 
 /* ---- Expansion ------------------------------------------------------- */
 
-struct lookup {
-	const char *const *first, *const *second;
-	bool image_unknown;     /* the image's environment counts, but is not known */
-	struct edf *e;
-	const struct edf_loc *loc;
-};
-
+/* Every name is looked up in one place, the job's environment on the
+ * host (edf.h): the image is not known when the file is expanded (prepare
+ * expands before it pulls, check has no image), and one rule for every
+ * value gives check and prepare the same answer. */
 static const char *lookup_get(void *arg, const char *name)
 {
-	const struct lookup *l = arg;
-	const char *v = expand_envv_get(l->first, name);
-	return v ? v : expand_envv_get(l->second, name);
+	return expand_envv_get(arg, name);
 }
 
-static void lookup_unset(void *arg, const char *name)
-{
-	const struct lookup *l = arg;
-	note_add(l->e, l->loc, "${%s} is not set%s, so it expands to \"\"", name,
-		 l->image_unknown ? " (the image's environment is not known here)" : "");
-}
-
-static int expand_value(struct lookup *l, char **value, const struct edf_loc *loc,
-			alps_error **err)
+static int expand_value(const struct expand_vars *vars, char **value,
+			const struct edf_loc *loc, alps_error **err)
 {
 	if (!*value)
 		return 0;
-	l->loc = loc;
-	struct expand_vars vars = { .lookup = lookup_get, .unset = lookup_unset, .arg = l };
 	char *out;
-	if (expand(*value, &vars, &out, err) < 0)
+	if (expand(*value, vars, &out, err) < 0)
 		return prefix_loc(err, loc);
 	free(*value);
 	*value = out;
 	return 0;
 }
 
-/* Every value that expands, with the look-up order of edf.h. */
 static int expand_all(struct edf *e, const struct edf_context *ctx, alps_error **err)
 {
-	const char *const *caller = ctx->caller_env, *const *image = ctx->image_env;
-	struct lookup host = { .first = caller, .e = e };
-	struct lookup path = { .first = caller, .second = image, .image_unknown = !image, .e = e };
-	struct lookup env = { .first = image, .second = caller, .image_unknown = !image, .e = e };
-	if (expand_value(&host, &e->image.value, &e->image.loc, err) < 0 ||
-	    expand_value(&path, &e->workdir.value, &e->workdir.loc, err) < 0)
+	struct expand_vars vars = { .lookup = lookup_get, .arg = (void *)ctx->caller_env };
+	if (expand_value(&vars, &e->image.value, &e->image.loc, err) < 0 ||
+	    expand_value(&vars, &e->workdir.value, &e->workdir.loc, err) < 0)
 		return -1;
 	for (size_t i = 0; i < e->nmounts; i++) {
 		struct edf_mount *m = &e->mounts[i];
-		if (expand_value(&host, &m->src, &m->loc, err) < 0 ||
-		    expand_value(&path, &m->dst, &m->loc, err) < 0)
+		if (expand_value(&vars, &m->src, &m->loc, err) < 0 ||
+		    expand_value(&vars, &m->dst, &m->loc, err) < 0)
 			return -1;
 	}
 	for (size_t i = 0; i < e->nenv; i++)
-		if (expand_value(&env, &e->env[i].value, &e->env[i].loc, err) < 0)
+		if (expand_value(&vars, &e->env[i].value, &e->env[i].loc, err) < 0)
 			return -1;
 	return 0;
+}
+
+/* A relative workdir has nothing to be relative to in a container that
+ * does not exist yet: prepare refuses it, and so does check (same code). */
+int workdir_check(const struct edf *e, alps_error **err)
+{
+	const char *w = e->workdir.value;
+	if (!w || !*w || w[0] == '/')
+		return 0;
+	_cleanup_free_ char *esc = log_escape(w, 200);
+	return fail_loc(err, &e->workdir.loc, "\"%s\" is not an absolute path (it is a path "
+			"inside the container)", esc);
 }
 
 int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err)
@@ -277,7 +271,7 @@ int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err)
 	if (expand_all(e, ctx, err) < 0)
 		return -1;
 	e->expanded = true;
-	if (image_classify(e, ctx->cwd, err) < 0)
+	if (image_classify(e, ctx->cwd, err) < 0 || workdir_check(e, err) < 0)
 		return -1;
 	for (size_t i = 0; i < e->nmounts; i++)
 		if (mount_check(e, &e->mounts[i], err) < 0)

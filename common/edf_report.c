@@ -50,11 +50,6 @@ static void warn_image(const struct edf *e, struct warns *w)
 		     "mount into");
 	if (none && e->workdir.value && *e->workdir.value)
 		warn(w, &e->workdir.loc, "there is no image, so workdir does not apply");
-	if (e->workdir.value && *e->workdir.value && e->workdir.value[0] != '/' &&
-	    is_final(e, e->workdir.value)) {
-		_cleanup_free_ char *esc = log_escape(e->workdir.value, 200);
-		warn(w, &e->workdir.loc, "\"%s\" is not an absolute path", esc);
-	}
 }
 
 /* Destinations where alps itself mounts something for every container. */

@@ -83,14 +83,20 @@ static long xp_name(struct xp *x, size_t start)
 	return (long)n;
 }
 
-static void xp_value(struct xp *x, const char *name, const char *val, bool emit)
+/* An undefined name is an error, as the CE documents it ("Referencing an
+ * undefined variable results in an error"): expanding it to "" turns a
+ * mount of ${NOPE}/x into /x.  Without vars only the syntax is checked. */
+static int xp_value(struct xp *x, const char *name, const char *val, bool emit)
 {
-	if (!emit)
-		return;
-	if (val)
-		strbuf_add(&x->out, val, strlen(val));
-	else if (x->vars && x->vars->unset)
-		x->vars->unset(x->vars->arg, name);
+	if (!emit || !x->vars)
+		return 0;
+	if (!val) {
+		_cleanup_free_ char *esc = log_escape(name, 80);
+		return alps_fail(x->err, ALPS_E_INVALID, "${%s} is not defined (write ${%s:-} "
+				 "for an empty default)", esc, esc);
+	}
+	strbuf_add(&x->out, val, strlen(val));
+	return 0;
 }
 
 /* ${NAME} or ${NAME:-default}, with x->i at the '$'. */
@@ -108,13 +114,12 @@ static int xp_var(struct xp *x, bool emit, int depth)
 	const char *val = emit ? xp_lookup(x, name) : NULL;
 	if (x->s[x->i] == '}') {
 		x->i++;
-		xp_value(x, name, val, emit);
-		return 0;
+		return xp_value(x, name, val, emit);
 	}
 	x->i += 2;      /* ":-" */
 	bool use_default = emit && (!val || !*val);
-	if (emit && !use_default)
-		xp_value(x, name, val, true);
+	if (emit && !use_default && xp_value(x, name, val, true) < 0)
+		return -1;
 	if (xp_seq(x, use_default, depth + 1) < 0)
 		return -1;
 	if (x->s[x->i] != '}')

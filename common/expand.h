@@ -1,7 +1,7 @@
 /* expand.h: ${VAR} expansion of environment definition file values.
  *
  *	$$              a literal '$'
- *	${NAME}         the value of NAME; unset: empty, and reported
+ *	${NAME}         the value of NAME; an error if NAME is not defined
  *	${NAME:-WORD}   the value of NAME if it is set and not empty, else
  *	                WORD, itself expanded by these rules (so it may hold
  *	                ':' and a nested ${...}, at most EXPAND_MAX_DEPTH deep)
@@ -18,16 +18,15 @@
 
 #define EXPAND_MAX_DEPTH 8
 
-/* Where names are looked up.  lookup returns NULL for an unset name;
- * unset (may be NULL) hears of every unset name that had no default. */
+/* Where names are looked up.  lookup returns NULL for an undefined name. */
 struct expand_vars {
 	const char *(*lookup)(void *arg, const char *name);
-	void (*unset)(void *arg, const char *name);
 	void *arg;
 };
 
-/* Expand s into *out (caller frees).  vars NULL: every name is unset and
- * nobody is told, which checks the syntax only. */
+/* Expand s into *out (caller frees).  An undefined NAME without a default
+ * is an error naming it.  vars NULL: nothing is looked up and every name
+ * expands to "", which checks the syntax only. */
 int expand(const char *s, const struct expand_vars *vars, char **out, alps_error **err);
 
 /* Offset of the first c in s that is outside any ${...}, or strlen(s). */

@@ -175,7 +175,7 @@ static int resolve_edf(struct prep *p, alps_error **err)
 		return -1;
 	edf_sources_free(used, nused);
 	struct edf_context ctx = {
-		.caller_env = (const char *const *)p->caller_env, .image_env = NULL, .cwd = p->cwd,
+		.caller_env = (const char *const *)p->caller_env, .cwd = p->cwd,
 	};
 	if (edf_expand(p->edf, &ctx, err) < 0)
 		return -1;

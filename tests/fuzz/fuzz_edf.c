@@ -61,11 +61,10 @@ static int fuzz_load(void *arg, const char *name, char **path, char **content, s
 static const char *const caller_env[] = {
 	"HOME=/users/alice", "SCRATCH=/capstor/alice", "EMPTY=", "PATH=/usr/bin", NULL,
 };
-static const char *const image_env[] = { "PATH=/usr/local/bin:/usr/bin", "CUDA_HOME=/cuda", NULL };
 
 static void check_merged(struct edf *e)
 {
-	struct edf_context ctx = { .caller_env = caller_env, .image_env = image_env, .cwd = "/w" };
+	struct edf_context ctx = { .caller_env = caller_env, .cwd = "/w" };
 	alps_error *err = NULL;
 	if (edf_expand(e, &ctx, &err) < 0) {
 		alps_error_free(err);

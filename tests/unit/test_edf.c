@@ -85,9 +85,9 @@ static void assert_no_warning(const struct edf *e, const char *needle)
 		fail_msg("unexpected warning with: %s", needle);
 }
 
-static void expand_ok(struct edf *e, const char *const *caller, const char *const *image)
+static void expand_ok(struct edf *e, const char *const *caller)
 {
-	struct edf_context ctx = { .caller_env = caller, .image_env = image };
+	struct edf_context ctx = { .caller_env = caller };
 	alps_error *err = NULL;
 	if (edf_expand(e, &ctx, &err) < 0)
 		fail_msg("expand: %s", err->msg);
@@ -519,17 +519,6 @@ static const char *envv_lookup(void *arg, const char *name)
 	return expand_envv_get(arg, name);
 }
 
-static void unset_count(void *arg, const char *name)
-{
-	(void)name;
-	(*(int *)((void **)arg)[1])++;
-}
-
-static const char *pair_lookup(void *arg, const char *name)
-{
-	return expand_envv_get(((void **)arg)[0], name);
-}
-
 static void expands_to(const char *in, const char *want)
 {
 	struct expand_vars v = { .lookup = envv_lookup, .arg = (void *)caller_env };
@@ -562,7 +551,6 @@ static void test_expand(void **state)
 	expands_to("${HOME}/x", "/users/alice/x");
 	expands_to("$$", "$");
 	expands_to("a$$b$${HOME}", "a$b${HOME}");
-	expands_to("${NOPE}", "");
 	expands_to("${NOPE:-dflt}", "dflt");
 	expands_to("${HOME:-dflt}", "/users/alice");
 	expands_to("${EMPTY:-dflt}", "dflt");        /* ":-": set but empty too */
@@ -570,10 +558,9 @@ static void test_expand(void **state)
 	expands_to("${NOPE:-a:b}", "a:b");
 	expands_to("${NOPE:-${USER}}", "alice");
 	expands_to("${NOPE:-${NOPE2:-x$$y}}", "x$y");
-	expands_to("${HOME:-${BAD}}", "/users/alice");
 	expands_to("$1 $ a$", "$1 $ a$");
 	expands_to("}", "}");
-	expands_to("${_a1}", "");
+	expands_to("${_a1:-}", "");
 
 	expand_fails("${HOME", "unterminated \"${\" at character 1 of \"${HOME\"");
 	expand_fails("ab${", "unterminated \"${\" at character 3 of \"ab${\"");
@@ -594,14 +581,28 @@ static void test_expand(void **state)
 		     "\"${\" nested too deeply at character 41 of "
 		     "\"${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A}}}}}}}}}\"");
 
-	/* Unset names without a default are reported; with one, not. */
-	int count = 0;
-	void *pair[2] = { (void *)caller_env, &count };
-	struct expand_vars v = { .lookup = pair_lookup, .unset = unset_count, .arg = pair };
-	char *out;
-	assert_int_equal(expand("${A}${B:-x}${HOME}${C}${HOME:-${D}}", &v, &out, NULL), 0);
-	assert_string_equal(out, "x/users/alice/users/alice");
-	assert_int_equal(count, 2);
+	/* "Referencing an undefined variable results in an error.  To safely
+	 * handle undefined variables, you can use the syntax ${VAR:-}, which
+	 * evaluates to an empty string if VAR is undefined." (CE, edf.md) */
+	struct expand_vars v = { .lookup = envv_lookup, .arg = (void *)caller_env };
+	char *out = NULL;
+	alps_error *err = NULL;
+	assert_int_equal(expand("/x/${NOPE}/y", &v, &out, &err), -1);
+	assert_null(out);
+	assert_string_equal(err->msg, "${NOPE} is not defined (write ${NOPE:-} for an empty "
+			    "default)");
+	alps_error_free(err);
+	err = NULL;
+	/* Inside a default that is used, too; in one that is not, never. */
+	assert_int_equal(expand("${NOPE:-${NOPE2}}", &v, &out, &err), -1);
+	assert_string_equal(err->msg, "${NOPE2} is not defined (write ${NOPE2:-} for an empty "
+			    "default)");
+	alps_error_free(err);
+	expands_to("${HOME:-${NOPE}}", "/users/alice");
+	expands_to("${EMPTY}", "");             /* defined, empty */
+	/* Without vars: the syntax only. */
+	assert_int_equal(expand("${NOPE}", NULL, &out, NULL), 0);
+	assert_string_equal(out, "");
 	free(out);
 
 	assert_int_equal(expand_span("/a:/b", ':'), 2);
@@ -615,64 +616,75 @@ static void test_expand(void **state)
 
 /* ---- expansion in EDFs ------------------------------------------------- */
 
-static const char *const image_env[] = {
-	"PATH=/usr/local/cuda/bin:/usr/bin", "CUDA_HOME=/usr/local/cuda", "HOME=/root", NULL,
-};
-
+/* "Variables defined within the [env] EDF table cannot reference other
+ * entries from [env] tables ... Therefore, only environment variables from
+ * the host can be referenced." (CE, edf.md)  alps holds every value to
+ * that one rule: names come from the job's host environment only. */
 static void test_expand_edf(void **state)
 {
 	(void)state;
 	struct edf *e = parse_ok(
 		"image = \"${REG:-nvcr.io}#nvidia/pytorch:${TAG:-24.01}\"\n"
 		"workdir = \"${HOME}/w\"\n"
-		"mounts = [\"${SCRATCH}:/scratch\", \"${HOME}/src:${CUDA_HOME}/src:ro\",\n"
+		"mounts = [\"${SCRATCH}:/scratch\", \"${HOME}/src:${SCRATCH}/src:ro\",\n"
 		"          \"${NOPE:-/opt}:/o\"]\n"
 		"[env]\n"
 		"PATH = \"/opt/bin:${PATH}\"\n"
 		"WHO = \"${USER}\"\n"
-		"CUDA = \"${CUDA_HOME}\"\n"
 		"PRICE = \"$$5\"\n");
 	assert_int_equal(e->image_kind, EDF_IMAGE_DEFERRED);
-	expand_ok(e, caller_env, image_env);
+	expand_ok(e, caller_env);
 	assert_true(e->expanded);
 	assert_int_equal(e->image_kind, EDF_IMAGE_REF);
 	assert_string_equal(e->ref.registry, "nvcr.io");
 	assert_string_equal(e->ref.tag, "24.01");
-	/* workdir and DST: the caller's first, then the image's. */
 	assert_string_equal(e->workdir.value, "/users/alice/w");
 	assert_string_equal(e->mounts[0].src, "/capstor/alice");
 	assert_string_equal(e->mounts[1].src, "/users/alice/src");
-	assert_string_equal(e->mounts[1].dst, "/usr/local/cuda/src");
+	assert_string_equal(e->mounts[1].dst, "/capstor/alice/src");
 	assert_string_equal(e->mounts[2].src, "/opt");
-	/* env: the image's first, then the caller's. */
-	assert_string_equal(edf_env_get(e, "PATH"), "/opt/bin:/usr/local/cuda/bin:/usr/bin");
+	/* ${PATH} in [env] is the host's. */
+	assert_string_equal(edf_env_get(e, "PATH"), "/opt/bin:/usr/bin");
 	assert_string_equal(edf_env_get(e, "WHO"), "alice");
-	assert_string_equal(edf_env_get(e, "CUDA"), "/usr/local/cuda");
 	assert_string_equal(edf_env_get(e, "PRICE"), "$5");
 	/* Once only: "$5" must not be expanded again. */
-	expand_ok(e, caller_env, image_env);
+	expand_ok(e, caller_env);
 	assert_string_equal(edf_env_get(e, "PRICE"), "$5");
-	assert_no_warning(e, "not set");
-	edf_free(e);
-
-	/* The image and mount sources never see the image's environment. */
-	e = parse_ok("image = \"${CUDA_HOME:-ubuntu}\"\nmounts = [\"${CUDA_HOME:-/h}:/d\"]\n");
-	expand_ok(e, caller_env, image_env);
-	assert_string_equal(edf_image(e), "ubuntu");
-	assert_string_equal(e->mounts[0].src, "/h");
 	edf_free(e);
 }
 
 static void test_expand_unset_and_errors(void **state)
 {
 	(void)state;
-	struct edf *e = parse_ok("image = \"ubuntu:24.04\"\nworkdir = \"/w/${NOPE}\"\n"
-				 "[env]\nX = \"${CUDA_HOME}\"\n");
-	expand_ok(e, caller_env, NULL);
+	/* "Referencing an undefined variable results in an error." (CE,
+	 * edf.md): with the file, line and key, in every value. */
+	struct {
+		const char *text, *want;
+	} undef[] = {
+		{ "workdir = \"/w/${NOPE}\"\n", "t.toml:1:11: workdir: ${NOPE} is not defined "
+		  "(write ${NOPE:-} for an empty default)" },
+		{ "[env]\nX = \"${CUDA_HOME}\"\n", "t.toml:2:5: env.X: ${CUDA_HOME} is not defined "
+		  "(write ${CUDA_HOME:-} for an empty default)" },
+		{ "mounts = [\"${NOPE}/x:/x\"]\n", "t.toml:1:11: mounts[0]: ${NOPE} is not defined "
+		  "(write ${NOPE:-} for an empty default)" },
+		{ "image = \"${NOIMAGE}\"\n", "t.toml:1:9: image: ${NOIMAGE} is not defined "
+		  "(write ${NOIMAGE:-} for an empty default)" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(undef); i++) {
+		struct edf *u = parse_ok(undef[i].text);
+		struct edf_context ctx = { .caller_env = caller_env };
+		alps_error *err = NULL;
+		assert_int_equal(edf_expand(u, &ctx, &err), -1);
+		if (strcmp(err->msg, undef[i].want) != 0)
+			fail_msg("got: %s\nwant: %s", err->msg, undef[i].want);
+		alps_error_free(err);
+		edf_free(u);
+	}
+	/* ${VAR:-} is how a user asks for an empty value. */
+	struct edf *e = parse_ok("workdir = \"/w/${NOPE:-}\"\n[env]\nX = \"${NOPE:-}\"\n");
+	expand_ok(e, caller_env);
 	assert_string_equal(e->workdir.value, "/w/");
-	assert_warning(e, "t.toml:2:11: workdir: ${NOPE} is not set (the image's environment "
-		       "is not known here), so it expands to \"\"");
-	assert_warning(e, "t.toml:4:5: env.X: ${CUDA_HOME} is not set");
+	assert_string_equal(edf_env_get(e, "X"), "");
 	edf_free(e);
 
 	/* Syntax errors are found when parsing, with the place. */
@@ -684,11 +696,6 @@ static void test_expand_unset_and_errors(void **state)
 		    "t.toml:1:11: mounts[0]: empty variable name at character 1 of \"${}:/d\"");
 	parse_fails("image = \"${1}\"\n", "t.toml:1:9: image: invalid variable name (expected "
 		    "NAME, ${NAME} or ${NAME:-default}) at character 3 of \"${1}\"");
-	/* Annotations are not expanded. */
-	e = parse_ok("[annotations]\na = \"${X\"\n");
-	expand_ok(e, caller_env, NULL);
-	assert_string_equal(edf_annotation_get(e, "a"), "${X");
-	edf_free(e);
 
 	/* Values checked once final, with the place. */
 	struct {
@@ -698,13 +705,15 @@ static void test_expand_unset_and_errors(void **state)
 		  "absolute" },
 		{ "mounts = [\"/s:${USER}\"]\n", "t.toml:1:11: mounts[0]: destination \"alice\" is "
 		  "not absolute (it is a path inside the container)" },
-		{ "mounts = [\"${NOPE}:/d\"]\n", "t.toml:1:11: mounts[0]: empty source" },
+		{ "mounts = [\"${EMPTY}:/d\"]\n", "t.toml:1:11: mounts[0]: empty source" },
 		{ "mounts = [\"/a:/d\", \"/b:${HOME}/../d\"]\n", "t.toml:1:20: mounts[1]: "
 		  "destination \"/users/alice/../d\" contains \"..\"" },
 		{ "mounts = [\"/a:/users/alice\", \"/b:${HOME}\"]\n", "t.toml:1:30: mounts[1]: "
 		  "destination /users/alice is already mounted by mounts[0] (line 1)" },
 		{ "image = \"${HOME}/x.tar\"\n", "t.toml:1:9: image: \"/users/alice/x.tar\" is a "
 		  "path but not a squashfs file (.sqsh, .sqfs or .squashfs)" },
+		{ "workdir = \"${USER}\"\n", "t.toml:1:11: workdir: \"alice\" is not an absolute "
+		  "path (it is a path inside the container)" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(late); i++) {
 		e = parse_ok(late[i].text);
@@ -718,8 +727,8 @@ static void test_expand_unset_and_errors(void **state)
 	}
 
 	/* An image that expands to nothing is no container. */
-	e = parse_ok("image = \"${NOIMAGE}\"\n");
-	expand_ok(e, caller_env, NULL);
+	e = parse_ok("image = \"${NOIMAGE:-}\"\n");
+	expand_ok(e, caller_env);
 	assert_int_equal(e->image_kind, EDF_IMAGE_NONE);
 	edf_free(e);
 }
@@ -812,7 +821,7 @@ static void test_merge_image_override_and_diamond(void **state)
 
 	/* Merging after expanding is refused. */
 	struct edf *x = parse_ok(""), *y = parse_ok("");
-	expand_ok(y, NULL, NULL);
+	expand_ok(y, NULL);
 	alps_error *err = NULL;
 	assert_int_equal(edf_merge(x, y, &err), -1);
 	assert_int_equal(err->code, ALPS_E_INTERNAL);
@@ -1191,8 +1200,8 @@ static void test_sources_roundtrip(void **state)
 	struct edf_loader l = { .load = edf_source_load, .arg = &set };
 	if (edf_load_all(wire[0].name, &l, &daemon, NULL, NULL, &err) < 0)
 		fail_msg("%s", err->msg);
-	expand_ok(client, caller_env, NULL);
-	expand_ok(daemon, caller_env, NULL);
+	expand_ok(client, caller_env);
+	expand_ok(daemon, caller_env);
 	json_t *a = edf_to_json(client, false), *b = edf_to_json(daemon, false);
 	assert_true(json_equal(a, b));
 	json_decref(a);
@@ -1275,7 +1284,7 @@ static void test_fixtures_good(void **state)
 	alps_error *err = NULL;
 	if (edf_load_all("pytorch", &edf_file_loader, &e, &src, &n, &err) < 0)
 		fail_msg("%s", err->msg);
-	expand_ok(e, caller_env, NULL);
+	expand_ok(e, caller_env);
 	assert_int_equal(n, 2);
 	assert_string_equal(e->ref.registry, "nvcr.io");
 	assert_string_equal(e->workdir.value, "/capstor/alice/run");
@@ -1354,7 +1363,7 @@ static void test_json(void **state)
 	 * makes valid JSON. */
 	static const char *const latin1[] = { "X=caf\xe9", NULL };
 	e = parse_ok("[env]\nA = \"${X}\"\n");
-	expand_ok(e, latin1, NULL);
+	expand_ok(e, latin1);
 	j = edf_to_json(e, false);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "env"), "A")),
 			    "caf\\xe9");
@@ -1365,12 +1374,13 @@ static void test_json(void **state)
 static void test_warnings(void **state)
 {
 	(void)state;
-	struct edf *e = parse_ok("image = \"ubuntu\"\nworkdir = \"rel/dir\"\n"
+	parse_fails("image = \"ubuntu\"\nworkdir = \"rel/dir\"\n", "t.toml:2:11: workdir: "
+		    "\"rel/dir\" is not an absolute path (it is a path inside the container)");
+	struct edf *e = parse_ok("image = \"ubuntu\"\nworkdir = \"/dir\"\n"
 				 "mounts = [\"/a:/proc\", \"/b:/sys/x\", \"/c:/tmp\", "
 				 "\"/d:/dev\",\n"
 				 "  \"/e.img:/e:sqsh\", \"/f:/tmp/ok\", \"/g:/dev/shm\"]\n");
 	assert_warning(e, "t.toml:1:9: image: no tag: \":latest\" is used");
-	assert_warning(e, "t.toml:2:11: workdir: \"rel/dir\" is not an absolute path");
 	assert_warning(e, "t.toml:3:11: mounts[0]: mounting at /proc hides the container's own "
 		       "/proc");
 	assert_warning(e, "mounts[1]: mounting under /sys");
