@@ -39,7 +39,7 @@ static void usage(FILE *out)
 		"  -h, --help          this help; 'alps COMMAND --help' for a command\n"
 		"  -V, --version       print the version\n\n"
 		"Commands:\n",
-		ALPS_RUNSTATEDIR "/alps/alpsd.sock");
+		ALPS_RUNDIR "/alpsd.sock");
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-12s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(out, "\nExit status: 0 ok, 1 the operation failed, 2 usage error, "
@@ -67,7 +67,7 @@ int main(int argc, char **argv)
 	struct client cl = { 0 };
 	cl.socket_path = getenv("ALPS_SOCKET");
 	if (!cl.socket_path || !*cl.socket_path)
-		cl.socket_path = ALPS_RUNSTATEDIR "/alps/alpsd.sock";
+		cl.socket_path = ALPS_RUNDIR "/alpsd.sock";
 	log_init("alps", LOG_LVL_WARN, false);
 
 	int opt;

@@ -43,11 +43,11 @@ static const char *const compressors[] = { "zstd", "gzip", "xz", "lz4", "lzo", N
 static const char *const hw_thread_modes[] = { "all", "first", NULL };
 
 static const struct option_def options[] = {
-	{ "daemon.socket", OPT_PATH, OFF(socket_path), ALPS_RUNSTATEDIR "/alps/alpsd.sock", 0, 0, NULL,
+	{ "daemon.socket", OPT_PATH, OFF(socket_path), ALPS_RUNDIR "/alpsd.sock", 0, 0, NULL,
 	  "Unix socket the daemon listens on (mode 0666; every request is authorized)" },
-	{ "daemon.state_dir", OPT_PATH, OFF(state_dir), ALPS_LOCALSTATEDIR "/lib/alps", 0, 0, NULL,
+	{ "daemon.state_dir", OPT_PATH, OFF(state_dir), ALPS_STATEDIR, 0, 0, NULL,
 	  "the image store: alps.db, layers/, tmp/" },
-	{ "daemon.run_dir", OPT_PATH, OFF(run_dir), ALPS_RUNSTATEDIR "/alps", 0, 0, NULL,
+	{ "daemon.run_dir", OPT_PATH, OFF(run_dir), ALPS_RUNDIR, 0, 0, NULL,
 	  "job state: jobs/<job>/ with pinned namespaces" },
 	{ "daemon.log_level", OPT_ENUM, OFF(log_level), "info", 0, 0, log_levels,
 	  "error, warn, notice, info or debug" },

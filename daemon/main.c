@@ -46,7 +46,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"Usage: alpsd [OPTION]...\n"
 		"The alps node daemon: image cache, job containers, node topology.\n\n"
-		"  -c, --config FILE        configuration file (default %s/alps/alpsd.conf)\n"
+		"  -c, --config FILE        configuration file (default %s/alpsd.conf)\n"
 		"  -s, --socket PATH        listen on PATH (daemon.socket)\n"
 		"      --state-dir DIR      image store: database and layers (daemon.state_dir)\n"
 		"      --run-dir DIR        job state (daemon.run_dir)\n"
@@ -59,7 +59,7 @@ static void usage(FILE *out)
 		"  -V, --version            print the version\n\n"
 		"Signals: SIGTERM/SIGINT stop (in-flight requests get daemon.shutdown_grace\n"
 		"seconds), SIGHUP reloads the configuration.  See alpsd(8).\n",
-		ALPS_SYSCONFDIR);
+		ALPS_CONFDIR);
 }
 
 static void add_override(struct cmdline *cl, const char *key, const char *value)
@@ -120,7 +120,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 		exit(2);
 	}
 	if (!cl->config_path)
-		cl->config_path = ALPS_SYSCONFDIR "/alps/alpsd.conf";
+		cl->config_path = ALPS_CONFDIR "/alpsd.conf";
 }
 
 /* The whole configuration: defaults, file, command line, checks. */
