@@ -67,9 +67,17 @@ struct sq_xattr {
 	size_t size;
 };
 
+/* Whole blocks of a sparse file's hole, never given to the block processor:
+ * count sparse blocks go before the processor's block number index. */
+struct sq_hole {
+	uint64_t index, count;
+};
+
 struct sq_inode {
 	struct sq_inode *all_next;  /* the list of every inode made */
 	sqfs_inode_generic_t *file; /* owned; regular files, filled by the block processor */
+	struct sq_hole *holes;      /* owned; regular files with holes of whole blocks */
+	size_t nholes;
 	char *target;               /* owned; symlinks */
 	struct sq_xattr *xattrs;    /* owned */
 	size_t nxattrs;
@@ -339,6 +347,7 @@ static void inode_free(struct sq_inode *ino)
 	}
 	free(ino->xattrs);
 	free(ino->target);
+	free(ino->holes);
 	sqfs_free(ino->file);
 	free(ino);
 }
@@ -867,10 +876,26 @@ static struct sq_inode *implied_dir(struct squash *sq)
 	return inode_new(sq, S_IFDIR | 0755);
 }
 
+/* A whiteout or opaque marker below a non-directory of this layer hides
+ * nothing the non-directory does not hide already (umoci writes dir/.wh.x
+ * after turning dir into a symlink): drop it.  The link is never followed. */
+static int parent_not_dir(struct squash *sq, enum entry_kind kind, const char *slash,
+			  alps_error **err)
+{
+	if (kind == KIND_WHITEOUT || kind == KIND_OPAQUE) {
+		_cleanup_free_ char *esc = log_escape(sq->path, 256);
+		log_debug("squash: dropping whiteout '%s' below a non-directory", esc);
+		return 1;
+	}
+	return entry_fail(sq, err, ALPS_E_INVALID, "has a parent '%.*s' that is not a directory",
+			  (int)(slash - sq->path), sq->path);
+}
+
 /* The directory holding the last component of sq->path, creating the
- * missing ones as implied directories (0755 root:root, mtime 0). */
-static int walk_parents(struct squash *sq, const char *last, struct sq_dentry **out,
-			alps_error **err)
+ * missing ones as implied directories (0755 root:root, mtime 0).  1: the
+ * entry is to be dropped (parent_not_dir()). */
+static int walk_parents(struct squash *sq, enum entry_kind kind, const char *last,
+			struct sq_dentry **out, alps_error **err)
 {
 	struct sq_dentry *dir = sq->root;
 	for (const char *c = sq->path; c < last;) {
@@ -890,8 +915,7 @@ static int walk_parents(struct squash *sq, const char *last, struct sq_dentry **
 				return -1;
 			d->inode->opaque = opaque;
 		} else if (!S_ISDIR(d->inode->mode)) {
-			return entry_fail(sq, err, ALPS_E_INVALID, "has a parent '%.*s' that is not a directory",
-					  (int)(slash - sq->path), sq->path);
+			return parent_not_dir(sq, kind, slash, err);
 		}
 		dir = d;
 		c = slash + 1;
@@ -1021,17 +1045,14 @@ static int feed(struct squash *sq, const void *buf, size_t len, alps_error **err
 	return 0;
 }
 
-/* A hole of a sparse file: zeros, which the block processor stores as
- * sparse blocks.  Holes count against the size limit, or a few bytes of
- * sparse map could demand terabytes of zeros. */
-static int feed_hole(struct squash *sq, uint64_t len, alps_error **err)
+/* Where a regular file is: logical bytes so far, and whole blocks of holes
+ * recorded instead of fed (so the processor has pos - skipped * bs bytes). */
+struct file_pos {
+	uint64_t pos, skipped;
+};
+
+static int feed_zeros(struct squash *sq, uint64_t len, alps_error **err)
 {
-	/* account() keeps tar_bytes + hole_bytes <= max_tar_bytes. */
-	if (len > sq->set.max_tar_bytes - sq->tar_bytes - sq->hole_bytes)
-		return entry_fail(sq, err, ALPS_E_LIMIT,
-				  "expands the layer beyond %llu bytes (sparse holes included)",
-				  (unsigned long long)sq->set.max_tar_bytes);
-	sq->hole_bytes += len;
 	while (len > 0) {
 		size_t n = len < sizeof(zeros) ? (size_t)len : sizeof(zeros);
 		if (feed(sq, zeros, n, err) < 0)
@@ -1041,13 +1062,58 @@ static int feed_hole(struct squash *sq, uint64_t len, alps_error **err)
 	return 0;
 }
 
+static void record_hole(struct sq_inode *ino, uint64_t index, uint64_t count)
+{
+	if (ino->nholes && ino->holes[ino->nholes - 1].index == index) {
+		ino->holes[ino->nholes - 1].count += count;
+		return;
+	}
+	ino->holes = xreallocarray(ino->holes, ino->nholes + 1, sizeof(*ino->holes));
+	ino->holes[ino->nholes++] = (struct sq_hole){ index, count };
+}
+
+/* A hole of a sparse file.  The zeros up to the next block boundary and
+ * after the last whole block go to the block processor (under two blocks);
+ * the whole blocks between are only recorded and become sparse blocks of
+ * the inode at the end (apply_holes()), so a few bytes of sparse map cost
+ * no CPU per byte of hole.  Holes still count against the size limit: the
+ * inode's block list grows with them. */
+static int feed_hole(struct squash *sq, struct sq_inode *ino, struct file_pos *fp,
+		     uint64_t len, alps_error **err)
+{
+	/* account() keeps tar_bytes + hole_bytes <= max_tar_bytes. */
+	if (len > sq->set.max_tar_bytes - sq->tar_bytes - sq->hole_bytes)
+		return entry_fail(sq, err, ALPS_E_LIMIT,
+				  "expands the layer beyond %llu bytes (sparse holes included)",
+				  (unsigned long long)sq->set.max_tar_bytes);
+	sq->hole_bytes += len;
+	uint64_t bs = sq->set.block_size;
+	uint64_t head = (bs - fp->pos % bs) % bs;
+	if (head > len)
+		head = len;
+	if (feed_zeros(sq, head, err) < 0)
+		return -1;
+	fp->pos += head;
+	len -= head;
+	uint64_t whole = len / bs;
+	if (whole > 0) {
+		/* pos is on a block boundary, so is what the processor has. */
+		record_hole(ino, (fp->pos - fp->skipped * bs) / bs, whole);
+		fp->skipped += whole;
+		fp->pos += whole * bs;
+		len -= whole * bs;
+	}
+	fp->pos += len;
+	return feed_zeros(sq, len, err);
+}
+
 static int file_data(struct squash *sq, struct archive_entry *e, struct sq_inode *ino,
 		     alps_error **err)
 {
 	int ret = sqfs_block_processor_begin_file(sq->proc, &ino->file, NULL, 0);
 	if (ret != 0)
 		return sqfs_fail(sq, err, ret, "starting a file");
-	uint64_t pos = 0;
+	struct file_pos fp = { 0 };
 	for (;;) {
 		const void *buf;
 		size_t size;
@@ -1061,15 +1127,16 @@ static int file_data(struct squash *sq, struct archive_entry *e, struct sq_inode
 			_cleanup_free_ char *esc = log_escape(sq->raw_path, 256);
 			return archive_fail(sq, err, "entry '%s' cannot be read", esc);
 		}
-		if (off < 0 || (uint64_t)off < pos)
+		if (off < 0 || (uint64_t)off < fp.pos)
 			return entry_fail(sq, err, ALPS_E_INVALID, "has overlapping sparse data");
-		if (feed_hole(sq, (uint64_t)off - pos, err) < 0 || feed(sq, buf, size, err) < 0)
+		if (feed_hole(sq, ino, &fp, (uint64_t)off - fp.pos, err) < 0 ||
+		    feed(sq, buf, size, err) < 0)
 			return -1;
-		pos = (uint64_t)off + size;
+		fp.pos += size;
 	}
 	la_int64_t size = archive_entry_size(e);
-	if (archive_entry_size_is_set(e) && size > 0 && (uint64_t)size > pos &&
-	    feed_hole(sq, (uint64_t)size - pos, err) < 0)
+	if (archive_entry_size_is_set(e) && size > 0 && (uint64_t)size > fp.pos &&
+	    feed_hole(sq, ino, &fp, (uint64_t)size - fp.pos, err) < 0)
 		return -1;
 	ret = sqfs_block_processor_end_file(sq->proc);
 	if (ret != 0)
@@ -1216,8 +1283,9 @@ static int add_entry(struct squash *sq, struct archive_entry *e, alps_error **er
 		return 0;
 	}
 	struct sq_dentry *dir = NULL;
-	if (walk_parents(sq, last, &dir, err) < 0)
-		return -1;
+	int r = walk_parents(sq, kind, last, &dir, err);
+	if (r != 0)
+		return r < 0 ? -1 : 0;
 	if (kind == KIND_OPAQUE) {
 		dir->inode->opaque = true;
 		return 0;
@@ -1541,11 +1609,50 @@ static int write_tables(struct squash *sq, alps_error **err)
 	return 0;
 }
 
+/* The recorded holes into ino's block list, as sparse blocks (size 0: no
+ * data on disk, the kernel reads zeros), once the block processor is done
+ * with the inode. */
+static int apply_holes(struct squash *sq, struct sq_inode *ino, alps_error **err)
+{
+	sqfs_inode_generic_t *old = ino->file;
+	size_t nold = sqfs_inode_get_file_block_count(old);
+	uint64_t added = 0;
+	for (size_t h = 0; h < ino->nholes; h++)
+		added += ino->holes[h].count;
+	/* libsquashfs keeps the block list's byte count in 32 bits. */
+	if (added > (UINT32_MAX / sizeof(sqfs_u32)) - nold)
+		return alps_fail(err, ALPS_E_LIMIT, "layer has a sparse file with more blocks than squashfs can list");
+	size_t total = nold + (size_t)added;
+	sqfs_inode_generic_t *gen = xzalloc(sizeof(*gen) + total * sizeof(sqfs_u32));
+	memcpy(gen, old, sizeof(*gen));
+	gen->payload_bytes_available = gen->payload_bytes_used = (sqfs_u32)(total * sizeof(sqfs_u32));
+	size_t o = 0, h = 0;
+	for (size_t i = 0; i <= nold; i++) {
+		for (; h < ino->nholes && ino->holes[h].index == i; h++)
+			for (uint64_t k = 0; k < ino->holes[h].count; k++)
+				gen->extra[o++] = 0;
+		if (i < nold)
+			gen->extra[o++] = old->extra[i];
+	}
+	sqfs_u64 size = 0;
+	uint64_t hole = added * sq->set.block_size;
+	sqfs_inode_get_file_size(gen, &size);
+	sqfs_inode_make_extended(gen);
+	sqfs_inode_set_file_size(gen, size + hole);
+	gen->data.file_ext.sparse += hole;
+	sqfs_free(old);
+	ino->file = gen;
+	return 0;
+}
+
 static int finish(struct squash *sq, alps_error **err)
 {
 	int ret = sqfs_block_processor_finish(sq->proc);
 	if (ret != 0)
 		return sqfs_fail(sq, err, ret, "writing file data");
+	for (struct sq_inode *ino = sq->inodes; ino; ino = ino->all_next)
+		if (ino->nholes && apply_holes(sq, ino, err) < 0)
+			return -1;
 	if (write_inodes_and_dirs(sq, err) < 0 || write_tables(sq, err) < 0)
 		return -1;
 	if (sq->out.broken)

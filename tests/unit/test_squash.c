@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -881,6 +882,45 @@ static void test_whiteouts(void **state)
 	free(tb.data);
 }
 
+/* umoci turns a directory into a symlink as "d -> t" followed by
+ * whiteouts of d's old entries below the link: they are dropped (a
+ * non-directory hides everything below it anyway), never applied to the
+ * link's target.  Other entries below a non-directory are still refused. */
+static void test_whiteout_below_symlink(void **state)
+{
+	(void)state;
+	struct buf tb = { 0 };
+	tar_add(&tb, FILE_ENTRY("t/x", "keep"));
+	tar_add(&tb, &(struct tent){ .name = "d", .type = '2', .link = "t" });
+	tar_add(&tb, &(struct tent){ .name = "d/.wh.x" });
+	tar_add(&tb, &(struct tent){ .name = "d/.wh..wh..opq" });
+	tar_add(&tb, &(struct tent){ .name = "d/sub/.wh.y" });
+	tar_add(&tb, FILE_ENTRY("f", "file"));
+	tar_add(&tb, &(struct tent){ .name = "f/.wh.g" });
+	tar_end(&tb);
+	_cleanup_free_ char *out = convert_ok(&tb, NULL, NULL);
+	struct img *im = img_open(out);
+	struct node n;
+	assert_true(img_stat(im, "d", &n));
+	assert_int_equal(n.type, S_IFLNK);
+	assert_string_equal(n.target, "t");
+	expect_content(im, "t/x", "keep", 4);
+	assert_false(is_whiteout(im, "t/x"));
+	assert_false(is_opaque(im, "t"));
+	expect_absent(im, "d/x");
+	expect_absent(im, "d/sub");
+	expect_content(im, "f", "file", 4);
+	img_close(im);
+	free(tb.data);
+
+	tb = (struct buf){ 0 };
+	tar_add(&tb, &(struct tent){ .name = "d", .type = '2', .link = "t" });
+	tar_add(&tb, FILE_ENTRY("d/x", "through the link"));
+	tar_end(&tb);
+	convert_fails(&tb, NULL, ALPS_E_INVALID, "entry 'd/x' has a parent 'd' that is not a directory");
+	free(tb.data);
+}
+
 static void test_duplicates(void **state)
 {
 	(void)state;
@@ -1135,6 +1175,87 @@ static void test_sparse(void **state)
 	convert_fails(&tb, &o, ALPS_E_LIMIT, "entry 'bomb' expands the layer beyond 104857600 bytes");
 	free(tb.data);
 	free(want);
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void expect_range(struct img *im, const char *path, uint64_t off, const void *want,
+			 size_t len)
+{
+	sqfs_inode_generic_t *g = img_find(im, path);
+	assert_non_null(g);
+	_cleanup_free_ uint8_t *got = xmalloc(len);
+	assert_int_equal(sqfs_data_reader_read(im->data, g, off, got, (sqfs_u32)len), (sqfs_s32)len);
+	sqfs_free(g);
+	assert_memory_equal(got, want, len);
+}
+
+/* Issue 8 #15: a few hundred bytes of sparse map claiming 20 GiB of holes
+ * once cost the daemon 20 GiB of zeros through the block processor.  Whole
+ * blocks of holes are now sparse blocks of the inode: bounded CPU, and the
+ * file reads back with its data where the map put it. */
+static void test_sparse_cpu(void **state)
+{
+	(void)state;
+	const unsigned long long real = 20ull << 30, mid = (10ull << 30) + 5;
+	static uint8_t head[4] = { 'h', 'e', 'a', 'd' }, tail[3] = { 'm', 'i', 'd' };
+	uint8_t *data = xzalloc(1 << 20);
+	memcpy(data, head, 4);
+	struct buf tb = { 0 };
+	const unsigned long long r0[][2] = { { 0, 4 } };
+	/* Two files: data, a 10 GiB hole, data, a 10 GiB hole; and data then
+	 * a hole to an odd size (through tar_add_sparse()). */
+	struct buf map = { 0 };
+	char line[96];
+	snprintf(line, sizeof(line), "2\n0\n4\n%llu\n3\n", mid);
+	buf_add(&map, line, strlen(line));
+	buf_zeros(&map, (512 - map.len % 512) % 512);
+	buf_add(&map, head, 4);
+	buf_add(&map, tail, 3);
+	char size[32];
+	snprintf(size, sizeof(size), "%llu", real);
+	const struct kv pax[] = {
+		{ "GNU.sparse.major", "1", 0 }, { "GNU.sparse.minor", "0", 0 },
+		{ "GNU.sparse.name", "big", 0 }, { "GNU.sparse.realsize", size, 0 },
+		{ NULL, NULL, 0 },
+	};
+	tar_add(&tb, &(struct tent){ .name = "GNUSparseFile.0/x", .data = map.data, .size = map.len,
+				    .pax = pax });
+	free(map.data);
+	tar_add_sparse(&tb, "head-only", real + 12345, r0, 1, data);
+	tar_end(&tb);
+	double t0 = cpu_seconds();
+	struct squash_result res;
+	_cleanup_free_ char *out = convert_ok(&tb, NULL, &res);
+	double used = cpu_seconds() - t0;
+	print_message("converting 40 GiB of sparse files took %.3f s of CPU\n", used);
+	assert_true(used < 2.0);
+	assert_true(res.out_bytes < 4 << 20);
+	struct img *im = img_open_ex(out, false);
+	struct node n;
+	assert_true(img_stat(im, "big", &n));
+	assert_int_equal(n.size, real);
+	assert_true(img_stat(im, "head-only", &n));
+	assert_int_equal(n.size, real + 12345);
+	static const uint8_t z[4096];
+	expect_range(im, "big", 0, "head", 4);
+	expect_range(im, "big", 4, z, sizeof(z));
+	expect_range(im, "big", mid - 100, z, 100);
+	expect_range(im, "big", mid, "mid", 3);
+	expect_range(im, "big", mid + 3, z, sizeof(z));
+	expect_range(im, "big", real - sizeof(z), z, sizeof(z));
+	expect_range(im, "head-only", 0, "head", 4);
+	expect_range(im, "head-only", (5ull << 30) + 7, z, sizeof(z));
+	expect_range(im, "head-only", real + 12345 - 100, z, 100);
+	img_close(im);
+	free(tb.data);
+	free(data);
 }
 
 static void test_bad_streams(void **state)
@@ -1494,12 +1615,14 @@ int main(void)
 		cmocka_unit_test(test_tree),
 		cmocka_unit_test(test_compressed_inputs),
 		cmocka_unit_test(test_whiteouts),
+		cmocka_unit_test(test_whiteout_below_symlink),
 		cmocka_unit_test(test_duplicates),
 		cmocka_unit_test(test_normalised_paths),
 		cmocka_unit_test(test_hostile_names),
 		cmocka_unit_test(test_hostile_structure),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_sparse),
+		cmocka_unit_test(test_sparse_cpu),
 		cmocka_unit_test(test_bad_streams),
 		cmocka_unit_test(test_empty_layers),
 		cmocka_unit_test(test_existing_output),
