@@ -44,6 +44,10 @@ bool request_peer_is_admin(struct request *rq);
 size_t request_peer_groups(struct request *rq, gid_t *groups, size_t max);
 /* Take the fds that came with the request (SCM_RIGHTS); caller owns them. */
 size_t request_take_fds(struct request *rq, int *fds, size_t max);
+/* A new pidfd (O_CLOEXEC; caller closes) of the process that opened the
+ * request's connection, taken at connect (SO_PEERPIDFD); -1 with errno
+ * ENOTCONN once the client has gone, EOPNOTSUPP on kernels without it. */
+int request_peer_pidfd(struct request *rq);
 /* Whether the client is still connected (a detached pull goes on). */
 bool request_connected(struct request *rq);
 

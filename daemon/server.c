@@ -40,6 +40,7 @@ struct conn {
 	int fd;
 	enum conn_state state;
 	struct ucred peer;
+	int peer_pidfd;            /* SO_PEERPIDFD at accept, owned; -1 if unsupported */
 	gid_t groups[MAX_PEER_GROUPS];
 	size_t ngroups;
 	bool admin;
@@ -229,6 +230,15 @@ size_t request_peer_groups(struct request *rq, gid_t *groups, size_t max)
 	size_t n = rq->ngroups < max ? rq->ngroups : max;
 	memcpy(groups, rq->groups_copy, n * sizeof(gid_t));
 	return n;
+}
+
+int request_peer_pidfd(struct request *rq)
+{
+	if (!rq->conn || rq->conn->peer_pidfd < 0) {
+		errno = rq->conn ? EOPNOTSUPP : ENOTCONN;
+		return -1;
+	}
+	return fcntl(rq->conn->peer_pidfd, F_DUPFD_CLOEXEC, 3);
 }
 
 bool request_connected(struct request *rq)
@@ -480,6 +490,8 @@ static void conn_close(struct conn *c)
 	frame_reader_release(&c->rd);
 	frame_writer_release(&c->wr);
 	close(c->fd);
+	if (c->peer_pidfd >= 0)
+		close(c->peer_pidfd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -511,6 +523,21 @@ static bool peer_in_group(const struct conn *c, gid_t gid)
 	return false;
 }
 
+/* A pidfd of the process that connected (Linux 6.5+), so that work done
+ * for it later (joining its cgroup, reading its limits) acts on that
+ * process and not on whoever reused its pid.  -1 where unsupported. */
+static int peer_pidfd(int fd)
+{
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		return -1;
+	return pidfd;
+}
+
 static void server_accept_one(struct server *s, int fd)
 {
 	struct ucred cred;
@@ -524,6 +551,7 @@ static void server_accept_one(struct server *s, int fd)
 	c->srv = s;
 	c->fd = fd;
 	c->peer = cred;
+	c->peer_pidfd = peer_pidfd(fd);
 	c->ngroups = peer_groups(fd, c->groups, MAX_PEER_GROUPS);
 	c->admin = cred.uid == 0 || (s->have_admin_gid && peer_in_group(c, s->admin_gid));
 	c->state = CONN_READING;
