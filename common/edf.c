@@ -113,14 +113,13 @@ static int parse_image(struct pctx *p, const toml_value *v, const char *key, alp
 	return image_classify(p->e, NULL, err);
 }
 
+/* "" names no base: it is the CE's documented default, and what
+ * "${EXTRA:-}" gives when EXTRA is not set (edf_load_all skips it). */
 static int base_add(struct pctx *p, const toml_value *v, const char *key, alps_error **err)
 {
 	struct edf_loc loc;
 	pctx_loc(p, &loc, v->line, v->col, key);
-	int rc = want_string(v, &loc, err);
-	if (rc == 0 && !*v->u.str.ptr)
-		rc = fail_loc(err, &loc, "empty name");
-	if (rc < 0) {
+	if (want_string(v, &loc, err) < 0 || check_expansion(v->u.str.ptr, &loc, err) < 0) {
 		loc_free(&loc);
 		return -1;
 	}
@@ -200,10 +199,10 @@ static int parse_env(struct pctx *p, const toml_value *t, const char *key, alps_
 		_cleanup_free_ char *k = xasprintf("%s.%s", key, t->u.tab.keys[i]);
 		struct edf_loc loc;
 		pctx_loc(p, &loc, v->line, v->col, k);
-		int rc = env_entry(p, t, i, &loc, err);
+		alps_error *e1 = NULL;
+		if (env_entry(p, t, i, &loc, &e1) < 0)
+			errors_keep(&p->errs, &e1);
 		loc_free(&loc);
-		if (rc < 0)
-			return -1;
 	}
 	return 0;
 }
@@ -215,7 +214,7 @@ static int annotation_text(const toml_value *v, const struct edf_loc *loc, char 
 		*out = xstrdup(v->u.b ? "true" : "false");
 	else if (v->type == TOML_INTEGER)
 		*out = xasprintf("%lld", (long long)v->u.i);
-	else if (want_string(v, loc, err) < 0)
+	else if (want_string(v, loc, err) < 0 || check_expansion(v->u.str.ptr, loc, err) < 0)
 		return -1;
 	else
 		*out = xstrdup(v->u.str.ptr);
@@ -252,17 +251,17 @@ static int annotations_walk(struct pctx *p, const toml_value *t, const char *pre
 		_cleanup_free_ char *key = xasprintf("annotations.%s", name);
 		struct edf_loc loc;
 		pctx_loc(p, &loc, v->line, v->col, key);
-		int rc;
+		alps_error *e1 = NULL;
 		if (!*k || strlen(k) != t->u.tab.key_len[i])
-			rc = fail_loc(err, &loc, "empty key or a key with a NUL character");
+			fail_loc(&e1, &loc, "empty key or a key with a NUL character");
 		else if (v->type == TOML_TABLE)
-			rc = annotations_walk(p, v, name, err);
+			annotations_walk(p, v, name, &e1);
 		else
-			rc = annotation_add(p, v, name, &loc, err);
+			annotation_add(p, v, name, &loc, &e1);
+		errors_keep(&p->errs, &e1);
 		loc_free(&loc);
-		if (rc < 0)
-			return -1;
 	}
+	(void)err;
 	return 0;
 }
 
@@ -288,6 +287,7 @@ static const struct edf_key {
 	{ "mounts", parse_mounts },
 	{ "env", parse_env },
 	{ "annotations", parse_annotations },
+	{ "devices", parse_devices },
 };
 
 /* Names people write for a key, from other tools or by habit; the edit
@@ -380,7 +380,7 @@ static int unknown_key(struct pctx *p, const toml_value *root, size_t i, alps_er
 		fail_loc(err, &loc, "unknown key (did you mean '%s'?)", hint);
 	else
 		fail_loc(err, &loc, "unknown key (known: base_environment, image, workdir, "
-			 "entrypoint, writable, mounts, env, annotations)");
+			 "entrypoint, writable, mounts, env, annotations, devices)");
 	loc_free(&loc);
 	return -1;
 }
@@ -412,10 +412,16 @@ int edf_parse(const char *name, const char *text, size_t len, struct edf **out,
 	}
 	_cleanup_edf_ struct edf *e = edf_new(file);
 	struct pctx p = { .e = e, .file = file };
-	for (size_t i = 0; i < root->u.tab.n; i++)
-		if (parse_key(&p, root, i, err) < 0)
-			return -1;
-	if (mounts_settle(e, err) < 0)
+	/* Every key is parsed even after an error: all of them are reported. */
+	for (size_t i = 0; i < root->u.tab.n; i++) {
+		alps_error *e1 = NULL;
+		if (parse_key(&p, root, i, &e1) < 0)
+			errors_keep(&p.errs, &e1);
+	}
+	alps_error *e1 = NULL;
+	if (mounts_settle(e, &e1) < 0)
+		errors_keep(&p.errs, &e1);
+	if (errors_finish(&p.errs, err) < 0)
 		return -1;
 	*out = steal_pointer(&e);
 	return 0;

@@ -100,17 +100,15 @@ enum edf_image_kind {
 enum edf_mount_flag {
 	EDF_MOUNT_RO = 1u << 0,
 	EDF_MOUNT_RW = 1u << 1,
-	EDF_MOUNT_PRIVATE = 1u << 2,
+	EDF_MOUNT_PRIVATE = 1u << 2,    /* honoured: every job mount is private */
 	EDF_MOUNT_RPRIVATE = 1u << 3,
-	EDF_MOUNT_SLAVE = 1u << 4,
-	EDF_MOUNT_RSLAVE = 1u << 5,
-	EDF_MOUNT_SHARED = 1u << 6,
-	EDF_MOUNT_RSHARED = 1u << 7,
-	EDF_MOUNT_RECURSIVE = 1u << 8,
+	EDF_MOUNT_RECURSIVE = 1u << 8,  /* rbind: set on every bind without norbind */
 	EDF_MOUNT_SQSH = 1u << 9,
+	EDF_MOUNT_NORBIND = 1u << 10,   /* a bind without its submounts */
+	EDF_MOUNT_NOSUID = 1u << 11,    /* always applied; kept to show what was written */
+	EDF_MOUNT_NODEV = 1u << 12,     /* likewise */
 };
-#define EDF_MOUNT_PROPAGATION (EDF_MOUNT_PRIVATE | EDF_MOUNT_RPRIVATE | EDF_MOUNT_SLAVE | \
-			       EDF_MOUNT_RSLAVE | EDF_MOUNT_SHARED | EDF_MOUNT_RSHARED)
+#define EDF_MOUNT_PROPAGATION (EDF_MOUNT_PRIVATE | EDF_MOUNT_RPRIVATE)
 
 /* Where something was defined. */
 struct edf_loc {
@@ -133,6 +131,8 @@ struct edf_mount {
 	char *src;              /* owned: host path (with sqsh: the squashfs file) */
 	char *dst;              /* owned: absolute path in the container */
 	unsigned flags;         /* enum edf_mount_flag; neither RO nor RW: read-write */
+	char *flags_text;       /* owned: FLAGS as written while it holds ${...}, else NULL */
+	bool same_path;         /* written as "SRC" alone: DST is SRC once resolved */
 	struct edf_loc loc;
 };
 
@@ -171,6 +171,8 @@ struct edf {
 	size_t nenv;
 	struct edf_var *annotations;    /* owned, flattened keys */
 	size_t nannotations;
+	struct edf_string *devices;     /* owned: CDI names or /dev paths, in order */
+	size_t ndevices;
 	struct edf_file *files;         /* owned: the files merged in, in merge order */
 	size_t nfiles;
 	char **notes;                   /* owned: warnings found while merging/expanding */
@@ -274,6 +276,11 @@ struct edf_source {
  * to the caller.  sources may be NULL when not wanted. */
 int edf_load_all(const char *first, const struct edf_loader *loader, struct edf **merged,
 		 struct edf_source **sources, size_t *nsources, alps_error **err);
+/* The same, with base_environment entries expanded in ctx (edf_load_all:
+ * an empty environment); an entry that expands to "" names no base. */
+int edf_load_all_ctx(const char *first, const struct edf_loader *loader,
+		     const struct edf_context *ctx, struct edf **merged,
+		     struct edf_source **sources, size_t *nsources, alps_error **err);
 void edf_sources_free(struct edf_source *s, size_t n);
 
 /* The client's loader: reads files with the rights of the process, from
@@ -281,6 +288,28 @@ void edf_sources_free(struct edf_source *s, size_t n);
  * symlink is followed: the client runs as the user, so it reaches only
  * what the user may read), at most EDF_MAX_SIZE bytes.  arg unused. */
 extern const struct edf_loader edf_file_loader;
+
+/* The same loader in the job user's world (root's `alps prepare --user
+ * U`): arg is a struct edf_file_world; the caller reads with U's rights. */
+struct edf_file_world {
+	const char *home;               /* U's home for ~/.edf and "~/" (NULL: $HOME) */
+	bool use_edf_path;              /* edf_path below, not the process's EDF_PATH */
+	const char *edf_path;           /* the job's EDF_PATH (NULL: ~/.edf) */
+};
+int edf_file_load(void *arg, const char *name, char **resolved, char **content, size_t *len,
+		  alps_error **err);
+
+/* The job user's world for expansion: caller_env (the job's environment
+ * as the caller passes it, may be NULL) with USER, LOGNAME, HOME and UID
+ * set from the user database entry of uid (name and home; home NULL: HOME
+ * left out).  NULL-terminated; edf_strv_free. */
+char **edf_user_env(const char *const *caller_env, const char *name, unsigned long uid,
+		    const char *home);
+
+/* An image file must be a squashfs image: fd open on it (with the user's
+ * rights), display is its name for messages.  ALPS_E_INVALID naming what
+ * it is instead. */
+int edf_image_file_check(int fd, const char *display, alps_error **err);
 
 /* The daemon's loader: arg is a struct edf_source_set; a name is found
  * by exact match on ->name, and never on the file system. */

@@ -54,6 +54,38 @@ int prefix_loc(alps_error **err, const struct edf_loc *loc)
 	return alps_error_prefix(err, "%s:%d:%d: %s", loc->file, loc->line, loc->col, loc->key);
 }
 
+void errors_keep(struct edf_errors *l, alps_error **e)
+{
+	if (!*e)
+		return;
+	if (l->n == 0)
+		l->code = (*e)->code;
+	if (l->n < EDF_MAX_ERRORS) {
+		char *t = xasprintf("%s%s%s", l->text ? l->text : "", l->text ? "\n" : "",
+				    (*e)->msg);
+		free(l->text);
+		l->text = t;
+	}
+	l->n++;
+	alps_error_free(*e);
+	*e = NULL;
+}
+
+int errors_finish(struct edf_errors *l, alps_error **err)
+{
+	if (l->n == 0)
+		return 0;
+	int rc;
+	if (l->n > EDF_MAX_ERRORS)
+		rc = alps_fail(err, l->code, "%s\n(%zu more errors not shown)", l->text,
+			       l->n - EDF_MAX_ERRORS);
+	else
+		rc = alps_fail(err, l->code, "%s", l->text);
+	free(l->text);
+	memset(l, 0, sizeof(*l));
+	return rc;
+}
+
 void strv_push(char ***v, size_t *n, char *s)
 {
 	*v = xreallocarray(*v, *n + 2, sizeof(**v));
@@ -108,6 +140,7 @@ void mount_free(struct edf_mount *m)
 {
 	free(m->src);
 	free(m->dst);
+	free(m->flags_text);
 	loc_free(&m->loc);
 }
 
@@ -156,6 +189,9 @@ void edf_free(struct edf *e)
 	for (size_t i = 0; i < e->nannotations; i++)
 		var_free(&e->annotations[i]);
 	free(e->annotations);
+	for (size_t i = 0; i < e->ndevices; i++)
+		string_free(&e->devices[i]);
+	free(e->devices);
 	for (size_t i = 0; i < e->nfiles; i++) {
 		free(e->files[i].name);
 		free(e->files[i].path);

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "edf.h"
+#include "edf_impl.h"
+#include "expand.h"
 #include "log.h"
 
 /* ---- The client's loader: files -------------------------------------- */
@@ -70,23 +72,34 @@ static int try_read(const char *path, char **resolved, char **content, size_t *l
 	return 0;
 }
 
-/* "~/x" with $HOME; anything else as it is.  Caller frees; NULL if it
- * needs HOME and there is none. */
-static char *home_path(const char *p)
+/* The world the loader reads in: the job user's (edf.h). */
+static const char *world_home(const struct edf_file_world *w)
+{
+	return w && w->home ? w->home : getenv("HOME");
+}
+
+static const char *world_edf_path(const struct edf_file_world *w)
+{
+	return w && w->use_edf_path ? w->edf_path : getenv("EDF_PATH");
+}
+
+/* "~/x" with the user's home; anything else as it is.  Caller frees; NULL
+ * if it needs a home and there is none. */
+static char *home_path(const struct edf_file_world *w, const char *p)
 {
 	if (!str_has_prefix(p, "~/"))
 		return xstrdup(p);
-	const char *home = getenv("HOME");
+	const char *home = world_home(w);
 	if (!home || !*home)
 		return NULL;
 	return xasprintf("%s%s", home, p + 1);
 }
 
-static int load_path(const char *name, char **resolved, char **content, size_t *len,
-		     alps_error **err)
+static int load_path(const struct edf_file_world *w, const char *name, char **resolved,
+		     char **content, size_t *len, alps_error **err)
 {
 	_cleanup_free_ char *esc = log_escape(name, 300);
-	_cleanup_free_ char *path = home_path(name);
+	_cleanup_free_ char *path = home_path(w, name);
 	if (!path)
 		return alps_fail(err, ALPS_E_NOT_FOUND, "%s: HOME is not set", esc);
 	int rc = try_read(path, resolved, content, len, err);
@@ -125,16 +138,16 @@ static int not_found(const char *name, const char *file, struct searched *s, alp
 /* A bare name: NAME.toml in each directory of EDF_PATH (default ~/.edf);
  * empty entries are skipped, as in PATH they would mean the working
  * directory, which bare names deliberately do not search. */
-static int load_search(const char *name, char **resolved, char **content, size_t *len,
-		       alps_error **err)
+static int load_search(const struct edf_file_world *w, const char *name, char **resolved,
+		       char **content, size_t *len, alps_error **err)
 {
-	const char *env = getenv("EDF_PATH");
+	const char *env = world_edf_path(w);
 	_cleanup_free_ char *dirs = xstrdup(env && *env ? env : "~/.edf");
 	_cleanup_free_ char *file = edf_display_name(name);
 	struct searched s = { 0 };
 	char *save = NULL;
 	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		_cleanup_free_ char *dir = home_path(d);
+		_cleanup_free_ char *dir = home_path(w, d);
 		if (!dir)
 			continue;
 		const char *sep = str_has_suffix(dir, "/") ? "" : "/";
@@ -152,12 +165,18 @@ static int load_search(const char *name, char **resolved, char **content, size_t
 static int file_load(void *arg, const char *name, char **resolved, char **content, size_t *len,
 		     alps_error **err)
 {
-	(void)arg;
+	const struct edf_file_world *w = arg;
 	*resolved = *content = NULL;
 	*len = 0;
 	if (strchr(name, '/'))
-		return load_path(name, resolved, content, len, err);
-	return load_search(name, resolved, content, len, err);
+		return load_path(w, name, resolved, content, len, err);
+	return load_search(w, name, resolved, content, len, err);
+}
+
+int edf_file_load(void *arg, const char *name, char **resolved, char **content, size_t *len,
+		  alps_error **err)
+{
+	return file_load(arg, name, resolved, content, len, err);
 }
 
 const struct edf_loader edf_file_loader = { .load = file_load, .arg = NULL };
@@ -200,6 +219,7 @@ void edf_sources_free(struct edf_source *s, size_t n)
 
 struct walk {
 	const struct edf_loader *loader;
+	const struct edf_context *ctx;          /* expands base_environment entries */
 	struct edf_source src[EDF_MAX_FILES];   /* one per distinct name */
 	struct edf *parsed[EDF_MAX_FILES];      /* parallel to src */
 	bool done[EDF_MAX_FILES];               /* placed in order[] */
@@ -219,6 +239,11 @@ static void walk_free(struct walk *w)
 		free(w->src[i].content);
 	}
 	free(w);
+}
+
+static const char *base_lookup(void *arg, const char *name)
+{
+	return expand_envv_get(arg, name);
 }
 
 /* Names that display alike ("x" and "x.toml") are one file. */
@@ -308,6 +333,18 @@ static int walk_load(struct walk *w, const char *name, const struct edf_loc *fro
 	return 0;
 }
 
+/* A base_environment entry expands like every value (${HOME}/envs/x);
+ * "" after expansion names no base. */
+static int base_expand(const struct walk *w, const struct edf_base *b, char **out,
+		       alps_error **err)
+{
+	struct expand_vars vars = { .lookup = base_lookup,
+				    .arg = w->ctx ? (void *)w->ctx->caller_env : NULL };
+	if (expand(b->name, &vars, out, err) < 0)
+		return prefix_loc(err, &b->loc);
+	return 0;
+}
+
 static int walk_visit(struct walk *w, const char *name, const struct edf_loc *from,
 		      alps_error **err)
 {
@@ -331,9 +368,13 @@ static int walk_visit(struct walk *w, const char *name, const struct edf_loc *fr
 		return -1;
 	w->stack[w->depth++] = idx;
 	const struct edf *e = w->parsed[idx];
-	for (size_t i = 0; i < e->nbases; i++)
-		if (walk_visit(w, e->bases[i].name, &e->bases[i].loc, err) < 0)
+	for (size_t i = 0; i < e->nbases; i++) {
+		_cleanup_free_ char *name_x = NULL;
+		if (base_expand(w, &e->bases[i], &name_x, err) < 0)
 			return -1;
+		if (*name_x && walk_visit(w, name_x, &e->bases[i].loc, err) < 0)
+			return -1;
+	}
 	w->depth--;
 	w->done[idx] = true;
 	w->order[w->norder++] = idx;
@@ -363,6 +404,13 @@ static void walk_sources(struct walk *w, struct edf_source **sources, size_t *ns
 int edf_load_all(const char *first, const struct edf_loader *loader, struct edf **merged,
 		 struct edf_source **sources, size_t *nsources, alps_error **err)
 {
+	return edf_load_all_ctx(first, loader, NULL, merged, sources, nsources, err);
+}
+
+int edf_load_all_ctx(const char *first, const struct edf_loader *loader,
+		     const struct edf_context *ctx, struct edf **merged,
+		     struct edf_source **sources, size_t *nsources, alps_error **err)
+{
 	*merged = NULL;
 	if (sources)
 		*sources = NULL;
@@ -372,6 +420,7 @@ int edf_load_all(const char *first, const struct edf_loader *loader, struct edf 
 		return alps_fail(err, ALPS_E_INVALID, "empty environment name");
 	struct walk *w = xzalloc(sizeof(*w));
 	w->loader = loader;
+	w->ctx = ctx;
 	int rc = walk_visit(w, first, NULL, err);
 	if (rc == 0)
 		rc = walk_merge(w, merged, err);

@@ -15,6 +15,18 @@
 #include "toml.h"
 
 /* ---- edf_core.c ---- */
+/* Errors gathered so that one pass reports them all, up to EDF_MAX_ERRORS
+ * (`alps edf check` shows every mistake of a file at once). */
+#define EDF_MAX_ERRORS 20
+struct edf_errors {
+	char *text;             /* owned: the messages, one a line */
+	size_t n;
+	int code;               /* the first one's */
+};
+/* Keep *e (if set) and clear it. */
+void errors_keep(struct edf_errors *l, alps_error **e);
+/* 0 when nothing was kept; else -1 with every message in one error. */
+int errors_finish(struct edf_errors *l, alps_error **err);
 void loc_init(struct edf_loc *loc, const char *file, int line, int col, const char *key);
 void loc_copy(struct edf_loc *dst, const struct edf_loc *src);
 void loc_free(struct edf_loc *loc);
@@ -37,6 +49,7 @@ void bases_free(struct edf *e);
 struct pctx {
 	struct edf *e;
 	const char *file;       /* escaped display name */
+	struct edf_errors errs;
 };
 /* A place for key (escaped here) at line:col of the file being parsed. */
 void pctx_loc(const struct pctx *p, struct edf_loc *loc, int line, int col, const char *key);
@@ -56,6 +69,11 @@ const char *mount_flag_at(size_t i, unsigned *bit);
 
 /* ---- edf_merge.c ---- */
 int image_classify(struct edf *e, const char *cwd, alps_error **err);
+/* "/a/./b/../c" -> "/a/c": "." and empty components dropped, ".." taken
+ * back lexically (never above "/").  path must be absolute. */
+char *path_lexical(const char *path);
+int parse_devices(struct pctx *p, const toml_value *v, const char *key, alps_error **err);
+int device_check(const struct edf *e, const struct edf_string *d, alps_error **err);
 bool has_squashfs_suffix(const char *s);
 /* A workdir that is final must be absolute. */
 int workdir_check(const struct edf *e, alps_error **err);

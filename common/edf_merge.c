@@ -18,26 +18,33 @@ bool has_squashfs_suffix(const char *s)
 	       str_has_suffix(s, ".squashfs");
 }
 
-/* THE RULE (edf.h): '/', "./" or "../" starts a path, anything else is a
- * reference.  No reference can start so, and the rule needs no look at
- * the file system, which the daemon must not do for the user. */
+/* THE RULE (edf.h), pyxis's: '/' or '.' starts a path, anything else is
+ * a reference.  No reference can start so, and the rule needs no look at
+ * the file system, which the daemon must not do for the user; what the
+ * file holds is decided by reading it (edf_image_file_check). */
 static bool is_path_image(const char *s)
 {
-	return s[0] == '/' || str_has_prefix(s, "./") || str_has_prefix(s, "../");
+	return s[0] == '/' || s[0] == '.';
+}
+
+/* cwd + "/" + rel, lexically normalized. */
+static char *path_from(const char *cwd, const char *rel)
+{
+	_cleanup_free_ char *joined = xasprintf("%s/%s", cwd, rel);
+	return path_lexical(joined);
 }
 
 static int image_path(struct edf *e, const char *cwd, alps_error **err)
 {
 	const char *s = e->image.value;
-	if (!has_squashfs_suffix(s)) {
-		_cleanup_free_ char *esc = log_escape(s, 200);
-		return fail_loc(err, &e->image.loc, "\"%s\" is a path but not a squashfs file "
-				"(.sqsh, .sqfs or .squashfs)", esc);
-	}
 	if (s[0] != '/' && cwd) {
-		char *abs = xasprintf("%s%s%s", cwd, str_has_suffix(cwd, "/") ? "" : "/", s);
+		char *abs = path_from(cwd, s);
 		free(e->image.value);
 		e->image.value = abs;
+	} else if (s[0] != '/' && e->expanded) {
+		_cleanup_free_ char *esc = log_escape(s, 200);
+		return fail_loc(err, &e->image.loc, "relative image path \"%s\" and no working "
+				"directory to resolve it against", esc);
 	}
 	e->image_kind = EDF_IMAGE_SQUASHFS;
 	return 0;
@@ -150,7 +157,21 @@ static void mounts_append(struct edf *base, const struct edf *child)
 		m->src = xstrdup(child->mounts[i].src);
 		m->dst = xstrdup(child->mounts[i].dst);
 		m->flags = child->mounts[i].flags;
+		m->flags_text = child->mounts[i].flags_text ? xstrdup(child->mounts[i].flags_text)
+							    : NULL;
+		m->same_path = child->mounts[i].same_path;
 		loc_copy(&m->loc, &child->mounts[i].loc);
+	}
+}
+
+static void devices_append(struct edf *base, const struct edf *child)
+{
+	base->devices = xreallocarray(base->devices, base->ndevices + child->ndevices + 1,
+				      sizeof(*base->devices));
+	for (size_t i = 0; i < child->ndevices; i++) {
+		struct edf_string *d = &base->devices[base->ndevices++];
+		d->value = xstrdup(child->devices[i].value);
+		loc_copy(&d->loc, &child->devices[i].loc);
 	}
 }
 
@@ -183,7 +204,8 @@ int edf_merge(struct edf *base, const struct edf *child, alps_error **err)
 	if (base->expanded || child->expanded)
 		return alps_fail(err, ALPS_E_INTERNAL, "EDFs are merged before they are expanded");
 	/* Limits first, so that a failure changes nothing. */
-	if (base->nmounts + child->nmounts > EDF_MAX_MOUNTS)
+	if (base->nmounts + child->nmounts > EDF_MAX_MOUNTS ||
+	    base->ndevices + child->ndevices > EDF_MAX_MOUNTS)
 		return alps_fail(err, ALPS_E_LIMIT, "%s: more than %d mounts with its bases",
 				 child->name, EDF_MAX_MOUNTS);
 	if (base->nenv + child->nenv > EDF_MAX_VARS ||
@@ -202,8 +224,9 @@ int edf_merge(struct edf *base, const struct edf *child, alps_error **err)
 	free(base->name);
 	base->name = xstrdup(child->name);
 	mounts_append(base, child);
+	devices_append(base, child);
 	/* Cannot fail: base's and child's mounts come from different files,
-	 * and each file was settled when it was parsed. */
+	 * which settle compares no more, and each was settled when parsed. */
 	return mounts_settle(base, err);
 }
 
@@ -218,35 +241,55 @@ static const char *lookup_get(void *arg, const char *name)
 	return expand_envv_get(arg, name);
 }
 
-static int expand_value(const struct expand_vars *vars, char **value,
-			const struct edf_loc *loc, alps_error **err)
+static void expand_value(const struct expand_vars *vars, char **value,
+			 const struct edf_loc *loc, struct edf_errors *errs)
 {
 	if (!*value)
-		return 0;
+		return;
 	char *out;
-	if (expand(*value, vars, &out, err) < 0)
-		return prefix_loc(err, loc);
+	alps_error *e1 = NULL;
+	if (expand(*value, vars, &out, &e1) < 0) {
+		prefix_loc(&e1, loc);
+		errors_keep(errs, &e1);
+		return;
+	}
 	free(*value);
 	*value = out;
-	return 0;
 }
 
-static int expand_all(struct edf *e, const struct edf_context *ctx, alps_error **err)
+/* "This capability applies across all configuration parameters in the
+ * EDF": every string value, mount flags, annotations and devices too.
+ * Every failure is kept, so that one run shows them all. */
+static void expand_all(struct edf *e, const struct expand_vars *vars, struct edf_errors *errs)
 {
-	struct expand_vars vars = { .lookup = lookup_get, .arg = (void *)ctx->caller_env };
-	if (expand_value(&vars, &e->image.value, &e->image.loc, err) < 0 ||
-	    expand_value(&vars, &e->workdir.value, &e->workdir.loc, err) < 0)
-		return -1;
+	expand_value(vars, &e->image.value, &e->image.loc, errs);
+	expand_value(vars, &e->workdir.value, &e->workdir.loc, errs);
 	for (size_t i = 0; i < e->nmounts; i++) {
 		struct edf_mount *m = &e->mounts[i];
-		if (expand_value(&vars, &m->src, &m->loc, err) < 0 ||
-		    expand_value(&vars, &m->dst, &m->loc, err) < 0)
-			return -1;
+		expand_value(vars, &m->src, &m->loc, errs);
+		expand_value(vars, &m->dst, &m->loc, errs);
+		expand_value(vars, &m->flags_text, &m->loc, errs);
 	}
 	for (size_t i = 0; i < e->nenv; i++)
-		if (expand_value(&vars, &e->env[i].value, &e->env[i].loc, err) < 0)
-			return -1;
-	return 0;
+		expand_value(vars, &e->env[i].value, &e->env[i].loc, errs);
+	for (size_t i = 0; i < e->nannotations; i++)
+		expand_value(vars, &e->annotations[i].value, &e->annotations[i].loc, errs);
+	for (size_t i = 0; i < e->ndevices; i++)
+		expand_value(vars, &e->devices[i].value, &e->devices[i].loc, errs);
+}
+
+/* "Relative filesystem paths ... are interpreted as relative to the
+ * working directory of the process calling the CE". */
+static void mounts_resolve(struct edf *e, const char *cwd)
+{
+	for (size_t i = 0; cwd && i < e->nmounts; i++) {
+		struct edf_mount *m = &e->mounts[i];
+		if (m->src[0] != '.')
+			continue;
+		char *abs = path_from(cwd, m->src);
+		free(m->src);
+		m->src = abs;
+	}
 }
 
 /* A relative workdir has nothing to be relative to in a container that
@@ -261,6 +304,12 @@ int workdir_check(const struct edf *e, alps_error **err)
 			"inside the container)", esc);
 }
 
+static void keep_rc(struct edf_errors *errs, int rc, alps_error **e1)
+{
+	if (rc < 0)
+		errors_keep(errs, e1);
+}
+
 int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err)
 {
 	static const struct edf_context none;
@@ -268,15 +317,23 @@ int edf_expand(struct edf *e, const struct edf_context *ctx, alps_error **err)
 		return 0;
 	if (!ctx)
 		ctx = &none;
-	if (expand_all(e, ctx, err) < 0)
+	struct expand_vars vars = { .lookup = lookup_get, .arg = (void *)ctx->caller_env };
+	struct edf_errors errs = { 0 };
+	expand_all(e, &vars, &errs);
+	if (errors_finish(&errs, err) < 0)
 		return -1;
 	e->expanded = true;
-	if (image_classify(e, ctx->cwd, err) < 0 || workdir_check(e, err) < 0)
-		return -1;
+	mounts_resolve(e, ctx->cwd);
+	alps_error *e1 = NULL;
+	keep_rc(&errs, image_classify(e, ctx->cwd, &e1), &e1);
+	keep_rc(&errs, workdir_check(e, &e1), &e1);
 	for (size_t i = 0; i < e->nmounts; i++)
-		if (mount_check(e, &e->mounts[i], err) < 0)
-			return -1;
-	return mounts_settle(e, err);
+		keep_rc(&errs, mount_check(e, &e->mounts[i], &e1), &e1);
+	for (size_t i = 0; i < e->ndevices; i++)
+		keep_rc(&errs, device_check(e, &e->devices[i], &e1), &e1);
+	if (errs.n == 0)
+		keep_rc(&errs, mounts_settle(e, &e1), &e1);
+	return errors_finish(&errs, err);
 }
 
 /* ---- Accessors ------------------------------------------------------- */

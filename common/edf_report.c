@@ -265,6 +265,10 @@ json_t *edf_to_json(const struct edf *e, bool with_sources)
 	for (size_t i = 0; i < e->nmounts; i++)
 		json_array_append_new(mounts, json_mount(&e->mounts[i]));
 	json_object_set_new(o, "mounts", mounts);
+	json_t *devices = json_array();
+	for (size_t i = 0; i < e->ndevices; i++)
+		json_array_append_new(devices, jstr(e->devices[i].value));
+	json_object_set_new(o, "devices", devices);
 	json_object_set_new(o, "env", json_vars(e->env, e->nenv, true));
 	json_object_set_new(o, "annotations", json_vars(e->annotations, e->nannotations, false));
 	for (size_t i = 0; i < e->nannotations; i++)

@@ -189,7 +189,10 @@ static void test_image_enroot(void **state)
 static void test_image_squashfs(void **state)
 {
 	(void)state;
-	const char *ok[] = { "/a/b.sqsh", "./x.sqfs", "../y/z.squashfs" };
+	/* pyxis: an image that starts with '/' or '.' is a path ("a path to a
+	 * squashfs file"), whatever its extension: what it holds decides its
+	 * kind (edf_image_file_check). */
+	const char *ok[] = { "/a/b.sqsh", "./x.sqfs", "../y/z.squashfs", "/a/b.tar", ".hidden" };
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
 		char text[128];
 		snprintf(text, sizeof(text), "image = \"%s\"\n", ok[i]);
@@ -198,19 +201,51 @@ static void test_image_squashfs(void **state)
 		assert_string_equal(edf_image(e), ok[i]);
 		edf_free(e);
 	}
-	/* A relative path is relative to the caller's working directory. */
-	struct edf *e = parse_ok("image = \"./img/x.sqsh\"\n");
+	/* "The paths are interpreted as relative to the working directory of
+	 * the process calling the CE, not to the location of the EDF file." */
+	struct edf *e = parse_ok("image = \"./img/../img/x.sqsh\"\n");
 	struct edf_context ctx = { .cwd = "/home/alice" };
 	assert_int_equal(edf_expand(e, &ctx, NULL), 0);
-	assert_string_equal(edf_image(e), "/home/alice/./img/x.sqsh");
+	assert_string_equal(edf_image(e), "/home/alice/img/x.sqsh");
 	edf_free(e);
 
-	parse_fails("image = \"/a/b.tar\"\n", "t.toml:1:9: image: \"/a/b.tar\" is a path but not "
-		    "a squashfs file (.sqsh, .sqfs or .squashfs)");
 	parse_fails("image = \"x.sqsh\"\n", "t.toml:1:9: image: \"x.sqsh\" looks like a squashfs "
 		    "file: name it by a path, \"./x.sqsh\" or an absolute one");
 	parse_fails("image = \"~/x.sqsh\"\n", "t.toml:1:9: image: \"~/x.sqsh\": '~' is not "
 		    "expanded here; write \"${HOME}/...\"");
+}
+
+/* The content decides: a squashfs superblock, or a clear error. */
+static void test_image_file_kind(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/alps-test-img-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	unsigned char sb[96] = { 'h', 's', 'q', 's' };
+	sb[28] = 4;
+	assert_int_equal(pwrite(fd, sb, sizeof(sb), 0), (ssize_t)sizeof(sb));
+	assert_int_equal(edf_image_file_check(fd, "/x.sqsh", NULL), 0);
+	static const unsigned char gz[4] = { 0x1f, 0x8b, 8, 0 };
+	assert_int_equal(pwrite(fd, gz, sizeof(gz), 0), 4);
+	alps_error *err = NULL;
+	assert_int_equal(edf_image_file_check(fd, "/x.tar.gz", &err), -1);
+	assert_string_equal(err->msg, "image /x.tar.gz: a gzip file (an image archive must be "
+			    "imported first)");
+	alps_error_free(err);
+	err = NULL;
+	assert_int_equal(pwrite(fd, "text", 4, 0), 4);
+	assert_int_equal(edf_image_file_check(fd, "/x.sqsh", &err), -1);
+	assert_string_equal(err->msg, "image /x.sqsh: not a squashfs image");
+	alps_error_free(err);
+	close(fd);
+	err = NULL;
+	fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_int_equal(edf_image_file_check(fd, "/", &err), -1);
+	assert_string_equal(err->msg, "image / is a directory, not a squashfs image");
+	alps_error_free(err);
+	close(fd);
 }
 
 static void test_image_empty_and_errors(void **state)
@@ -263,27 +298,30 @@ static void test_scalars(void **state)
 static void test_mounts(void **state)
 {
 	(void)state;
+	/* "Mount flags are separated with a plus symbol, for example:
+	 * ro+private."  Binds are recursive unless norbind (pyxis adds rbind to
+	 * every bind). */
 	struct edf *e = parse_ok("mounts = [\"/a:/b\", \"/c:/d:ro+rprivate\", "
-				 "\"/e:/f:rw+recursive+rslave\", \"/x.sqsh:/g:sqsh+ro\", "
-				 "\"/h:/i:private\", \"/j:/k:shared\", \"/l:/m:rshared\", "
-				 "\"/n:/o:slave\", \"/p://./r/./s//\"]\n");
+				 "\"/e:/f:rw+recursive\", \"/x.sqsh:/g:sqsh+ro\", "
+				 "\"/h:/i:private\", \"/j:/k:norbind\", \"/l:/m:nosuid+nodev+rbind\", "
+				 "\"/n:/o:sqsh\", \"/p://./r/./s//\"]\n");
 	assert_int_equal(e->nmounts, 9);
 	assert_string_equal(e->mounts[0].src, "/a");
 	assert_string_equal(e->mounts[0].dst, "/b");
-	assert_int_equal(e->mounts[0].flags, 0);
-	assert_int_equal(e->mounts[1].flags, EDF_MOUNT_RO | EDF_MOUNT_RPRIVATE);
-	assert_int_equal(e->mounts[2].flags,
-			 EDF_MOUNT_RW | EDF_MOUNT_RECURSIVE | EDF_MOUNT_RSLAVE);
+	assert_int_equal(e->mounts[0].flags, EDF_MOUNT_RECURSIVE);
+	assert_int_equal(e->mounts[1].flags, EDF_MOUNT_RO | EDF_MOUNT_RPRIVATE | EDF_MOUNT_RECURSIVE);
+	assert_int_equal(e->mounts[2].flags, EDF_MOUNT_RW | EDF_MOUNT_RECURSIVE);
 	assert_int_equal(e->mounts[3].flags, EDF_MOUNT_SQSH | EDF_MOUNT_RO);
-	assert_int_equal(e->mounts[4].flags, EDF_MOUNT_PRIVATE);
-	assert_int_equal(e->mounts[5].flags, EDF_MOUNT_SHARED);
-	assert_int_equal(e->mounts[6].flags, EDF_MOUNT_RSHARED);
-	assert_int_equal(e->mounts[7].flags, EDF_MOUNT_SLAVE);
+	assert_int_equal(e->mounts[4].flags, EDF_MOUNT_PRIVATE | EDF_MOUNT_RECURSIVE);
+	assert_int_equal(e->mounts[5].flags, EDF_MOUNT_NORBIND);
+	assert_int_equal(e->mounts[6].flags,
+			 EDF_MOUNT_NOSUID | EDF_MOUNT_NODEV | EDF_MOUNT_RECURSIVE);
+	assert_int_equal(e->mounts[7].flags, EDF_MOUNT_SQSH);
 	/* Destinations are normalized. */
 	assert_string_equal(e->mounts[8].dst, "/r/s");
 	assert_string_equal(e->mounts[8].loc.key, "mounts[8]");
-	char *f = edf_mount_flags_format(e->mounts[2].flags);
-	assert_string_equal(f, "rw+rslave+recursive");
+	char *f = edf_mount_flags_format(e->mounts[1].flags);
+	assert_string_equal(f, "ro+rprivate+rbind");
 	free(f);
 	edf_free(e);
 
@@ -296,24 +334,67 @@ static void test_mounts(void **state)
 	edf_free(e);
 }
 
+/* Decided (alps-edf(5)): a mount with only a source mounts it at the same
+ * path, as pyxis does ("${SCRATCH}"). */
+static void test_mount_source_only(void **state)
+{
+	(void)state;
+	struct edf *e = parse_ok("mounts = [\"/capstor/scratch\", \"${SCRATCH}\", \"./data\"]\n");
+	assert_string_equal(e->mounts[0].dst, "/capstor/scratch");
+	static const char *const env[] = { "SCRATCH=/scratch/alice", NULL };
+	struct edf_context ctx = { .caller_env = env, .cwd = "/home/alice/run" };
+	assert_int_equal(edf_expand(e, &ctx, NULL), 0);
+	assert_string_equal(e->mounts[1].src, "/scratch/alice");
+	assert_string_equal(e->mounts[1].dst, "/scratch/alice");
+	assert_string_equal(e->mounts[2].src, "/home/alice/run/data");
+	assert_string_equal(e->mounts[2].dst, "/home/alice/run/data");
+	assert_int_equal(e->mounts[2].flags, EDF_MOUNT_RECURSIVE);
+	edf_free(e);
+}
+
+/* "Relative filesystem paths can be used within EDF parameters ... The
+ * paths are interpreted as relative to the working directory of the
+ * process calling the CE ... Relative paths should be prepended by ./." */
+static void test_mount_relative_source(void **state)
+{
+	(void)state;
+	struct edf *e = parse_ok("mounts = [\"./in:/in\", \"../out:/out:ro\"]\n");
+	struct edf_context ctx = { .cwd = "/home/alice/run" };
+	assert_int_equal(edf_expand(e, &ctx, NULL), 0);
+	assert_string_equal(e->mounts[0].src, "/home/alice/run/in");
+	assert_string_equal(e->mounts[1].src, "/home/alice/out");
+	edf_free(e);
+	/* No working directory known: refused, never resolved elsewhere. */
+	e = parse_ok("mounts = [\"./in:/in\"]\n");
+	alps_error *err = NULL;
+	assert_int_equal(edf_expand(e, NULL, &err), -1);
+	assert_string_equal(err->msg, "t.toml:1:11: mounts[0]: relative source \"./in\" and no "
+			    "working directory to resolve it against");
+	alps_error_free(err);
+	edf_free(e);
+}
+
 struct mount_case {
 	const char *spec;
 	const char *msg;        /* after "t.toml:1:11: mounts[0]: " */
 };
 
+#define KNOWN "(ro, rw, rbind, norbind, nosuid, nodev, private, rprivate, sqsh)"
+#define PROPAGATION "propagation is not supported: every job mount is private"
+
 static const struct mount_case mount_errors[] = {
-	{ "/a:/b:rwx", "unknown mount flag 'rwx' (ro, rw, private, rprivate, slave, rslave, "
-	  "shared, rshared, recursive, sqsh)" },
-	{ "/a:/b:ro+bind", "unknown mount flag 'bind' (ro, rw, private, rprivate, slave, "
-	  "rslave, shared, rshared, recursive, sqsh)" },
-	{ "/a", "expected SRC:DST[:FLAGS], got \"/a\"" },
+	{ "/a:/b:rwx", "unknown mount flag 'rwx' " KNOWN },
+	{ "/a:/b:ro+bind", "mount flag 'bind': ambiguous: binds are recursive (rbind) by "
+	  "default; write norbind for a non-recursive one" },
 	{ ":/b", "empty source in \":/b\"" },
 	{ "/a:", "empty destination in \"/a:\"" },
 	{ "/a::ro", "empty destination in \"/a::ro\"" },
 	{ "/a:/b:", "empty flags after ':' in \"/a:/b:\"" },
-	{ "/a:/b:ro:x", "too many ':' in \"/a:/b:ro:x\" (expected SRC:DST[:FLAGS]; paths cannot "
-	  "contain ':')" },
-	{ "a:/b", "source \"a\" is not absolute" },
+	{ "/a:/b:ro:x", "too many ':' in \"/a:/b:ro:x\" (expected SRC[:DST[:FLAGS]]; paths "
+	  "cannot contain ':')" },
+	{ "a:/b", "source \"a\" is not absolute (write \"./a\" for a path relative to the "
+	  "working directory)" },
+	{ "~/a:/b", "source \"~/a\": '~' is not expanded here; write \"${HOME}/...\"" },
 	{ "/a:b", "destination \"b\" is not absolute (it is a path inside the container)" },
 	{ "/a:/b/../c", "destination \"/b/../c\" contains \"..\"" },
 	{ "/a:/..", "destination \"/..\" contains \"..\"" },
@@ -321,16 +402,30 @@ static const struct mount_case mount_errors[] = {
 	{ "/a:/./", "destination \"/./\" is the container's root" },
 	{ "/a:/b:ro+rw", "conflicting mount flags 'ro' and 'rw'" },
 	{ "/a:/b:rw+ro", "conflicting mount flags 'ro' and 'rw'" },
-	{ "/a:/b:ro++rw", "empty mount flag in \"ro++rw\"" },
-	{ "/a:/b:+ro", "empty mount flag in \"+ro\"" },
-	{ "/a:/b:ro+", "empty mount flag in \"ro+\"" },
+	{ "/a:/b:ro++rw", "empty mount flag" },
+	{ "/a:/b:+ro", "empty mount flag" },
+	{ "/a:/b:ro+", "empty mount flag" },
 	{ "/a:/b:ro+ro", "mount flag 'ro' given twice" },
-	{ "/a:/b:private+shared", "conflicting mount flags 'private' and 'shared'" },
-	{ "/a:/b:rslave+rprivate", "conflicting mount flags 'rprivate' and 'rslave'" },
+	{ "/a:/b:rbind+recursive", "mount flag 'recursive' given twice" },
+	{ "/a:/b:rbind+norbind", "conflicting mount flags 'rbind' and 'norbind'" },
+	{ "/a:/b:private+rprivate", "conflicting mount flags 'private' and 'rprivate'" },
+	/* Propagation flags are honoured or refused, never applied as private. */
+	{ "/a:/b:shared", "mount flag 'shared': " PROPAGATION },
+	{ "/a:/b:rshared", "mount flag 'rshared': " PROPAGATION },
+	{ "/a:/b:slave", "mount flag 'slave': " PROPAGATION },
+	{ "/a:/b:ro+rslave", "mount flag 'rslave': " PROPAGATION },
+	/* The floor: nosuid,nodev are always applied and no flag lifts them. */
+	{ "/a:/b:suid", "mount flag 'suid': cannot be lifted: every job mount is nosuid" },
+	{ "/a:/b:dev", "mount flag 'dev': cannot be lifted: every job mount is nodev" },
+	{ "/a:/b:noexec", "mount flag 'noexec': not implemented: alps cannot apply it to a bind "
+	  "mount yet" },
+	{ "/a:/b:noatime", "mount flag 'noatime': not supported: a bind keeps the access-time "
+	  "setting of its source" },
+	{ "/a:/b:x-create=dir", "unknown mount flag 'x-create=dir' " KNOWN },
 	{ "/a.sqsh:/b:sqsh+rw", "conflicting mount flags 'sqsh' and 'rw'" },
-	{ "/a.sqsh:/b:sqsh+recursive", "conflicting mount flags 'sqsh' and 'recursive'" },
-	{ "/a:/b:RO", "unknown mount flag 'RO' (ro, rw, private, rprivate, slave, rslave, "
-	  "shared, rshared, recursive, sqsh)" },
+	{ "/a.sqsh:/b:sqsh+recursive", "conflicting mount flags 'sqsh' and 'rbind'" },
+	{ "/a.sqsh:/b:sqsh+norbind", "conflicting mount flags 'sqsh' and 'norbind'" },
+	{ "/a:/b:RO", "unknown mount flag 'RO' " KNOWN },
 };
 
 static void test_mount_errors(void **state)
@@ -343,31 +438,60 @@ static void test_mount_errors(void **state)
 		parse_fails(text, want);
 	}
 	parse_fails("mounts = \"/a:/b\"\n", "t.toml:1:10: mounts: expected an array of "
-		    "\"SRC:DST[:FLAGS]\" strings, got string");
+		    "\"SRC[:DST[:FLAGS]]\" strings, got string");
 	parse_fails("mounts = [\n  \"/a:/b\",\n  3,\n]\n",
 		    "t.toml:3:3: mounts[1]: expected a string, got integer");
+}
+
+/* "the flags are forwarded to the system mount operation": flags expand
+ * like every value ("This capability applies across all configuration
+ * parameters in the EDF"). */
+static void test_mount_flags_expand(void **state)
+{
+	(void)state;
+	struct edf *e = parse_ok("mounts = [\"/a:/b:${MODE:-ro}\", \"/c:/d:${MODE2}+nosuid\"]\n");
+	static const char *const env[] = { "MODE2=rw", NULL };
+	expand_ok(e, env);
+	assert_int_equal(e->mounts[0].flags, EDF_MOUNT_RO | EDF_MOUNT_RECURSIVE);
+	assert_int_equal(e->mounts[1].flags, EDF_MOUNT_RW | EDF_MOUNT_NOSUID | EDF_MOUNT_RECURSIVE);
+	edf_free(e);
+	e = parse_ok("mounts = [\"/a:/b:${MODE}\"]\n");
+	static const char *const bad[] = { "MODE=shared", NULL };
+	struct edf_context ctx = { .caller_env = bad };
+	alps_error *err = NULL;
+	assert_int_equal(edf_expand(e, &ctx, &err), -1);
+	assert_string_equal(err->msg, "t.toml:1:11: mounts[0]: mount flag 'shared': " PROPAGATION);
+	alps_error_free(err);
+	edf_free(e);
 }
 
 static void test_mount_duplicates(void **state)
 {
 	(void)state;
-	/* In one file: an error, normalized destinations compared. */
+	/* Decided: two different mounts on one destination in one file are an
+	 * error, normalized destinations compared... */
 	parse_fails("mounts = [\"/a:/d\",\n  \"/b:/d/\"]\n",
 		    "t.toml:2:3: mounts[1]: destination /d is already mounted by mounts[0] "
 		    "(line 1)");
-	/* Across files: the later one replaces the earlier, with a warning. */
+	/* ...and the exact same mount twice is dropped with a warning. */
+	struct edf *e = parse_ok("mounts = [\"/a:/d:ro\",\n  \"/a:/d/:ro\"]\n");
+	assert_int_equal(e->nmounts, 1);
+	assert_warning(e, "t.toml:2:3: mounts[1]: the same mount as mounts[0] (line 1): dropped");
+	edf_free(e);
+	/* "When evaluating mounts or env parameters, values from downstream
+	 * EDFs are appended to inherited values": all kept, in order, even on
+	 * the same destination. */
 	const struct memfile files[] = {
 		{ "top", NULL, "base_environment = \"base\"\nmounts = [\"/mine:/data:ro\"]\n" },
 		{ "base", NULL, "mounts = [\"/site:/data\", \"/opt:/opt\"]\n" },
 	};
 	struct memfs fs = MEMFS(files);
-	struct edf *e = load_ok(&fs, "top");
-	assert_int_equal(e->nmounts, 2);
-	assert_string_equal(e->mounts[0].src, "/opt");
-	assert_string_equal(e->mounts[1].src, "/mine");
-	assert_int_equal(e->mounts[1].flags, EDF_MOUNT_RO);
-	assert_warning(e, "top.toml:2:11: mounts[0]: replaces the mount at /data of "
-		       "base.toml:1:11: mounts[0]");
+	e = load_ok(&fs, "top");
+	assert_int_equal(e->nmounts, 3);
+	assert_string_equal(e->mounts[0].src, "/site");
+	assert_string_equal(e->mounts[1].src, "/opt");
+	assert_string_equal(e->mounts[2].src, "/mine");
+	assert_int_equal(e->mounts[2].flags, EDF_MOUNT_RO | EDF_MOUNT_RECURSIVE);
 	edf_free(e);
 }
 
@@ -478,7 +602,7 @@ static void test_unknown_keys(void **state)
 	parse_fails("working_dir = \"/\"\n", "t.toml:1:1: working_dir: unknown key (did you "
 		    "mean 'workdir'?)");
 	parse_fails("zzz = 1\n", "t.toml:1:1: zzz: unknown key (known: base_environment, "
-		    "image, workdir, entrypoint, writable, mounts, env, annotations)");
+		    "image, workdir, entrypoint, writable, mounts, env, annotations, devices)");
 }
 
 static void test_syntax_and_limits(void **state)
@@ -702,7 +826,7 @@ static void test_expand_unset_and_errors(void **state)
 		const char *text, *want;
 	} late[] = {
 		{ "mounts = [\"${USER}:/d\"]\n", "t.toml:1:11: mounts[0]: source \"alice\" is not "
-		  "absolute" },
+		  "absolute (write \"./alice\" for a path relative to the working directory)" },
 		{ "mounts = [\"/s:${USER}\"]\n", "t.toml:1:11: mounts[0]: destination \"alice\" is "
 		  "not absolute (it is a path inside the container)" },
 		{ "mounts = [\"${EMPTY}:/d\"]\n", "t.toml:1:11: mounts[0]: empty source" },
@@ -710,8 +834,8 @@ static void test_expand_unset_and_errors(void **state)
 		  "destination \"/users/alice/../d\" contains \"..\"" },
 		{ "mounts = [\"/a:/users/alice\", \"/b:${HOME}\"]\n", "t.toml:1:30: mounts[1]: "
 		  "destination /users/alice is already mounted by mounts[0] (line 1)" },
-		{ "image = \"${HOME}/x.tar\"\n", "t.toml:1:9: image: \"/users/alice/x.tar\" is a "
-		  "path but not a squashfs file (.sqsh, .sqfs or .squashfs)" },
+		{ "image = \"./${USER}.sqsh\"\n", "t.toml:1:9: image: relative image path "
+		  "\"./alice.sqsh\" and no working directory to resolve it against" },
 		{ "workdir = \"${USER}\"\n", "t.toml:1:11: workdir: \"alice\" is not an absolute "
 		  "path (it is a path inside the container)" },
 	};
@@ -917,15 +1041,43 @@ static void test_missing_and_bad_base(void **state)
 	/* An error in a base names the base. */
 	err = load_fails(&fs, "badtop");
 	assert_string_equal(err->msg, "bad.toml:1:11: mounts[0]: unknown mount flag 'rwx' (ro, "
-			    "rw, private, rprivate, slave, rslave, shared, rshared, recursive, "
-			    "sqsh)");
+			    "rw, rbind, norbind, nosuid, nodev, private, rprivate, sqsh)");
 	alps_error_free(err);
 
 	parse_fails("base_environment = 3\n", "t.toml:1:20: base_environment: expected a string "
 		    "or an array of strings, got integer");
-	parse_fails("base_environment = [\"\"]\n", "t.toml:1:21: base_environment[0]: empty name");
 	parse_fails("base_environment = [\"a\", 1]\n",
 		    "t.toml:1:26: base_environment[1]: expected a string, got integer");
+}
+
+/* base_environment: "Default: """; "" names no base, and so does an entry
+ * that expands to "" ("${EXTRA_BASE:-}").  Entries expand like every value
+ * ("Variable expansion is supported across all EDF parameters"). */
+static void test_base_empty_and_expanded(void **state)
+{
+	(void)state;
+	const struct memfile files[] = {
+		{ "top", NULL, "base_environment = \"\"\nimage = \"ubuntu:24.04\"\n" },
+		{ "arr", NULL, "base_environment = [\"${NOPE:-}\", \"${WHICH}\"]\n" },
+		{ "site-x", NULL, "writable = false\n" },
+		{ "undef", NULL, "base_environment = \"${NOPE}\"\n" },
+	};
+	struct memfs fs = MEMFS(files);
+	struct edf *e = load_ok(&fs, "top");
+	assert_int_equal(e->nfiles, 1);
+	edf_free(e);
+	static const char *const env[] = { "WHICH=site-x", NULL };
+	struct edf_context ctx = { .caller_env = env };
+	struct edf_loader loader = { .load = mem_load, .arg = &fs };
+	alps_error *err = NULL;
+	assert_int_equal(edf_load_all_ctx("arr", &loader, &ctx, &e, NULL, NULL, &err), 0);
+	assert_int_equal(e->nfiles, 2);
+	assert_false(edf_writable(e));
+	edf_free(e);
+	assert_int_equal(edf_load_all_ctx("undef", &loader, &ctx, &e, NULL, NULL, &err), -1);
+	assert_string_equal(err->msg, "undef.toml:1:20: base_environment: ${NOPE} is not defined "
+			    "(write ${NOPE:-} for an empty default)");
+	alps_error_free(err);
 }
 
 /* ---- the file loader --------------------------------------------------- */
@@ -1336,7 +1488,7 @@ static void test_json(void **state)
 		"\"image_user\":\"alice\",\"workdir\":\"/w\",\"entrypoint\":false,"
 		"\"writable\":false,\"base_environment\":[\"b\"],"
 		"\"mounts\":[{\"source\":\"/a\",\"destination\":\"/b\","
-		"\"flags\":[\"ro\",\"rprivate\"]}],"
+		"\"flags\":[\"ro\",\"rprivate\",\"rbind\"]}],\"devices\":[],"
 		"\"env\":{\"A\":\"1\",\"GONE\":null},"
 		"\"annotations\":{\"com.hooks.cxi.enabled\":\"true\"},"
 		"\"unknown_annotations\":[],\"warnings\":[]}");
@@ -1420,10 +1572,14 @@ int main(void)
 		cmocka_unit_test(test_image_reference),
 		cmocka_unit_test(test_image_enroot),
 		cmocka_unit_test(test_image_squashfs),
+		cmocka_unit_test(test_image_file_kind),
 		cmocka_unit_test(test_image_empty_and_errors),
 		cmocka_unit_test(test_scalars),
 		cmocka_unit_test(test_mounts),
+		cmocka_unit_test(test_mount_source_only),
+		cmocka_unit_test(test_mount_relative_source),
 		cmocka_unit_test(test_mount_errors),
+		cmocka_unit_test(test_mount_flags_expand),
 		cmocka_unit_test(test_mount_duplicates),
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_env_warnings),
@@ -1438,6 +1594,7 @@ int main(void)
 		cmocka_unit_test(test_depth_limit),
 		cmocka_unit_test(test_cycles),
 		cmocka_unit_test(test_missing_and_bad_base),
+		cmocka_unit_test(test_base_empty_and_expanded),
 		cmocka_unit_test_setup_teardown(test_files_default_path, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_files_edf_path, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_files_relative_and_checks, tmp_setup,

@@ -1,0 +1,88 @@
+/* edf_user.c: the job user's world an EDF is read and expanded in, and
+ * what an image file holds (see edf.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "edf.h"
+#include "log.h"
+
+/* The names the user database decides: a root prolog's own USER or HOME
+ * must never stand for the job user's. */
+static const char *const user_names[] = { "USER", "LOGNAME", "HOME", "UID" };
+
+static bool is_user_name(const char *entry)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(user_names); i++) {
+		size_t n = strlen(user_names[i]);
+		if (strncmp(entry, user_names[i], n) == 0 && entry[n] == '=')
+			return true;
+	}
+	return false;
+}
+
+char **edf_user_env(const char *const *caller_env, const char *name, unsigned long uid,
+		    const char *home)
+{
+	size_t n = 0;
+	while (caller_env && caller_env[n])
+		n++;
+	char **v = xcalloc(n + ARRAY_SIZE(user_names) + 1, sizeof(char *));
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!is_user_name(caller_env[i]))
+			v[k++] = xstrdup(caller_env[i]);
+	v[k++] = xasprintf("USER=%s", name);
+	v[k++] = xasprintf("LOGNAME=%s", name);
+	v[k++] = xasprintf("UID=%lu", uid);
+	if (home)
+		v[k++] = xasprintf("HOME=%s", home);
+	v[k] = NULL;
+	return v;
+}
+
+/* The first bytes of the kinds of files people name as an image. */
+static const char *file_kind(const unsigned char *b, size_t n)
+{
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		return "a gzip file (an image archive must be imported first)";
+	if (n >= 262 && memcmp(b + 257, "ustar", 5) == 0)
+		return "a tar archive (an image archive must be imported first)";
+	if (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0)
+		return "a zstd file (an image archive must be imported first)";
+	if (n >= 4 && memcmp(b, "\x7f" "ELF", 4) == 0)
+		return "an executable";
+	if (n >= 4 && memcmp(b, "sqsh", 4) == 0)
+		return "a big-endian squashfs image (not supported)";
+	return n < 4 ? "too short to be a squashfs image" : "not a squashfs image";
+}
+
+int edf_image_file_check(int fd, const char *display, alps_error **err)
+{
+	_cleanup_free_ char *esc = log_escape(display, 300);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return alps_fail_errno(err, "%s", esc);
+	if (S_ISDIR(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "image %s is a directory, not a squashfs "
+				 "image", esc);
+	if (!S_ISREG(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "image %s is not a regular file", esc);
+	unsigned char b[512];
+	ssize_t r;
+	do
+		r = pread(fd, b, sizeof(b), 0);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return alps_fail_errno(err, "reading %s", esc);
+	/* The squashfs superblock starts with "hsqs" (0x73717368, little
+	 * endian), version 4.0 at byte 28. */
+	if (r >= 32 && memcmp(b, "hsqs", 4) == 0 && b[28] == 4 && b[29] == 0)
+		return 0;
+	return alps_fail(err, ALPS_E_INVALID, "image %s: %s", esc, file_kind(b, (size_t)r));
+}
