@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,17 +63,107 @@ static void become_root_again(struct saved_ids *s)
 	}
 }
 
+/* The job user's world (alps-edf(5)): with --user, ~/.edf is that user's
+ * and ${USER}, ${LOGNAME}, ${HOME}, ${UID} are that user's, whoever runs
+ * the client (a root prolog); the daemon builds the same context. */
+struct user_world {
+	char *name, *home;      /* owned; home NULL: not known */
+	unsigned long uid;
+	bool set;               /* a --user was given */
+};
+
+static void user_world_free(struct user_world *w)
+{
+	free(w->name);
+	free(w->home);
+}
+
+static int user_world_get(const char *user, struct user_world *w, alps_error **err)
+{
+	memset(w, 0, sizeof(*w));
+	if (!user)
+		return 0;
+	char *end;
+	unsigned long n = strtoul(user, &end, 10);
+	struct passwd *pw = (*user && *end == '\0') ? getpwuid((uid_t)n) : getpwnam(user);
+	if (!pw)
+		return alps_fail(err, ALPS_E_NOT_FOUND, "user '%s' does not exist", user);
+	w->name = xstrdup(pw->pw_name);
+	w->home = pw->pw_dir && *pw->pw_dir ? xstrdup(pw->pw_dir) : NULL;
+	w->uid = pw->pw_uid;
+	w->set = true;
+	return 0;
+}
+
+/* ctx's environment for w (edf_strv_free), the caller's own without --user. */
+static char **user_world_env(const struct user_world *w)
+{
+	if (!w->set)
+		return NULL;
+	return edf_user_env((const char *const *)environ, w->name, w->uid, w->home);
+}
+
+/* An image file must hold a squashfs image: read it now, with the
+ * reader's rights, for a clear error before anything is mounted. */
+static int check_image_file(const struct edf *e, alps_error **err)
+{
+	if (e->image_kind != EDF_IMAGE_SQUASHFS)
+		return 0;
+	const char *path = edf_image(e);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return alps_fail_errno(err, "%s:%d:%d: %s: %s", e->image.loc.file,
+				       e->image.loc.line, e->image.loc.col, e->image.loc.key, path);
+	if (edf_image_file_check(fd, path, err) < 0)
+		return alps_error_prefix(err, "%s:%d:%d: %s", e->image.loc.file,
+					 e->image.loc.line, e->image.loc.col, e->image.loc.key);
+	return 0;
+}
+
+/* Load, expand and check as the reader: what the daemon will do, so that
+ * mistakes show here with the reader's rights (the daemon expands again). */
+static int load_checked(const char *path, const struct user_world *w, struct edf **out,
+			struct edf_source **src, size_t *n, alps_error **err)
+{
+	struct edf_file_world fw = { .home = w->home, .use_edf_path = w->set,
+				     .edf_path = getenv("EDF_PATH") };
+	struct edf_loader loader = { .load = edf_file_load, .arg = &fw };
+	char **env = user_world_env(w);
+	char cwd[4096];
+	struct edf_context ctx = { .caller_env = env ? (const char *const *)env
+						     : (const char *const *)environ,
+				   .cwd = getcwd(cwd, sizeof(cwd)) ? cwd : NULL };
+	int rc = edf_load_all_ctx(path, &loader, &ctx, out, src, n, err);
+	if (rc == 0)
+		rc = edf_expand(*out, &ctx, err);
+	if (rc == 0)
+		rc = check_image_file(*out, err);
+	edf_strv_free(env);
+	return rc;
+}
+
 /* The EDF and its bases, read as user, into src and n for the request. */
 static int read_edf(const char *path, const char *user, struct edf_source **src, size_t *n,
 		    alps_error **err)
 {
-	struct saved_ids ids;
-	if (become_user(user, &ids, err) < 0)
+	struct user_world w;
+	if (user_world_get(user, &w, err) < 0)
 		return -1;
+	struct saved_ids ids;
+	if (become_user(user, &ids, err) < 0) {
+		user_world_free(&w);
+		return -1;
+	}
 	struct edf *merged = NULL;
-	int rc = edf_load_all(path, &edf_file_loader, &merged, src, n, err);
+	int rc = load_checked(path, &w, &merged, src, n, err);
 	become_root_again(&ids);
 	edf_free(merged);
+	user_world_free(&w);
+	if (rc < 0 && *src) {
+		edf_sources_free(*src, *n);
+		*src = NULL;
+		*n = 0;
+	}
 	return rc;
 }
 
@@ -518,50 +610,171 @@ const struct command cmd_run = {
 
 /* ---- edf check ---- */
 
+struct check_out {
+	json_t *warnings;       /* strings */
+	json_t *errors;
+};
+
+static void check_lines(json_t *a, const char *text)
+{
+	_cleanup_free_ char *copy = xstrdup(text);
+	for (char *p = copy, *line; (line = strsep(&p, "\n"));)
+		if (*line)
+			json_array_append_new(a, json_string(line));
+}
+
+/* --image: does the image resolve and do the mount sources exist for the
+ * reader?  Only warnings: the node that runs the job may differ. */
+static void check_sources(const struct edf *e, struct check_out *o)
+{
+	for (size_t i = 0; i < e->nmounts; i++) {
+		const struct edf_mount *m = &e->mounts[i];
+		struct stat st;
+		char *w = NULL;
+		if (stat(m->src, &st) < 0)
+			w = xasprintf("%s:%d:%d: %s: source %s: %s", m->loc.file, m->loc.line,
+				      m->loc.col, m->loc.key, m->src, strerror(errno));
+		else if ((m->flags & EDF_MOUNT_SQSH) && !S_ISREG(st.st_mode))
+			w = xasprintf("%s:%d:%d: %s: source %s is not a file: 'sqsh' mounts a "
+				      "squashfs file", m->loc.file, m->loc.line, m->loc.col,
+				      m->loc.key, m->src);
+		if (w)
+			json_array_append_new(o->warnings, json_string(w));
+		free(w);
+	}
+}
+
+static void check_image_ref(struct client *cl, const struct edf *e, struct check_out *o)
+{
+	if (e->image_kind != EDF_IMAGE_REF)
+		return;
+	_cleanup_free_ char *ref = ref_format(&e->ref);
+	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
+	ir.reference = ref;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_INSPECT;
+	req.inspect = &ir;
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	char *w = NULL;
+	if (!resp)
+		w = xasprintf("%s:%d:%d: image: %s not checked: %s", e->image.loc.file,
+			      e->image.loc.line, e->image.loc.col, ref, err->msg);
+	else if (resp->status != ALPS__STATUS__OK)
+		w = xasprintf("%s:%d:%d: image: %s is not in this node's store (%s); prepare "
+			      "pulls it", e->image.loc.file, e->image.loc.line, e->image.loc.col,
+			      ref, resp->message ? resp->message : "not found");
+	if (w)
+		json_array_append_new(o->warnings, json_string(w));
+	free(w);
+	alps_error_free(err);
+	if (resp)
+		alps__response__free_unpacked(resp, NULL);
+}
+
+static void check_print_text(const char *file, const struct edf *e, const struct check_out *o)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(o->errors, i, v)
+		fprintf(stderr, "error: %s\n", json_string_value(v));
+	json_array_foreach(o->warnings, i, v)
+		fprintf(stderr, "warning: %s\n", json_string_value(v));
+	if (!e) {
+		fprintf(stderr, "%s: %zu error%s\n", file, json_array_size(o->errors),
+			json_array_size(o->errors) == 1 ? "" : "s");
+		return;
+	}
+	printf("%s: valid\n  image:      %s\n", file, *edf_image(e) ? edf_image(e) : "(none)");
+	if (e->workdir.value && *e->workdir.value)
+		printf("  workdir:    %s\n", e->workdir.value);
+	printf("  writable:   %s\n  entrypoint: %s\n", edf_writable(e) ? "yes" : "no",
+	       edf_entrypoint(e) ? "yes" : "no");
+	for (i = 0; i < e->nmounts; i++) {
+		_cleanup_free_ char *f = edf_mount_flags_format(e->mounts[i].flags);
+		printf("  mount:      %s -> %s (%s)\n", e->mounts[i].src, e->mounts[i].dst, f);
+	}
+	for (i = 0; i < e->nenv; i++)
+		printf("  env:        %s=%s\n", e->env[i].key, e->env[i].value);
+	for (i = 0; i < e->nannotations; i++)
+		printf("  annotation: %s=%s\n", e->annotations[i].key, e->annotations[i].value);
+}
+
+static int check_usage(void)
+{
+	fprintf(stderr, "alps edf: usage: alps edf check [--json] [--image] FILE\n");
+	return EXIT_USAGE;
+}
+
 static int run_edf(struct client *cl, int argc, char **argv)
 {
-	if (argc != 3 || strcmp(argv[1], "check") != 0) {
-		fprintf(stderr, "alps edf: usage: alps edf check FILE\n");
-		return EXIT_USAGE;
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "image", no_argument, NULL, 'i' },
+		{ NULL, 0, NULL, 0 },
+	};
+	if (argc < 2 || strcmp(argv[1], "check") != 0)
+		return check_usage();
+	bool image = false;
+	int opt;
+	while ((opt = getopt_long(argc - 1, argv + 1, "ji", opts, NULL)) != -1) {
+		if (opt == 'j')
+			cl->json = true;
+		else if (opt == 'i')
+			image = true;
+		else
+			return check_usage();
 	}
+	if (optind + 1 != argc - 1)
+		return check_usage();
+	const char *file = argv[optind + 1];
+	struct check_out o = { .warnings = json_array(), .errors = json_array() };
+	struct user_world w = { 0 };
 	alps_error *err = NULL;
 	struct edf *e = NULL;
 	struct edf_source *src = NULL;
 	size_t n = 0;
-	if (edf_load_all(argv[2], &edf_file_loader, &e, &src, &n, &err) < 0)
-		return client_fail(cl, "edf check", err);
-	char cwd[4096];
-	struct edf_context ctx = { .caller_env = (const char *const *)environ,
-				   .cwd = getcwd(cwd, sizeof(cwd)) ? cwd : NULL };
-	if (edf_expand(e, &ctx, &err) < 0) {
+	if (load_checked(file, &w, &e, &src, &n, &err) < 0 || edf_job_check(e, &err) < 0) {
+		check_lines(o.errors, err->msg);
+		alps_error_free(err);
 		edf_free(e);
-		edf_sources_free(src, n);
-		return client_fail(cl, "edf check", err);
+		e = NULL;
 	}
-	size_t nw = 0;
-	char **warnings = edf_warnings(e, &nw);
-	json_t *j = edf_to_json(e, true);
-	if (cl->json) {
-		json_t *w = json_array();
-		for (size_t i = 0; i < nw; i++)
-			json_array_append_new(w, json_string(warnings[i]));
-		client_print_json(json_pack("{s:b, s:o, s:o}", "ok", 1, "environment", j, "warnings", w));
-	} else {
-		for (size_t i = 0; i < nw; i++)
-			fprintf(stderr, "warning: %s\n", warnings[i]);
-		client_print_json(j);
+	if (e) {
+		char **warnings = edf_warnings(e, NULL);
+		for (size_t i = 0; warnings[i]; i++)
+			json_array_append_new(o.warnings, json_string(warnings[i]));
+		edf_strv_free(warnings);
+		if (image) {
+			check_sources(e, &o);
+			check_image_ref(cl, e, &o);
+		}
 	}
-	edf_strv_free(warnings);
+	int rc = e ? EXIT_OK : EXIT_FAILED;
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:o, s:O, s:O}", "ok", e != NULL, "environment",
+					    e ? edf_to_json(e, true) : json_null(), "warnings",
+					    o.warnings, "errors", o.errors));
+	else
+		check_print_text(file, e, &o);
+	json_decref(o.warnings);
+	json_decref(o.errors);
 	edf_free(e);
 	edf_sources_free(src, n);
-	return EXIT_OK;
+	return rc;
 }
 
 const struct command cmd_edf = {
 	.name = "edf",
-	.summary = "Check an environment definition file and print the merged result.",
-	.usage = "check FILE",
-	.help = "Validates FILE and its base_environment chain (read with your rights),\n"
-		"prints warnings for likely mistakes and the merged environment.\n",
+	.summary = "Check an environment definition file and show the merged result.",
+	.usage = "check [--json] [--image] FILE",
+	.help = "Validates FILE and its base_environment chain (read with your rights) as\n"
+		"prepare would, in your environment and working directory: every error\n"
+		"with FILE:LINE:COL and key, warnings for likely mistakes, then the merged\n"
+		"environment as text (as JSON with --json).\n"
+		"  -i, --image   also check that the image is in the node's store and that\n"
+		"                mount sources exist (warnings)\n"
+		"  -j, --json    machine-readable output\n"
+		"See alps-edf(5).\n",
 	.run = run_edf,
 };

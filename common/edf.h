@@ -311,6 +311,11 @@ char **edf_user_env(const char *const *caller_env, const char *name, unsigned lo
  * it is instead. */
 int edf_image_file_check(int fd, const char *display, alps_error **err);
 
+/* What `prepare` refuses in an expanded EDF beyond its values (a
+ * non-empty devices list, until the host integration applies it);
+ * `alps edf check` calls it too, so that both say the same words. */
+int edf_job_check(const struct edf *e, alps_error **err);
+
 /* The daemon's loader: arg is a struct edf_source_set; a name is found
  * by exact match on ->name, and never on the file system. */
 struct edf_source_set {

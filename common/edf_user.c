@@ -86,3 +86,15 @@ int edf_image_file_check(int fd, const char *display, alps_error **err)
 		return 0;
 	return alps_fail(err, ALPS_E_INVALID, "image %s: %s", esc, file_kind(b, (size_t)r));
 }
+
+/* What prepare refuses in an expanded EDF beyond its values: `alps edf
+ * check` calls it too, so that both say the same words. */
+int edf_job_check(const struct edf *e, alps_error **err)
+{
+	if (e->ndevices == 0)
+		return 0;
+	const struct edf_loc *l = &e->devices[0].loc;
+	return alps_fail(err, ALPS_E_NOT_IMPLEMENTED, "%s:%d:%d: %s: devices are not implemented "
+			 "yet: they need the host integration (an empty list is accepted)",
+			 l->file, l->line, l->col, l->key);
+}

@@ -165,19 +165,33 @@ static int resolve_user(struct prep *p, alps_error **err)
 	return 0;
 }
 
+/* The EDF is expanded in the job user's world (alps-edf(5)): the job's
+ * environment as the caller passes it, with USER, LOGNAME, HOME and UID
+ * of the job's user, never those of a root prolog. */
+static char **prep_user_env(const struct prep *p)
+{
+	char buf[16384];
+	struct passwd pw, *res = NULL;
+	if (getpwuid_r(p->uid, &pw, buf, sizeof(buf), &res) != 0)
+		res = NULL;
+	return edf_user_env((const char *const *)p->caller_env, p->user_name, p->uid,
+			    res ? res->pw_dir : NULL);
+}
+
 static int resolve_edf(struct prep *p, alps_error **err)
 {
 	struct edf_source_set set = { .v = p->sources, .n = p->nsources };
 	struct edf_loader loader = { .load = edf_source_load, .arg = &set };
-	struct edf_source *used = NULL;
-	size_t nused = 0;
-	if (edf_load_all(p->sources[0].name, &loader, &p->edf, &used, &nused, err) < 0)
-		return -1;
-	edf_sources_free(used, nused);
+	/* alps run: the caller is the job's user, its environment the job's. */
+	char **env = p->run ? NULL : prep_user_env(p);
 	struct edf_context ctx = {
-		.caller_env = (const char *const *)p->caller_env, .cwd = p->cwd,
+		.caller_env = (const char *const *)(env ? env : p->caller_env), .cwd = p->cwd,
 	};
-	if (edf_expand(p->edf, &ctx, err) < 0)
+	int rc = edf_load_all_ctx(p->sources[0].name, &loader, &ctx, &p->edf, NULL, NULL, err);
+	if (rc == 0)
+		rc = edf_expand(p->edf, &ctx, err);
+	edf_strv_free(env);
+	if (rc < 0 || edf_job_check(p->edf, err) < 0)
 		return -1;
 	switch (p->edf->image_kind) {
 	case EDF_IMAGE_REF:
