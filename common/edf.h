@@ -316,6 +316,14 @@ int edf_image_file_check(int fd, const char *display, alps_error **err);
  * `alps edf check` calls it too, so that both say the same words. */
 int edf_job_check(const struct edf *e, alps_error **err);
 
+/* jobs.default_mounts[idx]: spec read as an EDF mount line (the same flags
+ * and defaults) and expanded with USER, LOGNAME, HOME and UID of user_env
+ * only (NULL: sample values, to validate the configuration at start); an
+ * unknown variable or a relative path is an error naming the key.  *out:
+ * "SRC:DST:ro|rw[+rbind]" (caller frees). */
+int edf_site_mount(const char *spec, size_t idx, const char *const *user_env, char **out,
+		   alps_error **err);
+
 /* The daemon's loader: arg is a struct edf_source_set; a name is found
  * by exact match on ->name, and never on the file system. */
 struct edf_source_set {

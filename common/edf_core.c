@@ -36,6 +36,9 @@ void loc_free(struct edf_loc *loc)
 char *loc_vformat(const struct edf_loc *loc, const char *fmt, va_list ap)
 {
 	_cleanup_free_ char *msg = xvasprintf(fmt, ap);
+	/* Line 0: a value from no file (jobs.default_mounts): the key says it. */
+	if (loc->line == 0)
+		return xasprintf("%s: %s", loc->key, msg);
 	return xasprintf("%s:%d:%d: %s: %s", loc->file, loc->line, loc->col, loc->key, msg);
 }
 
@@ -51,6 +54,8 @@ int fail_loc(alps_error **err, const struct edf_loc *loc, const char *fmt, ...)
 /* Prefix an error from a helper (expand, ref_parse) with the place. */
 int prefix_loc(alps_error **err, const struct edf_loc *loc)
 {
+	if (loc->line == 0)
+		return alps_error_prefix(err, "%s", loc->key);
 	return alps_error_prefix(err, "%s:%d:%d: %s", loc->file, loc->line, loc->col, loc->key);
 }
 

@@ -60,6 +60,8 @@ int check_expansion(const char *s, const struct edf_loc *loc, alps_error **err);
 
 /* ---- edf_mounts.c ---- */
 int parse_mounts(struct pctx *p, const toml_value *v, const char *key, alps_error **err);
+/* One mount line v under key (a string value; its place is v's). */
+int mount_parse_key(struct pctx *p, const toml_value *v, const char *key, alps_error **err);
 /* True when s holds its final value: expanded, or with nothing to expand. */
 bool is_final(const struct edf *e, const char *s);
 int mount_check(const struct edf *e, struct edf_mount *m, alps_error **err);

@@ -288,6 +288,11 @@ static int mount_split(const char *s, struct edf_mount *m, alps_error **err)
 static int mount_parse(struct pctx *p, const toml_value *v, size_t idx, alps_error **err)
 {
 	_cleanup_free_ char *key = xasprintf("mounts[%zu]", idx);
+	return mount_parse_key(p, v, key, err);
+}
+
+int mount_parse_key(struct pctx *p, const toml_value *v, const char *key, alps_error **err)
+{
 	struct edf_mount m = { 0 };
 	pctx_loc(p, &m.loc, v->line, v->col, key);
 	if (want_string(v, &m.loc, err) < 0 || check_expansion(v->u.str.ptr, &m.loc, err) < 0 ||

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "edf.h"
+#include "edf_impl.h"
 #include "log.h"
 
 /* The names the user database decides: a root prolog's own USER or HOME
@@ -97,4 +98,53 @@ int edf_job_check(const struct edf *e, alps_error **err)
 	return alps_fail(err, ALPS_E_NOT_IMPLEMENTED, "%s:%d:%d: %s: devices are not implemented "
 			 "yet: they need the host integration (an empty list is accepted)",
 			 l->file, l->line, l->col, l->key);
+}
+
+/* ---- jobs.default_mounts ---------------------------------------------- */
+
+static const char *const site_sample_env[] = {
+	"USER=user", "LOGNAME=user", "HOME=/home/user", "UID=1000", NULL,
+};
+
+/* Only the user database's names: site mounts are opened as root, so no
+ * variable a user sets may steer them. */
+static char **site_env(const char *const *user_env)
+{
+	char **v = xcalloc(ARRAY_SIZE(user_names) + 1, sizeof(char *));
+	size_t k = 0;
+	for (size_t i = 0; user_env && user_env[i]; i++)
+		if (is_user_name(user_env[i]))
+			v[k++] = xstrdup(user_env[i]);
+	return v;
+}
+
+/* "SRC:DST[:ro|rw][+rbind]", the form jobenv reads. */
+static char *site_text(const struct edf_mount *m)
+{
+	const char *mode = (m->flags & EDF_MOUNT_RO) ? "ro" : "rw";
+	return xasprintf("%s:%s:%s%s", m->src, m->dst, mode,
+			 (m->flags & EDF_MOUNT_RECURSIVE) ? "+rbind" : "");
+}
+
+int edf_site_mount(const char *spec, size_t idx, const char *const *user_env, char **out,
+		   alps_error **err)
+{
+	*out = NULL;
+	_cleanup_free_ char *key = xasprintf("jobs.default_mounts[%zu]", idx);
+	_cleanup_edf_ struct edf *e = edf_new("alpsd.conf");
+	struct pctx p = { .e = e, .file = "alpsd.conf" };
+	toml_value v = { .type = TOML_STRING, .u.str = { (char *)spec, strlen(spec) } };
+	if (mount_parse_key(&p, &v, key, err) < 0)
+		return -1;
+	char **env = site_env(user_env ? user_env : site_sample_env);
+	struct edf_context ctx = { .caller_env = (const char *const *)env };
+	int rc = edf_expand(e, &ctx, err);
+	edf_strv_free(env);
+	if (rc < 0)
+		return -1;
+	if (e->mounts[0].flags & EDF_MOUNT_SQSH)
+		return alps_fail(err, ALPS_E_INVALID, "%s: 'sqsh' is not supported in site "
+				 "mounts", key);
+	*out = site_text(&e->mounts[0]);
+	return 0;
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/edf.h"
 #include "common/log.h"
 #include "common/toml.h"
 #include "common/util.h"
@@ -477,6 +478,13 @@ int config_validate(const struct config *c, alps_error **err)
 		if (!strchr(c->nic_env.v[i], '='))
 			return alps_fail(err, ALPS_E_INVALID, "topology.nic_env entry '%s' is not VAR=template",
 					 c->nic_env.v[i]);
+	/* Read and expanded as EDF mounts are, at start: a mistake stops the
+	 * daemon here, naming the entry, not every job later. */
+	for (size_t i = 0; i < c->default_mounts.n; i++) {
+		_cleanup_free_ char *m = NULL;
+		if (edf_site_mount(c->default_mounts.v[i], i, NULL, &m, err) < 0)
+			return -1;
+	}
 	return 0;
 }
 

@@ -240,11 +240,34 @@ static void prep_resolve(void *arg)
 
 /* ---- build (worker) ---- */
 
+/* c: the daemon's configuration with jobs.default_mounts expanded for
+ * the job's user (edf_site_mount); free with site_config_free. */
+static int site_config(const struct prep *p, struct config *c, alps_error **err)
+{
+	const struct strlist *dm = &p->d->cfg->default_mounts;
+	*c = *p->d->cfg;
+	c->default_mounts.v = xcalloc(dm->n + 1, sizeof(char *));
+	c->default_mounts.n = 0;
+	char **env = prep_user_env(p);
+	int rc = 0;
+	for (size_t i = 0; i < dm->n && rc == 0; i++)
+		if ((rc = edf_site_mount(dm->v[i], i, (const char *const *)env,
+					 &c->default_mounts.v[i], err)) == 0)
+			c->default_mounts.n++;
+	edf_strv_free(env);
+	return rc;
+}
+
 static void prep_build_locked(struct prep *p)
 {
 	struct job_mounts jm;
 	alps_error *err = NULL;
-	if (jobenv_mounts(p->d->cfg, p->edf, &jm, &err) < 0) {
+	struct config site;
+	int rc = site_config(p, &site, &err);
+	if (rc == 0)
+		rc = jobenv_mounts(&site, p->edf, &jm, &err);
+	edf_strv_free(site.default_mounts.v);
+	if (rc < 0) {
 		p->err = err;
 		return;
 	}
@@ -268,7 +291,7 @@ static void prep_build_locked(struct prep *p)
 		.mounts = jm.user, .nmounts = jm.nuser,
 		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
 	};
-	int rc = ns_prepare(&spec, &p->ns, &err);
+	rc = ns_prepare(&spec, &p->ns, &err);
 	if (rc < 0 && err->code == ALPS_E_TIMEOUT) {
 		/* A helper that never answers was killed and undone; one more
 		 * try.  (Seen only under the sanitizers' allocator, which is

@@ -99,3 +99,29 @@ def test_edf_check_text_and_json(jd, victim_edf):  # noqa: F811
 def _alps():
     from conftest import binary
     return binary("alps")
+
+
+def test_default_mounts_checked_at_start(daemon_factory):
+    d = daemon_factory(config_text='[jobs]\ndefault_mounts = ["/opt:/opt", "${NOPE}/x:/x"]\n',
+                       start=False)
+    with pytest.raises(RuntimeError, match=r"jobs\.default_mounts\[1\]: \$\{NOPE\} is not "
+                                           r"defined"):
+        d.start(timeout=10)
+    d = daemon_factory(config_text='[jobs]\ndefault_mounts = ["./rel:/x"]\n', start=False,
+                       subdir="rel")
+    with pytest.raises(RuntimeError, match=r"jobs\.default_mounts\[0\]: relative source"):
+        d.start(timeout=10)
+
+
+def test_default_mounts_expand_as_the_user(daemon_factory, bbworld, victim_edf):  # noqa: F811
+    v = victim_edf
+    d = daemon_factory(config_text='[jobs]\ndefault_mounts = ["${HOME}/data:/site/${USER}:ro"]\n')
+    d.alps("pull", "--quiet", bbworld.ref, check=True)
+    r = d.alps("prepare", "--job", "eu3", "--user", v.name, "--image", bbworld.ref,
+               env={"HOME": "/root", "USER": "root"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        r = d.alps("exec", "--job", "eu3", "--", "cat", f"/site/{v.name}/marker", user=v.uid)
+        assert r.returncode == 0 and r.stdout == "victim's data\n", r.stdout + r.stderr
+    finally:
+        d.alps("release", "--job", "eu3", check=True)

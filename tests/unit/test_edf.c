@@ -583,6 +583,157 @@ static void test_annotations(void **state)
 	parse_fails("annotations = 1\n", "t.toml:1:15: annotations: expected a table, got integer");
 }
 
+/* The SSH hook example of the CE: "Control of SSH hook parameters via
+ * annotation and variable expansion" -- annotations expand, $$ escapes. */
+static void test_annotations_expand(void **state)
+{
+	(void)state;
+	struct edf *e = parse_ok("[annotations.com.hooks.ssh]\n"
+				 "authorize_ssh_key = \"/capstor/scratch/cscs/${USER}/keys\"\n"
+				 "enabled = \"true\"\n"
+				 "[annotations]\nliteral = \"$${USER}\"\n");
+	static const char *const env[] = { "USER=alice", NULL };
+	expand_ok(e, env);
+	assert_string_equal(edf_annotation_get(e, "com.hooks.ssh.authorize_ssh_key"),
+			    "/capstor/scratch/cscs/alice/keys");
+	/* "$${VAR} will render as the literal string ${VAR}." */
+	assert_string_equal(edf_annotation_get(e, "literal"), "${USER}");
+	edf_free(e);
+}
+
+/* Sarus Suite: "EDFs support a devices array. Each entry must be a valid
+ * value for Podman's --device option" -- here CDI names or /dev paths,
+ * validated; prepare refuses a non-empty list until host integration. */
+static void test_devices(void **state)
+{
+	(void)state;
+	struct edf *e = parse_ok("devices = [\"nvidia.com/gpu=all\", \"/dev/gdrdrv\", "
+				 "\"${GPU:-amd.com/gpu=0}\"]\n");
+	expand_ok(e, NULL);
+	assert_int_equal(e->ndevices, 3);
+	assert_string_equal(e->devices[2].value, "amd.com/gpu=0");
+	alps_error *err = NULL;
+	assert_int_equal(edf_job_check(e, &err), -1);
+	assert_int_equal(err->code, ALPS_E_NOT_IMPLEMENTED);
+	assert_string_equal(err->msg, "t.toml:1:12: devices[0]: devices are not implemented yet: "
+			    "they need the host integration (an empty list is accepted)");
+	alps_error_free(err);
+	edf_free(e);
+	e = parse_ok("devices = []\n");
+	assert_int_equal(edf_job_check(e, NULL), 0);
+	edf_free(e);
+	parse_fails("devices = [\"gpu\"]\n", "t.toml:1:12: devices[0]: \"gpu\" is neither a CDI "
+		    "device name (vendor.com/class=name) nor an absolute /dev path");
+	parse_fails("devices = [\"/etc/shadow\"]\n", "t.toml:1:12: devices[0]: \"/etc/shadow\" is "
+		    "not a normalized path below /dev");
+	parse_fails("devices = [\"/dev/../etc\"]\n", "t.toml:1:12: devices[0]: \"/dev/../etc\" is "
+		    "not a normalized path below /dev");
+	parse_fails("devices = [\"nvidia/gpu=all\"]\n", "t.toml:1:12: devices[0]: "
+		    "\"nvidia/gpu=all\" is neither a CDI device name (vendor.com/class=name) nor an "
+		    "absolute /dev path");
+	parse_fails("devices = \"/dev/x\"\n", "t.toml:1:11: devices: expected an array of "
+		    "strings, got string");
+}
+
+/* `alps edf check` "Reports every error in a file, not just the first". */
+static void test_every_error(void **state)
+{
+	(void)state;
+	parse_fails("image = 3\nmounts = [\"/a:/b:shared\", \"/c:d\"]\n[env]\nA = 1\n",
+		    "t.toml:1:9: image: expected a string, got integer\n"
+		    "t.toml:2:11: mounts[0]: mount flag 'shared': propagation is not supported: "
+		    "every job mount is private\n"
+		    "t.toml:2:27: mounts[1]: destination \"d\" is not absolute (it is a path inside "
+		    "the container)\n"
+		    "t.toml:4:5: env.A: expected a string, got integer (quote it: the environment "
+		    "holds strings)");
+	struct edf *e = parse_ok("workdir = \"${A}\"\nmounts = [\"${B}:/b\"]\n");
+	alps_error *err = NULL;
+	assert_int_equal(edf_expand(e, NULL, &err), -1);
+	assert_string_equal(err->msg, "t.toml:1:11: workdir: ${A} is not defined (write ${A:-} for "
+			    "an empty default)\nt.toml:2:11: mounts[0]: ${B} is not defined (write "
+			    "${B:-} for an empty default)");
+	alps_error_free(err);
+	edf_free(e);
+	/* Up to a limit. */
+	char text[4096] = "mounts = [";
+	for (int i = 0; i < 30; i++)
+		strcat(text, "\"x:/y\", ");
+	strcat(text, "]\n");
+	e = NULL;
+	err = NULL;
+	assert_int_equal(edf_parse("t.toml", text, strlen(text), &e, &err), -1);
+	assert_non_null(strstr(err->msg, "\n(10 more errors not shown)"));
+	alps_error_free(err);
+}
+
+/* "When root runs alps prepare --user U": USER, LOGNAME, HOME, UID from
+ * the user database, whatever the caller's environment says. */
+static void test_user_env(void **state)
+{
+	(void)state;
+	static const char *const root_env[] = { "USER=root", "HOME=/root", "LOGNAME=root",
+						"SCRATCH=/capstor/alice", "UID=0", NULL };
+	char **env = edf_user_env(root_env, "alice", 1234, "/users/alice");
+	const char *const *v = (const char *const *)env;
+	assert_string_equal(expand_envv_get(v, "USER"), "alice");
+	assert_string_equal(expand_envv_get(v, "LOGNAME"), "alice");
+	assert_string_equal(expand_envv_get(v, "HOME"), "/users/alice");
+	assert_string_equal(expand_envv_get(v, "UID"), "1234");
+	assert_string_equal(expand_envv_get(v, "SCRATCH"), "/capstor/alice");
+	/* The README's own example mounts the user's directory. */
+	struct edf *e = parse_ok("mounts = [\"/scratch/${USER}:/scratch\"]\n");
+	struct edf_context ctx = { .caller_env = v };
+	assert_int_equal(edf_expand(e, &ctx, NULL), 0);
+	assert_string_equal(e->mounts[0].src, "/scratch/alice");
+	edf_free(e);
+	edf_strv_free(env);
+	/* No home in the database: HOME is not defined (never root's). */
+	env = edf_user_env(root_env, "1234", 1234, NULL);
+	assert_null(expand_envv_get((const char *const *)env, "HOME"));
+	edf_strv_free(env);
+}
+
+/* jobs.default_mounts: the same reading and expansion, with the user
+ * database's names only; checked at start, naming the key. */
+static void test_site_mounts(void **state)
+{
+	(void)state;
+	static const char *const env[] = { "USER=alice", "HOME=/users/alice", "SCRATCH=/evil",
+					   NULL };
+	char *out = NULL;
+	assert_int_equal(edf_site_mount("/scratch/${USER}:/scratch:ro", 0, env, &out, NULL), 0);
+	assert_string_equal(out, "/scratch/alice:/scratch:ro+rbind");
+	free(out);
+	assert_int_equal(edf_site_mount("/opt/site", 1, env, &out, NULL), 0);
+	assert_string_equal(out, "/opt/site:/opt/site:rw+rbind");
+	free(out);
+	assert_int_equal(edf_site_mount("/a:/b:norbind", 1, NULL, &out, NULL), 0);
+	assert_string_equal(out, "/a:/b:rw");
+	free(out);
+	struct {
+		const char *spec, *want;
+	} bad[] = {
+		/* A user's SCRATCH never steers a mount the daemon opens as root. */
+		{ "${SCRATCH}:/s", "jobs.default_mounts[2]: ${SCRATCH} is not defined (write "
+		  "${SCRATCH:-} for an empty default)" },
+		{ "./x:/x", "jobs.default_mounts[2]: relative source \"./x\" and no working "
+		  "directory to resolve it against" },
+		{ "/a:/b:shared", "jobs.default_mounts[2]: mount flag 'shared': propagation is not "
+		  "supported: every job mount is private" },
+		{ "/a.sqsh:/b:sqsh", "jobs.default_mounts[2]: 'sqsh' is not supported in site "
+		  "mounts" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		alps_error *err = NULL;
+		assert_int_equal(edf_site_mount(bad[i].spec, 2, env, &out, &err), -1);
+		assert_null(out);
+		if (strcmp(err->msg, bad[i].want) != 0)
+			fail_msg("got: %s\nwant: %s", err->msg, bad[i].want);
+		alps_error_free(err);
+	}
+}
+
 /* ---- unknown keys, syntax, limits -------------------------------------- */
 
 static void test_unknown_keys(void **state)
@@ -1584,6 +1735,11 @@ int main(void)
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_env_warnings),
 		cmocka_unit_test(test_annotations),
+		cmocka_unit_test(test_annotations_expand),
+		cmocka_unit_test(test_devices),
+		cmocka_unit_test(test_every_error),
+		cmocka_unit_test(test_user_env),
+		cmocka_unit_test(test_site_mounts),
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_syntax_and_limits),
 		cmocka_unit_test(test_expand),
