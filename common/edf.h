@@ -19,32 +19,42 @@
  * base_environment through a loader: the client's reads files, the
  * daemon's serves the sources the client sent.
  *
+ * The reference is doc/alps-edf.5; in short:
+ *
  * Keys:
  *   image             a registry reference, either form of ref.h (docker's
  *                     "nvcr.io/nvidia/pytorch:24.01-py3" or enroot's
- *                     "[USER@][REGISTRY#]IMAGE[:TAG]"), or a squashfs file.
- *                     THE RULE: a value that starts with '/', "./" or
- *                     "../" is a path and must end in .sqsh, .sqfs or
- *                     .squashfs; anything else is a reference.  A bare
- *                     "x.sqsh" is an error asking for "./x.sqsh" (it would
- *                     parse as docker.io/library/x.sqsh, never what was
- *                     meant), and so is a leading '~' (not expanded).
- *                     "" means no container.
+ *                     "[USER@][REGISTRY#]IMAGE[:TAG]"), or a file.
+ *                     THE RULE (pyxis's): a value that starts with '/' or
+ *                     '.' is a file path, whatever its name, relative to
+ *                     the caller's cwd; its content decides its kind
+ *                     (edf_image_file_check: a squashfs superblock).  A
+ *                     bare "x.sqsh" is an error asking for "./x.sqsh", and
+ *                     so is a leading '~' (not expanded).  "" means no
+ *                     container.
  *   base_environment  a string or array of strings: EDF names or paths,
- *                     merged in order before this file (see edf_load_all)
- *   workdir           a string; "" means the image's
+ *                     merged in order before this file (see edf_load_all);
+ *                     "" (the default) names no base
+ *   workdir           a string, absolute; "" means the image's
  *   entrypoint        bool, default false: run the image's entrypoint
  *   writable          bool, default true: a writable (tmpfs) upper layer
- *   mounts            array of "SRC:DST[:FLAGS]", FLAGS joined by '+'
- *                     (ro, rw, private, rprivate, slave, rslave, shared,
- *                     rshared, recursive, sqsh).  SRC and DST absolute; DST
- *                     is inside the container, must not be "/" nor hold
- *                     "..", and is kept normalized ("//" and "." dropped).
- *                     With sqsh SRC is a squashfs file mounted at DST.
- *                     Conflicts: ro+rw, two propagation flags, sqsh+rw,
- *                     sqsh+recursive; a flag given twice is an error.
- *                     The same DST twice in one file is an error.  Paths
- *                     cannot contain ':' (they are not quoted).
+ *   mounts            array of "SRC[:DST[:FLAGS]]", FLAGS joined by '+':
+ *                     ro, rw, rbind (= recursive; the default for binds),
+ *                     norbind, nosuid, nodev (always applied anyway),
+ *                     private, rprivate (every job mount is), sqsh.
+ *                     Propagation other than private, suid, dev, noexec,
+ *                     exec, bind and the atime options are refused by
+ *                     name.  SRC alone mounts at the same path.  SRC is
+ *                     absolute, or starts with '.' and is relative to the
+ *                     caller's cwd.  DST is inside the container, must not
+ *                     be "/" nor hold "..", and is kept normalized.  With
+ *                     sqsh SRC is a squashfs file mounted at DST.  In one
+ *                     file the same mount twice is dropped with a warning,
+ *                     two on one DST are an error.  Paths cannot contain
+ *                     ':' (they are not quoted).
+ *   devices           array of CDI names (vendor.com/class=name) or /dev
+ *                     paths (Sarus Suite); validated, and refused by
+ *                     prepare when not empty (edf_job_check)
  *   [env]             string values; "" unsets the variable (the image's
  *                     included).  Names with '=' or NUL are errors.
  *   [annotations]     read by hooks; dotted keys are flattened to
@@ -52,24 +62,25 @@
  *                     and integers are taken as their text).  Unknown
  *                     ones are kept, and listed by edf_warnings().
  * Any other top-level key is an error naming it, with a suggestion for a
- * near miss ("mount": did you mean 'mounts'?).
+ * near miss ("mount": did you mean 'mounts'?).  Parsing and expansion
+ * report every error (up to EDF_MAX_ERRORS), one a line.
  *
  * Merging (edf_merge): a child overrides its bases' image, workdir,
  * entrypoint and writable; env and annotations are merged key by key with
- * the child winning; mounts append, except that a mount whose DST a later
- * file mounts again is replaced by it (it would be hidden anyway), with a
- * warning.
+ * the child winning; mounts and devices append, all kept in order.
  *
- * Expansion (edf_expand, grammar in expand.h): it applies to image,
- * workdir, the SRC and DST of mounts and [env] values.  Every name is
- * looked up in one place, the job's environment on the host
- * (edf_context.caller_env), never the image's: the image is not known
- * when the file is expanded, and the CE documents that [env] "can only
- * reference environment variables from the host".  A name that is not
- * defined there is an error ("Referencing an undefined variable results
- * in an error"); ${NAME:-} asks for an empty default.  Values are
- * validated once final: at parse time when they hold no '$', after
- * expansion otherwise.  A workdir must be absolute.
+ * Expansion (edf_expand, grammar in expand.h) applies to every string
+ * value: image, workdir, mounts (SRC, DST and FLAGS), base_environment
+ * entries (at load, edf_load_all_ctx), devices, [env] and annotations.
+ * Every name is looked up in one place, the job's environment on the
+ * host (edf_context.caller_env: for root's prepare --user U, the job's
+ * environment with U's USER, LOGNAME, HOME and UID, edf_user_env), never
+ * the image's: the image is not known when the file is expanded, and the
+ * CE documents that [env] "can only reference environment variables from
+ * the host".  A name that is not defined there is an error ("Referencing
+ * an undefined variable results in an error"); ${NAME:-} asks for an
+ * empty default.  Values are validated once final: at parse time when
+ * they hold no '$', after expansion otherwise.
  *
  * Every error and warning names its place as "FILE:LINE:COL: KEY: what",
  * KEY like "image", "mounts[2]" (0-based), "env.PATH".  FILE is the EDF's

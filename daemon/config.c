@@ -90,7 +90,7 @@ static const struct option_def options[] = {
 	{ "jobs.allow_user_run", OPT_BOOL, OFF(allow_user_run), "true", 0, 0, NULL,
 	  "whether ordinary users may use 'alps run'" },
 	{ "jobs.default_mounts", OPT_LIST, OFF(default_mounts), "", 0, 0, NULL,
-	  "mounts added to every job, as SRC:DST[:FLAGS]" },
+	  "mounts added to every job: EDF mounts, with the job user's ${USER}, ${HOME}..." },
 	{ "jobs.devices", OPT_LIST, OFF(devices), "", 0, 0, NULL,
 	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
 	{ "jobs.prepare_timeout", OPT_INT, OFF(prepare_timeout_s), "30", 1, 3600, NULL,

@@ -70,6 +70,11 @@ static void check_merged(struct edf *e)
 		alps_error_free(err);
 		return;
 	}
+	if (edf_job_check(e, &err) < 0) {
+		if (!err || !err->msg)
+			abort();
+		alps_error_free(err);
+	}
 	json_t *j = edf_to_json(e, true);
 	char *s = json_dumps(j, JSON_COMPACT);
 	if (!s)
@@ -90,6 +95,15 @@ static void fuzz_expander(const uint8_t *data, size_t size)
 	free(out);
 	if (expand_span(s, ':') > strlen(s))
 		abort();
+	/* The same bytes as a jobs.default_mounts entry. */
+	char *site = NULL;
+	err = NULL;
+	if (edf_site_mount(s, 0, caller_env, &site, &err) < 0) {
+		if (!err || !err->msg || site)
+			abort();
+		alps_error_free(err);
+	}
+	free(site);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -102,7 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct edf_source *src = NULL;
 	size_t n = 0;
 	alps_error *err = NULL;
-	if (edf_load_all("fuzz", &loader, &e, &src, &n, &err) == 0) {
+	struct edf_context ctx = { .caller_env = caller_env, .cwd = "/w" };
+	if (edf_load_all_ctx("fuzz", &loader, &ctx, &e, &src, &n, &err) == 0) {
 		check_merged(e);
 		size_t nw;
 		edf_strv_free(edf_warnings(e, &nw));

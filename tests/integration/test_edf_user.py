@@ -125,3 +125,23 @@ def test_default_mounts_expand_as_the_user(daemon_factory, bbworld, victim_edf):
         assert r.returncode == 0 and r.stdout == "victim's data\n", r.stdout + r.stderr
     finally:
         d.alps("release", "--job", "eu3", check=True)
+
+
+def test_environment_precedence(jd, victim_edf):  # noqa: F811
+    """Decided (alps-edf(5)): host < image < [env]; expansion reads the host
+    side only (the job's environment at prepare)."""
+    v = victim_edf
+    path = os.path.join(v.home, "prec.toml")
+    with open(path, "w") as f:
+        f.write(f'image = "{jd.ref}"\n[env]\nBOTH = "edf"\nFROMHOST = "${{ATPREP}}"\n')
+    _own(path, v, 0o600)
+    r = jd.alps("prepare", "--job", "eu4", "--user", v.name, "--environment", path,
+                env={"ATPREP": "prep"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        r = jd.alps("exec", "--job", "eu4", "--", "sh", "-c",
+                    'echo "$HOSTONLY $IMGVAR $BOTH $FROMHOST"', user=v.uid,
+                    env={"HOSTONLY": "host", "IMGVAR": "host", "BOTH": "host"})
+        assert r.stdout.strip() == "host image edf prep", r.stdout + r.stderr
+    finally:
+        jd.alps("release", "--job", "eu4", check=True)

@@ -1032,7 +1032,10 @@ static void test_merge_rules(void **state)
 	};
 	struct memfs fs = MEMFS(files);
 	struct edf *e = load_ok(&fs, "top");
-	/* Scalars: the child over its bases, a later base over an earlier. */
+	/* "Parameters from the listed environments are evaluated sequentially,
+	 * adding new entries or overwriting previous ones, before evaluating
+	 * the parameters from the current EDF."
+	 * Scalars: the child over its bases, a later base over an earlier. */
 	assert_string_equal(e->ref.tag, "2");
 	assert_string_equal(e->image.loc.file, "b2.toml");
 	assert_true(edf_writable(e));
@@ -1622,6 +1625,43 @@ static void test_fixtures_good(void **state)
 	free(dir);
 }
 
+/* The CE reference's own examples mean what it says they mean. */
+static void test_fixture_ce_doc(void **state)
+{
+	(void)state;
+	char *dir = fixture_dir();
+	char *path = xasprintf("%s/ce-doc.toml", dir);
+	size_t len;
+	char *text = slurp(path, &len);
+	struct edf *e = NULL;
+	alps_error *err = NULL;
+	if (edf_parse("ce-doc", text, len, &e, &err) < 0)
+		fail_msg("%s", err->msg);
+	static const char *const env[] = { "USER=amadonna", "SCRATCH=/capstor/scratch/cscs/amadonna",
+					   "PATH=/usr/bin", NULL };
+	expand_ok(e, env);
+	assert_int_equal(e->nbases, 1);         /* "" is no base */
+	/* ${SCRATCH} is /capstor/scratch/cscs/${USER} here: the second mount
+	 * is the first one again, dropped with a warning. */
+	assert_int_equal(e->nmounts, 3);
+	assert_string_equal(e->mounts[0].dst, "/capstor/scratch/cscs/amadonna");
+	assert_warning(e, "ce-doc.toml:9:5: mounts[1]: the same mount as mounts[0] (line 8): "
+		       "dropped");
+	/* "By default, it performs bind mount unless the only flag is sqsh" */
+	assert_int_equal(e->mounts[1].flags, EDF_MOUNT_SQSH);
+	assert_int_equal(e->mounts[2].flags, EDF_MOUNT_RO | EDF_MOUNT_PRIVATE | EDF_MOUNT_RECURSIVE);
+	assert_string_equal(edf_env_get(e, "MY_NODE"), "none");
+	assert_string_equal(edf_env_get(e, "PATH"), "/usr/bin:/custom/bin");
+	assert_string_equal(edf_env_get(e, "LITERAL"), "${VAR}");
+	assert_string_equal(edf_annotation_get(e, "com.hooks.ssh.authorize_ssh_key"),
+			    "/capstor/scratch/cscs/amadonna/tests/edf/authorized_keys");
+	assert_int_equal(e->ndevices, 2);
+	edf_free(e);
+	free(text);
+	free(path);
+	free(dir);
+}
+
 static void test_json(void **state)
 {
 	(void)state;
@@ -1758,6 +1798,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sources_roundtrip, tmp_setup, tmp_teardown),
 		cmocka_unit_test(test_fixtures_bad),
 		cmocka_unit_test(test_fixtures_good),
+		cmocka_unit_test(test_fixture_ce_doc),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_warnings),
 	};
