@@ -150,6 +150,14 @@ static int load_search(const struct edf_file_world *w, const char *name, char **
 		_cleanup_free_ char *dir = home_path(w, d);
 		if (!dir)
 			continue;
+		/* "EDF_PATH must be a colon-separated list of absolute paths":
+		 * a relative entry would search the working directory. */
+		if (dir[0] != '/') {
+			free(s.list);
+			_cleanup_free_ char *esc = log_escape(d, 300);
+			return alps_fail(err, ALPS_E_INVALID, "EDF_PATH entry \"%s\" is not an "
+					 "absolute path", esc);
+		}
 		const char *sep = str_has_suffix(dir, "/") ? "" : "/";
 		_cleanup_free_ char *path = xasprintf("%s%s%s", dir, sep, file);
 		int rc = try_read(path, resolved, content, len, err);

@@ -1405,6 +1405,34 @@ static void test_files_edf_path(void **state)
 		 d1, d2);
 	assert_string_equal(err->msg, want);
 	alps_error_free(err);
+
+	/* "EDF_PATH must be a colon-separated list of absolute paths". */
+	err = NULL;
+	setenv("EDF_PATH", "edfs", 1);
+	assert_int_equal(file_load_all("x", &e, NULL, NULL, &err), -1);
+	assert_string_equal(err->msg, "EDF_PATH entry \"edfs\" is not an absolute path");
+	alps_error_free(err);
+}
+
+/* The job user's world: "By default, the EDFs for each user are looked up
+ * in ${HOME}/.edf" -- the job user's home, not the caller's. */
+static void test_files_user_world(void **state)
+{
+	struct tmp *t = *state;
+	char edfdir[PATH_MAX + 8];
+	snprintf(edfdir, sizeof(edfdir), "%s/.edf", t->dir);
+	assert_int_equal(mkdir(edfdir, 0700), 0);
+	write_file(edfdir, "mine.toml", "workdir = \"/mine\"\n");
+	setenv("HOME", "/nonexistent", 1);
+	setenv("EDF_PATH", "/nonexistent/edf", 1);
+	struct edf_file_world w = { .home = t->dir, .use_edf_path = true, .edf_path = NULL };
+	struct edf_loader loader = { .load = edf_file_load, .arg = &w };
+	struct edf *e = NULL;
+	alps_error *err = NULL;
+	if (edf_load_all("mine", &loader, &e, NULL, NULL, &err) < 0)
+		fail_msg("%s", err->msg);
+	assert_string_equal(e->workdir.value, "/mine");
+	edf_free(e);
 }
 
 static void test_files_relative_and_checks(void **state)
@@ -1793,6 +1821,7 @@ int main(void)
 		cmocka_unit_test(test_base_empty_and_expanded),
 		cmocka_unit_test_setup_teardown(test_files_default_path, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_files_edf_path, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_files_user_world, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_files_relative_and_checks, tmp_setup,
 						tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sources_roundtrip, tmp_setup, tmp_teardown),
