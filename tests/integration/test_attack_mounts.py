@@ -162,6 +162,7 @@ ATTACKS = {
 
 
 def check_nothing_changed(jd, hostdir, before, r, dst):
+    print(r.stderr)
     assert r.returncode != 0, r.stdout + r.stderr
     assert snapshot(hostdir) == before, "the host directory changed"
     assert os.path.islink(os.path.join(hostdir, "dangle"))
