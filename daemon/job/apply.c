@@ -480,6 +480,14 @@ static const struct {
  * not. */
 static int apply_workdir(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
 {
+	/* Looked up as the user first, as mount points are (find_mount_point):
+	 * "there" and "missing" must not differ below a directory the user
+	 * cannot search. */
+	int found = find_mount_point(ctx, op, err);
+	if (found >= 0)
+		close(found);
+	if (found != -2)
+		return found < 0 ? alps_error_prefix(err, "the workdir %s", op->dst) : 0;
 	const char *missing;
 	_cleanup_close_ int fd = nearest_existing(ctx, op->dst, &missing, err);
 	if (fd < 0)

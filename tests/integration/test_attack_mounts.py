@@ -220,6 +220,21 @@ def test_root_only_existence_not_probed(jd, world, users, tmpdir_short, hostdir)
     assert "ermission denied" in errors[0]
 
 
+def test_root_only_existence_not_probed_by_workdir(jd, world, users, tmpdir_short, hostdir):
+    os.makedirs(os.path.join(hostdir, "secret", "there"))
+    errors = []
+    for name in ("there", "not-there"):
+        wd = f"/h/secret/{name}"
+        e = attacker_edf(users, tmpdir_short, "probe.toml",
+                         mounts_edf(world.ref, [f"{hostdir}:/h"]) + f'workdir = "{wd}"\n')
+        r = alps_as(jd, users.attacker, "run", "--environment", e, "--", "true")
+        assert r.returncode != 0 and wd in r.stderr, r.stderr
+        errors.append(re.sub(r"run-[0-9-]+", "JOB", r.stderr.replace(name, "NAME")))
+    assert errors[0] == errors[1], errors
+    print(errors[0])
+    assert "ermission denied" in errors[0]
+
+
 def test_legit_mounts_inside_a_bind_still_work(jd, world, users, tmpdir_short, hostdir):
     """Mounting over what exists inside a bind, and creating mount points on
     the container's own root and /tmp, are fine."""
