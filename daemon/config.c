@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/toml.h"
 #include "common/util.h"
+#include "daemon/job/plan.h"
 
 enum opt_type {
 	OPT_STRING,
@@ -95,6 +96,12 @@ static const struct option_def options[] = {
 	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
 	{ "jobs.prepare_timeout", OPT_INT, OFF(prepare_timeout_s), "30", 1, 3600, NULL,
 	  "seconds a job's namespace may take to build before the attempt is killed" },
+	{ "jobs.tmp_size", OPT_STRING, OFF(tmp_size), "25%", 0, 0, NULL,
+	  "size of each job's /tmp tmpfs: bytes with k, m, g or t, or a share of memory (\"25%\")" },
+	{ "jobs.shm_size", OPT_STRING, OFF(shm_size), "50%", 0, 0, NULL,
+	  "size of each job's /dev/shm tmpfs, as jobs.tmp_size" },
+	{ "jobs.upper_size", OPT_STRING, OFF(upper_size), "25%", 0, 0, NULL,
+	  "size of the tmpfs a job's root writes to (writable jobs), as jobs.tmp_size" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },
@@ -474,6 +481,14 @@ int config_validate(const struct config *c, alps_error **err)
 		return alps_fail(err, ALPS_E_INVALID,
 				 "topology.reserved_cores must be none, first-per-l3 or a cpu list, not '%s'",
 				 c->reserved_cores);
+	const struct {
+		const char *key, *value;
+	} sizes[] = { { "jobs.tmp_size", c->tmp_size }, { "jobs.shm_size", c->shm_size },
+		      { "jobs.upper_size", c->upper_size } };
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+		if (!tmpfs_size_valid(sizes[i].value))
+			return alps_fail(err, ALPS_E_INVALID, "%s must be bytes with k, m, g or t, or "
+					 "1%% to 100%% of memory, not '%s'", sizes[i].key, sizes[i].value);
 	for (size_t i = 0; i < c->nic_env.n; i++)
 		if (!strchr(c->nic_env.v[i], '='))
 			return alps_fail(err, ALPS_E_INVALID, "topology.nic_env entry '%s' is not VAR=template",

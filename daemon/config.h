@@ -60,6 +60,9 @@ struct config {
 	struct strlist default_mounts;      /* "SRC:DST[:FLAGS]" */
 	struct strlist devices;             /* host devices bound into /dev */
 	int64_t prepare_timeout_s;          /* a namespace helper taking longer is killed */
+	char *tmp_size;                     /* tmpfs size= of /tmp: "25%", "4g" */
+	char *shm_size;                     /* tmpfs size= of /dev/shm */
+	char *upper_size;                   /* tmpfs size= of the overlay's upper layer */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */

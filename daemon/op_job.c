@@ -290,6 +290,8 @@ static void prep_build_locked(struct prep *p)
 		.site_mounts = jm.site, .nsite_mounts = jm.nsite,
 		.mounts = jm.user, .nmounts = jm.nuser,
 		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
+		.tmp_size = p->d->cfg->tmp_size, .shm_size = p->d->cfg->shm_size,
+		.upper_size = p->d->cfg->upper_size,
 	};
 	rc = ns_prepare(&spec, &p->ns, &err);
 	if (rc < 0 && err->code == ALPS_E_TIMEOUT) {

@@ -74,7 +74,7 @@ static int apply_new_fs(struct apply_ctx *ctx, const struct mount_op *op, const 
 			alps_error **err)
 {
 	const char *what = op->dst;
-	_cleanup_close_ int target = mnt_mkdir_in_root(ctx->rootfd, op->dst, 0755, err);
+	_cleanup_close_ int target = apply_mount_point(ctx, op, true, err);
 	if (target < 0)
 		return -1;
 	_cleanup_close_ int mfd = mnt_fs_new(fstype, fstype, op->data, mnt_attr_of(op->flags),
@@ -85,6 +85,9 @@ static int apply_new_fs(struct apply_ctx *ctx, const struct mount_op *op, const 
 	if (fd < 0)
 		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
 	if (mnt_verify(fd, op->flags, what, err) < 0)
+		return -1;
+	/* A tmpfs of the job's is its own: mount points may go there. */
+	if (strcmp(fstype, "tmpfs") == 0 && apply_own_mount(ctx, fd, err) < 0)
 		return -1;
 	apply_report(ctx, op, fstype, fstype);
 	return 0;
@@ -130,26 +133,160 @@ int apply_check_target(struct apply_ctx *ctx, const struct mount_op *op, int fd,
 	return 0;
 }
 
-/* The mount point for a source: a directory for a directory, else a file;
- * an existing one of the other type is refused. */
-static int bind_target(struct apply_ctx *ctx, const struct mount_op *op, bool dir,
-		       alps_error **err)
+/* --- mount points ---
+ *
+ * Below the container's root, some directories are the job's own (the
+ * overlay's tmpfs upper layer, the tmpfs mounts alps made) and others are
+ * binds of host storage (or a user's squashfuse).  A mount point created
+ * inside a bind would be created on the host, by root: an EDF binding
+ * "/:/host" and then mounting on "/host/etc/nologin" would lock users out
+ * of the node.  So mount points are created only on the job's own file
+ * systems; a missing destination inside a bind is refused (its user can
+ * create it beforehand, with their own rights, if they may).  Nothing is
+ * created or removed before the place is checked. */
+
+static int mount_id_of(int fd, uint64_t *id)
 {
-	int fd = dir ? mnt_mkdir_in_root(ctx->rootfd, op->dst, 0755, err)
-		     : mnt_mkfile_in_root(ctx->rootfd, op->dst, err);
-	if (fd < 0)
+	struct statx stx;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0)
 		return -1;
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		alps_fail_errno(err, "stat(%s) in the container", op->dst);
-	} else if (!dir && S_ISDIR(st.st_mode)) {
-		alps_fail(err, ALPS_E_INVALID, "%s is a directory in the container, the source "
-			  "is not", op->dst);
-	} else if (apply_check_target(ctx, op, fd, err) == 0) {
+	if (!(stx.stx_mask & STATX_MNT_ID)) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	*id = stx.stx_mnt_id;
+	return 0;
+}
+
+int apply_own_mount(struct apply_ctx *ctx, int fd, alps_error **err)
+{
+	uint64_t id;
+	if (mount_id_of(fd, &id) < 0)
+		return alps_fail_errno(err, "statx(STATX_MNT_ID)");
+	if (ctx->nown >= APPLY_MAX_OWN)
+		return alps_fail(err, ALPS_E_INTERNAL, "more than %d file systems of the job's own",
+				 APPLY_MAX_OWN);
+	ctx->own_mounts[ctx->nown++] = id;
+	return 0;
+}
+
+static bool on_own_mount(const struct apply_ctx *ctx, int fd)
+{
+	uint64_t id;
+	if (mount_id_of(fd, &id) < 0)
+		return false;
+	for (size_t i = 0; i < ctx->nown; i++)
+		if (ctx->own_mounts[i] == id)
+			return true;
+	return false;
+}
+
+/* The nearest existing ancestor of path in the container: an O_PATH fd,
+ * and *missing pointing at the first component that does not exist. */
+static int nearest_existing(struct apply_ctx *ctx, const char *path, const char **missing,
+			    alps_error **err)
+{
+	_cleanup_free_ char *prefix = xstrdup(path);
+	int fd = mnt_open_in_root(ctx->rootfd, "/", O_PATH | O_DIRECTORY, 0);
+	*missing = NULL;
+	for (const char *p = path; fd >= 0 && *p;) {
+		while (*p == '/')
+			p++;
+		size_t len = strcspn(p, "/");
+		if (len == 0)
+			break;
+		prefix[(p - path) + len] = '\0';
+		int next = mnt_open_in_root(ctx->rootfd, prefix, O_PATH | O_DIRECTORY, 0);
+		prefix[(p - path) + len] = path[(p - path) + len];
+		if (next < 0 && errno == ENOENT) {
+			*missing = p;
+			return fd;
+		}
+		close(fd);
+		fd = next;
+		p += len;
+	}
+	if (fd < 0)
+		return alps_fail_errno(err, "openat2(%s) in the container", path);
+	return fd;
+}
+
+/* An existing destination: an O_PATH fd; -2 (nothing in *err) when
+ * missing.  A user's is looked up as the user: through a host directory
+ * the user cannot search, "missing" and "there" fail alike (EACCES), so
+ * mounts do not tell a user what root-only directories hold. */
+static int find_mount_point(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
+{
+	if (op->origin == ORIGIN_USER) {
+		int fd = as_user_open_in_root(&ctx->creds, ctx->rootfd, op->dst, O_PATH, err);
+		if (fd < 0 && (*err)->errnum == ENOENT) {
+			cleanup_errorp(err);
+			return -2;
+		}
 		return fd;
 	}
-	close(fd);
-	return -1;
+	int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
+	if (fd < 0 && errno == ENOENT)
+		return -2;
+	if (fd < 0)
+		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+	return fd;
+}
+
+/* Create the missing part of op->dst, once its nearest existing ancestor
+ * is known to be a place of the job's own outside /proc, /sys, /dev. */
+static int create_mount_point(struct apply_ctx *ctx, const struct mount_op *op, bool dir,
+			      alps_error **err)
+{
+	const char *missing;
+	_cleanup_close_ int parent = nearest_existing(ctx, op->dst, &missing, err);
+	if (parent < 0)
+		return -1;
+	if (!missing)
+		return alps_fail(err, ALPS_E_BUSY, "%s appeared in the container while it was "
+				 "being created", op->dst);
+	if (apply_check_target(ctx, op, parent, err) < 0)
+		return -1;
+	if (!on_own_mount(ctx, parent)) {
+		_cleanup_free_ char *where = missing > op->dst + 1
+			? xstrndup(op->dst, (size_t)(missing - op->dst - 1)) : xstrdup("/");
+		return alps_fail(err, ALPS_E_INVALID, "%s does not exist, and %s is not the "
+				 "container's own file system (a bind of host storage or a squashfs): "
+				 "alps creates mount points only on the container's own file systems",
+				 op->dst, where);
+	}
+	return mnt_create_below(parent, missing, dir, op->dst, err);
+}
+
+/* The mount point is of the right type and in a place it may be. */
+static int check_mount_point(struct apply_ctx *ctx, const struct mount_op *op, int fd, bool dir,
+			     alps_error **err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return alps_fail_errno(err, "stat(%s) in the container", op->dst);
+	if (dir && !S_ISDIR(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "%s is not a directory in the container, the "
+				 "source is", op->dst);
+	if (!dir && S_ISDIR(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "%s is a directory in the container, the source "
+				 "is not", op->dst);
+	return apply_check_target(ctx, op, fd, err);
+}
+
+int apply_mount_point(struct apply_ctx *ctx, const struct mount_op *op, bool dir,
+		      alps_error **err)
+{
+	int fd = find_mount_point(ctx, op, err);
+	if (fd == -2)
+		fd = create_mount_point(ctx, op, dir, err);
+	if (fd < 0)
+		return -1;
+	if (check_mount_point(ctx, op, fd, dir, err) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* Clone the tree at src (an fd) onto op->dst with op's flags, verified. */
@@ -160,7 +297,7 @@ static int bind_from_fd(struct apply_ctx *ctx, const struct mount_op *op, int sr
 	struct stat st;
 	if (fstat(src, &st) < 0)
 		return alps_fail_errno(err, "stat(%s)", op->src);
-	_cleanup_close_ int target = bind_target(ctx, op, S_ISDIR(st.st_mode), err);
+	_cleanup_close_ int target = apply_mount_point(ctx, op, S_ISDIR(st.st_mode), err);
 	if (target < 0)
 		return -1;
 	_cleanup_close_ int mfd = mnt_clone(src, op->flags & MS_REC, mnt_attr_of(op->flags), what,
@@ -218,38 +355,13 @@ static int apply_device(struct apply_ctx *ctx, const struct mount_op *op, alps_e
 	return 0;
 }
 
-/* The image's version of a file (dst inside the root), or "" when it has
- * none.  Caller frees. */
-static char *read_image_file(struct apply_ctx *ctx, const char *dst, size_t *len,
-			     alps_error **err)
+/* Read all of fd (size bytes at most, as fstat said).  Caller frees. */
+static char *read_all(int fd, size_t size, size_t *len, const char *dst, alps_error **err)
 {
+	char *buf = xmalloc(size + 1);
 	*len = 0;
-	/* Looked at before it is opened for reading: a link in the image
-	 * could lead to a device node (a site's GPU in /dev), and opening a
-	 * device can do things. */
-	_cleanup_close_ int pfd = mnt_open_in_root(ctx->rootfd, dst, O_PATH, 0);
-	if (pfd < 0 && errno == ENOENT)
-		return xstrdup("");
-	struct stat st;
-	if (pfd < 0 || fstat(pfd, &st) < 0) {
-		alps_fail_errno(err, "opening the image's %s", dst);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > ETC_FILE_MAX) {
-		alps_fail(err, ALPS_E_INVALID, "the image's %s is not a regular file of at most "
-			  "%u bytes", dst, ETC_FILE_MAX);
-		return NULL;
-	}
-	char reopen[64];
-	snprintf(reopen, sizeof(reopen), "/proc/self/fd/%d", pfd);
-	_cleanup_close_ int fd = open(reopen, O_RDONLY | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		alps_fail_errno(err, "reading the image's %s", dst);
-		return NULL;
-	}
-	char *buf = xmalloc((size_t)st.st_size + 1);
-	while (*len < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + *len, (size_t)st.st_size - *len);
+	while (*len < size) {
+		ssize_t n = read(fd, buf + *len, size - *len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -263,6 +375,47 @@ static char *read_image_file(struct apply_ctx *ctx, const char *dst, size_t *len
 	}
 	buf[*len] = '\0';
 	return buf;
+}
+
+/* The image's version of a file (dst inside the root), or "" when it has
+ * none.  It is read before anything is mounted on the root (the plan puts
+ * these first), so no path in the image leads to the host's /sys or /proc;
+ * opened as the job user, so nothing is read that the user could not read;
+ * and never through a symlink as the last component (O_NOFOLLOW), which
+ * could name any file.  Opening with O_NONBLOCK cannot hang on a FIFO;
+ * devices do not open on the nodev root.  Caller frees. */
+static char *read_image_file(struct apply_ctx *ctx, const char *dst, size_t *len,
+			     alps_error **err)
+{
+	*len = 0;
+	_cleanup_close_ int fd = as_user_open_in_root(&ctx->creds, ctx->rootfd, dst,
+						      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY,
+						      err);
+	if (fd < 0 && (*err)->errnum == ENOENT) {
+		cleanup_errorp(err);
+		return xstrdup("");
+	}
+	if (fd < 0 && (*err)->errnum == ELOOP) {
+		cleanup_errorp(err);
+		alps_fail(err, ALPS_E_INVALID, "the image's %s is a symbolic link; alps reads it "
+			  "only as a regular file", dst);
+		return NULL;
+	}
+	if (fd < 0) {
+		alps_error_prefix(err, "the image's %s", dst);
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		alps_fail_errno(err, "stat of the image's %s", dst);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > ETC_FILE_MAX) {
+		alps_fail(err, ALPS_E_INVALID, "the image's %s is not a regular file of at most "
+			  "%u bytes", dst, ETC_FILE_MAX);
+		return NULL;
+	}
+	return read_all(fd, (size_t)st.st_size, len, dst, err);
 }
 
 /* Write the generated file under the job directory; an O_PATH fd of it. */
@@ -320,59 +473,28 @@ static const struct {
 	{ MOUNT_WORKDIR, apply_workdir },
 };
 
-/* The nearest existing ancestor of path in the container: an O_PATH fd,
- * and *missing pointing at the first component that does not exist. */
-static int nearest_existing(struct apply_ctx *ctx, const char *path, const char **missing,
-			    alps_error **err)
-{
-	_cleanup_free_ char *prefix = xstrdup(path);
-	int fd = mnt_open_in_root(ctx->rootfd, "/", O_PATH | O_DIRECTORY, 0);
-	*missing = NULL;
-	for (const char *p = path; fd >= 0 && *p;) {
-		while (*p == '/')
-			p++;
-		size_t len = strcspn(p, "/");
-		if (len == 0)
-			break;
-		prefix[(p - path) + len] = '\0';
-		int next = mnt_open_in_root(ctx->rootfd, prefix, O_PATH | O_DIRECTORY, 0);
-		prefix[(p - path) + len] = path[(p - path) + len];
-		if (next < 0 && errno == ENOENT) {
-			*missing = p;
-			return fd;
-		}
-		close(fd);
-		fd = next;
-		p += len;
-	}
-	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", path);
-	return fd;
-}
-
-static bool same_mount(int a, int b)
-{
-	struct statx sa, sb;
-	if (statx(a, "", AT_EMPTY_PATH, STATX_MNT_ID, &sa) < 0 ||
-	    statx(b, "", AT_EMPTY_PATH, STATX_MNT_ID, &sb) < 0)
-		return false;
-	return (sa.stx_mask & STATX_MNT_ID) && (sb.stx_mask & STATX_MNT_ID) &&
-	       sa.stx_mnt_id == sb.stx_mnt_id;
-}
-
-/* The workdir, created if missing.  On the container's own root (the
- * overlay's upper layer, private to the job) alps creates it for the user;
- * inside a bind mount of host storage it is created with the user's own
- * rights, so a job cannot make directories where its user could not. */
+/* The workdir, created if missing.  On the container's own file systems
+ * (the overlay's upper layer, /tmp, private to the job) alps creates it
+ * for the user; inside a bind mount of host storage it is created with the
+ * user's own rights, so a job cannot make directories where its user could
+ * not. */
 static int apply_workdir(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
 {
+	/* Looked up as the user first, as mount points are (find_mount_point):
+	 * "there" and "missing" must not differ below a directory the user
+	 * cannot search. */
+	int found = find_mount_point(ctx, op, err);
+	if (found >= 0)
+		close(found);
+	if (found != -2)
+		return found < 0 ? alps_error_prefix(err, "the workdir %s", op->dst) : 0;
 	const char *missing;
 	_cleanup_close_ int fd = nearest_existing(ctx, op->dst, &missing, err);
 	if (fd < 0)
 		return -1;
 	if (!missing)
 		return 0;
-	bool own_root = same_mount(fd, ctx->rootfd);
+	bool own_root = on_own_mount(ctx, fd);
 	for (const char *p = missing; *p;) {
 		while (*p == '/')
 			p++;

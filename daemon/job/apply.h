@@ -10,10 +10,15 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 #include "daemon/job/creds.h"
 #include "daemon/job/plan.h"
+
+/* The file systems the helper makes for the job: the root, /tmp, /dev,
+ * /dev/shm. */
+#define APPLY_MAX_OWN 8
 
 struct apply_ctx {
 	const struct ns_plan *plan;
@@ -25,6 +30,10 @@ struct apply_ctx {
 	int report;             /* socket to the daemon */
 	bool unshared;          /* in the job's own mount namespace */
 	unsigned nfuse;         /* squashfuse processes started */
+	/* Mount ids of the job's own file systems, the only places where
+	 * alps creates mount points (zero-initialized: none yet). */
+	uint64_t own_mounts[APPLY_MAX_OWN];
+	size_t nown;
 };
 
 /* Apply every operation, then pivot_root into the container.  The helper
@@ -35,6 +44,17 @@ void apply_ctx_free(struct apply_ctx *ctx);
 /* Tell the daemon about a mount made for op (kind names what it is). */
 void apply_report(struct apply_ctx *ctx, const struct mount_op *op, const char *fstype,
 		  const char *source);
+
+/* Record the mount at fd as one of the job's own file systems (a fresh
+ * tmpfs, the root overlay). */
+int apply_own_mount(struct apply_ctx *ctx, int fd, alps_error **err);
+/* The mount point of op->dst in the container: an O_PATH fd of a
+ * directory (dir) or of a non-directory, checked with apply_check_target.
+ * A user's destination is looked up with the user's rights.  A missing one
+ * is created only on the job's own file systems (never inside a bind of
+ * host storage or a user's squashfuse), after its place is checked. */
+int apply_mount_point(struct apply_ctx *ctx, const struct mount_op *op, bool dir,
+		      alps_error **err);
 
 /* Refuse a site or user mount whose target fd (O_PATH, in the container)
  * lies in /proc, /sys or /dev (a device outside /dev), wherever the

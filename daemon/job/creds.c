@@ -126,7 +126,12 @@ static ALPS_NORETURN void as_user_child(int sock, int keep, const struct creds *
 	 * a root-made fd (keep) and shares the helper's memory image. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (creds_drop(c, &stage) < 0 || fn(arg, &fd) < 0) {
+	int failed = creds_drop(c, &stage);
+	if (failed == 0) {
+		stage = "open";         /* errors from here on are fn's */
+		failed = fn(arg, &fd);
+	}
+	if (failed < 0) {
 		r.errnum = errno;
 		strncpy(r.stage, stage, sizeof(r.stage) - 1);
 	}
@@ -230,6 +235,47 @@ int as_user_open(const struct creds *c, const char *path, enum as_user_open_mode
 	_cleanup_free_ char *what = xasprintf("opening %s", path);
 	int fd;
 	if (as_user_run(c, open_as_user_fn, &a, -1, &fd, what, err) < 0)
+		return -1;
+	if (fd < 0)
+		return alps_fail(err, ALPS_E_INTERNAL, "%s as uid %u: no fd came back", what,
+				 (unsigned)c->uid);
+	return fd;
+}
+
+struct open_in_root_args {
+	int rootfd;
+	const char *path;
+	int flags;
+};
+
+/* openat2 answers EAGAIN when a rename raced the lookup; try again. */
+#define OPENAT2_TRIES 16
+
+static int open_in_root_fn(const void *arg, int *out)
+{
+	const struct open_in_root_args *a = arg;
+	const char *p = a->path;
+	while (*p == '/')
+		p++;
+	for (int i = 0;; i++) {
+		int fd = sys_openat2(a->rootfd, *p ? p : ".", (uint64_t)(a->flags | O_CLOEXEC), 0,
+				     RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+		if (fd >= 0) {
+			*out = fd;
+			return 0;
+		}
+		if (errno != EAGAIN || i >= OPENAT2_TRIES)
+			return -1;
+	}
+}
+
+int as_user_open_in_root(const struct creds *c, int rootfd, const char *path, int flags,
+			 alps_error **err)
+{
+	struct open_in_root_args a = { .rootfd = rootfd, .path = path, .flags = flags };
+	_cleanup_free_ char *what = xasprintf("opening %s in the container", path);
+	int fd;
+	if (as_user_run(c, open_in_root_fn, &a, rootfd, &fd, what, err) < 0)
 		return -1;
 	if (fd < 0)
 		return alps_fail(err, ALPS_E_INTERNAL, "%s as uid %u: no fd came back", what,

@@ -42,6 +42,14 @@ enum as_user_open_mode {
  * The error names the path and the user. */
 int as_user_open(const struct creds *c, const char *path, enum as_user_open_mode mode,
 		 alps_error **err);
+/* openat2(rootfd, path, flags) as c, resolved inside rootfd
+ * (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): a path in a container as the
+ * user sees it, with the user's search and read rights on every component
+ * (host directories bound into it included).  The error names the path and
+ * the user, and keeps the errno (ENOENT, EACCES, ELOOP for a last
+ * component that is a symlink under O_NOFOLLOW). */
+int as_user_open_in_root(const struct creds *c, int rootfd, const char *path, int flags,
+			 alps_error **err);
 /* mkdirat(dirfd, name, mode) as c. */
 int as_user_mkdirat(const struct creds *c, int dirfd, const char *name, mode_t mode,
 		    alps_error **err);

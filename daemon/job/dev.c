@@ -2,10 +2,10 @@
  *
  * A small tmpfs (nosuid, nodev, noexec) with the standard nodes bound one
  * by one from the host's /dev (each bind its own mount, the only places
- * in /dev where device files open), the usual symlinks, a devpts instance
- * of the job's own (newinstance: the job sees only its ptys) and a tmpfs
- * /dev/shm.  Site devices (GPUs...) come as MOUNT_DEVICE operations
- * afterwards. */
+ * in /dev where device files open), the usual symlinks and a devpts
+ * instance of the job's own (newinstance: the job sees only its ptys).
+ * /dev/shm (a tmpfs of the size jobs.shm_size says) and site devices
+ * (GPUs...) come as operations of their own afterwards. */
 #include <config.h>
 
 #include <errno.h>
@@ -94,15 +94,13 @@ static int fill_dev(int devfd, alps_error **err)
 		if (symlinkat(std_links[i].target, devfd, std_links[i].name) < 0)
 			return alps_fail_errno(err, "symlink(/dev/%s) in the container",
 					       std_links[i].name);
-	if (mount_sub(devfd, "pts", 0755, "devpts", "newinstance,ptmxmode=0666,mode=0620",
-		      MS_NOSUID | MS_NOEXEC, err) < 0)
-		return -1;
-	return mount_sub(devfd, "shm", 01777, "tmpfs", "mode=1777", MS_NOSUID | MS_NODEV, err);
+	return mount_sub(devfd, "pts", 0755, "devpts", "newinstance,ptmxmode=0666,mode=0620",
+			 MS_NOSUID | MS_NOEXEC, err);
 }
 
 int apply_devtmp(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
 {
-	_cleanup_close_ int target = mnt_mkdir_in_root(ctx->rootfd, op->dst, 0755, err);
+	_cleanup_close_ int target = apply_mount_point(ctx, op, true, err);
 	if (target < 0)
 		return -1;
 	_cleanup_close_ int mfd = mnt_fs_new("tmpfs", "tmpfs", op->data, mnt_attr_of(op->flags),
@@ -112,8 +110,9 @@ int apply_devtmp(struct apply_ctx *ctx, const struct mount_op *op, alps_error **
 	_cleanup_close_ int devfd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH | O_DIRECTORY, 0);
 	if (devfd < 0)
 		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
-	if (mnt_verify(devfd, op->flags, op->dst, err) < 0 || fill_dev(devfd, err) < 0)
+	if (mnt_verify(devfd, op->flags, op->dst, err) < 0 || apply_own_mount(ctx, devfd, err) < 0 ||
+	    fill_dev(devfd, err) < 0)
 		return -1;
-	apply_report(ctx, op, "tmpfs", "tmpfs + host nodes, devpts, shm");
+	apply_report(ctx, op, "tmpfs", "tmpfs + host nodes, devpts");
 	return 0;
 }

@@ -12,7 +12,8 @@
  *    overlay and the job's processes both read it; the mount exists only
  *    in the job's namespace, which other users cannot enter) and
  *    default_permissions (the kernel checks the files' modes);
- *  - squashfuse runs as the user, no_new_privs, with the file as
+ *  - squashfuse runs as the user, no_new_privs, with nothing of the
+ *    daemon's environment (PATH only), with the file as
  *    /dev/fd/3 and the FUSE connection as /dev/fd/4 (libfuse's way to
  *    serve a mount someone else made); it never mounts anything;
  *  - the helper opens the mount's root to see it answer, and reports
@@ -92,6 +93,9 @@ static ALPS_NORETURN void squashfuse_child(const struct creds *c, int img, int f
 					   int nul)
 {
 	static char *const argv[] = { "squashfuse", "-f", "/dev/fd/3", "/dev/fd/4", NULL };
+	/* A fixed environment: the daemon's own (proxy credentials...) would
+	 * be readable by the user in /proc/<pid>/environ. */
+	static char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	static const char failed[] = "alps: could not become the user or exec squashfuse\n";
 	const char *stage;
 	sigset_t all;
@@ -116,7 +120,7 @@ static ALPS_NORETURN void squashfuse_child(const struct creds *c, int img, int f
 		write_all(2, failed, sizeof(failed) - 1);
 		_exit(126);
 	}
-	execv(SQUASHFUSE_PATH, argv);
+	execve(SQUASHFUSE_PATH, argv, envp);
 	write_all(2, failed, sizeof(failed) - 1);
 	_exit(127);
 }
@@ -198,16 +202,14 @@ static int report_pid(struct apply_ctx *ctx, pid_t pid, alps_error **err)
 	return 0;
 }
 
-/* Mount src on the directory target (an O_PATH fd) under squashfuse;
- * path (in the container if in_root, else a host path) opens the mount. */
-static int fuse_serve(struct apply_ctx *ctx, const char *src, int target, const char *path,
-		      bool in_root, alps_error **err)
+/* Mount the squashfs file img (opened as the user) on the directory
+ * target (an O_PATH fd) under squashfuse; path (in the container if
+ * in_root, else a host path) opens the mount. */
+static int fuse_serve(struct apply_ctx *ctx, int img, int target, const char *path, bool in_root,
+		      alps_error **err)
 {
 	_cleanup_close_ int fusefd = open_fuse_dev(err);
 	if (fusefd < 0)
-		return -1;
-	_cleanup_close_ int img = as_user_open(&ctx->creds, src, AS_USER_READ, err);
-	if (img < 0)
 		return -1;
 	_cleanup_close_ int mfd = fuse_mount_new(fusefd, &ctx->creds, path, err);
 	if (mfd < 0 || mnt_attach(mfd, target, path, err) < 0)
@@ -235,7 +237,8 @@ int apply_image_sqsh(struct apply_ctx *ctx, const struct mount_op *op, alps_erro
 	_cleanup_close_ int target = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (target < 0)
 		return alps_fail_errno(err, "open(%s)", dir);
-	if (fuse_serve(ctx, op->src, target, dir, false, err) < 0)
+	_cleanup_close_ int img = as_user_open(&ctx->creds, op->src, AS_USER_READ, err);
+	if (img < 0 || fuse_serve(ctx, img, target, dir, false, err) < 0)
 		return -1;
 	ctx->lowers = xreallocarray(ctx->lowers, ctx->nlowers + 1, sizeof(char *));
 	ctx->lowers[ctx->nlowers++] = steal_pointer(&dir);
@@ -244,9 +247,13 @@ int apply_image_sqsh(struct apply_ctx *ctx, const struct mount_op *op, alps_erro
 
 int apply_squashfuse(struct apply_ctx *ctx, const struct mount_op *op, alps_error **err)
 {
-	_cleanup_close_ int target = mnt_mkdir_in_root(ctx->rootfd, op->dst, 0755, err);
-	if (target < 0 || apply_check_target(ctx, op, target, err) < 0 ||
-	    fuse_serve(ctx, op->src, target, op->dst, true, err) < 0)
+	/* The source first: nothing is created for a file the user cannot
+	 * read. */
+	_cleanup_close_ int img = as_user_open(&ctx->creds, op->src, AS_USER_READ, err);
+	if (img < 0)
+		return -1;
+	_cleanup_close_ int target = apply_mount_point(ctx, op, true, err);
+	if (target < 0 || fuse_serve(ctx, img, target, op->dst, true, err) < 0)
 		return -1;
 	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
 	if (fd < 0)

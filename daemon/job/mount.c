@@ -46,87 +46,66 @@ int mnt_open_in_root(int rootfd, const char *path, int flags, mode_t mode)
 	}
 }
 
-int mnt_mkdir_in_root(int rootfd, const char *path, mode_t mode, alps_error **err)
+/* A directory name in parent, made if missing.  Something already there
+ * that is not a directory, seen through the lookup as missing, is a
+ * symlink to nowhere: its target is not created, a link is the image's
+ * and where it leads is not ours to decide. */
+static int create_dir_at(int parent, const char *name, const char *path, alps_error **err)
 {
-	_cleanup_free_ char *prefix = xstrdup(path);
-	_cleanup_close_ int cur = mnt_open_in_root(rootfd, "/", O_PATH | O_DIRECTORY, 0);
-	if (cur < 0)
-		return alps_fail_errno(err, "openat2(/) in the container");
-	const char *p = path;
-	while (*p) {
-		while (*p == '/')
-			p++;
-		size_t len = strcspn(p, "/");
-		if (len == 0)
-			break;
-		prefix[(p - path) + len] = '\0';
-		_cleanup_free_ char *name = xstrndup(p, len);
-		int fd = mnt_open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
-		if (fd < 0 && errno == ENOENT) {
-			if (mkdirat(cur, name, mode) < 0 && errno != EEXIST)
-				return alps_fail_errno(err, "mkdir(%s) in the container", prefix);
-			fd = mnt_open_in_root(rootfd, prefix, O_PATH | O_DIRECTORY, 0);
-			/* Created or there, and still not found: a symlink to
-			 * nowhere.  Its target is not created: a link is the
-			 * image's, where it leads is not ours to decide. */
-			if (fd < 0 && errno == ENOENT)
-				return alps_fail(err, ALPS_E_INVALID,
-						 "%s is a dangling symlink in the container", prefix);
-		}
-		if (fd < 0)
-			return alps_fail_errno(err, "openat2(%s) in the container", prefix);
-		close(cur);
-		cur = fd;
-		prefix[(p - path) + len] = path[(p - path) + len];
-		p += len;
-	}
-	return steal_fd(&cur);
+	if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
+		return alps_fail_errno(err, "mkdir(%s) for %s in the container", name, path);
+	int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 && errno == ENOTDIR && fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "%s: %s is a dangling symlink in the container",
+				 path, name);
+	if (fd < 0)
+		return alps_fail_errno(err, "open(%s) for %s in the container", name, path);
+	return fd;
 }
 
-/* Split path into a freshly allocated parent and a pointer to its last
- * component. */
-static char *split_parent(const char *path, const char **base)
-{
-	const char *slash = strrchr(path, '/');
-	*base = slash ? slash + 1 : path;
-	if (!slash || slash == path)
-		return xstrdup("/");
-	return xstrndup(path, (size_t)(slash - path));
-}
-
-/* A dangling symlink where a mount point file goes (an image's
- * /etc/resolv.conf pointing into a /run it does not ship): it would make
- * the file be created wherever it points, so replace it. */
-static int create_file_at(int parent, const char *base, const char *path, alps_error **err)
+/* An empty file name in parent.  A dangling symlink there (an image's
+ * /etc/resolv.conf pointing into a /run it does not ship) would make the
+ * file be created wherever it points, so it is replaced. */
+static int create_file_at(int parent, const char *name, const char *path, alps_error **err)
 {
 	struct stat st;
-	if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) &&
-	    unlinkat(parent, base, 0) < 0)
+	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) &&
+	    unlinkat(parent, name, 0) < 0)
 		return alps_fail_errno(err, "unlink(%s) in the container", path);
-	int fd = openat(parent, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+	int fd = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0 && errno != EEXIST)
 		return alps_fail_errno(err, "creating %s in the container", path);
 	if (fd >= 0)
 		close(fd);
-	return 0;
+	fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return alps_fail_errno(err, "open(%s) in the container", path);
+	return fd;
 }
 
-int mnt_mkfile_in_root(int rootfd, const char *path, alps_error **err)
+int mnt_create_below(int dirfd, const char *rest, bool dir, const char *path, alps_error **err)
 {
-	int fd = mnt_open_in_root(rootfd, path, O_PATH, 0);
-	if (fd >= 0)
-		return fd;
-	if (errno != ENOENT)
-		return alps_fail_errno(err, "openat2(%s) in the container", path);
-	const char *base;
-	_cleanup_free_ char *dir = split_parent(path, &base);
-	_cleanup_close_ int parent = mnt_mkdir_in_root(rootfd, dir, 0755, err);
-	if (parent < 0 || create_file_at(parent, base, path, err) < 0)
-		return -1;
-	fd = mnt_open_in_root(rootfd, path, O_PATH, 0);
-	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", path);
-	return fd;
+	int cur = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (cur < 0)
+		return alps_fail_errno(err, "fcntl(F_DUPFD_CLOEXEC)");
+	for (const char *p = rest; *p;) {
+		p += strspn(p, "/");
+		size_t len = strcspn(p, "/");
+		if (len == 0)
+			break;
+		_cleanup_free_ char *name = xstrndup(p, len);
+		p += len;
+		bool last = p[strspn(p, "/")] == '\0';
+		int next = last && !dir ? create_file_at(cur, name, path, err)
+					: create_dir_at(cur, name, path, err);
+		close(cur);
+		if (next < 0)
+			return -1;
+		cur = next;
+	}
+	return cur;
 }
 
 /* The kernel explains fsconfig() failures through the fs context fd:

@@ -21,14 +21,13 @@ unsigned mnt_attr_of(unsigned long ms_flags);
 /* openat2(rootfd, path, flags | O_CLOEXEC, mode) resolved inside rootfd;
  * path may be absolute (it is taken relative to rootfd).  -1 with errno. */
 int mnt_open_in_root(int rootfd, const char *path, int flags, mode_t mode);
-/* mkdir -p of path inside rootfd (created components get mode, owner
- * root); an O_PATH fd of the directory.  A component that is a symlink
- * to nowhere is an error (its target is not created). */
-int mnt_mkdir_in_root(int rootfd, const char *path, mode_t mode, alps_error **err);
-/* A regular file to mount over at path inside rootfd, created empty (and
- * its directory too) if missing; a dangling symlink there is replaced.  An
- * O_PATH fd of the file (or of whatever non-directory is there). */
-int mnt_mkfile_in_root(int rootfd, const char *path, alps_error **err);
+/* Create the missing components rest ("a/b/c", relative) below the
+ * directory dirfd, none followed if it is a symlink: directories, and the
+ * last one a directory (dir) or an empty file (replacing a dangling symlink
+ * there).  An O_PATH fd of the last.  Where that may happen is the
+ * caller's decision (apply_mount_point: only on the container's own file
+ * systems); path is the whole destination, for errors. */
+int mnt_create_below(int dirfd, const char *rest, bool dir, const char *path, alps_error **err);
 
 /* The new mount API step by step, for file systems configured by hand
  * (overlayfs, layer by layer): fsopen(), fsconfig() of one parameter (a

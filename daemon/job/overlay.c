@@ -41,15 +41,17 @@ void apply_overlay_force_legacy(bool on)
 
 /* The upper tmpfs at job_dir/upper with upper/ and work/.  upper/ is the
  * root directory of the container as far as its attributes go, so it
- * takes the mode and owner of the top layer's root. */
-static int make_upper(struct apply_ctx *ctx, alps_error **err)
+ * takes the mode and owner of the top layer's root.  options are the
+ * plan's ("mode=0700,size=25%": jobs.upper_size caps what a writable
+ * job writes, and the mount points alps adds). */
+static int make_upper(struct apply_ctx *ctx, const char *options, alps_error **err)
 {
 	const char *what = "the overlay's upper tmpfs";
 	_cleanup_free_ char *path = xasprintf("%s/upper", ctx->job_dir);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return alps_fail_errno(err, "mkdir(%s)", path);
-	_cleanup_close_ int mfd = mnt_fs_new("tmpfs", "tmpfs", "mode=0700", mnt_attr_of(OVERLAY_FLAGS),
-					     what, err);
+	_cleanup_close_ int mfd = mnt_fs_new("tmpfs", "tmpfs", options ? options : "mode=0700",
+					     mnt_attr_of(OVERLAY_FLAGS), what, err);
 	if (mfd < 0 || mnt_attach_path(mfd, path, what, err) < 0)
 		return -1;
 	_cleanup_close_ int ufd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -158,7 +160,7 @@ int apply_overlay(struct apply_ctx *ctx, const struct mount_op *op, alps_error *
 {
 	if (ctx->nlowers == 0)
 		return alps_fail(err, ALPS_E_INTERNAL, "no layers to stack");
-	if (make_upper(ctx, err) < 0)
+	if (make_upper(ctx, op->data, err) < 0)
 		return -1;
 	_cleanup_free_ char *root = xasprintf("%s/root", ctx->job_dir);
 	bool legacy;
@@ -167,7 +169,8 @@ int apply_overlay(struct apply_ctx *ctx, const struct mount_op *op, alps_error *
 	ctx->rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (ctx->rootfd < 0)
 		return alps_fail_errno(err, "open(%s)", root);
-	if (mnt_verify(ctx->rootfd, OVERLAY_FLAGS, "the container's root", err) < 0)
+	if (mnt_verify(ctx->rootfd, OVERLAY_FLAGS, "the container's root", err) < 0 ||
+	    apply_own_mount(ctx, ctx->rootfd, err) < 0)
 		return -1;
 	_cleanup_free_ char *src = xasprintf("%zu layer%s, %s%s", ctx->nlowers,
 					     ctx->nlowers == 1 ? "" : "s",

@@ -159,6 +159,37 @@ static bool layer_repeats_above(const struct job_spec *spec, size_t i)
 	return false;
 }
 
+/* "mode=...,size=..." (or mode alone); caller frees. */
+static char *tmpfs_options(const char *mode, const char *size)
+{
+	return size ? xasprintf("%s,size=%s", mode, size) : xstrdup(mode);
+}
+
+bool tmpfs_size_valid(const char *size)
+{
+	size_t digits = size ? strspn(size, "0123456789") : 0;
+	if (digits == 0 || digits > 15 || strspn(size, "0") == digits)
+		return false;
+	const char *unit = size + digits;
+	if (strcmp(unit, "%") == 0)
+		return strtoul(size, NULL, 10) <= 100;
+	return unit[0] == '\0' || (unit[1] == '\0' && strchr("kKmMgGtT", unit[0]));
+}
+
+static int check_sizes(const struct job_spec *spec, alps_error **err)
+{
+	const struct {
+		const char *what, *size;
+	} sizes[] = { { "/tmp", spec->tmp_size }, { "/dev/shm", spec->shm_size },
+		      { "the overlay's upper layer", spec->upper_size } };
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+		if (sizes[i].size && !tmpfs_size_valid(sizes[i].size))
+			return alps_fail(err, ALPS_E_INVALID, "the size of %s, \"%s\", is not a number "
+					 "of bytes (k, m, g, t) or a percentage of the memory",
+					 sizes[i].what, sizes[i].size);
+	return 0;
+}
+
 static void add_image(struct plan_builder *b, const struct job_spec *spec)
 {
 	for (size_t i = 0; i < spec->nlayers; i++) {
@@ -173,8 +204,9 @@ static void add_image(struct plan_builder *b, const struct job_spec *spec)
 					       NULL, MS_RDONLY | MS_SAFE);
 		op->as_user = true;
 	}
-	plan_add(b, MOUNT_OVERLAY, ORIGIN_IMAGE, NULL, "/",
-		 MS_SAFE | (spec->writable ? 0 : MS_RDONLY));
+	struct mount_op *root = plan_add(b, MOUNT_OVERLAY, ORIGIN_IMAGE, NULL, "/",
+					 MS_SAFE | (spec->writable ? 0 : MS_RDONLY));
+	root->data = tmpfs_options("mode=0700", spec->upper_size);
 }
 
 static void add_system(struct plan_builder *b, const struct job_spec *spec)
@@ -187,11 +219,13 @@ static void add_system(struct plan_builder *b, const struct job_spec *spec)
 	struct mount_op *dev = plan_add(b, MOUNT_DEVTMP, ORIGIN_SYSTEM, NULL, "/dev",
 					MS_SAFE | MS_NOEXEC);
 	dev->data = xstrdup("mode=0755,size=256k");
+	struct mount_op *shm = plan_add(b, MOUNT_TMPFS, ORIGIN_SYSTEM, NULL, "/dev/shm", MS_SAFE);
+	shm->data = tmpfs_options("mode=1777", spec->shm_size);
 	for (size_t i = 0; i < spec->ndevices; i++)
 		plan_add(b, MOUNT_DEVICE, ORIGIN_SITE, spec->devices[i], spec->devices[i],
 			 MS_NOSUID | MS_NOEXEC);
 	struct mount_op *tmp = plan_add(b, MOUNT_TMPFS, ORIGIN_SYSTEM, NULL, "/tmp", MS_SAFE);
-	tmp->data = xstrdup("mode=1777");
+	tmp->data = tmpfs_options("mode=1777", spec->tmp_size);
 	static const char *const host_files[] = { "/etc/hosts", "/etc/resolv.conf" };
 	for (size_t i = 0; i < ARRAY_SIZE(host_files); i++) {
 		struct mount_op *op = plan_add(b, MOUNT_BIND, ORIGIN_SYSTEM, host_files[i],
@@ -301,9 +335,15 @@ int ns_plan_build(const struct job_spec *spec, struct ns_plan **out, alps_error 
 	if (spec->ngroups)
 		plan->groups = xmemdup(spec->groups, spec->ngroups * sizeof(gid_t));
 	plan->writable = spec->writable;
+	if (check_sizes(spec, err) < 0)
+		return -1;
 	add_image(&b, spec);
+	/* The image's /etc files are read before /proc, /sys and /dev exist
+	 * in the root: see read_image_file in apply.c. */
+	if (add_etc(&b, spec, err) < 0)
+		return -1;
 	add_system(&b, spec);
-	if (add_etc(&b, spec, err) < 0 || add_mounts(&b, spec, err) < 0)
+	if (add_mounts(&b, spec, err) < 0)
 		return -1;
 	if (spec->workdir && strcmp(spec->workdir, "/") != 0) {
 		struct mount_op *op = plan_add(&b, MOUNT_WORKDIR, ORIGIN_USER, NULL, spec->workdir, 0);

@@ -67,6 +67,12 @@ struct job_spec {
 	size_t nmounts;
 	const char *const *devices;     /* host device nodes to expose, e.g. /dev/nvidia0 */
 	size_t ndevices;
+	/* tmpfs sizes as tmpfs takes them ("64m", "25%" of the node's memory;
+	 * tmpfs_size_valid): /tmp, /dev/shm, the overlay's upper layer (what a
+	 * writable job writes).  NULL: tmpfs's default, half the memory. */
+	const char *tmp_size;
+	const char *shm_size;
+	const char *upper_size;
 };
 
 enum mount_kind {
@@ -99,7 +105,8 @@ struct mount_op {
 	char *dst;              /* owned; path in the container, or NULL (LAYER, IMAGE_SQSH) */
 	char *id;               /* owned; LAYER: the shared mount's name */
 	unsigned long flags;    /* MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC */
-	char *data;             /* owned; TMPFS, DEVTMP: options; FILE_OVER: lines to add */
+	char *data;             /* owned; TMPFS, DEVTMP: options; OVERLAY: the upper tmpfs's
+				 * options; FILE_OVER: lines to add */
 	bool as_user;           /* src is opened with the job user's credentials */
 	bool optional;          /* a missing src skips the operation (host /etc/hosts) */
 };
@@ -118,7 +125,13 @@ struct ns_plan {
 
 /* Build the plan of spec: normalizes destinations, sorts site and user
  * mounts parents first, reads the host's passwd and group entries of the
- * user.  Validation is separate.  *out is the caller's (ns_plan_free). */
+ * user, checks the tmpfs sizes.  Validation is separate.  *out is the
+ * caller's (ns_plan_free).
+ *
+ * The order: the image's layers, the root, the generated /etc/passwd and
+ * /etc/group (the image's files are read before anything is mounted on the
+ * root, so no link in the image reaches the host's /sys or /proc), the
+ * system's mounts, site and user mounts, the workdir. */
 int ns_plan_build(const struct job_spec *spec, struct ns_plan **out, alps_error **err);
 /* Check a whole plan before anything is applied: absolute normalized
  * destinations without "..", no duplicates, nothing of the user's or the
@@ -139,6 +152,10 @@ char *mount_op_describe(const struct mount_op *op);
  * not starting with '.') and a layer id (the same plus ':' and '+'). */
 bool job_name_valid(const char *job);
 bool layer_id_valid(const char *id);
+/* A tmpfs size= value alps passes on: a positive number of bytes with an
+ * optional k, m, g or t (either case), or 1% to 100% of the memory.  "0"
+ * (no limit, to tmpfs) is not one. */
+bool tmpfs_size_valid(const char *size);
 /* Collapse "//", drop "." components and a trailing '/'; ".." stays for
  * validation to refuse.  Caller frees. */
 char *path_normalize(const char *path);

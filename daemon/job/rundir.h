@@ -11,7 +11,18 @@
  * propagates to other namespaces (on systemd hosts / is shared): a layer
  * mount copied into some service's namespace would keep its loop device
  * busy, and the kernel refuses to propagate the nsfs bind mounts that pin
- * job namespaces. */
+ * job namespaces.
+ *
+ * The two self-binds stay when the daemon stops, on purpose.  Prepared jobs
+ * outlive the daemon (a restart or an upgrade must not end running jobs:
+ * the pins and the layer mounts they use stay, and the next daemon adopts
+ * them, job_reconcile in ns.h), and what is below must stay private for as
+ * long as it exists; detaching the self-binds under it would make it
+ * propagate (or fail with EBUSY).  With nothing below they are harmless:
+ * an empty private bind of a root-only directory onto itself, on /run
+ * (gone at reboot), which the next start reuses as it is.  An admin who
+ * removes alps detaches them with `umount RUN_DIR/jobs RUN_DIR/layers`
+ * once every job is released (what ns_run_dir_fini does). */
 #ifndef ALPS_DAEMON_JOB_RUNDIR_H
 #define ALPS_DAEMON_JOB_RUNDIR_H
 

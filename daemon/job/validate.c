@@ -172,16 +172,24 @@ static int check_duplicates(const struct ns_plan *plan, size_t i, alps_error **e
 	return 0;
 }
 
-/* The phases in order, one root, one image source kind. */
+/* The phases in order, one root, one image source kind.  The generated
+ * files come right after the root: the image's files they start from are
+ * read before anything is mounted on it (a link in the image to /sys/...
+ * would otherwise read the host's). */
 static int check_order(const struct ns_plan *plan, alps_error **err)
 {
 	size_t nlayer = 0, nsqsh = 0, noverlay = 0, nworkdir = 0;
 	int phase = 0;
+	bool mounted_on_root = false;
 	for (size_t i = 0; i < plan->nops; i++) {
 		const struct mount_op *op = &plan->ops[i];
 		int p = phase_of(op->kind);
 		if (p < phase)
 			return op_fail(err, op, "out of order in the plan");
+		if (op->kind == MOUNT_FILE_OVER && mounted_on_root)
+			return op_fail(err, op, "the image's files are read before anything is "
+				       "mounted on the root");
+		mounted_on_root |= p == 2 && op->kind != MOUNT_FILE_OVER;
 		phase = p;
 		nlayer += op->kind == MOUNT_LAYER;
 		nsqsh += op->kind == MOUNT_IMAGE_SQSH;

@@ -477,6 +477,77 @@ static void test_mountinfo_parse(void **state)
 	assert_true(path_is_under("/x", "/"));
 }
 
+/* The image's /etc files are read right after the root is mounted, before
+ * /proc, /sys and /dev exist in it (issue 8, item 13). */
+static void test_etc_files_before_system_mounts(void **state)
+{
+	(void)state;
+	struct job_spec s = base_spec();
+	struct ns_plan *p = NULL;
+	alps_error *err = NULL;
+	assert_int_equal(ns_plan_build(&s, &p, &err), 0);
+	assert_int_equal(ns_plan_validate(p, &err), 0);
+	size_t root = 0;
+	while (root < p->nops && p->ops[root].kind != MOUNT_OVERLAY)
+		root++;
+	assert_true(root + 3 < p->nops);
+	assert_int_equal(p->ops[root + 1].kind, MOUNT_FILE_OVER);
+	assert_string_equal(p->ops[root + 1].dst, "/etc/passwd");
+	assert_int_equal(p->ops[root + 2].kind, MOUNT_FILE_OVER);
+	assert_string_equal(p->ops[root + 2].dst, "/etc/group");
+	assert_int_equal(p->ops[root + 3].kind, MOUNT_PROC);
+	/* A plan that reads them after /proc is mounted is refused. */
+	struct mount_op tmp = p->ops[root + 2];
+	p->ops[root + 2] = p->ops[root + 3];
+	p->ops[root + 3] = tmp;
+	assert_int_equal(ns_plan_validate(p, &err), -1);
+	assert_non_null(strstr(err->msg, "before anything is mounted on the root"));
+	assert_non_null(strstr(err->msg, "/etc/group"));
+	cleanup_errorp(&err);
+	ns_plan_free(p);
+}
+
+static void test_tmpfs_sizes(void **state)
+{
+	(void)state;
+	static const char *const good[] = { "1", "64m", "4G", "2t", "1%", "25%", "100%",
+					    "123456789012345" };
+	static const char *const bad[] = { NULL, "", "0", "00", "0%", "101%", "5x", "5mb",
+					   "-1", "1.5g", "%", "m", "25 %", "1234567890123456",
+					   "1,nr_inodes=0" };
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++)
+		if (!tmpfs_size_valid(good[i]))
+			fail_msg("\"%s\" refused", good[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		if (tmpfs_size_valid(bad[i]))
+			fail_msg("\"%s\" accepted", bad[i] ? bad[i] : "(null)");
+
+	struct job_spec s = base_spec();
+	s.tmp_size = "3m";
+	s.shm_size = "50%";
+	s.upper_size = "7m";
+	struct ns_plan *p = NULL;
+	alps_error *err = NULL;
+	assert_int_equal(ns_plan_build(&s, &p, &err), 0);
+	assert_int_equal(ns_plan_validate(p, &err), 0);
+	assert_string_equal(find_op(p, "/tmp")->data, "mode=1777,size=3m");
+	assert_string_equal(find_op(p, "/dev/shm")->data, "mode=1777,size=50%");
+	assert_int_equal(find_op(p, "/dev/shm")->kind, MOUNT_TMPFS);
+	assert_string_equal(find_op(p, "/")->data, "mode=0700,size=7m");
+	ns_plan_free(p);
+	/* No size: tmpfs's own default. */
+	s = base_spec();
+	assert_int_equal(ns_plan_build(&s, &p, &err), 0);
+	assert_string_equal(find_op(p, "/tmp")->data, "mode=1777");
+	ns_plan_free(p);
+	/* A bad one is refused, naming the mount; an option smuggled in too. */
+	s.shm_size = "lots";
+	assert_refused(&s, "/dev/shm");
+	s.shm_size = NULL;
+	s.tmp_size = "1m,mode=4777";
+	assert_refused(&s, "\"1m,mode=4777\"");
+}
+
 static void test_describe(void **state)
 {
 	(void)state;
@@ -510,6 +581,8 @@ int main(void)
 		cmocka_unit_test(test_etc_lines),
 		cmocka_unit_test(test_mountinfo_parse),
 		cmocka_unit_test(test_describe),
+		cmocka_unit_test(test_etc_files_before_system_mounts),
+		cmocka_unit_test(test_tmpfs_sizes),
 	};
 	return cmocka_run_group_tests_name("jobplan", tests, NULL, NULL);
 }

@@ -724,6 +724,79 @@ static void test_symlink_stays_inside(void **state)
 	assert_int_equal(mounts_under(tmpdir), mounts0);
 }
 
+/* Mount points are created only on the container's own file systems: a
+ * destination missing inside a bind of host storage is refused before
+ * anything is created there (issue 8, item 1); one on the root or in the
+ * job's /tmp is made; one that exists inside the bind is mounted over. */
+static void test_mount_points_not_on_host(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *shared = xasprintf("%s/shared", tmpdir);
+	_cleanup_free_ char *made = xasprintf("%s/created", shared);
+	static const char *const dsts[] = { "/h/created", "/h/new/sub", "/h/hello/x" };
+	size_t mounts0 = mounts_under(tmpdir);
+	for (size_t i = 0; i < ARRAY_SIZE(dsts); i++) {
+		struct user_mount m[] = { { USER_MOUNT_BIND, shared, "/h", 0 },
+					  { USER_MOUNT_BIND, "/etc/hostname", dsts[i], 0 } };
+		struct job_spec s = spec_of("mp", 2, false);
+		s.mounts = m;
+		s.nmounts = 2;
+		struct ns_result r;
+		alps_error *err = NULL;
+		assert_int_equal(ns_prepare(&s, &r, &err), -1);
+		assert_non_null(strstr(err->msg, dsts[i]));
+		if (i < 2)
+			assert_non_null(strstr(err->msg, "own file system"));
+		alps_error_free(err);
+	}
+	assert_int_equal(access(made, F_OK), -1);
+	_cleanup_free_ char *sub = xasprintf("%s/new", shared);
+	assert_int_equal(access(sub, F_OK), -1);
+	assert_int_equal(mounts_under(tmpdir), mounts0);
+
+	struct user_mount ok[] = { { USER_MOUNT_BIND, shared, "/h", 0 },
+				   { USER_MOUNT_BIND, "/etc/hostname", "/h/hello", 0 },
+				   { USER_MOUNT_BIND, shared, "/tmp/a/b", USER_MOUNT_RO },
+				   { USER_MOUNT_BIND, shared, "/new/dir", USER_MOUNT_RO } };
+	struct job_spec s = spec_of("mp", 2, false);
+	s.mounts = ok;
+	s.nmounts = ARRAY_SIZE(ok);
+	prepare_ok(&s);
+	char *out = run_ok("mp", ARGV("cat", "/tmp/a/b/hello", "/new/dir/hello"));
+	assert_string_equal(out, "hello\nhello\n");
+	free(out);
+	release_ok("mp");
+	_cleanup_free_ char *hello = xasprintf("%s/hello", shared);
+	out = sh_output("cat %s", hello);
+	assert_string_equal(out, "hello\n");
+	free(out);
+}
+
+/* An image whose /etc/passwd is a link to a root-only sysfs file: the
+ * link is never followed (issue 8, item 13). */
+static void test_etc_passwd_link_refused(void **state)
+{
+	(void)state;
+	_cleanup_free_ char *tree = xasprintf("%s/trees/evil", tmpdir);
+	_cleanup_free_ char *evil = xasprintf("%s/layers/evil.sqfs", tmpdir);
+	assert_int_equal(sh("set -e; mkdir -p %s/etc; ln -sf /sys/kernel/notes %s/etc/passwd", tree,
+			    tree),
+			 0);
+	squash(tree, evil);
+	const char *files[] = { layer_file[0], evil };
+	const char *ids[] = { layer_id[0], "sha256:evil" };
+	struct job_spec s = spec_of("evil", 2, false);
+	s.layers = files;
+	s.layer_ids = ids;
+	size_t mounts0 = mounts_under(tmpdir);
+	struct ns_result r;
+	alps_error *err = NULL;
+	assert_int_equal(ns_prepare(&s, &r, &err), -1);
+	assert_non_null(strstr(err->msg, "/etc/passwd is a symbolic link"));
+	alps_error_free(err);
+	assert_int_equal(mounts_under(tmpdir), mounts0);
+}
+
 static void test_squashfuse(void **state)
 {
 	(void)state;
@@ -1244,7 +1317,8 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_prepare_readonly), T(test_prepare_writable), T(test_user_mounts),
-		T(test_symlink_stays_inside), T(test_squashfuse), T(test_100_layers),
+		T(test_symlink_stays_inside), T(test_mount_points_not_on_host),
+		T(test_etc_passwd_link_refused), T(test_squashfuse), T(test_100_layers),
 		T(test_release_kills), T(test_exec), T(test_concurrent), T(test_prepare_errors),
 		T(test_layer_refcount), T(test_layers_private), T(test_cycles), T(test_timings),
 	};
