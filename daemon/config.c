@@ -94,6 +94,10 @@ static const struct option_def options[] = {
 	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
 	{ "jobs.prepare_timeout", OPT_INT, OFF(prepare_timeout_s), "30", 1, 3600, NULL,
 	  "seconds a job's namespace may take to build before the attempt is killed" },
+	{ "jobs.max_run_jobs_per_user", OPT_INT, OFF(max_run_jobs_per_user), "16", 1, 100000, NULL,
+	  "'alps run' jobs one uid may have on the node at once (prepared or preparing)" },
+	{ "jobs.run_ttl", OPT_INT, OFF(run_ttl_s), "86400", 0, 31536000, NULL,
+	  "seconds after which an 'alps run' job is released whatever runs in it (0: never)" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },

@@ -60,6 +60,8 @@ struct config {
 	struct strlist default_mounts;      /* "SRC:DST[:FLAGS]" */
 	struct strlist devices;             /* host devices bound into /dev */
 	int64_t prepare_timeout_s;          /* a namespace helper taking longer is killed */
+	int64_t max_run_jobs_per_user;      /* 'alps run' jobs of one uid at once */
+	int64_t run_ttl_s;                  /* an older 'alps run' job is released; 0: never */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */
