@@ -765,7 +765,10 @@ static void rel_done(void *arg)
 {
 	struct rel *r = arg;
 	alps_error *err = steal_pointer(&r->err);
+	bool run = str_has_prefix(r->job, RUNJOB_PREFIX);
 	if (err) {
+		if (run)
+			runjob_release_failed(r->job, !r->rq);
 		alps_error_prefix(&err, "release %s", r->job);
 		if (r->rq) {
 			request_fail(r->rq, err);
@@ -777,8 +780,8 @@ static void rel_done(void *arg)
 		log_notice("job %s released%s%s", r->job, r->why ? ": " : "", r->why ? r->why : "");
 		if (r->rq)
 			rel_reply(r);
-		if (str_has_prefix(r->job, RUNJOB_PREFIX))
-			runjob_forget(r->job);
+		if (run)
+			runjob_released(r->job);
 	}
 	request_unref(r->rq);
 	free(r->job);

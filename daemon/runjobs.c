@@ -37,7 +37,7 @@ struct runjob {
 	uid_t uid;
 	uint64_t born_ms;               /* monotonic */
 	enum rj_state state;
-	bool client_gone;               /* its connection closed while preparing */
+	bool client_gone;               /* its client went while preparing or releasing */
 	struct close_watch *watch;      /* its connection, while there is one */
 	struct event *ev_owner;         /* after a restart: the owner's pidfd */
 	int owner_pidfd;
@@ -120,17 +120,21 @@ static void on_conn_closed(void *arg)
 	 * the next start to judge, not for the stop to wait on. */
 	if (rjs.d->stop_ms)
 		return;
-	if (rj->state == RJ_PREPARING)
-		rj->client_gone = true;
-	else if (rj->state == RJ_READY)
+	if (rj->state == RJ_READY)
 		rj_release(rj, "its client's connection closed");
+	else
+		rj->client_gone = true;
 }
 
 static void on_owner_exit(evutil_socket_t fd, short what, void *arg)
 {
 	struct runjob *rj = arg;
-	if (rj->state == RJ_READY && !rjs.d->stop_ms)
+	if (rjs.d->stop_ms)
+		return;
+	if (rj->state == RJ_READY)
 		rj_release(rj, "its client exited");
+	else
+		rj->client_gone = true;
 }
 
 int runjob_admit(struct request *rq, const char *job, uid_t uid, alps_error **err)
@@ -158,16 +162,40 @@ void runjob_prepared(const char *job)
 		rj_release(rj, "its client's connection closed while it was prepared");
 }
 
-void runjob_forget(const char *job)
+static void rj_forget(const char *job, bool unless_preparing)
 {
 	for (struct runjob **pp = &rjs.list; *pp; pp = &(*pp)->next) {
 		if (strcmp((*pp)->id, job) == 0) {
+			if (unless_preparing && (*pp)->state == RJ_PREPARING)
+				return;
 			struct runjob *rj = *pp;
 			*pp = rj->next;
 			rj_free(rj);
 			return;
 		}
 	}
+}
+
+void runjob_forget(const char *job)
+{
+	rj_forget(job, false);
+}
+
+void runjob_released(const char *job)
+{
+	rj_forget(job, true);
+}
+
+void runjob_release_failed(const char *job, bool by_daemon)
+{
+	struct runjob *rj = rj_find(job);
+	if (!rj || rj->state != RJ_RELEASING)
+		return;
+	rj->state = RJ_READY;
+	/* A client that went meanwhile left it to us; a failed release of
+	 * our own is not retried at once (the reaper will). */
+	if (!by_daemon && rj->client_gone)
+		rj_release(rj, "its client's connection closed");
 }
 
 bool runjob_owned_by(const char *job, uid_t uid)
@@ -179,10 +207,9 @@ bool runjob_owned_by(const char *job, uid_t uid)
 void runjob_releasing(const char *job)
 {
 	struct runjob *rj = rj_find(job);
-	if (rj) {
-		rj_unwatch(rj);
+	/* Not while it is prepared: the prepare's end decides then. */
+	if (rj && rj->state == RJ_READY)
 		rj->state = RJ_RELEASING;
-	}
 }
 
 /* ---- the reaper ---- */

@@ -31,8 +31,13 @@ struct request;
 int runjob_admit(struct request *rq, const char *job, uid_t uid, alps_error **err);
 /* Its prepare succeeded: it is released at once if its client has gone. */
 void runjob_prepared(const char *job);
-/* Its prepare failed, or it was released: it no longer counts. */
+/* Its prepare failed: it no longer counts. */
 void runjob_forget(const char *job);
+/* A release of it succeeded: it no longer counts (unless a prepare of it
+ * is still under way, whose end then decides). */
+void runjob_released(const char *job);
+/* A release of it failed: it is ready again (by_daemon: one of ours). */
+void runjob_release_failed(const char *job, bool by_daemon);
 /* Whether job is a run job of uid's that the daemon knows of. */
 bool runjob_owned_by(const char *job, uid_t uid);
 /* A release of it is under way (op_release): no second one. */
@@ -52,7 +57,8 @@ uint64_t runjob_proc_start(pid_t pid);
 char *runjob_env_with_owner(const char *env_json, pid_t pid, uint64_t start);
 
 /* Release job in the background (op_job.c): stop what runs in it, undo
- * its namespace, drop its row; why goes to the log.  Then runjob_forget().
+ * its namespace, drop its row; why goes to the log.  Then runjob_released()
+ * or runjob_release_failed().
  * -1 (logged) when no work could be started. */
 int job_release_background(struct daemon *d, const char *job, const char *why);
 
