@@ -292,6 +292,12 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		case 'n':
 			if (client_parse_uint(optarg, "--tasks", 1000000, &a.tasks) < 0)
 				return EXIT_USAGE;
+			if (a.tasks == 0) {
+				/* 0 means "not given" to the daemon: say so here. */
+				fprintf(stderr, "alps prepare: --tasks must be at least 1 (leave it out "
+						"when no per-rank placement is wanted)\n");
+				return EXIT_USAGE;
+			}
 			break;
 		default: return EXIT_USAGE;
 		}
@@ -316,10 +322,13 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		json_t *down = json_array();
 		for (size_t i = 0; i < r->n_down_peers; i++)
 			json_array_append_new(down, json_string(r->down_peers[i]));
-		client_print_json(json_pack("{s:b, s:s, s:s, s:b, s:o, s:o}", "ok", 1, "job", r->job,
-					    "image_digest", r->image_digest, "already_prepared",
-					    (int)r->already_prepared, "mounts", mounts, "down_peers",
-					    down));
+		json_t *warnings = json_array();
+		for (size_t i = 0; i < r->n_warnings; i++)
+			json_array_append_new(warnings, json_string(r->warnings[i]));
+		client_print_json(json_pack("{s:b, s:s, s:s, s:b, s:o, s:o, s:o}", "ok", 1, "job",
+					    r->job, "image_digest", r->image_digest,
+					    "already_prepared", (int)r->already_prepared, "mounts",
+					    mounts, "down_peers", down, "warnings", warnings));
 	} else {
 		printf("job %s %s (image %s)\n", r->job,
 		       r->already_prepared ? "was already prepared" : "prepared", r->image_digest);
@@ -328,6 +337,8 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		for (size_t i = 0; i < r->n_down_peers; i++)
 			fprintf(stderr, "warning: node %s is down or unknown to the fabric\n",
 				r->down_peers[i]);
+		for (size_t i = 0; i < r->n_warnings; i++)
+			fprintf(stderr, "warning: %s\n", r->warnings[i]);
 	}
 	alps__response__free_unpacked(resp, NULL);
 	return EXIT_OK;

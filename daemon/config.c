@@ -102,6 +102,10 @@ static const struct option_def options[] = {
 	  "size of each job's /dev/shm tmpfs, as jobs.tmp_size" },
 	{ "jobs.upper_size", OPT_STRING, OFF(upper_size), "25%", 0, 0, NULL,
 	  "size of the tmpfs a job's root writes to (writable jobs), as jobs.tmp_size" },
+	{ "jobs.max_run_jobs_per_user", OPT_INT, OFF(max_run_jobs_per_user), "16", 1, 100000, NULL,
+	  "'alps run' jobs one uid may have on the node at once (prepared or preparing)" },
+	{ "jobs.run_ttl", OPT_INT, OFF(run_ttl_s), "86400", 0, 31536000, NULL,
+	  "seconds after which an 'alps run' job is released whatever runs in it (0: never)" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },

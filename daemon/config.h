@@ -63,6 +63,8 @@ struct config {
 	char *tmp_size;                     /* tmpfs size= of /tmp: "25%", "4g" */
 	char *shm_size;                     /* tmpfs size= of /dev/shm */
 	char *upper_size;                   /* tmpfs size= of the overlay's upper layer */
+	int64_t max_run_jobs_per_user;      /* 'alps run' jobs of one uid at once */
+	int64_t run_ttl_s;                  /* an older 'alps run' job is released; 0: never */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */

@@ -51,6 +51,15 @@ int request_peer_pidfd(struct request *rq);
 /* Whether the client is still connected (a detached pull goes on). */
 bool request_connected(struct request *rq);
 
+/* Call fn(arg) on the loop once the connection that carried rq closes
+ * (EOF, error, idle timeout, daemon stop).  Register while the request is
+ * in flight; NULL when the connection is gone already (act at once).  The
+ * watch ends when it fires or with close_watch_cancel(), never both. */
+struct close_watch;
+typedef void (*close_watch_fn)(void *arg);
+struct close_watch *request_watch_close(struct request *rq, close_watch_fn fn, void *arg);
+void close_watch_cancel(struct close_watch *w);
+
 /* Keep a request past the handler's return / let it go. */
 struct request *request_ref(struct request *rq);
 void request_unref(struct request *rq);

@@ -20,6 +20,7 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
+#include "daemon/runjobs.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
@@ -437,6 +438,7 @@ int main(int argc, char **argv)
 	d.puller = puller_new(&d);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
+	runjobs_start(&d);
 
 	struct event *ev_term = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
 	struct event *ev_int = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
@@ -459,6 +461,7 @@ int main(int argc, char **argv)
 	exec_shutdown();
 	server_free(d.server);
 	work_drain(&d);
+	runjobs_stop();
 	puller_free(d.puller);
 	fabric_close(d.fabric);
 	store_close(d.store);

@@ -1,20 +1,26 @@
 /* op_job.c: Prepare, Release, Jobs, EdfCheck (Exec is in op_exec.c).
  *
  * prepare, as a sequence of steps that alternate between a worker thread
- * (blocking: NSS, EDF parsing, building the namespace) and the loop (the
- * store, pulls, the reply):
- *   resolve (worker)  user, groups, the merged and expanded EDF
- *   lookup  (loop)    an existing job (idempotence), the image, or a pull
- *   insert  (loop)    the job row, which keeps the image from removal
- *   build   (worker)  ns_prepare(): layers, overlay, mounts, pivot, pin
- *   finish  (loop)    the row's state and the reply; on failure the row goes
- */
+ * (blocking: NSS, EDF parsing, the store, files, building the namespace)
+ * and the loop (pulls, the fabric, the reply); the loop never waits on
+ * sqlite (its busy timeout is seconds):
+ *   check   (loop)    what the request asks that this node cannot honour
+ *   resolve (worker)  user, groups, the merged and expanded EDF; then
+ *           (worker)  an existing job (idempotence), or the image
+ *   pull    (loop)    when the image is missing; then the image row (worker)
+ *   found   (loop)    the fabric map and pin
+ *   setup   (worker)  the job row (which keeps the image from removal),
+ *                     ns_prepare(), the row's state; on failure the row goes
+ *   finish  (loop)    the reply
+ * Release and the jobs list do their store calls on a worker too. */
 #include <config.h>
 
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,7 +35,9 @@
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
 #include "daemon/node/fabric.h"
+#include "daemon/node/place.h"
 #include "daemon/jobenv.h"
+#include "daemon/runjobs.h"
 #include "daemon/store/store.h"
 #include "daemon/work.h"
 
@@ -78,6 +86,16 @@ struct prep {
 	size_t ndown;
 	alps_error *err;                /* a worker step's failure */
 	bool row_inserted;
+	/* found by the lookup (worker) */
+	struct store_job *existing;     /* a job of that id already, or NULL */
+	bool need_pull;
+	json_t *map;                    /* the fabric map to write, or NULL */
+	/* 'alps run' */
+	bool admitted;                  /* counted by runjobs */
+	pid_t owner_pid;
+	uint64_t owner_start;
+	char **warnings;                /* NULL-terminated, for the reply */
+	size_t nwarnings;
 };
 
 static void prep_free(struct prep *p)
@@ -102,26 +120,22 @@ static void prep_free(struct prep *p)
 		fabric_strv_free(p->down);
 	free(p->map_path);
 	alps_error_free(p->err);
+	store_job_free(p->existing);
+	json_decref(p->map);
+	edf_strv_free(p->warnings);
 	free(p);
 }
 
-/* End the request with p->err or err, and free p. */
+/* End the request with p->err or err, and free p.  Loop thread: what a
+ * worker step set up, it has undone already (prep_undo). */
 static void prep_fail(struct prep *p, alps_error *err)
 {
 	if (!err) {
 		err = p->err;
 		p->err = NULL;
 	}
-	if (p->row_inserted) {
-		alps_error *e2 = NULL;
-		if (store_job_delete(p->d->store, p->job, &e2) < 0) {
-			log_error("job %s: cannot drop its row after a failed prepare: %s", p->job,
-				  e2->msg);
-			alps_error_free(e2);
-		}
-	}
-	if (p->map_path)
-		unlink(p->map_path);
+	if (p->admitted)
+		runjob_forget(p->job);
 	alps_error_prefix(&err, "prepare %s", p->job);
 	log_warn("%s", err->msg);
 	request_fail(p->rq, err);
@@ -231,11 +245,44 @@ static void prep_resolve_locked(struct prep *p)
 	json_decref(fp);
 }
 
+/* The store's view (worker): a job of that id already, else the image or
+ * the need of a pull. */
+static void prep_lookup(struct prep *p)
+{
+	if (p->err)
+		return;
+	if (p->run)
+		p->owner_start = runjob_proc_start(p->owner_pid);
+	alps_error *err = NULL;
+	if (store_job_get(p->d->store, p->job, &p->existing, &err) == 0) {
+		if (p->existing->image_digest)
+			store_image_find(p->d->store, p->existing->image_digest, STORE_UID_ANY,
+					 &p->img, NULL);
+		return;
+	}
+	if (err->code != ALPS_E_NOT_FOUND) {
+		p->err = err;
+		return;
+	}
+	alps_error_free(err);
+	err = NULL;
+	if (!p->image_ref ||
+	    store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img, &err) == 0)
+		return;
+	if (err->code == ALPS_E_NOT_FOUND) {
+		p->need_pull = true;
+		alps_error_free(err);
+	} else {
+		p->err = err;
+	}
+}
+
 static void prep_resolve(void *arg)
 {
 	pthread_mutex_lock(&job_work_lock);
 	prep_resolve_locked(arg);
 	pthread_mutex_unlock(&job_work_lock);
+	prep_lookup(arg);
 }
 
 /* ---- build (worker) ---- */
@@ -327,6 +374,8 @@ static void prep_reply(struct prep *p, bool already)
 	pr.already_prepared = already;
 	pr.down_peers = p->down;
 	pr.n_down_peers = p->ndown;
+	pr.warnings = p->warnings;
+	pr.n_warnings = p->nwarnings;
 	char **mounts = xcalloc(p->ns.nmounts + 1, sizeof(char *));
 	for (size_t i = 0; i < p->ns.nmounts; i++)
 		mounts[i] = jobenv_mount_text(&p->ns.mounts[i]);
@@ -344,20 +393,89 @@ static void prep_built(void *arg)
 	struct prep *p = arg;
 	if (p->err)
 		return prep_fail(p, NULL);
-	alps_error *err = NULL;
-	_cleanup_free_ char *mounts = jobenv_mounts_text(&p->ns);
-	if (store_job_set_mounts(p->d->store, p->job, mounts, &err) < 0 ||
-	    store_job_update_state(p->d->store, p->job, "ready", &err) < 0) {
-		/* The namespace is there but the table cannot say so: undo. */
-		alps_error *e2 = NULL;
-		if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
-			alps_error_free(e2);
-		return prep_fail(p, err);
-	}
 	log_notice("job %s prepared for %s (uid %u): %s", p->job, p->user_name, (unsigned)p->uid,
 		   p->image_ref ? p->image_ref : p->image_sqsh);
 	prep_reply(p, false);
+	if (p->admitted)
+		runjob_prepared(p->job);
 	prep_free(p);
+}
+
+/* ---- setup (worker) ---- */
+
+static int prep_write_map(struct prep *p, alps_error **err)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
+	if (mkdir_p(dir, 0755) < 0)
+		return alps_fail_errno(err, "cannot create %s", dir);
+	if (json_dump_file(p->map, p->map_path, JSON_INDENT(2) | JSON_SORT_KEYS) < 0)
+		return alps_fail(err, ALPS_E_IO, "cannot write the fabric map %s", p->map_path);
+	return 0;
+}
+
+/* The job's row (and its fabric map file), before the namespace exists. */
+static int prep_record(struct prep *p, alps_error **err)
+{
+	if (p->map && prep_write_map(p, err) < 0)
+		return -1;
+	p->env_json = jobenv_json(p->edf, p->img, p->fingerprint, p->tasks,
+				  p->map_path ? JOBENV_FABRIC_MAP : NULL);
+	if (p->run) {
+		char *with = runjob_env_with_owner(p->env_json, p->owner_pid, p->owner_start);
+		free(p->env_json);
+		p->env_json = with;
+	}
+	struct store_job row = {
+		.id = p->job, .uid = p->uid, .user = p->user_name,
+		.image_digest = p->img ? p->img->digest : NULL, .state = (char *)"preparing",
+		.environment_json = p->env_json, .mounts = NULL,
+	};
+	if (store_job_insert(p->d->store, &row, err) < 0)
+		return -1;
+	p->row_inserted = true;
+	if (p->img)
+		store_image_touch(p->d->store, p->img->digest, NULL);
+	return 0;
+}
+
+/* The namespace is there: the table says so, or the namespace goes. */
+static int prep_mark_ready(struct prep *p, alps_error **err)
+{
+	_cleanup_free_ char *mounts = jobenv_mounts_text(&p->ns);
+	if (store_job_set_mounts(p->d->store, p->job, mounts, err) == 0 &&
+	    store_job_update_state(p->d->store, p->job, "ready", err) == 0)
+		return 0;
+	alps_error *e2 = NULL;
+	if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
+		alps_error_free(e2);
+	return -1;
+}
+
+/* What a failed setup left: the row and the map file. */
+static void prep_undo(struct prep *p)
+{
+	alps_error *e2 = NULL;
+	if (p->row_inserted && store_job_delete(p->d->store, p->job, &e2) < 0) {
+		log_error("job %s: cannot drop its row after a failed prepare: %s", p->job, e2->msg);
+		alps_error_free(e2);
+	}
+	p->row_inserted = false;
+	if (p->map_path)
+		unlink(p->map_path);
+}
+
+static void prep_setup(void *arg)
+{
+	struct prep *p = arg;
+	alps_error *err = NULL;
+	if (prep_record(p, &err) < 0)
+		p->err = err;
+	else
+		prep_build(p);
+	if (!p->err && prep_mark_ready(p, &err) < 0)
+		p->err = err;
+	if (p->err)
+		prep_undo(p);
 }
 
 /* With a node list and warm fabric: the job's map (node -> addresses,
@@ -375,15 +493,9 @@ static int prep_fabric(struct prep *p, alps_error **err)
 			   err) < 0)
 		return -1;
 	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
-	if (mkdir_p(dir, 0755) < 0) {
-		json_decref(map);
-		return alps_fail_errno(err, "cannot create %s", dir);
-	}
+	/* Written by the setup step: no file system work on the loop. */
 	p->map_path = xasprintf("%s/%s.json", dir, p->job);
-	int rc = json_dump_file(map, p->map_path, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(map);
-	if (rc < 0)
-		return alps_fail(err, ALPS_E_IO, "cannot write the fabric map %s", p->map_path);
+	p->map = map;
 	if (p->img && p->image_ref && strcmp(p->nodes[0], p->d->node_name) == 0 &&
 	    fabric_publish_pin(f, p->job, p->image_ref, p->img->digest,
 			       (const char *const *)p->nodes, p->nnodes, err) < 0)
@@ -391,30 +503,32 @@ static int prep_fabric(struct prep *p, alps_error **err)
 	return 0;
 }
 
-/* The image is in the store (or is a user's squashfs): record the job and
- * build its namespace. */
-static void prep_insert_and_build(struct prep *p)
+/* The image is in the store (or is a user's squashfs): the fabric's part,
+ * then record the job and build its namespace. */
+static void prep_found(struct prep *p)
 {
 	alps_error *err = NULL;
-	if (p->image_ref && store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img,
-					     &err) < 0)
-		return prep_fail(p, err);
 	if (prep_fabric(p, &err) < 0)
 		return prep_fail(p, err);
-	p->env_json = jobenv_json(p->edf, p->img, p->fingerprint, p->tasks,
-				  p->map_path ? JOBENV_FABRIC_MAP : NULL);
-	struct store_job row = {
-		.id = p->job, .uid = p->uid, .user = p->user_name,
-		.image_digest = p->img ? p->img->digest : NULL, .state = (char *)"preparing",
-		.environment_json = p->env_json, .mounts = NULL,
-	};
-	if (store_job_insert(p->d->store, &row, &err) < 0)
+	if (work_submit(p->d, prep_setup, prep_built, p, &err) < 0)
 		return prep_fail(p, err);
-	p->row_inserted = true;
-	if (p->img)
-		store_image_touch(p->d->store, p->img->digest, NULL);
-	if (work_submit(p->d, prep_build, prep_built, p, &err) < 0)
-		return prep_fail(p, err);
+}
+
+/* After a pull: the image's row (worker), then on. */
+static void prep_find_image(void *arg)
+{
+	struct prep *p = arg;
+	alps_error *err = NULL;
+	if (store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img, &err) < 0)
+		p->err = err;
+}
+
+static void prep_image_found(void *arg)
+{
+	struct prep *p = arg;
+	if (p->err)
+		return prep_fail(p, NULL);
+	prep_found(p);
 }
 
 static void prep_pull_progress(void *arg, const struct pull_status *st)
@@ -440,7 +554,9 @@ static void prep_pull_done(void *arg, const struct pull_result *res, const alps_
 		alps_fail(&copy, err->code, "%s", err->msg);
 		return prep_fail(p, copy);
 	}
-	prep_insert_and_build(p);
+	alps_error *e2 = NULL;
+	if (work_submit(p->d, prep_find_image, prep_image_found, p, &e2) < 0)
+		prep_fail(p, e2);
 }
 
 static const struct pull_waiter_ops prep_pull_ops = {
@@ -448,33 +564,24 @@ static const struct pull_waiter_ops prep_pull_ops = {
 	.done = prep_pull_done,
 };
 
-/* An existing job: the same environment is done already, another is an
- * error.  Returns true when it answered. */
-static bool prep_existing(struct prep *p)
+/* An existing job (p->existing, p->img from the lookup): the same
+ * environment is done already, another is an error. */
+static void prep_existing(struct prep *p)
 {
-	struct store_job *job = NULL;
-	alps_error *err = NULL;
-	if (store_job_get(p->d->store, p->job, &job, &err) < 0) {
-		alps_error_free(err);
-		return false;
-	}
+	const struct store_job *job = p->existing;
 	_cleanup_free_ char *fp = jobenv_fingerprint(job->environment_json);
 	bool same = fp && p->fingerprint && strcmp(fp, p->fingerprint) == 0;
 	if (same && strcmp(job->state, "ready") == 0) {
-		if (job->image_digest)
-			store_image_find(p->d->store, job->image_digest, STORE_UID_ANY, &p->img, NULL);
-		store_job_free(job);
 		prep_reply(p, true);
 		prep_free(p);
-		return true;
+		return;
 	}
+	alps_error *err = NULL;
 	alps_fail(&err, same ? ALPS_E_BUSY : ALPS_E_CONFLICT,
 		  same ? "job %s is still being prepared" :
 			 "job %s is already prepared with another environment; release it first",
 		  p->job);
-	store_job_free(job);
 	prep_fail(p, err);
-	return true;
 }
 
 static void prep_resolved(void *arg)
@@ -482,19 +589,11 @@ static void prep_resolved(void *arg)
 	struct prep *p = arg;
 	if (p->err)
 		return prep_fail(p, NULL);
-	if (prep_existing(p))
-		return;
+	if (p->existing)
+		return prep_existing(p);
+	if (!p->need_pull)
+		return prep_found(p);
 	alps_error *err = NULL;
-	struct store_image *img = NULL;
-	if (!p->image_ref || store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &img,
-					      &err) == 0) {
-		store_image_free(img);
-		return prep_insert_and_build(p);
-	}
-	if (err->code != ALPS_E_NOT_FOUND)
-		return prep_fail(p, err);
-	alps_error_free(err);
-	err = NULL;
 	/* The job's first node may have pinned the tag to a digest already:
 	 * pull exactly that, so all nodes run the same image. */
 	_cleanup_free_ char *pinned = p->d->fabric && p->nnodes ?
@@ -525,8 +624,10 @@ static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps
 			return alps_fail(err, ALPS_E_PERMISSION,
 					 "'alps run' is disabled on this node (jobs.allow_user_run)");
 		static unsigned counter;
-		p->job = xasprintf("run-%u-%d-%u", (unsigned)peer->uid, (int)peer->pid, ++counter);
+		p->job = xasprintf(RUNJOB_PREFIX "%u-%d-%u", (unsigned)peer->uid, (int)peer->pid,
+				   ++counter);
 		p->user_arg = xasprintf("%u", (unsigned)peer->uid);
+		p->owner_pid = peer->pid;
 	} else {
 		if (!request_peer_is_admin(p->rq))
 			return alps_fail(err, ALPS_E_PERMISSION, "'prepare' is for administrators "
@@ -570,6 +671,47 @@ static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps
 	return 0;
 }
 
+static void prep_warn(struct prep *p, const char *fmt, ...) ALPS_PRINTF(2, 3);
+
+static void prep_warn(struct prep *p, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *w = NULL;
+	if (vasprintf(&w, fmt, ap) < 0)
+		abort();        /* out of memory, like the x* allocators */
+	va_end(ap);
+	log_info("prepare %s: %s", p->job, w);
+	p->warnings = xreallocarray(p->warnings, p->nwarnings + 2, sizeof(char *));
+	p->warnings[p->nwarnings++] = w;
+	p->warnings[p->nwarnings] = NULL;
+}
+
+/* What the request asks that this node cannot honour: an error when the
+ * job could not run as asked (tasks it cannot place), a warning in the
+ * reply when it runs without what was asked (no fabric: no map).  A task
+ * count of 0 means "not given" on the wire; the client refuses --tasks 0. */
+static int prep_check(struct prep *p, alps_error **err)
+{
+	struct daemon *d = p->d;
+	if (p->nnodes > 0 && !d->fabric)
+		prep_warn(p, "--nodes is ignored: the fabric is off on this node (fabric.enabled), "
+			  "so the job gets no fabric map and no pinned image digest");
+	if (p->tasks == 0)
+		return 0;
+	if (!d->topology) {
+		prep_warn(p, "--tasks %u is not checked: this node's topology did not load",
+			  (unsigned)p->tasks);
+		return 0;
+	}
+	struct place_plan *plan = NULL;
+	if (place_plan_new(d->topology, p->tasks, 0, &plan, err) < 0)
+		return alps_error_prefix(err, "--tasks %u cannot be placed on this node",
+					 (unsigned)p->tasks);
+	place_plan_free(plan);
+	return 0;
+}
+
 int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	if (!req->prepare)
@@ -577,8 +719,15 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 	struct prep *p = xzalloc(sizeof(*p));
 	p->rq = request_ref(rq);
 	p->d = request_daemon(rq);
-	if (prep_from_request(p, req->prepare, err) < 0 ||
-	    work_submit(p->d, prep_resolve, prep_resolved, p, err) < 0) {
+	if (prep_from_request(p, req->prepare, err) < 0 || prep_check(p, err) < 0 ||
+	    (p->run && runjob_admit(rq, p->job, request_peer(rq)->uid, err) < 0)) {
+		prep_free(p);
+		return -1;
+	}
+	p->admitted = p->run;
+	if (work_submit(p->d, prep_resolve, prep_resolved, p, err) < 0) {
+		if (p->admitted)
+			runjob_forget(p->job);
 		prep_free(p);
 		return -1;
 	}
@@ -588,16 +737,39 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 /* ---- release ---- */
 
 struct rel {
-	struct request *rq;
+	struct request *rq;     /* NULL: a release the daemon decided (runjobs) */
 	struct daemon *d;
 	char *job;
+	char *why;              /* the daemon's reason, or NULL */
+	uid_t peer_uid;
+	bool admin;
 	bool was;
 	alps_error *err;
 };
 
-static void rel_work(void *arg)
+/* Whether the job is there and the peer may release it (worker: the
+ * store).  Users may release their own 'alps run' jobs; the rest is
+ * admins'. */
+static int rel_check(struct rel *r)
 {
-	struct rel *r = arg;
+	struct store_job *row = NULL;
+	alps_error *e = NULL;
+	r->was = store_job_get(r->d->store, r->job, &row, &e) == 0;
+	if (!r->was && e->code != ALPS_E_NOT_FOUND) {
+		r->err = e;
+		return -1;
+	}
+	alps_error_free(e);
+	bool own_run = r->was && str_has_prefix(r->job, RUNJOB_PREFIX) && row->uid == r->peer_uid;
+	store_job_free(row);
+	if (!r->admin && !own_run)
+		return alps_fail(&r->err, ALPS_E_PERMISSION, "'release' is for administrators (root "
+				 "or the daemon's admin group) and for the owner of an 'alps run' job");
+	return 0;
+}
+
+static void rel_release(struct rel *r)
+{
 	pthread_mutex_lock(&job_work_lock);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
@@ -605,56 +777,95 @@ static void rel_work(void *arg)
 	pthread_mutex_unlock(&job_work_lock);
 }
 
+static void rel_work(void *arg)
+{
+	struct rel *r = arg;
+	if (rel_check(r) < 0)
+		return;
+	rel_release(r);
+	if (!r->err && store_job_delete(r->d->store, r->job, &r->err) < 0 &&
+	    r->err->code == ALPS_E_NOT_FOUND) {
+		alps_error_free(r->err);
+		r->err = NULL;
+	}
+}
+
+static void rel_reply(struct rel *r)
+{
+	Alps__ReleaseReply rr = ALPS__RELEASE_REPLY__INIT;
+	rr.was_prepared = r->was;
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.payload_case = ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY;
+	resp.release_reply = &rr;
+	request_finish(r->rq, &resp);
+}
+
 static void rel_done(void *arg)
 {
 	struct rel *r = arg;
-	alps_error *err = r->err;
-	if (!err && store_job_delete(r->d->store, r->job, &err) < 0 && err->code == ALPS_E_NOT_FOUND) {
-		alps_error_free(err);
-		err = NULL;
-	}
+	alps_error *err = steal_pointer(&r->err);
+	bool run = str_has_prefix(r->job, RUNJOB_PREFIX);
 	if (err) {
+		if (run)
+			runjob_release_failed(r->job, !r->rq);
 		alps_error_prefix(&err, "release %s", r->job);
-		request_fail(r->rq, err);
+		if (r->rq) {
+			request_fail(r->rq, err);
+		} else {
+			log_error("%s", err->msg);
+			alps_error_free(err);
+		}
 	} else {
-		log_notice("job %s released", r->job);
-		Alps__ReleaseReply rr = ALPS__RELEASE_REPLY__INIT;
-		rr.was_prepared = r->was;
-		Alps__Response resp = ALPS__RESPONSE__INIT;
-		resp.payload_case = ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY;
-		resp.release_reply = &rr;
-		request_finish(r->rq, &resp);
+		log_notice("job %s released%s%s", r->job, r->why ? ": " : "", r->why ? r->why : "");
+		if (r->rq)
+			rel_reply(r);
+		if (run)
+			runjob_released(r->job);
 	}
 	request_unref(r->rq);
 	free(r->job);
+	free(r->why);
 	free(r);
+}
+
+static int rel_submit(struct rel *r, alps_error **err)
+{
+	if (work_submit(r->d, rel_work, rel_done, r, err) == 0)
+		return 0;
+	request_unref(r->rq);
+	free(r->job);
+	free(r->why);
+	free(r);
+	return -1;
 }
 
 int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 {
-	struct daemon *d = request_daemon(rq);
 	const char *job = req->release ? req->release->job : NULL;
 	if (!job || !job_id_valid(job))
 		return alps_fail(err, ALPS_E_INVALID, "invalid job id '%s'", job ? job : "");
-	struct store_job *row = NULL;
-	alps_error *e = NULL;
-	bool known = store_job_get(d->store, job, &row, &e) == 0;
-	alps_error_free(e);
-	/* Users may release their own 'alps run' jobs; the rest is admins'. */
-	bool own_run = known && str_has_prefix(job, "run-") && row->uid == request_peer(rq)->uid;
-	store_job_free(row);
-	if (!request_peer_is_admin(rq) && !own_run)
-		return alps_fail(err, ALPS_E_PERMISSION, "'release' is for administrators (root or "
-				 "the daemon's admin group) and for the owner of an 'alps run' job");
 	struct rel *r = xzalloc(sizeof(*r));
 	r->rq = request_ref(rq);
+	r->d = request_daemon(rq);
+	r->job = xstrdup(job);
+	r->peer_uid = request_peer(rq)->uid;
+	r->admin = request_peer_is_admin(rq);
+	if (runjob_owned_by(job, r->peer_uid) || (r->admin && str_has_prefix(job, RUNJOB_PREFIX)))
+		runjob_releasing(job);
+	return rel_submit(r, err);
+}
+
+int job_release_background(struct daemon *d, const char *job, const char *why)
+{
+	struct rel *r = xzalloc(sizeof(*r));
 	r->d = d;
 	r->job = xstrdup(job);
-	r->was = known;
-	if (work_submit(d, rel_work, rel_done, r, err) < 0) {
-		request_unref(r->rq);
-		free(r->job);
-		free(r);
+	r->why = xstrdup(why);
+	r->admin = true;
+	alps_error *err = NULL;
+	if (rel_submit(r, &err) < 0) {
+		log_error("job %s: cannot release it (%s): %s", job, why, err->msg);
+		alps_error_free(err);
 		return -1;
 	}
 	return 0;
@@ -662,14 +873,23 @@ int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 
 /* ---- jobs ---- */
 
-int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
+struct jlist {
+	struct request *rq;
+	struct daemon *d;
+	int64_t who;
+	struct store_job *jobs;
+	size_t n;
+	alps_error *err;
+};
+
+static void jobs_work(void *arg)
 {
-	struct daemon *d = request_daemon(rq);
-	int64_t who = request_peer_is_admin(rq) ? STORE_UID_ANY : (int64_t)request_peer(rq)->uid;
-	struct store_job *jobs = NULL;
-	size_t n = 0;
-	if (store_job_list(d->store, who, &jobs, &n, err) < 0)
-		return -1;
+	struct jlist *l = arg;
+	store_job_list(l->d->store, l->who, &l->jobs, &l->n, &l->err);
+}
+
+static void jobs_reply(struct request *rq, const struct store_job *jobs, size_t n)
+{
 	Alps__JobInfo *infos = xcalloc(n + 1, sizeof(*infos));
 	Alps__JobInfo **ptrs = xcalloc(n + 1, sizeof(*ptrs));
 	char ***mounts = xcalloc(n + 1, sizeof(char **));
@@ -699,7 +919,31 @@ int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 	free(mounts);
 	free(ptrs);
 	free(infos);
-	store_jobs_free(jobs, n);
+}
+
+static void jobs_done(void *arg)
+{
+	struct jlist *l = arg;
+	if (l->err)
+		request_fail(l->rq, steal_pointer(&l->err));
+	else
+		jobs_reply(l->rq, l->jobs, l->n);
+	store_jobs_free(l->jobs, l->n);
+	request_unref(l->rq);
+	free(l);
+}
+
+int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	struct jlist *l = xzalloc(sizeof(*l));
+	l->rq = request_ref(rq);
+	l->d = request_daemon(rq);
+	l->who = request_peer_is_admin(rq) ? STORE_UID_ANY : (int64_t)request_peer(rq)->uid;
+	if (work_submit(l->d, jobs_work, jobs_done, l, err) < 0) {
+		request_unref(l->rq);
+		free(l);
+		return -1;
+	}
 	return 0;
 }
 

@@ -53,6 +53,14 @@ struct conn {
 	struct event *ev_write;    /* armed while output is pending */
 	struct event *ev_timer;    /* idle / half-sent timeout */
 	struct request *active;    /* the request in flight, or NULL */
+	struct close_watch *watches;   /* told when the connection closes */
+};
+
+struct close_watch {
+	struct close_watch *prev, *next;
+	struct conn *conn;
+	close_watch_fn fn;
+	void *arg;
 };
 
 struct request {
@@ -244,6 +252,51 @@ int request_peer_pidfd(struct request *rq)
 bool request_connected(struct request *rq)
 {
 	return rq->conn && !rq->conn->peer_gone;
+}
+
+struct close_watch *request_watch_close(struct request *rq, close_watch_fn fn, void *arg)
+{
+	struct conn *c = rq->conn;
+	if (!c || c->peer_gone || c->want_close || c->state == CONN_CLOSING)
+		return NULL;
+	struct close_watch *w = xzalloc(sizeof(*w));
+	w->conn = c;
+	w->fn = fn;
+	w->arg = arg;
+	w->next = c->watches;
+	if (c->watches)
+		c->watches->prev = w;
+	c->watches = w;
+	return w;
+}
+
+void close_watch_cancel(struct close_watch *w)
+{
+	if (!w)
+		return;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		w->conn->watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	free(w);
+}
+
+/* Each watch is unlinked before its callback runs, so a callback may
+ * cancel other watches (never its own: it is gone). */
+static void conn_fire_watches(struct conn *c)
+{
+	while (c->watches) {
+		struct close_watch *w = c->watches;
+		c->watches = w->next;
+		if (c->watches)
+			c->watches->prev = NULL;
+		close_watch_fn fn = w->fn;
+		void *arg = w->arg;
+		free(w);
+		fn(arg);
+	}
 }
 
 size_t request_take_fds(struct request *rq, int *fds, size_t max)
@@ -483,6 +536,7 @@ static void conn_close(struct conn *c)
 		rq->conn = NULL;
 		request_unref(rq);
 	}
+	conn_fire_watches(c);
 	conn_set_state(c, CONN_CLOSING);
 	event_free(c->ev_read);
 	event_free(c->ev_write);
