@@ -94,6 +94,10 @@ static const struct option_def options[] = {
 	  "host devices bound into every job's /dev (e.g. /dev/fuse)" },
 	{ "jobs.prepare_timeout", OPT_INT, OFF(prepare_timeout_s), "30", 1, 3600, NULL,
 	  "seconds a job's namespace may take to build before the attempt is killed" },
+	{ "jobs.exec_timeout", OPT_INT, OFF(exec_timeout_s), "30", 1, 3600, NULL,
+	  "seconds an exec'd command may take to start before it is killed" },
+	{ "jobs.release_grace", OPT_INT, OFF(release_grace_s), "10", 0, 3600, NULL,
+	  "seconds between SIGTERM and SIGKILL for a job's processes at release" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },

@@ -60,6 +60,8 @@ struct config {
 	struct strlist default_mounts;      /* "SRC:DST[:FLAGS]" */
 	struct strlist devices;             /* host devices bound into /dev */
 	int64_t prepare_timeout_s;          /* a namespace helper taking longer is killed */
+	int64_t exec_timeout_s;             /* an exec not started by then is killed */
+	int64_t release_grace_s;            /* SIGTERM to SIGKILL at release */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */
