@@ -1,9 +1,10 @@
 /* op_exec.c: Exec, a process in a prepared job.
  *
  * The client passes its argv, environment, working directory and stdin,
- * stdout, stderr (SCM_RIGHTS).  On the loop: the job's row, the access
- * check, the process's environment (jobenv.h).  On a worker: the caller's
- * cgroups and limits read through the pidfd taken at accept, and the spawn
+ * stdout, stderr (SCM_RIGHTS).  On the loop: only what the request and the
+ * connection say.  On a worker: the job's row (sqlite), the access check,
+ * the process's environment (jobenv.h), the caller's cgroups and limits
+ * read through the pidfd taken at accept, and the spawn
  * (job_exec_spawn), which waits for the command to be exec'd (a stopped
  * squashfuse can make that take forever: the spawn kills it after
  * jobs.exec_timeout, and the loop never waits).  Back on the loop: one
@@ -33,6 +34,7 @@
 #include "daemon/handlers.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/exec.h"
+#include "daemon/job/plan.h"
 #include "daemon/job/sys.h"
 #include "daemon/jobenv.h"
 #include "daemon/store/store.h"
@@ -118,10 +120,14 @@ struct xe {
 	int peer_pidfd;
 	uid_t uid;
 	gid_t gid;
+	bool admin;
 	gid_t groups[MAX_PEER_GROUPS];
 	size_t ngroups;
 	char **argv;                /* NULL-terminated */
-	char **env;                 /* NULL-terminated */
+	char **caller_env;          /* NULL-terminated, as the client sent it */
+	uint32_t local_rank;
+	/* made on the worker */
+	char **env;                 /* NULL-terminated: the process's whole environment */
 	char *workdir;
 	/* results */
 	pid_t pid;
@@ -139,18 +145,55 @@ static void xe_free(struct xe *x)
 	request_unref(x->rq);
 	free(x->job);
 	edf_strv_free(x->argv);
+	edf_strv_free(x->caller_env);
 	edf_strv_free(x->env);
 	free(x->workdir);
 	alps_error_free(x->err);
 	free(x);
 }
 
-/* Worker: the caller's state, then the spawn (may block until the timeout). */
+/* Worker: the job's row and the caller's right to enter it. */
+static int find_job(struct xe *x, struct store_job **job, alps_error **err)
+{
+	if (store_job_get(x->d->store, x->job, job, err) < 0) {
+		if ((*err)->code != ALPS_E_NOT_FOUND)
+			return -1;
+		alps_error_free(*err);
+		*err = NULL;
+		return alps_fail(err, ALPS_E_NOT_FOUND, "no such job %s", x->job);
+	}
+	if (x->uid != (*job)->uid && !x->admin)
+		return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not "
+				 "enter it", x->job, (unsigned)(*job)->uid, (unsigned)x->uid);
+	if (strcmp((*job)->state, "ready") != 0)
+		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job, (*job)->state);
+	return 0;
+}
+
+/* Worker: the process's environment and workdir from the job's row. */
+static int job_env(struct xe *x, alps_error **err)
+{
+	struct store_job *job = NULL;
+	if (find_job(x, &job, err) < 0) {
+		store_job_free(job);
+		return -1;
+	}
+	x->env = jobenv_exec_env(job->environment_json, (const char *const *)x->caller_env,
+				 x->d->topology, job->id, x->local_rank);
+	/* The EDF's workdir, else the image's, else "/" (recorded at prepare).
+	 * The caller's own cwd is a host path: it means nothing inside. */
+	x->workdir = jobenv_exec_workdir(job->environment_json);
+	store_job_free(job);
+	return 0;
+}
+
+/* Worker: the job, the caller's state, then the spawn (which may block
+ * until the timeout). */
 static void exec_work(void *arg)
 {
 	struct xe *x = arg;
 	struct exec_peer peer;
-	if (exec_peer_read(x->peer_pidfd, &peer, &x->err) < 0)
+	if (job_env(x, &x->err) < 0 || exec_peer_read(x->peer_pidfd, &peer, &x->err) < 0)
 		return;
 	struct exec_spec spec = {
 		.run_dir = x->d->cfg->run_dir, .job = x->job, .uid = x->uid, .gid = x->gid,
@@ -194,8 +237,8 @@ static int watch(struct xe *x, alps_error **err)
 	event_add(r->ev, NULL);
 	r->next = runnings;
 	runnings = r;
-	log_info("job %s: uid %u runs %s as pid %d", x->job, (unsigned)x->uid, x->argv[0],
-		 (int)x->pid);
+	_cleanup_free_ char *cmd = log_escape(x->argv[0], 256);
+	log_info("job %s: uid %u runs %s as pid %d", x->job, (unsigned)x->uid, cmd, (int)x->pid);
 	send_pid(x->rq, x->pid, 0);
 	return 0;
 }
@@ -210,21 +253,13 @@ static void exec_done(void *arg)
 	}
 	if (x->start_status != EXEC_STATUS_FAILED)
 		send_pid(x->rq, 0, x->start_status);
-	log_info("job %s: exec for uid %u failed: %s", x->job, (unsigned)x->uid, err->msg);
+	_cleanup_free_ char *msg = log_escape(err->msg, 512);
+	log_info("job %s: exec for uid %u failed: %s", x->job, (unsigned)x->uid, msg);
 	request_fail(x->rq, err);
 	xe_free(x);
 }
 
 /* ---- the request ---- */
-
-static int check_access(struct request *rq, const struct store_job *job, alps_error **err)
-{
-	const struct ucred *peer = request_peer(rq);
-	if (peer->uid == job->uid || request_peer_is_admin(rq))
-		return 0;
-	return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not enter it",
-			 job->id, (unsigned)job->uid, (unsigned)peer->uid);
-}
 
 /* protobuf-c's repeated strings are counted, not NULL-terminated. */
 static char **strv_of(char *const *v, size_t n)
@@ -233,25 +268,6 @@ static char **strv_of(char *const *v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		out[i] = xstrdup(v[i]);
 	return out;
-}
-
-/* The job's row, ready, and this caller's to enter. */
-static int find_job(struct request *rq, const char *id, struct store_job **job, alps_error **err)
-{
-	struct daemon *d = request_daemon(rq);
-	if (store_job_get(d->store, id, job, err) < 0) {
-		if ((*err)->code != ALPS_E_NOT_FOUND)
-			return -1;
-		alps_error_free(*err);
-		*err = NULL;
-		return alps_fail(err, ALPS_E_NOT_FOUND, "no such job %s", id);
-	}
-	if (check_access(rq, *job, err) < 0)
-		return -1;
-	if (strcmp((*job)->state, "ready") != 0)
-		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", (*job)->id,
-				 (*job)->state);
-	return 0;
 }
 
 /* The caller's pidfd; without SO_PEERPIDFD, one of the pid recorded at
@@ -277,28 +293,22 @@ static int caller_pidfd(struct request *rq, alps_error **err)
 	return fd;
 }
 
-static struct xe *xe_new(struct request *rq, const Alps__ExecRequest *x,
-			 const struct store_job *job, const int *fds)
+static struct xe *xe_new(struct request *rq, const Alps__ExecRequest *x, const int *fds)
 {
-	struct daemon *d = request_daemon(rq);
 	const struct ucred *peer = request_peer(rq);
 	struct xe *e = xzalloc(sizeof(*e));
 	e->rq = request_ref(rq);
-	e->d = d;
-	e->job = xstrdup(job->id);
+	e->d = request_daemon(rq);
+	e->job = xstrdup(x->job);
 	memcpy(e->fds, fds, sizeof(e->fds));
 	e->peer_pidfd = -1;
 	e->uid = peer->uid;
 	e->gid = peer->gid;
+	e->admin = request_peer_is_admin(rq);
 	e->ngroups = request_peer_groups(rq, e->groups, MAX_PEER_GROUPS);
 	e->argv = strv_of(x->argv, x->n_argv);
-	char **caller_env = strv_of(x->env, x->n_env);
-	e->env = jobenv_exec_env(job->environment_json, (const char *const *)caller_env,
-				 d->topology, job->id, x->local_rank);
-	edf_strv_free(caller_env);
-	/* The EDF's workdir, else the image's, else "/" (recorded at prepare).
-	 * The caller's own cwd is a host path: it means nothing inside. */
-	e->workdir = jobenv_exec_workdir(job->environment_json);
+	e->caller_env = strv_of(x->env, x->n_env);
+	e->local_rank = x->local_rank;
 	e->start_status = EXEC_STATUS_FAILED;
 	return e;
 }
@@ -308,24 +318,15 @@ int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
 	const Alps__ExecRequest *x = req->exec;
 	int fds[3] = { -1, -1, -1 };
 	size_t nfds = request_take_fds(rq, fds, 3);
-	struct store_job *job = NULL;
-	int rc = -1;
-	if (!x || !x->job || !*x->job || x->n_argv == 0) {
-		alps_fail(err, ALPS_E_INVALID, "exec needs a job and a command");
-	} else if (nfds != 3) {
-		alps_fail(err, ALPS_E_INVALID, "exec needs the caller's stdin, stdout and stderr "
-			  "(got %zu file descriptors)", nfds);
-	} else if (find_job(rq, x->job, &job, err) == 0) {
-		rc = 0;
-	}
-	if (rc < 0) {
+	if (!x || !job_name_valid(x->job) || x->n_argv == 0 || nfds != 3) {
 		for (size_t i = 0; i < nfds; i++)
 			close(fds[i]);
-		store_job_free(job);
-		return -1;
+		if (nfds != 3 && x && job_name_valid(x->job) && x->n_argv)
+			return alps_fail(err, ALPS_E_INVALID, "exec needs the caller's stdin, stdout "
+					 "and stderr (got %zu file descriptors)", nfds);
+		return alps_fail(err, ALPS_E_INVALID, "exec needs a valid job id and a command");
 	}
-	struct xe *e = xe_new(rq, x, job, fds);
-	store_job_free(job);
+	struct xe *e = xe_new(rq, x, fds);
 	e->peer_pidfd = caller_pidfd(rq, err);
 	if (e->peer_pidfd < 0 || work_submit(e->d, exec_work, exec_done, e, err) < 0) {
 		xe_free(e);

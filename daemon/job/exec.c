@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -314,29 +315,35 @@ static int enter_fds_open(const struct exec_spec *s, struct enter_fds *f, alps_e
 
 /* --- spawning --- */
 
-const char *job_exec_enter_path(void)
+static char enter_path[4200];
+
+static void find_enter_path(void)
 {
-	static char path[4200];
 	const char *env = getenv("ALPS_ENTER_PATH");
+	snprintf(enter_path, sizeof(enter_path), "%s",
+		 env && *env ? env : ALPS_LIBEXECDIR "/" PACKAGE "/alps-enter");
 	if (env && *env)
-		return env;
+		return;
 	/* A daemon run from its build tree (config.status beside it) uses
 	 * the alps-enter built with it. */
 	char exe[4096];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			*slash = '\0';
-			char marker[4200];
-			snprintf(marker, sizeof(marker), "%s/config.status", exe);
-			snprintf(path, sizeof(path), "%s/libexec/alps-enter", exe);
-			if (access(marker, F_OK) == 0 && access(path, X_OK) == 0)
-				return path;
-		}
-	}
-	return ALPS_LIBEXECDIR "/" PACKAGE "/alps-enter";
+	char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
+	if (!slash)
+		return;
+	*slash = '\0';
+	char marker[4200], built[4200];
+	snprintf(marker, sizeof(marker), "%s/config.status", exe);
+	snprintf(built, sizeof(built), "%s/libexec/alps-enter", exe);
+	if (access(marker, F_OK) == 0 && access(built, X_OK) == 0)
+		memcpy(enter_path, built, sizeof(built));
+}
+
+const char *job_exec_enter_path(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, find_enter_path);
+	return enter_path;
 }
 
 /* posix_spawn's dup2 actions run in order: sources are first moved above
