@@ -39,6 +39,11 @@ int job_cgroup_remove(const char *run_dir, const char *job, alps_error **err);
 
 /* --- release (release.c) --- */
 
+/* In the job's directory once a release has begun: no exec starts then.
+ * Execs hold the directory flock()ed shared while they start; the release
+ * takes it exclusively to make this file. */
+#define JOB_RELEASING_MARK "releasing"
+
 /* The first part of a release, before the job's lock: SIGTERM to every
  * process of the job (its cgroups and its mount namespace), then wait up to
  * grace_ms for them to end.  What is left is killed by job_release(). */

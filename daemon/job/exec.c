@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -466,8 +467,32 @@ static int report_error(const struct exec_spec *s, const struct enter_report *r,
 				r->stage == ENTER_STAGE_CHDIR ? (s->workdir ? s->workdir : "/") : "");
 }
 
+/* The job's directory, locked shared until the command is exec'd (or has
+ * failed): a release takes it exclusively before it signals anything, so
+ * a process being started is either refused or already in the job's
+ * cgroups when the release looks for them. */
+static int lock_job(const struct exec_spec *s, alps_error **err)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/jobs/%s", s->run_dir, s->job);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? alps_fail(err, ALPS_E_NOT_FOUND, "job %s is not prepared",
+						   s->job)
+				       : alps_fail_errno(err, "open(%s)", dir);
+	while (flock(fd, LOCK_SH) < 0 && errno == EINTR)
+		;
+	if (faccessat(fd, JOB_RELEASING_MARK, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		close(fd);
+		return alps_fail(err, ALPS_E_BUSY, "job %s is being released", s->job);
+	}
+	return fd;
+}
+
 static int run_enter(const struct exec_spec *s, pid_t *pid, alps_error **err)
 {
+	_cleanup_close_ int lock = lock_job(s, err);
+	if (lock < 0)
+		return -1;
 	struct enter_fds f;
 	int rc = enter_fds_open(s, &f, err);
 	if (rc == 0)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -173,11 +174,28 @@ static bool ns_populated(const char *pin)
 	return false;
 }
 
+/* From now on no exec starts in the job; those starting are waited for. */
+static void bar_execs(const char *run_dir, const char *job)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/jobs/%s", run_dir, job);
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	int mark = openat(fd, JOB_RELEASING_MARK, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (mark < 0)
+		log_warn("job %s: cannot mark it released: %s", job, strerror(errno));
+	else
+		close(mark);
+}
+
 void job_release_stop(const char *run_dir, const char *job, unsigned grace_ms)
 {
 	if (!job_name_valid(job))
 		return;
 	seen_add(job);
+	bar_execs(run_dir, job);
 	_cleanup_free_ char *pin = xasprintf("%s/jobs/%s/mnt", run_dir, job);
 	size_t n = job_cgroup_signal(run_dir, job, SIGTERM) + term_ns_members(pin);
 	if (n == 0)
@@ -272,6 +290,7 @@ int job_release(const char *run_dir, const char *job, alps_error **err)
 		return errno == ENOENT ? 0 : alps_fail_errno(err, "access(%s)", dir);
 	_cleanup_error_ alps_error *busy = NULL;
 	seen_add(job);
+	bar_execs(run_dir, job);
 	/* The cgroups first: a process that made namespaces of its own is
 	 * in no namespace of the job, but still in its cgroup, and holds
 	 * the layers' mounts (and loop devices) as long as it lives. */
