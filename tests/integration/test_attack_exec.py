@@ -271,3 +271,27 @@ def test_exit_codes(daemon_factory, bbworld, users):
     r = d.alps("run", "/nonexistent/image.sqsh", "--", "true", user=u.uid)
     assert r.returncode == 125, (r.returncode, r.stderr)
     d.alps("release", "--job", "906", check=True)
+
+
+# ---- the helper root runs ----------------------------------------------------
+
+def test_callers_environment_never_reaches_alps_enter(daemon_factory, bbworld, users,
+                                                      tmpdir_short):
+    # alps-enter runs as root: the caller's environment is passed to the
+    # command inside its request, never as alps-enter's own environment,
+    # where the dynamic loader would act on it as root.
+    u = users.victim
+    d = job_daemon(daemon_factory, bbworld)
+    prepare_for(d, "907", u, "--image", d.ref)
+    r = d.alps("exec", "--job", "907", "--", "sh", "-c", "echo $LD_PRELOAD; ls /proc/self/fd",
+               user=u.uid, env={"LD_PRELOAD": "/nonexistent/evil.so",
+                                "LD_LIBRARY_PATH": "/nonexistent"})
+    assert r.returncode == 0, r.stderr
+    # One complaint of the loader: the alps client's own (it is dynamic and
+    # runs as the user); alps-enter would add a second, busybox is static.
+    assert r.stderr.count("ld.so") == 1, r.stderr
+    # The command still gets it (its own business), and only its stdio.
+    lines = r.stdout.split()
+    assert lines[0] == "/nonexistent/evil.so"
+    assert lines[1:] == ["0", "1", "2", "3"], r.stdout     # 3: ls's own directory
+    d.alps("release", "--job", "907", check=True)
