@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import binary
-from test_job import bbworld, prepare  # noqa: F401  (the image fixture)
+from test_job import bbworld  # noqa: F401  (the image fixture)
 
 EXEC_TIMEOUT = 3
 
