@@ -364,6 +364,8 @@ const struct command cmd_prepare = {
 /* ---- exec ---- */
 
 static volatile pid_t relay_pid;
+/* From a progress reply before an error: 126 or 127 (see exec_exit_code). */
+static int start_status;
 
 static void relay_signal(int sig)
 {
@@ -384,8 +386,28 @@ static void install_relays(void)
 static void on_exec_progress(const Alps__Response *resp, void *arg)
 {
 	(void)arg;
-	if (resp->payload_case == ALPS__RESPONSE__PAYLOAD_EXEC_REPLY && resp->exec_reply->pid > 0)
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY)
+		return;
+	if (resp->exec_reply->pid > 0)
 		relay_pid = resp->exec_reply->pid;
+	if (resp->exec_reply->start_status == 126 || resp->exec_reply->start_status == 127)
+		start_status = resp->exec_reply->start_status;
+}
+
+/* The shell's and podman's convention: the command's own status when it
+ * ran (128+N for signal N); 126 found but not executable, 127 not found;
+ * 125 when alps failed before the command could start. */
+static int exec_exit_code(struct client *cl, const Alps__Response *resp)
+{
+	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY) {
+		client_report_response(cl, "exec", resp);
+		return start_status ? start_status : 125;
+	}
+	const Alps__ExecReply *er = resp->exec_reply;
+	if (er->released)
+		fprintf(stderr, "alps exec: the job was released while the command ran\n");
+	int st = er->exit_status;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
 }
 
 /* Run argv in job; returns the exit code to leave with. */
@@ -404,22 +426,20 @@ static int do_exec(struct client *cl, const char *job, unsigned rank, int argc, 
 	req.op_case = ALPS__REQUEST__OP_EXEC;
 	req.exec = &x;
 	alps_error *err = NULL;
-	if (client_connect(cl, &err) < 0)
-		return client_fail(cl, "exec", err);
+	if (client_connect(cl, &err) < 0) {
+		client_fail(cl, "exec", err);
+		return 125;
+	}
 	install_relays();
+	start_status = 0;
 	const int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
 	Alps__Response *resp = wire_call(&cl->wire, &req, fds, 3, on_exec_progress, NULL, -1, &err);
 	relay_pid = 0;
-	if (!resp)
-		return client_fail(cl, "exec", err);
-	int rc;
-	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY) {
-		rc = client_report_response(cl, "exec", resp);
-		rc = rc == EXIT_FAILED ? 127 : rc;
-	} else {
-		int st = resp->exec_reply->exit_status;
-		rc = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
+	if (!resp) {
+		client_fail(cl, "exec", err);
+		return 125;
 	}
+	int rc = exec_exit_code(cl, resp);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
 }
@@ -461,8 +481,10 @@ const struct command cmd_exec = {
 	.help = "  -j, --job ID    the job\n"
 		"  -r, --rank N    local rank, for its GPU/NIC/CPU environment (default\n"
 		"                  $SLURM_LOCALID, else 0)\n"
-		"The command runs as you, with your stdin/stdout/stderr; signals sent to\n"
-		"alps reach it; alps exits with its status (128+N for signal N).\n",
+		"The command runs as you, with your stdin/stdout/stderr, cgroups, limits,\n"
+		"CPU affinity, nice value and umask; signals sent to alps reach it.\n"
+		"Exit status: the command's (128+N for signal N); 125 if alps failed\n"
+		"before it could start; 126 if it is not executable; 127 if not found.\n",
 	.run = run_exec,
 };
 
@@ -602,12 +624,12 @@ static int run_run(struct client *cl, int argc, char **argv)
 	Alps__Response *resp = NULL;
 	int rc = do_prepare(cl, &a, &resp);
 	if (rc != EXIT_OK)
-		return rc;
+		return 125;             /* the command never started */
 	_cleanup_free_ char *job = xstrdup(resp->prepare_reply->job);
 	alps__response__free_unpacked(resp, NULL);
 	rc = do_exec(cl, job, 0, argc - optind, argv + optind);
 	int rrc = do_release(cl, job, true);
-	return rc != 0 ? rc : rrc;
+	return rc != 0 ? rc : rrc != EXIT_OK ? 125 : 0;
 }
 
 const struct command cmd_run = {

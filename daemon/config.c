@@ -106,6 +106,10 @@ static const struct option_def options[] = {
 	  "'alps run' jobs one uid may have on the node at once (prepared or preparing)" },
 	{ "jobs.run_ttl", OPT_INT, OFF(run_ttl_s), "86400", 0, 31536000, NULL,
 	  "seconds after which an 'alps run' job is released whatever runs in it (0: never)" },
+	{ "jobs.exec_timeout", OPT_INT, OFF(exec_timeout_s), "30", 1, 3600, NULL,
+	  "seconds an exec'd command may take to start before it is killed" },
+	{ "jobs.release_grace", OPT_INT, OFF(release_grace_s), "10", 0, 3600, NULL,
+	  "seconds between SIGTERM and SIGKILL for a job's processes at release" },
 
 	{ "topology.xml", OPT_STRING, OFF(topology_xml), "", 0, 0, NULL,
 	  "hwloc XML file to load instead of the live machine" },

@@ -65,6 +65,8 @@ struct config {
 	char *upper_size;                   /* tmpfs size= of the overlay's upper layer */
 	int64_t max_run_jobs_per_user;      /* 'alps run' jobs of one uid at once */
 	int64_t run_ttl_s;                  /* an older 'alps run' job is released; 0: never */
+	int64_t exec_timeout_s;             /* an exec not started by then is killed */
+	int64_t release_grace_s;            /* SIGTERM to SIGKILL at release */
 
 	/* [topology] */
 	char *topology_xml;                 /* "" = the live machine */

@@ -1,11 +1,20 @@
 /* op_exec.c: Exec, a process in a prepared job.
  *
  * The client passes its argv, environment, working directory and stdin,
- * stdout, stderr (SCM_RIGHTS).  The daemon computes the process's
- * environment (jobenv.h), spawns it as the caller in the job's namespace
- * (job_exec_spawn), answers once with its pid (so the client can relay
- * signals to it: it runs as the client's own uid) and, when it ends,
- * with its wait status.  The wait is a pidfd on the loop. */
+ * stdout, stderr (SCM_RIGHTS).  On the loop: only what the request and the
+ * connection say.  On a worker: the job's row (sqlite), the access check,
+ * the process's environment (jobenv.h), the caller's cgroups and limits
+ * read through the pidfd taken at accept, and the spawn
+ * (job_exec_spawn), which waits for the command to be exec'd (a stopped
+ * squashfuse can make that take forever: the spawn kills it after
+ * jobs.exec_timeout, and the loop never waits).  Back on the loop: one
+ * answer with the pid (the client relays signals to it: it runs as the
+ * client's own uid) and, when it ends, one with its wait status, through a
+ * pidfd on the loop.
+ *
+ * A command that could not start is answered with a progress ExecReply
+ * carrying start_status (126 not executable, 127 not found) and then the
+ * error; any other error means 125 to the client. */
 #include <config.h>
 
 #include <errno.h>
@@ -14,7 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,9 +32,13 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
+#include "daemon/job/cgroup.h"
 #include "daemon/job/exec.h"
+#include "daemon/job/plan.h"
+#include "daemon/job/sys.h"
 #include "daemon/jobenv.h"
 #include "daemon/store/store.h"
+#include "daemon/work.h"
 
 #define MAX_PEER_GROUPS 256
 
@@ -75,17 +88,21 @@ static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
 	int status = 0;
 	pid_t got;
 	do
-		got = waitpid(r->pid, &status, __WALL);
+		got = waitpid(r->pid, &status, __WALL | WNOHANG);
 	while (got < 0 && errno == EINTR);
-	if (got < 0) {
-		log_warn("job %s: waitpid %d: %s", r->job, (int)r->pid, strerror(errno));
+	if (got <= 0) {
+		log_warn("job %s: waitpid %d: %s", r->job, (int)r->pid,
+			 got == 0 ? "not ended" : strerror(errno));
 		status = 0xff00;
 	}
-	log_info("job %s: pid %d ended with status 0x%x", r->job, (int)r->pid, status);
+	bool released = job_release_seen(r->job);
+	log_info("job %s: pid %d ended with status 0x%x%s", r->job, (int)r->pid, status,
+		 released ? " (job released)" : "");
 	Alps__ExecReply er = ALPS__EXEC_REPLY__INIT;
 	er.pid = r->pid;
 	er.exit_status = status;
 	er.exited = true;
+	er.released = released;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_EXEC_REPLY;
 	resp.exec_reply = &er;
@@ -93,137 +110,227 @@ static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
 	running_free(r);
 }
 
-/* The cgroup of the calling process (cgroup v2), as a directory, or NULL.
- * Read from /proc at the call: the caller is waiting on us, so its pid is
- * its own. */
-static char *peer_cgroup(pid_t pid)
+/* ---- the work ---- */
+
+struct xe {
+	struct request *rq;
+	struct daemon *d;
+	char *job;
+	int fds[3];
+	int peer_pidfd;
+	uid_t uid;
+	gid_t gid;
+	bool admin;
+	gid_t groups[MAX_PEER_GROUPS];
+	size_t ngroups;
+	char **argv;                /* NULL-terminated */
+	char **caller_env;          /* NULL-terminated, as the client sent it */
+	uint32_t local_rank;
+	/* made on the worker */
+	char **env;                 /* NULL-terminated: the process's whole environment */
+	char *workdir;
+	/* results */
+	pid_t pid;
+	int start_status;
+	alps_error *err;
+};
+
+static void xe_free(struct xe *x)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
-	if (!f)
-		return NULL;
-	char line[4096];
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "0::/", 4) != 0)
-			continue;
-		line[strcspn(line, "\n")] = '\0';
-		if (strstr(line, "/..") || strcmp(line + 3, "/") == 0)
-			return NULL;    /* the root cgroup: nothing to move to */
-		/* cgroup v2 alone, or the hybrid layout's unified tree. */
-		const char *base = access("/sys/fs/cgroup/cgroup.procs", F_OK) == 0
-					   ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified";
-		char *dir = xasprintf("%s%s", base, line + 3);
-		_cleanup_free_ char *procs = xasprintf("%s/cgroup.procs", dir);
-		if (access(procs, W_OK) == 0)
-			return dir;
-		/* No cgroup v2 here (or not writable): the process stays in
-		 * the daemon's cgroup rather than failing. */
-		free(dir);
-		return NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(x->fds); i++)
+		if (x->fds[i] >= 0)
+			close(x->fds[i]);
+	if (x->peer_pidfd >= 0)
+		close(x->peer_pidfd);
+	request_unref(x->rq);
+	free(x->job);
+	edf_strv_free(x->argv);
+	edf_strv_free(x->caller_env);
+	edf_strv_free(x->env);
+	free(x->workdir);
+	alps_error_free(x->err);
+	free(x);
+}
+
+/* Worker: the job's row and the caller's right to enter it. */
+static int find_job(struct xe *x, struct store_job **job, alps_error **err)
+{
+	if (store_job_get(x->d->store, x->job, job, err) < 0) {
+		if ((*err)->code != ALPS_E_NOT_FOUND)
+			return -1;
+		alps_error_free(*err);
+		*err = NULL;
+		return alps_fail(err, ALPS_E_NOT_FOUND, "no such job %s", x->job);
 	}
-	return NULL;
+	if (x->uid != (*job)->uid && !x->admin)
+		return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not "
+				 "enter it", x->job, (unsigned)(*job)->uid, (unsigned)x->uid);
+	if (strcmp((*job)->state, "ready") != 0)
+		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job, (*job)->state);
+	return 0;
 }
 
-static int check_access(struct request *rq, const struct store_job *job, alps_error **err)
+/* Worker: the process's environment and workdir from the job's row. */
+static int job_env(struct xe *x, alps_error **err)
 {
-	const struct ucred *peer = request_peer(rq);
-	if (peer->uid == job->uid || request_peer_is_admin(rq))
-		return 0;
-	return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not enter it",
-			 job->id, (unsigned)job->uid, (unsigned)peer->uid);
-}
-
-static int spawn(struct request *rq, const Alps__ExecRequest *x, const struct store_job *job,
-		 const int *fds, pid_t *pid, alps_error **err)
-{
-	struct daemon *d = request_daemon(rq);
-	const struct ucred *peer = request_peer(rq);
-	/* protobuf-c's repeated strings are counted, not NULL-terminated. */
-	const char **caller_env = xcalloc(x->n_env + 1, sizeof(char *));
-	for (size_t i = 0; i < x->n_env; i++)
-		caller_env[i] = x->env[i];
-	char **env = jobenv_exec_env(job->environment_json, caller_env, d->topology, job->id,
-				     x->local_rank);
-	free(caller_env);
+	struct store_job *job = NULL;
+	if (find_job(x, &job, err) < 0) {
+		store_job_free(job);
+		return -1;
+	}
+	x->env = jobenv_exec_env(job->environment_json, (const char *const *)x->caller_env,
+				 x->d->topology, job->id, x->local_rank);
 	/* The EDF's workdir, else the image's, else "/" (recorded at prepare).
 	 * The caller's own cwd is a host path: it means nothing inside. */
-	_cleanup_free_ char *workdir = jobenv_exec_workdir(job->environment_json);
-	_cleanup_free_ char *cgroup = peer_cgroup(peer->pid);
-	gid_t groups[MAX_PEER_GROUPS];
-	size_t ngroups = request_peer_groups(rq, groups, MAX_PEER_GROUPS);
-	const char **argv = xcalloc(x->n_argv + 1, sizeof(char *));
-	for (size_t i = 0; i < x->n_argv; i++)
-		argv[i] = x->argv[i];
-	struct exec_spec spec = {
-		.run_dir = d->cfg->run_dir, .job = job->id, .uid = peer->uid, .gid = peer->gid,
-		.groups = groups, .ngroups = ngroups, .cgroup = cgroup,
-		.argv = argv, .envp = (const char *const *)env,
-		.stdin_fd = fds[0], .stdout_fd = fds[1], .stderr_fd = fds[2], .workdir = workdir,
-	};
-	int rc = job_exec_spawn(&spec, pid, err);
-	free(argv);
-	edf_strv_free(env);
-	return rc;
+	x->workdir = jobenv_exec_workdir(job->environment_json);
+	store_job_free(job);
+	return 0;
 }
 
-int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
+/* Worker: the job, the caller's state, then the spawn (which may block
+ * until the timeout). */
+static void exec_work(void *arg)
 {
-	struct daemon *d = request_daemon(rq);
-	const Alps__ExecRequest *x = req->exec;
-	int fds[3] = { -1, -1, -1 };
-	size_t nfds = request_take_fds(rq, fds, 3);
-	int rc = -1;
-	struct store_job *job = NULL;
-	if (!x || !x->job || !*x->job || x->n_argv == 0) {
-		alps_fail(err, ALPS_E_INVALID, "exec needs a job and a command");
-		goto out;
-	}
-	if (nfds != 3) {
-		alps_fail(err, ALPS_E_INVALID, "exec needs the caller's stdin, stdout and stderr "
-			  "(got %zu file descriptors)", nfds);
-		goto out;
-	}
-	if (store_job_get(d->store, x->job, &job, err) < 0)
-		goto out;
-	if (check_access(rq, job, err) < 0)
-		goto out;
-	if (strcmp(job->state, "ready") != 0) {
-		alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", job->id, job->state);
-		goto out;
-	}
-	pid_t pid;
-	if (spawn(rq, x, job, fds, &pid, err) < 0)
-		goto out;
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		/* Cannot watch it: do not leave it running unseen. */
-		alps_fail_errno(err, "pidfd_open %d", (int)pid);
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		goto out;
-	}
-	struct running *r = xzalloc(sizeof(*r));
-	r->rq = request_ref(rq);
-	r->pid = pid;
-	r->pidfd = pidfd;
-	r->job = xstrdup(job->id);
-	r->ev = event_new(d->base, pidfd, EV_READ, on_exit_ready, r);
-	event_add(r->ev, NULL);
-	r->next = runnings;
-	runnings = r;
-	log_info("job %s: uid %u runs %s as pid %d", job->id, (unsigned)request_peer(rq)->uid,
-		 x->argv[0], (int)pid);
+	struct xe *x = arg;
+	struct exec_peer peer;
+	if (job_env(x, &x->err) < 0 || exec_peer_read(x->peer_pidfd, &peer, &x->err) < 0)
+		return;
+	struct exec_spec spec = {
+		.run_dir = x->d->cfg->run_dir, .job = x->job, .uid = x->uid, .gid = x->gid,
+		.groups = x->groups, .ngroups = x->ngroups, .peer = &peer,
+		.argv = (const char *const *)x->argv, .envp = (const char *const *)x->env,
+		.stdin_fd = x->fds[0], .stdout_fd = x->fds[1], .stderr_fd = x->fds[2],
+		.workdir = x->workdir, .timeout_ms = (unsigned)x->d->cfg->exec_timeout_s * 1000u,
+		.start_status = &x->start_status,
+	};
+	job_exec_spawn(&spec, &x->pid, &x->err);
+	exec_peer_free(&peer);
+}
+
+static void send_pid(struct request *rq, pid_t pid, int start_status)
+{
 	Alps__ExecReply er = ALPS__EXEC_REPLY__INIT;
 	er.pid = pid;
+	er.start_status = start_status;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_EXEC_REPLY;
 	resp.exec_reply = &er;
 	request_progress(rq, &resp);
-	rc = 0;
-out:
-	for (size_t i = 0; i < nfds; i++)
-		close(fds[i]);
-	store_job_free(job);
-	return rc;
+}
+
+/* Loop: watch the process, or answer the failure. */
+static int watch(struct xe *x, alps_error **err)
+{
+	int pidfd = sys_pidfd_open(x->pid, 0);
+	if (pidfd < 0) {
+		/* Cannot watch it: do not leave it running unseen. */
+		alps_fail_errno(err, "pidfd_open %d", (int)x->pid);
+		kill(x->pid, SIGKILL);
+		return -1;
+	}
+	struct running *r = xzalloc(sizeof(*r));
+	r->rq = request_ref(x->rq);
+	r->pid = x->pid;
+	r->pidfd = pidfd;
+	r->job = xstrdup(x->job);
+	r->ev = event_new(x->d->base, pidfd, EV_READ, on_exit_ready, r);
+	event_add(r->ev, NULL);
+	r->next = runnings;
+	runnings = r;
+	_cleanup_free_ char *cmd = log_escape(x->argv[0], 256);
+	log_info("job %s: uid %u runs %s as pid %d", x->job, (unsigned)x->uid, cmd, (int)x->pid);
+	send_pid(x->rq, x->pid, 0);
+	return 0;
+}
+
+static void exec_done(void *arg)
+{
+	struct xe *x = arg;
+	alps_error *err = steal_pointer(&x->err);
+	if (!err && watch(x, &err) == 0) {
+		xe_free(x);
+		return;
+	}
+	if (x->start_status != EXEC_STATUS_FAILED)
+		send_pid(x->rq, 0, x->start_status);
+	_cleanup_free_ char *msg = log_escape(err->msg, 512);
+	log_info("job %s: exec for uid %u failed: %s", x->job, (unsigned)x->uid, msg);
+	request_fail(x->rq, err);
+	xe_free(x);
+}
+
+/* ---- the request ---- */
+
+/* protobuf-c's repeated strings are counted, not NULL-terminated. */
+static char **strv_of(char *const *v, size_t n)
+{
+	char **out = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		out[i] = xstrdup(v[i]);
+	return out;
+}
+
+/* The caller's pidfd; without SO_PEERPIDFD, one of the pid recorded at
+ * connect, checked to be still a process of the peer's uid. */
+static int caller_pidfd(struct request *rq, alps_error **err)
+{
+	int fd = request_peer_pidfd(rq);
+	if (fd >= 0)
+		return fd;
+	if (errno != EOPNOTSUPP)
+		return alps_fail(err, ALPS_E_CANCELLED, "the caller has gone");
+	const struct ucred *peer = request_peer(rq);
+	fd = sys_pidfd_open(peer->pid, 0);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d", (int)peer->pid);
+	struct stat st;
+	if (fd < 0 || stat(path, &st) < 0 || st.st_uid != peer->uid) {
+		if (fd >= 0)
+			close(fd);
+		return alps_fail(err, ALPS_E_CANCELLED, "the caller (pid %d) has gone",
+				 (int)peer->pid);
+	}
+	return fd;
+}
+
+static struct xe *xe_new(struct request *rq, const Alps__ExecRequest *x, const int *fds)
+{
+	const struct ucred *peer = request_peer(rq);
+	struct xe *e = xzalloc(sizeof(*e));
+	e->rq = request_ref(rq);
+	e->d = request_daemon(rq);
+	e->job = xstrdup(x->job);
+	memcpy(e->fds, fds, sizeof(e->fds));
+	e->peer_pidfd = -1;
+	e->uid = peer->uid;
+	e->gid = peer->gid;
+	e->admin = request_peer_is_admin(rq);
+	e->ngroups = request_peer_groups(rq, e->groups, MAX_PEER_GROUPS);
+	e->argv = strv_of(x->argv, x->n_argv);
+	e->caller_env = strv_of(x->env, x->n_env);
+	e->local_rank = x->local_rank;
+	e->start_status = EXEC_STATUS_FAILED;
+	return e;
+}
+
+int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	const Alps__ExecRequest *x = req->exec;
+	int fds[3] = { -1, -1, -1 };
+	size_t nfds = request_take_fds(rq, fds, 3);
+	if (!x || !job_name_valid(x->job) || x->n_argv == 0 || nfds != 3) {
+		for (size_t i = 0; i < nfds; i++)
+			close(fds[i]);
+		if (nfds != 3 && x && job_name_valid(x->job) && x->n_argv)
+			return alps_fail(err, ALPS_E_INVALID, "exec needs the caller's stdin, stdout "
+					 "and stderr (got %zu file descriptors)", nfds);
+		return alps_fail(err, ALPS_E_INVALID, "exec needs a valid job id and a command");
+	}
+	struct xe *e = xe_new(rq, x, fds);
+	e->peer_pidfd = caller_pidfd(rq, err);
+	if (e->peer_pidfd < 0 || work_submit(e->d, exec_work, exec_done, e, err) < 0) {
+		xe_free(e);
+		return -1;
+	}
+	return 0;
 }

@@ -32,6 +32,7 @@
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
 #include "daemon/image/pull.h"
+#include "daemon/job/cgroup.h"
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
 #include "daemon/node/fabric.h"
@@ -770,6 +771,8 @@ static int rel_check(struct rel *r)
 
 static void rel_release(struct rel *r)
 {
+	/* SIGTERM and the grace need no lock: other jobs' work goes on. */
+	job_release_stop(r->d->cfg->run_dir, r->job, (unsigned)r->d->cfg->release_grace_s * 1000u);
 	pthread_mutex_lock(&job_work_lock);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);

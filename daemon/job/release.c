@@ -6,16 +6,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/job/cgroup.h"
 #include "daemon/job/layers.h"
 #include "daemon/job/mount.h"
 #include "daemon/job/mountinfo.h"
@@ -28,6 +31,9 @@
 #define KILL_ROUNDS 20
 #define KILL_ROUND_MS 1000
 #define LAYERS_FILE_MAX (1u << 20)
+#define GRACE_POLL_MS 50
+#define SEEN_MAX 64
+#define SEEN_TTL_MS 60000
 
 /* --- the processes in a namespace --- */
 
@@ -50,9 +56,9 @@ static bool is_pid(const char *s)
 	return true;
 }
 
-/* SIGKILL each process of the namespace ns (through a pidfd, checked again
+/* Signal each process of the namespace ns (through a pidfd, checked again
  * after opening it, so a reused pid is never hit); their pidfds. */
-static int kill_round(const struct stat *ns, int **pidfds, size_t *n, alps_error **err)
+static int kill_round(const struct stat *ns, int sig, int **pidfds, size_t *n, alps_error **err)
 {
 	_cleanup_closedir_ DIR *d = opendir("/proc");
 	if (!d)
@@ -64,7 +70,7 @@ static int kill_round(const struct stat *ns, int **pidfds, size_t *n, alps_error
 		int pidfd = sys_pidfd_open((pid_t)atoi(e->d_name), 0);
 		if (pidfd < 0)
 			continue;
-		if (!in_ns(dirfd(d), e->d_name, ns) || sys_pidfd_send_signal(pidfd, SIGKILL) < 0) {
+		if (!in_ns(dirfd(d), e->d_name, ns) || sys_pidfd_send_signal(pidfd, sig) < 0) {
 			close(pidfd);
 			continue;
 		}
@@ -97,7 +103,7 @@ static int kill_ns_members(const char *pin, const char *job, alps_error **err)
 	for (int round = 0; round < KILL_ROUNDS; round++) {
 		_cleanup_free_ int *pidfds = NULL;
 		size_t n = 0;
-		if (kill_round(&ns, &pidfds, &n, err) < 0)
+		if (kill_round(&ns, SIGKILL, &pidfds, &n, err) < 0)
 			return -1;
 		if (n == 0)
 			return 0;
@@ -105,6 +111,100 @@ static int kill_ns_members(const char *pin, const char *job, alps_error **err)
 		wait_gone(pidfds, n);
 	}
 	return alps_fail(err, ALPS_E_BUSY, "processes of job %s survive SIGKILL", job);
+}
+
+/* --- SIGTERM and the grace --- */
+
+/* Jobs released lately (any thread; a short list, pruned by age). */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char job[64];
+	uint64_t at;
+} seen[SEEN_MAX];
+
+static void seen_add(const char *job)
+{
+	uint64_t now = now_monotonic_ms();
+	size_t slot = 0;
+	pthread_mutex_lock(&seen_lock);
+	for (size_t i = 0; i < SEEN_MAX; i++)
+		if (seen[i].at < seen[slot].at)
+			slot = i;
+	snprintf(seen[slot].job, sizeof(seen[slot].job), "%s", job);
+	seen[slot].at = now;
+	pthread_mutex_unlock(&seen_lock);
+}
+
+bool job_release_seen(const char *job)
+{
+	uint64_t now = now_monotonic_ms();
+	bool found = false;
+	pthread_mutex_lock(&seen_lock);
+	for (size_t i = 0; i < SEEN_MAX && !found; i++)
+		found = seen[i].at && now - seen[i].at < SEEN_TTL_MS && strcmp(seen[i].job, job) == 0;
+	pthread_mutex_unlock(&seen_lock);
+	return found;
+}
+
+/* SIGTERM to the members of the namespace; how many. */
+static size_t term_ns_members(const char *pin)
+{
+	struct stat ns;
+	_cleanup_free_ int *pidfds = NULL;
+	size_t n = 0;
+	if (!mnt_is_mount_root(AT_FDCWD, pin) || stat(pin, &ns) < 0 ||
+	    kill_round(&ns, SIGTERM, &pidfds, &n, NULL) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		close(pidfds[i]);
+	return n;
+}
+
+/* Whether the namespace still has a member. */
+static bool ns_populated(const char *pin)
+{
+	struct stat ns;
+	if (!mnt_is_mount_root(AT_FDCWD, pin) || stat(pin, &ns) < 0)
+		return false;
+	_cleanup_closedir_ DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (is_pid(e->d_name) && in_ns(dirfd(d), e->d_name, &ns))
+			return true;
+	return false;
+}
+
+/* From now on no exec starts in the job; those starting are waited for. */
+static void bar_execs(const char *run_dir, const char *job)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/jobs/%s", run_dir, job);
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	int mark = openat(fd, JOB_RELEASING_MARK, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (mark < 0)
+		log_warn("job %s: cannot mark it released: %s", job, strerror(errno));
+	else
+		close(mark);
+}
+
+void job_release_stop(const char *run_dir, const char *job, unsigned grace_ms)
+{
+	if (!job_name_valid(job))
+		return;
+	seen_add(job);
+	bar_execs(run_dir, job);
+	_cleanup_free_ char *pin = xasprintf("%s/jobs/%s/mnt", run_dir, job);
+	size_t n = job_cgroup_signal(run_dir, job, SIGTERM) + term_ns_members(pin);
+	if (n == 0)
+		return;
+	log_debug("job %s: SIGTERM to %zu processes, %u ms to end", job, n, grace_ms);
+	uint64_t deadline = now_monotonic_ms() + grace_ms;
+	while (now_monotonic_ms() < deadline &&
+	       (job_cgroup_populated(run_dir, job) || ns_populated(pin)))
+		usleep(GRACE_POLL_MS * 1000);
 }
 
 /* --- the job's layer list --- */
@@ -189,8 +289,15 @@ int job_release(const char *run_dir, const char *job, alps_error **err)
 	if (access(dir, F_OK) < 0)
 		return errno == ENOENT ? 0 : alps_fail_errno(err, "access(%s)", dir);
 	_cleanup_error_ alps_error *busy = NULL;
+	seen_add(job);
+	bar_execs(run_dir, job);
+	/* The cgroups first: a process that made namespaces of its own is
+	 * in no namespace of the job, but still in its cgroup, and holds
+	 * the layers' mounts (and loop devices) as long as it lives. */
+	if (job_cgroup_remove(run_dir, job, busy ? NULL : &busy) < 0)
+		log_warn("job %s: %s", job, busy->msg);
 	if (mnt_is_mount_root(AT_FDCWD, pin)) {
-		kill_ns_members(pin, job, &busy);
+		kill_ns_members(pin, job, busy ? NULL : &busy);
 		if (umount2(pin, MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
 			return alps_fail_errno(err, "umount2(%s)", pin);
 	}

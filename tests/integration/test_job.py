@@ -216,7 +216,7 @@ def test_alps_run_as_user(jd):
 def test_user_run_disabled(daemon_factory, bbworld):
     d = daemon_factory("[jobs]\nallow_user_run = false\n")
     r = d.alps("run", bbworld.ref, "--", "true", user=NOBODY)
-    assert r.returncode == 1 and "disabled" in r.stderr
+    assert r.returncode == 125 and "disabled" in r.stderr     # never started
 
 
 def test_signal_reaches_process(jd):
@@ -238,7 +238,7 @@ def test_release_kills_what_is_left(jd):
                           "sleep", "300"], user=NOBODY)
     time.sleep(1.0)
     jd.alps("release", "--job", "112", check=True)
-    assert p.wait(20) == 128 + signal.SIGKILL
+    assert p.wait(20) == 128 + signal.SIGTERM      # SIGKILL only after jobs.release_grace
 
 
 def test_kill9_between_prepare_and_exec(jd):
