@@ -1,0 +1,128 @@
+/* test_hostlist.c: Slurm host list expressions (common/hostlist.h). */
+#include <config.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "common/hostlist.h"
+
+/* Expand expr and compare with the space-separated want. */
+static void expect(const char *expr, const char *want)
+{
+	char **hosts;
+	size_t n;
+	alps_error *err = NULL;
+	if (hostlist_expand(expr, 0, 0, &hosts, &n, &err) < 0)
+		fail_msg("%s: %s", expr, err->msg);
+	char buf[4096] = "";
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			strcat(buf, " ");
+		strcat(buf, hosts[i]);
+	}
+	assert_string_equal(buf, want);
+	assert_null(hosts[n]);
+	size_t c;
+	assert_int_equal(hostlist_count(expr, &c, &err), 0);
+	assert_int_equal(c, n);
+	hostlist_free(hosts);
+}
+
+static void expect_error(const char *expr, const char *fragment)
+{
+	char **hosts;
+	size_t n;
+	alps_error *err = NULL;
+	assert_int_equal(hostlist_expand(expr, 0, 0, &hosts, &n, &err), -1);
+	assert_non_null(err);
+	if (!strstr(err->msg, fragment))
+		fail_msg("%s: '%s' lacks '%s'", expr, err->msg, fragment);
+	alps_error_free(err);
+	err = NULL;
+	assert_null(hostlist_first(expr, &err));
+	alps_error_free(err);
+}
+
+static void test_plain(void **state)
+{
+	expect("nid001", "nid001");
+	expect("a,b,c", "a b c");
+	expect("gpu07.cluster-x_1", "gpu07.cluster-x_1");
+}
+
+static void test_ranges(void **state)
+{
+	/* The example, as SLURM_JOB_NODELIST writes it. */
+	expect("nid[001-004,010],gpu07", "nid001 nid002 nid003 nid004 nid010 gpu07");
+	expect("n[8-11]", "n8 n9 n10 n11");
+	expect("n[098-101]", "n098 n099 n100 n101");
+	expect("x[1-2]y", "x1y x2y");
+	expect("r[1-2]n[1-2]", "r1n1 r1n2 r2n1 r2n2");
+	expect("[1-3]", "1 2 3");
+	expect("a[5]", "a5");
+}
+
+static void test_first(void **state)
+{
+	alps_error *err = NULL;
+	char *f = hostlist_first("nid[001-004,010],gpu07", &err);
+	assert_string_equal(f, "nid001");
+	free(f);
+	/* The first host does not expand the rest, but the rest is checked. */
+	f = hostlist_first("big[0000001-9999999]", &err);
+	assert_null(f);
+	assert_non_null(err);
+	alps_error_free(err);
+}
+
+static void test_errors(void **state)
+{
+	expect_error("", "empty host list");
+	expect_error("a,,b", "empty name");
+	expect_error("a,", "ends with a comma");
+	expect_error("n[1-", "a number expected");
+	expect_error("n[2-1]", "goes backwards");
+	expect_error("n[1,2", "unexpected end");
+	expect_error("n[1x]", "unexpected character");
+	expect_error("a b", "not allowed");
+	expect_error("a;rm -rf", "not allowed");
+	expect_error("n[0-99999]", "over 65536 hosts");
+	expect_error("n[1234567890]", "number too long");
+	expect_error("a[1-300]b[1-300]", "over 65536 hosts");
+	char longname[300];
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	expect_error(longname, "longer than");
+}
+
+static void test_limit(void **state)
+{
+	char **hosts;
+	size_t n;
+	alps_error *err = NULL;
+	assert_int_equal(hostlist_expand("n[1-10]", 3, 1, &hosts, &n, &err), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(hosts[2], "n3");
+	hostlist_free(hosts);
+	assert_int_equal(hostlist_expand("n[1-10]", 3, 0, &hosts, &n, &err), -1);
+	alps_error_free(err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_ranges),
+		cmocka_unit_test(test_first),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_limit),
+	};
+	return cmocka_run_group_tests_name("hostlist", tests, NULL, NULL);
+}
