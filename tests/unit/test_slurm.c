@@ -1,4 +1,5 @@
-/* test_hostlist.c: Slurm host list expressions (common/hostlist.h). */
+/* test_slurm.c: Slurm host list expressions (common/hostlist.h) and the
+ * per-task variables of Slurm tasks (daemon/slurmenv.h). */
 #include <config.h>
 
 #include <setjmp.h>
@@ -11,7 +12,9 @@
 #include <cmocka.h>
 
 #include "common/error.h"
+#include "common/edf.h"
 #include "common/hostlist.h"
+#include "daemon/slurmenv.h"
 
 /* Expand expr and compare with the space-separated want. */
 static void expect(const char *expr, const char *want)
@@ -115,6 +118,67 @@ static void test_limit(void **state)
 	alps_error_free(err);
 }
 
+static void test_master_port(void **state)
+{
+	assert_int_equal(slurmenv_master_port(0, 29500, 29999), 29500);
+	assert_int_equal(slurmenv_master_port(499, 29500, 29999), 29999);
+	assert_int_equal(slurmenv_master_port(500, 29500, 29999), 29500);
+	/* Two jobs sharing a node (consecutive ids) get different ports. */
+	assert_int_not_equal(slurmenv_master_port(4242, 29500, 29999),
+			     slurmenv_master_port(4243, 29500, 29999));
+	assert_int_equal(slurmenv_master_port(7, 30000, 30000), 30000);
+}
+
+static void test_task_env(void **state)
+{
+	struct slurm_task t = { .job_id = 1001, .local_rank = 1, .global_rank = 5, .ntasks = 8,
+				.nodelist = "nid[001-004,010],gpu07" };
+	struct slurmenv_conf c = { .ranks = true, .master = true, .port_min = 29500,
+				   .port_max = 29999 };
+	char **env = NULL;
+	alps_error *err = NULL;
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), 0);
+	assert_string_equal(env[0], "RANK=5");
+	assert_string_equal(env[1], "LOCAL_RANK=1");
+	assert_string_equal(env[2], "WORLD_SIZE=8");
+	assert_string_equal(env[3], "MASTER_ADDR=nid001");
+	assert_string_equal(env[4], "MASTER_PORT=29501");
+	assert_null(env[5]);
+	edf_strv_free(env);
+	/* Each group can be switched off. */
+	c.ranks = false;
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), 0);
+	assert_string_equal(env[0], "MASTER_ADDR=nid001");
+	edf_strv_free(env);
+	c.master = false;
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), 0);
+	assert_null(env[0]);
+	edf_strv_free(env);
+}
+
+static void test_task_env_errors(void **state)
+{
+	struct slurmenv_conf c = { .ranks = true, .master = true, .port_min = 29500,
+				   .port_max = 29999 };
+	struct slurm_task t = { .job_id = 1, .global_rank = 4, .ntasks = 4, .nodelist = "n1" };
+	char **env = NULL;
+	alps_error *err = NULL;
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), -1);
+	assert_non_null(strstr(err->msg, "rank 4"));
+	alps_error_free(err);
+	err = NULL;
+	t.global_rank = 0;
+	t.nodelist = "bad list";
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), -1);
+	assert_non_null(strstr(err->msg, "MASTER_ADDR"));
+	assert_null(env);
+	alps_error_free(err);
+	err = NULL;
+	t.nodelist = "";
+	assert_int_equal(slurmenv_task_env(&t, &c, &env, &err), -1);
+	alps_error_free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -123,6 +187,9 @@ int main(void)
 		cmocka_unit_test(test_first),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_limit),
+		cmocka_unit_test(test_master_port),
+		cmocka_unit_test(test_task_env),
+		cmocka_unit_test(test_task_env_errors),
 	};
-	return cmocka_run_group_tests_name("hostlist", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("slurm", tests, NULL, NULL);
 }
