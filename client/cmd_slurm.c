@@ -104,10 +104,8 @@ static int run_prolog(struct client *cl, int argc, char **argv)
 		return rc;
 	}
 	_cleanup_free_ char *container = slurmjob_container_id(job, req->job, &err);
-	free(req->job);
-	req->job = container ? xstrdup(container) : NULL;
-	free(req->user);
-	req->user = xstrdup(user);
+	slurmjob_set_string(&req->job, container);
+	slurmjob_set_string(&req->user, user);
 	if (timeout_s > 0) {
 		signal(SIGALRM, on_alarm);
 		alarm(timeout_s);

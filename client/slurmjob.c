@@ -296,6 +296,13 @@ void slurmjob_request_free(Alps__PrepareRequest *req)
 		alps__prepare_request__free_unpacked(req, NULL);
 }
 
+void slurmjob_set_string(char **field, const char *value)
+{
+	if (*field && *field != protobuf_c_empty_string)
+		free(*field);
+	*field = value ? xstrdup(value) : (char *)protobuf_c_empty_string;
+}
+
 char *slurmjob_encode(const Alps__PrepareRequest *req)
 {
 	size_t len = alps__prepare_request__get_packed_size(req);

@@ -57,6 +57,10 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 		   alps_error **err);
 void slurmjob_request_free(Alps__PrepareRequest *req);
 
+/* Replace a string field of a request this module handed out (unset
+ * fields point to protobuf-c's shared empty string, never freed). */
+void slurmjob_set_string(char **field, const char *value);
+
 /* The encoded form (base64 of the packed request).  Caller frees. */
 char *slurmjob_encode(const Alps__PrepareRequest *req);
 /* Decode and check; ALPS_E_INVALID naming what is wrong. */

@@ -200,8 +200,7 @@ static int local_post_opt(spank_t sp)
 		slurmjob_request_free(req);
 		return -1;
 	}
-	free(req->job);
-	req->job = xstrdup(st.name ? st.name : "");
+	slurmjob_set_string(&req->job, st.name);
 	_cleanup_free_ char *enc = slurmjob_encode(req);
 	slurmjob_request_free(req);
 	/* Our own environment is what srun and sbatch hand to the job. */
@@ -246,15 +245,13 @@ static int prepare(Alps__PrepareRequest *req, const char *container, uid_t uid, 
 		return -1;
 	char user[16];
 	snprintf(user, sizeof(user), "%u", (unsigned)uid);
-	req->job = (char *)container;
-	req->user = user;
+	slurmjob_set_string(&req->job, container);
+	slurmjob_set_string(&req->user, user);
 	req->tasks = tasks;
 	Alps__Request r = ALPS__REQUEST__INIT;
 	r.op_case = ALPS__REQUEST__OP_PREPARE;
 	r.prepare = req;
 	Alps__Response *resp = wire_call(&c, &r, NULL, 0, NULL, NULL, st.timeout_s * 1000, err);
-	req->job = NULL;
-	req->user = NULL;
 	wire_close(&c);
 	if (!resp)
 		return -1;
@@ -301,8 +298,7 @@ static int remote_post_opt(spank_t sp)
 	st.container = slurmjob_container_id(job, req->job && *req->job ? req->job : NULL, &err);
 	if (!st.container)
 		goto fail;
-	free(req->job);
-	req->job = NULL;
+	slurmjob_set_string(&req->job, NULL);
 	int rc = prepare(req, st.container, uid, tasks, &err);
 	if (rc == 1 && !st.name) {
 		/* The prolog prepared another environment for the job. */
