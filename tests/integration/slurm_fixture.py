@@ -50,9 +50,11 @@ class Slurm:
     def _script(self, name, cmd, log):
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
-            f.write("#!/bin/sh\n"
+            # What it says goes to slurmd (its log shows a failed prolog's
+            # output) and to a file the tests read.
+            f.write("#!/bin/bash\nset -o pipefail\n"
                     f"echo \"$(date +%T) job $SLURM_JOB_ID\" >> {log}\n"
-                    f"exec {self.alps} --socket {self.alpsd_socket} {cmd} 2>> {log}\n")
+                    f"{self.alps} --socket {self.alpsd_socket} {cmd} 2>&1 | tee -a {log}\n")
         os.chmod(path, 0o755)
         return path
 
@@ -154,7 +156,7 @@ PartitionName=debug Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
         for name in ("slurmctld.log", "slurmd.log"):
             try:
                 with open(os.path.join(self.dir, "log", name), errors="replace") as f:
-                    out.append(f"--- {name}\n" + f.read()[-3000:])
+                    out.append(f"--- {name}\n" + f.read()[-int(os.environ.get("ALPS_SLURM_LOG_TAIL", "3000")):])
             except OSError:
                 pass
         return "\n".join(out)

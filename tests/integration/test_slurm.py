@@ -204,6 +204,10 @@ def test_registry_down_fails_in_prolog_and_leaves_nothing(world):
     assert r.returncode != 0
     log = open(world.slurm.prolog_log).read()
     assert re.search(r"alps prolog: job \d+: .*127\.0\.0\.1:%d" % port, log), log
+    # Where an admin looks: slurmd's log has the prolog's one line.
+    slurmd_log = open(os.path.join(world.slurm.dir, "log", "slurmd.log")).read()
+    assert re.search(r"prolog failed: rc:1 output:alps prolog: job \d+: .*127\.0\.0\.1:%d"
+                     % port, slurmd_log), slurmd_log[-3000:]
     assert jobs(world) == []
     assert mounts_under(world.daemon.run_dir + "/jobs") == []
     world.slurm.resume()
