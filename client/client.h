@@ -47,6 +47,8 @@ extern const struct command cmd_run;
 extern const struct command cmd_edf;
 extern const struct command cmd_place;
 extern const struct command cmd_endpoints;
+extern const struct command cmd_prolog;
+extern const struct command cmd_epilog;
 
 /* Connect (once) to the daemon. */
 int client_connect(struct client *cl, alps_error **err);

@@ -25,6 +25,8 @@ static const struct command *const commands[] = {
 	&cmd_topology,
 	&cmd_place,
 	&cmd_endpoints,
+	&cmd_prolog,
+	&cmd_epilog,
 };
 
 static void usage(FILE *out)

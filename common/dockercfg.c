@@ -5,52 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base64.h"
 #include "dockercfg.h"
 #include "log.h"
 
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64 with optional padding; NULL on bad input.  Caller frees. */
+/* Base64 of "user:password"; NULL on bad input.  Caller frees. */
 static char *b64_decode(const char *in)
 {
-	size_t len = strlen(in);
-	while (len > 0 && in[len - 1] == '=')
-		len--;
-	if (len % 4 == 1)
-		return NULL;
-	char *out = xmalloc(len / 4 * 3 + 3);
-	size_t o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_value((unsigned char)in[i]);
-		if (v < 0) {
-			free(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
-		}
-	}
-	out[o] = '\0';
+	size_t len;
+	char *out = (char *)base64_decode(in, &len);
 	/* A NUL inside would cut the password silently. */
-	if (strlen(out) != o) {
+	if (out && strlen(out) != len) {
 		free(out);
 		return NULL;
 	}

@@ -140,6 +140,17 @@ static const struct option_def options[] = {
 	  "how often each peer is checked" },
 	{ "fabric.peer_down_after_ms", OPT_INT, OFF(peer_down_after_ms), "15000", 100, 86400000, NULL,
 	  "a peer silent this long is reported down" },
+
+	{ "slurm.rank_env", OPT_BOOL, OFF(slurm_rank_env), "true", 0, 0, NULL,
+	  "Slurm tasks get RANK, LOCAL_RANK and WORLD_SIZE" },
+	{ "slurm.master_env", OPT_BOOL, OFF(slurm_master_env), "true", 0, 0, NULL,
+	  "Slurm tasks get MASTER_ADDR (the step's first node) and MASTER_PORT (one per job)" },
+	{ "slurm.placement_env", OPT_BOOL, OFF(slurm_placement_env), "true", 0, 0, NULL,
+	  "Slurm tasks get the placement plan's GPU and NIC variables for their local rank" },
+	{ "slurm.master_port_min", OPT_INT, OFF(slurm_master_port_min), "29500", 1024, 65535, NULL,
+	  "lowest MASTER_PORT" },
+	{ "slurm.master_port_max", OPT_INT, OFF(slurm_master_port_max), "29999", 1024, 65535, NULL,
+	  "highest MASTER_PORT" },
 };
 
 static const struct option_def *option_find(const char *key)
@@ -465,7 +476,7 @@ int config_load_file(struct config *c, const char *path, bool required, alps_err
 		const char *section = root->u.tab.keys[i];
 		const toml_value *v = root->u.tab.vals[i];
 		static const char *sections[] = { "daemon", "store", "registry", "jobs", "topology",
-						  "fabric" };
+						  "fabric", "slurm" };
 		bool known = false;
 		for (size_t s = 0; s < ARRAY_SIZE(sections); s++)
 			known = known || strcmp(sections[s], section) == 0;
@@ -508,6 +519,10 @@ int config_validate(const struct config *c, alps_error **err)
 		if (edf_site_mount(c->default_mounts.v[i], i, NULL, &m, err) < 0)
 			return -1;
 	}
+	if (c->slurm_master_port_min > c->slurm_master_port_max)
+		return alps_fail(err, ALPS_E_INVALID,
+				 "slurm.master_port_min (%lld) is above slurm.master_port_max (%lld)",
+				 (long long)c->slurm_master_port_min, (long long)c->slurm_master_port_max);
 	return 0;
 }
 

@@ -85,6 +85,13 @@ struct config {
 	char *peers_file;
 	int64_t liveness_interval_ms;
 	int64_t peer_down_after_ms;
+
+	/* [slurm] */
+	bool slurm_rank_env;                /* RANK, LOCAL_RANK, WORLD_SIZE */
+	bool slurm_master_env;              /* MASTER_ADDR, MASTER_PORT */
+	bool slurm_placement_env;           /* the placement plan's variables */
+	int64_t slurm_master_port_min;
+	int64_t slurm_master_port_max;
 };
 
 /* A config with every default. */

@@ -1,0 +1,262 @@
+"""The Slurm path on a real single-node Slurm (slurm_fixture.py): the SPANK
+plugin (srun/sbatch --environment, pyxis --container-* options), the
+prolog and epilog, tasks that are slurmstepd's own children, run as an
+unprivileged user.  Root only (CI is root)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import images
+import registry_fixture as rf
+import slurm_fixture as sf
+from conftest import Daemon, binary, mounts_under, unmount_under
+
+
+@pytest.fixture(scope="module")
+def world(pb, users):
+    """A registry with a busybox image, an alpsd that has it, and a Slurm
+    node whose plugin and prolog talk to that alpsd."""
+    sf.require_slurm()
+    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
+    plugin = binary("alps_spank.so")
+    w = type("World", (), {})()
+    w.dir = tempfile.mkdtemp(prefix="alps-slurm-", dir="/tmp")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    layout = rf.build_image(w.dir, "bb", [{"etc/base": b"base\n"}],
+                            config={"config.env": ["PATH=/bin:/usr/bin", "IMGVAR=image"],
+                                    "config.workingdir": "/home"})
+    images.umoci_modify(layout, "bb", w.dir, lambda root: images.busybox_root(root), "bb")
+    rf.push(layout, "bb", w.registry.host, "test/bb", "v1")
+    rf.push(layout, "bb", w.registry.host, "test/bb2", "v1")
+    w.ref = f"{w.registry.host}/test/bb:v1"
+    w.ref2 = f"{w.registry.host}/test/bb2:v1"
+    os.makedirs(os.path.join(w.dir, "d"))
+    w.daemon = Daemon(os.path.join(w.dir, "d")).start()
+    w.daemon.alps("pull", "--quiet", w.ref, check=True)
+    w.daemon.alps("pull", "--quiet", w.ref2, check=True)
+    os.makedirs(os.path.join(w.dir, "s"))
+    w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket)
+    w.users = users
+    try:
+        w.slurm.start()
+    except Exception:
+        w.slurm.stop()
+        w.daemon.stop()
+        w.registry.stop()
+        raise
+    yield w
+    w.slurm.stop()
+    rc = w.daemon.stop()
+    w.daemon.check_log_clean()
+    w.registry.stop()
+    unmount_under(w.dir)
+    shutil.rmtree(w.dir, ignore_errors=True)
+    assert rc == 0
+
+
+def user_edf(w, user, name, text):
+    """An EDF in the user's ~/.edf, owned by the user."""
+    d = os.path.join(user.home, ".edf")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    for p in (d, path):
+        os.chown(p, user.uid, user.gid)
+    return path
+
+
+def jobs(w):
+    return json.loads(w.daemon.alps("--json", "jobs", check=True).stdout)["jobs"]
+
+
+def wait_no_jobs(w, timeout=30):
+    """The epilog runs after the job ends: wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not jobs(w):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"jobs left after the epilog: {jobs(w)}\n" + open(w.slurm.epilog_log).read())
+
+
+def test_plain_srun_untouched(world):
+    r = world.slurm.run(["srun", "-n", "1", "cat", "/etc/os-release"], user=world.users.victim)
+    assert r.returncode == 0, r.stderr
+    assert "alps busybox" not in r.stdout
+    assert jobs(world) == []
+
+
+def test_srun_environment(world):
+    v = world.users.victim
+    user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n[env]\nFROM_EDF = "yes"\n')
+    r = world.slurm.run(["srun", "-n", "1", "--environment=bb", "sh", "-c",
+                         'cat /etc/os-release; echo "$FROM_EDF $IMGVAR $(id -u) $(pwd)"'],
+                        user=v)
+    assert r.returncode == 0, r.stderr + world.slurm.logs()
+    assert 'NAME="alps busybox"' in r.stdout
+    assert f"yes image {v.uid} /home" in r.stdout
+    wait_no_jobs(world)
+    assert mounts_under(world.daemon.run_dir + "/jobs") == []
+
+
+def test_srun_container_image_and_mounts(world):
+    v = world.users.victim
+    data = tempfile.mkdtemp(prefix="alps-data-", dir="/tmp")
+    os.chmod(data, 0o755)
+    with open(os.path.join(data, "f"), "w") as f:
+        f.write("host data\n")
+    os.chmod(os.path.join(data, "f"), 0o644)
+    try:
+        r = world.slurm.run(["srun", "-n", "1", f"--container-image={world.ref}",
+                             f"--container-mounts={data}:/data:ro", "--container-workdir=/data",
+                             "sh", "-c", "cat f /etc/os-release; touch x"], user=v)
+        assert 'host data' in r.stdout and "alps busybox" in r.stdout, r.stderr
+        assert r.returncode != 0 and "Read-only" in r.stderr
+    finally:
+        shutil.rmtree(data)
+    wait_no_jobs(world)
+
+
+def test_tasks_share_one_container_with_slurm_binding(world):
+    v = world.users.victim
+    user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
+    ncpu = min(os.cpu_count() or 2, 4)
+    script = ('echo "$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT '
+              '$(readlink /proc/self/ns/mnt) $(cat /proc/$PPID/comm) '
+              '$(grep Cpus_allowed_list /proc/self/status | tr -d "\\t ")"')
+    r = world.slurm.run(["srun", "-n", str(ncpu), "--cpu-bind=map_cpu:" +
+                         ",".join(str(i) for i in range(ncpu)), "--environment=bb",
+                         "sh", "-c", script], user=v)
+    assert r.returncode == 0, r.stderr + world.slurm.logs()
+    rows = sorted(l.split() for l in r.stdout.splitlines())
+    assert [row[0] for row in rows] == [str(i) for i in range(ncpu)]
+    host_ns = os.readlink("/proc/self/ns/mnt")
+    assert len({row[5] for row in rows}) == 1 and rows[0][5] != host_ns
+    for row in rows:
+        rank = int(row[0])
+        assert row[1] == str(rank) and row[2] == str(ncpu) and row[3] == sf.Slurm.NODE
+        assert 29500 <= int(row[4]) <= 29999
+        # The task is slurmstepd's own child, with Slurm's CPU binding.
+        assert row[6] == "slurmstepd", row
+        assert row[7] == f"Cpus_allowed_list:{rank}", row
+    wait_no_jobs(world)
+
+
+def test_sbatch_steps_share_the_container_script_on_host(world):
+    v = world.users.victim
+    user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
+    script = os.path.join(v.home, "job.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n"
+                "grep -c 'alps busybox' /etc/os-release > host.txt\n"
+                "srun -n 1 sh -c 'echo step1 > /tmp/shared'\n"
+                "srun -n 1 cat /tmp/shared > step2.txt\n")
+    os.chown(script, v.uid, v.gid)
+    out = os.path.join(v.home, "host.txt")
+    r = world.slurm.run(["sbatch", "--wait", "--environment=bb", "-o", "slurm.out", script],
+                        user=v, timeout=180)
+    assert r.returncode == 0, r.stderr + open(os.path.join(v.home, "slurm.out")).read()
+    # The batch script ran on the host; its sruns ran in the container.
+    assert open(out).read().strip() == "0"
+    assert open(os.path.join(v.home, "step2.txt")).read().strip() == "step1"
+    wait_no_jobs(world)
+
+
+def test_bad_edf_fails_at_srun(world):
+    v = world.users.victim
+    cases = {
+        "syntax.toml": ('image = "x"\nmounts = [\n', "syntax.toml:"),
+        "unknown.toml": (f'image = "{world.ref}"\nmount = []\n', "did you mean"),
+        "undef.toml": (f'image = "{world.ref}"\nworkdir = "${{NOPE_UNSET}}"\n', "NOPE_UNSET"),
+        "noimage.toml": ('workdir = "/x"\n', "names no image"),
+    }
+    for name, (text, want) in cases.items():
+        user_edf(world, v, name, text)
+        t0 = time.monotonic()
+        r = world.slurm.run(["srun", "-n", "1", "--environment=" + name[:-5], "true"], user=v)
+        assert r.returncode != 0 and want in r.stderr, (name, r.stderr)
+        assert time.monotonic() - t0 < 10
+    r = world.slurm.run(["srun", "--container-remap-root", f"--container-image={world.ref}",
+                         "true"], user=v)
+    assert r.returncode != 0 and "not supported" in r.stderr
+    r = world.slurm.run(["srun", "--environment=bb", f"--container-image={world.ref2}", "true"],
+                        user=v)
+    assert r.returncode != 0 and "already names the image" in r.stderr
+    # Nothing was queued, nothing prepared.
+    r = world.slurm.run(["squeue", "-h"])
+    assert r.stdout.strip() == ""
+    assert jobs(world) == []
+
+
+def test_registry_down_fails_in_prolog_and_leaves_nothing(world):
+    v = world.users.victim
+    port = sf.free_port()
+    user_edf(world, v, "down.toml", f'image = "127.0.0.1:{port}/test/none:v1"\n')
+    r = world.slurm.run(["srun", "-n", "1", "--environment=down", "true"], user=v, timeout=180)
+    assert r.returncode != 0
+    log = open(world.slurm.prolog_log).read()
+    assert re.search(r"alps prolog: job \d+: .*127\.0\.0\.1:%d" % port, log), log
+    # Where an admin looks: slurmd's log has the prolog's one line.
+    slurmd_log = open(os.path.join(world.slurm.dir, "log", "slurmd.log")).read()
+    assert re.search(r"prolog failed: rc:1 output:alps prolog: job \d+: .*127\.0\.0\.1:%d"
+                     % port, slurmd_log), slurmd_log[-3000:]
+    assert jobs(world) == []
+    assert mounts_under(world.daemon.run_dir + "/jobs") == []
+    world.slurm.resume()
+
+
+def test_two_jobs_ports_and_isolation(world):
+    v, a = world.users.victim, world.users.attacker
+    user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
+    user_edf(world, a, "bb2.toml", f'image = "{world.ref2}"\n')
+    ids = []
+    for user, env in ((v, "bb"), (a, "bb2")):
+        r = world.slurm.run(["sbatch", "--parsable", "-n", "1", "--environment=" + env,
+                             "--wrap", "srun sh -c 'echo $MASTER_PORT' > port.txt; sleep 30"],
+                            user=user)
+        assert r.returncode == 0, r.stderr
+        ids.append(r.stdout.strip().split(";")[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(u.home, "port.txt")) and
+            open(os.path.join(u.home, "port.txt")).read().strip() for u in (v, a)):
+        time.sleep(0.3)
+    ports = [open(os.path.join(u.home, "port.txt")).read().strip() for u in (v, a)]
+    assert ports[0] != ports[1], ports
+    # The attacker can reach neither the victim's container nor its job.
+    r = world.daemon.alps("exec", "--job", ids[0], "--", "true", user=a.uid)
+    assert r.returncode != 0
+    r = world.slurm.run(["srun", "--jobid=" + ids[0], "--overlap", "true"], user=a)
+    assert r.returncode != 0
+    for i in ids:
+        world.slurm.run(["scancel", i])
+    wait_no_jobs(world, 60)
+
+
+def test_epilog_idempotent(world):
+    env = {"SLURM_JOB_ID": "999999"}
+    for _ in range(2):
+        r = world.daemon.alps("epilog", env=env)
+        assert r.returncode == 0, r.stderr
+    r = world.daemon.alps("prolog", env=env)        # no alps options: nothing to do
+    assert r.returncode == 0 and jobs(world) == []
+    r = world.daemon.alps("prolog", env=dict(env, SLURM_JOB_UID="0",
+                                                      SPANK_ALPS_SPANK_JOB="%%%not base64"))
+    assert r.returncode == 1 and "not base64" in r.stderr
+
+
+def test_plugin_inert_with_daemon_down(world):
+    world.daemon.stop()
+    try:
+        r = world.slurm.run(["srun", "-n", "1", "hostname"], user=world.users.victim)
+        assert r.returncode == 0, r.stderr
+    finally:
+        world.daemon.start()
