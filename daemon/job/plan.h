@@ -67,6 +67,7 @@ struct job_spec {
 	size_t nmounts;
 	const char *const *devices;     /* host device nodes to expose, e.g. /dev/nvidia0 */
 	size_t ndevices;
+	unsigned prepare_timeout_ms;    /* the helper is killed after; 0: ns.h's default */
 };
 
 enum mount_kind {

@@ -1234,6 +1234,8 @@ static void test_needs_root(void **state)
 
 int main(void)
 {
+	/* ns_prepare() runs the helper program this build made. */
+	setenv("ALPS_NSHELPER", ALPS_TEST_NSHELPER, 0);
 	bool tools = system("command -v mksquashfs unsquashfs nsenter >/dev/null") == 0;
 	if (geteuid() != 0 || !tools) {
 		const struct CMUnitTest skipped[] = { cmocka_unit_test(test_needs_root) };
