@@ -134,3 +134,16 @@ def test_stalled_helper_holds_only_its_job(pd, stopped_fuse, tmpdir_short):
     assert not os.path.exists(os.path.join(pd.run_dir, "jobs", "stall"))
     pd.alps("release", "--job", "other", check=True)
     assert mounts_under(pd.run_dir + "/jobs") == []
+
+
+def test_missing_helper_is_a_clear_error(daemon_factory, bbworld):  # noqa: F811
+    missing = "/nonexistent/alps-nshelper"
+    d = daemon_factory(env={"ALPS_NSHELPER": missing})
+    d.alps("pull", "--quiet", bbworld.ref, check=True)
+    r = prepare(d, "nohelper", "--image", bbworld.ref, check=False)
+    assert r.returncode != 0
+    assert f"starting the namespace helper {missing}" in r.stderr, r.stderr
+    assert "No such file" in r.stderr
+    assert not os.path.exists(os.path.join(d.run_dir, "jobs", "nohelper"))
+    assert mounts_under(d.run_dir + "/jobs") == []
+    assert "nohelper" not in d.alps("jobs").stdout
