@@ -86,7 +86,9 @@ void job_unclaim(const char *job)
 static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
 static const char *helper_path;
 
-/* Read once: getenv() is not safe against a setenv() elsewhere. */
+/* Read once, at the first prepare, rather than on every worker thread:
+ * getenv() races with a setenv() elsewhere (the fabric sets libfabric's
+ * variables). */
 static void helper_path_init(void)
 {
 	const char *env = getenv("ALPS_NSHELPER");
