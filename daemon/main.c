@@ -339,7 +339,6 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		d->cfg = c;
 		log_set_level((enum log_level)log_level_parse(c->log_level));
 		server_reconfigure(d->server);
-		ns_set_prepare_timeout((unsigned)c->prepare_timeout_s * 1000u);
 		load_topology(d);
 		if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
 			log_error("fabric peers: %s (keeping the previous list)", err->msg);
@@ -419,8 +418,6 @@ int main(int argc, char **argv)
 	if (registry_global_init(&err) < 0)
 		log_fatal("%s", err->msg);
 	reconcile_jobs(&d);
-	ns_set_prepare_timeout((unsigned)d.cfg->prepare_timeout_s * 1000u);
-
 	load_topology(&d);
 
 	evthread_use_pthreads();

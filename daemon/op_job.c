@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,16 +42,6 @@
 #include "daemon/work.h"
 
 #define MAX_GROUPS 256
-
-/* Job work on worker threads runs one at a time.  Building a namespace
- * forks a helper that allocates; a fork while another thread is inside the
- * allocator gives the child a lock that no one will release.  glibc's
- * malloc guards against that at fork, but the AddressSanitizer runtime the
- * tests run under (GCC 12) does not, and CI caught a helper hung that way
- * (10 concurrent prepares).  Keeping our own workers out of the allocator
- * while one of them forks removes most of that window; prepares are short
- * (10 ms), so serializing them costs little. */
-static pthread_mutex_t job_work_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct prep {
 	struct request *rq;
@@ -231,8 +220,9 @@ static int resolve_image_arg(struct prep *p, alps_error **err)
 	return 0;
 }
 
-static void prep_resolve_locked(struct prep *p)
+static void prep_resolve_user(void *arg)
 {
+	struct prep *p = arg;
 	alps_error *err = NULL;
 	if (resolve_user(p, &err) < 0 ||
 	    (p->nsources ? resolve_edf(p, &err) : resolve_image_arg(p, &err)) < 0) {
@@ -280,9 +270,7 @@ static void prep_lookup(struct prep *p)
 
 static void prep_resolve(void *arg)
 {
-	pthread_mutex_lock(&job_work_lock);
-	prep_resolve_locked(arg);
-	pthread_mutex_unlock(&job_work_lock);
+	prep_resolve_user(arg);
 	prep_lookup(arg);
 }
 
@@ -306,8 +294,13 @@ static int site_config(const struct prep *p, struct config *c, alps_error **err)
 	return rc;
 }
 
-static void prep_build_locked(struct prep *p)
+/* ---- build (worker) ---- */
+
+/* Jobs build in parallel, each in a helper program of its own (ns.h);
+ * the worker waits for it at most jobs.prepare_timeout. */
+static void prep_build(void *arg)
 {
+	struct prep *p = arg;
 	struct job_mounts jm;
 	alps_error *err = NULL;
 	struct config site;
@@ -340,29 +333,13 @@ static void prep_build_locked(struct prep *p)
 		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
 		.tmp_size = p->d->cfg->tmp_size, .shm_size = p->d->cfg->shm_size,
 		.upper_size = p->d->cfg->upper_size,
+		.prepare_timeout_ms = (unsigned)p->d->cfg->prepare_timeout_s * 1000u,
 	};
-	rc = ns_prepare(&spec, &p->ns, &err);
-	if (rc < 0 && err->code == ALPS_E_TIMEOUT) {
-		/* A helper that never answers was killed and undone; one more
-		 * try.  (Seen only under the sanitizers' allocator, which is
-		 * not fork-safe: see job_work_lock.) */
-		log_warn("job %s: %s; trying once more", p->job, err->msg);
-		alps_error_free(err);
-		err = NULL;
-		rc = ns_prepare(&spec, &p->ns, &err);
-	}
-	if (rc < 0)
+	if (ns_prepare(&spec, &p->ns, &err) < 0)
 		p->err = err;
 	free(files);
 	free(ids);
 	jobenv_mounts_free(&jm);
-}
-
-static void prep_build(void *arg)
-{
-	pthread_mutex_lock(&job_work_lock);
-	prep_build_locked(arg);
-	pthread_mutex_unlock(&job_work_lock);
 }
 
 /* ---- loop steps ---- */
@@ -773,11 +750,12 @@ static void rel_release(struct rel *r)
 {
 	/* SIGTERM and the grace need no lock: other jobs' work goes on. */
 	job_release_stop(r->d->cfg->run_dir, r->job, (unsigned)r->d->cfg->release_grace_s * 1000u);
-	pthread_mutex_lock(&job_work_lock);
+	/* After a prepare of the same job still running, not in its middle. */
+	job_claim(r->job);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
+	job_unclaim(r->job);
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
 	unlink(map);
-	pthread_mutex_unlock(&job_work_lock);
 }
 
 static void rel_work(void *arg)

@@ -72,5 +72,8 @@ int apply_squashfuse(struct apply_ctx *ctx, const struct mount_op *op, alps_erro
  * relative lower paths, for kernels before 6.8) even where "lowerdir+"
  * works: for tests. */
 void apply_overlay_force_legacy(bool on);
+/* Whether it is forced: the daemon passes the switch on to the helper
+ * program it starts (plan_wire.h). */
+bool apply_overlay_legacy_forced(void);
 
 #endif

@@ -1,11 +1,13 @@
 /* helper.h: what the namespace helper tells the daemon.
  *
- * ns_prepare() forks a helper per job; the helper applies the plan and
- * reports over a SOCK_SEQPACKET socketpair, one typed message per event:
- * each mount it made (for `alps jobs`), each process it leaves in the
- * namespace (a pidfd rides along, so the daemon can kill it if the prepare
- * fails), then READY or ERROR.  After READY the daemon pins the namespace
- * and answers; the helper exits. */
+ * ns_prepare() starts alps-nshelper (libexec/) per job and sends it the
+ * plan (plan_wire.h); the helper applies the plan and reports over their
+ * SOCK_SEQPACKET socketpair, one typed message per event: the steps it
+ * passes, each mount it made (for `alps jobs`), each process it leaves in
+ * the namespace (a pidfd rides along, so the daemon can kill it if the
+ * prepare fails), then READY or ERROR.  After READY the daemon pins the
+ * namespace (open_tree of /proc/<helper>/ns/mnt) and sends one byte; the
+ * helper exits. */
 #ifndef ALPS_DAEMON_JOB_HELPER_H
 #define ALPS_DAEMON_JOB_HELPER_H
 
@@ -19,6 +21,7 @@ enum helper_msg_type {
 	HELPER_PIDFD = 2,       /* a pidfd of a process left in the namespace */
 	HELPER_ERROR = 3,       /* code, errnum; text: the message */
 	HELPER_READY = 4,       /* built; waiting to be pinned */
+	HELPER_STEP = 5,        /* text: the step begun ("plan received") */
 };
 
 #define HELPER_TEXT_MAX 8192

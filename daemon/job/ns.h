@@ -1,11 +1,13 @@
 /* ns.h: a job's mount namespace: prepare, pin, release, recover.
  *
  * ns_prepare() builds the plan of a job_spec (plan.h), validates it whole,
- * then forks a helper that applies it (apply.h) and reports back; the
- * daemon pins the finished namespace by bind-mounting the helper's nsfs
- * file on RUN_DIR/jobs/<job>/mnt, and the helper exits.  Anything in the
- * host's mount namespace can then join the job with an open() and a
- * setns() (job_exec_spawn in exec.h, `nsenter --mount=.../mnt`).
+ * then starts the helper program alps-nshelper (posix_spawn; a clean
+ * environment), sends it the plan (plan_wire.h), and reads its reports
+ * (helper.h) until it is READY; the daemon pins the finished namespace by
+ * bind-mounting the helper's nsfs file on RUN_DIR/jobs/<job>/mnt, and the
+ * helper exits.  Anything in the host's mount namespace can then join the
+ * job with an open() and a setns() (job_exec_spawn in exec.h,
+ * `nsenter --mount=.../mnt`).
  *
  *	RUN_DIR/jobs/<job>/mnt        the pinned namespace (nsfs bind mount)
  *	RUN_DIR/jobs/<job>/layers     the layer ids the job holds, one a line
@@ -21,9 +23,17 @@
  * mount read-only once everything is mounted (writes fail with EROFS).
  *
  * ns_prepare() is blocking (a worker thread's call, never the event
- * loop's); it forks, so the caller must not hold locks a child would need.
- * Either it succeeds or it leaves nothing behind: no mount, no layer
- * reference, no process, no job directory. */
+ * loop's), for at most the spec's prepare timeout: a helper that is not
+ * READY by then (stalled on a user's FUSE file system, say) is killed.
+ * Prepares of different jobs run in parallel, each with its own helper;
+ * those of one job (and its release, through job_claim) one at a time.
+ * Nothing is forked from the calling process: it may have other threads
+ * in any state.  Either it succeeds or it leaves nothing behind: no mount,
+ * no layer reference, no process, no job directory.
+ *
+ * The helper program is ALPS_LIBEXECDIR/alps/alps-nshelper as configured,
+ * or the absolute path in the environment variable ALPS_NSHELPER (the
+ * build tree's, for the tests), read once. */
 #ifndef ALPS_DAEMON_JOB_NS_H
 #define ALPS_DAEMON_JOB_NS_H
 
@@ -55,8 +65,18 @@ int ns_prepare(const struct job_spec *spec, struct ns_result *out, alps_error **
 /* Free what a result holds (not the struct itself). */
 void ns_result_free(struct ns_result *r);
 
-/* How long the helper may take before it is killed (default 120 s). */
-void ns_set_prepare_timeout(unsigned ms);
+/* What a job_spec without a prepare timeout gets. */
+#define NS_PREPARE_TIMEOUT_DEFAULT_MS 120000u
+
+/* The helper program ns_prepare() starts. */
+const char *ns_helper_path(void);
+
+/* Wait until no other thread of this process prepares or releases job,
+ * and mark it as ours until job_unclaim().  ns_prepare() claims its job;
+ * a caller of job_release() that may race with a prepare claims it
+ * first. */
+void job_claim(const char *job);
+void job_unclaim(const char *job);
 
 /* Kill what is left in the job's namespace (processes whose
  * /proc/<pid>/ns/mnt is the pinned one, and only those), detach the pin,

@@ -39,6 +39,11 @@ void apply_overlay_force_legacy(bool on)
 	force_legacy = on;
 }
 
+bool apply_overlay_legacy_forced(void)
+{
+	return force_legacy;
+}
+
 /* The upper tmpfs at job_dir/upper with upper/ and work/.  upper/ is the
  * root directory of the container as far as its attributes go, so it
  * takes the mode and owner of the top layer's root.  options are the

@@ -73,6 +73,7 @@ struct job_spec {
 	const char *tmp_size;
 	const char *shm_size;
 	const char *upper_size;
+	unsigned prepare_timeout_ms;    /* the helper is killed after; 0: ns.h's default */
 };
 
 enum mount_kind {

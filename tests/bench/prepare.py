@@ -3,8 +3,12 @@
 the same container built by hand (unshare -m, loop-mounted squashfs layers,
 overlayfs, pivot_root, in a shell script) and against `podman run` of the
 same image from local storage.  Medians and p99 of N runs; never pass/fail.
+Then the wall time of --jobs prepares of different jobs one after another
+and all at once (median of --rounds), which shows whether prepares run in
+parallel.
 
-    sudo tests/bench/prepare.py [--runs 20] [--build DIR]
+    sudo tests/bench/prepare.py [--runs 20] [--jobs 20] [--rounds 5] [--build DIR]
+    sudo tests/bench/prepare.py --only-concurrency [--build DIR]
 
 Root only (mounts).  Only loopback addresses; everything it starts it stops.
 """
@@ -43,13 +47,58 @@ def timed(argv, **kw):
     return dt, r.stdout
 
 
+HELPER = os.path.join("libexec", "alps-nshelper")
+
+
 def build_alps(build):
     if not os.path.exists(os.path.join(build, "Makefile")):
         os.makedirs(build, exist_ok=True)
         subprocess.run([os.path.join(TOP, "configure"), "-q", "CFLAGS=-O2 -g"], cwd=build,
                        check=True)
-    subprocess.run(["make", "-s", f"-j{os.cpu_count()}", "alps", "alpsd"], cwd=build, check=True,
+    targets = ["alps", "alpsd"]
+    # The namespace helper program, in builds that have one (not in older
+    # trees measured for comparison, where the daemon forks).
+    if subprocess.run(["make", "-n", HELPER], cwd=build, capture_output=True).returncode == 0:
+        targets.append(HELPER)
+    subprocess.run(["make", "-s", f"-j{os.cpu_count()}"] + targets, cwd=build, check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def prepare_jobs(alps, ref, jobs, at_once):
+    """Wall time to prepare every job (then released, untimed)."""
+    argv = alps + ["prepare", "--user", "nobody", "--image", ref, "--job"]
+    t0 = time.perf_counter()
+    if at_once:
+        procs = [subprocess.Popen(argv + [j], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True) for j in jobs]
+        for p in procs:
+            _, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"prepare failed: {err}")
+    else:
+        for j in jobs:
+            timed(argv + [j])
+    dt = time.perf_counter() - t0
+    for j in jobs:
+        timed(alps + ["release", "--job", j])
+    return dt
+
+
+def concurrency(alps, ref, njobs, rounds):
+    # A job that keeps the layers mounted, as on a node running jobs.
+    timed(alps + ["prepare", "--job", "chold", "--user", "nobody", "--image", ref])
+    seq, par = [], []
+    for r in range(rounds):
+        seq.append(prepare_jobs(alps, ref, [f"s{r}-{i}" for i in range(njobs)], False))
+        par.append(prepare_jobs(alps, ref, [f"p{r}-{i}" for i in range(njobs)], True))
+    timed(alps + ["release", "--job", "chold"])
+    print(f"{njobs} prepares of different jobs (cached image), wall time, median of {rounds}")
+    print("| how | wall ms | per prepare ms |\n| --- | --- | --- |")
+    for name, xs in (("one after another", seq), ("all at once", par)):
+        m = statistics.median(xs)
+        print(f"| {name} | {ms(m)} | {ms(m / njobs)} |")
+    print(f"speed-up of all at once: {statistics.median(seq) / statistics.median(par):.2f}x "
+          f"on {os.cpu_count()} CPUs")
 
 
 def ten_layer_image(work, host):
@@ -117,8 +166,12 @@ def podman_runs(ref, runs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only-concurrency", action="store_true")
     ap.add_argument("--build", default=os.path.join(TOP, "build", "bench"))
     a = ap.parse_args()
+    a.build = os.path.abspath(a.build)
     build_alps(a.build)
     alps_bin, alpsd_bin = os.path.join(a.build, "alps"), os.path.join(a.build, "alpsd")
     work = tempfile.mkdtemp(prefix="alps-bench-prep-", dir="/tmp")
@@ -129,11 +182,18 @@ def main():
         ten_layer_image(work, reg.host)
         ref = f"{reg.host}/bench/ten:v1"
         sock = os.path.join(work, "s")
+        env = dict(os.environ)
+        if os.path.exists(os.path.join(a.build, HELPER)):
+            env["ALPS_NSHELPER"] = os.path.join(os.path.abspath(a.build), HELPER)
         d = subprocess.Popen([alpsd_bin, "--foreground", "--log-level", "warn", "--socket", sock,
-                              "--state-dir", f"{work}/state", "--run-dir", f"{work}/run"])
-        while not os.path.exists(sock):
-            time.sleep(0.02)
+                              "--state-dir", f"{work}/state", "--run-dir", f"{work}/run"], env=env)
         alps = [alps_bin, "--socket", sock]
+        # Up when it answers (the socket file exists a little before).
+        deadline = time.monotonic() + 30
+        while subprocess.run(alps + ["status"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or d.poll() is not None:
+                raise RuntimeError("alpsd did not come up")
+            time.sleep(0.05)
         timed(alps + ["pull", "--quiet", ref])
         insp = json.loads(timed(alps + ["--json", "inspect", ref])[1])
         layer_files = [f"{work}/state/layers/{l['digest'].replace(':', '-')}.sqfs"
@@ -141,6 +201,9 @@ def main():
         # Warm: the first prepare mounts the shared layers (once per node).
         timed(alps + ["prepare", "--job", "warm", "--user", "nobody", "--image", ref])
         timed(alps + ["release", "--job", "warm"])
+        if a.only_concurrency:
+            concurrency(alps, ref, a.jobs, a.rounds)
+            return
         prep, ex, rel, direct = [], [], [], []
         timed(alps + ["prepare", "--job", "hold", "--user", "nobody", "--image", ref])
         for i in range(a.runs):
@@ -172,6 +235,7 @@ def main():
         elif not isinstance(podman, list):
             print(f"podman run could not run here: {podman}")
         print(f"alpsd peak RSS: {rss / 1024:.1f} MiB")
+        concurrency(alps, ref, a.jobs, a.rounds)
     finally:
         if d:
             d.terminate()

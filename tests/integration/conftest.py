@@ -52,7 +52,11 @@ class Daemon:
 
     def start(self, timeout=20):
         self.log = open(self.log_path, "ab")
-        env = dict(os.environ, **self.env) if self.env else None
+        env = dict(os.environ, **(self.env or {}))
+        # The namespace helper this build made, not an installed one.
+        helper = os.path.join(BUILDDIR, "libexec", "alps-nshelper")
+        if os.path.exists(helper):
+            env.setdefault("ALPS_NSHELPER", helper)
         self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env)
         deadline = time.monotonic() + timeout

@@ -1321,6 +1321,8 @@ int main(void)
 		_cleanup_free_ char *p = xasprintf("%s/libexec/alps-enter", b ? b : ".");
 		setenv("ALPS_ENTER_PATH", p, 1);
 	}
+	/* ns_prepare() runs the helper program this build made. */
+	setenv("ALPS_NSHELPER", ALPS_TEST_NSHELPER, 0);
 	bool tools = system("command -v mksquashfs unsquashfs nsenter >/dev/null") == 0;
 	if (geteuid() != 0 || !tools) {
 		const struct CMUnitTest skipped[] = { cmocka_unit_test(test_needs_root) };
