@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SRCDIR
 
-PKGS = ("alpsd", "alps")
+PKGS = ("alpsd", "alps", "alps-slurm")
 
 
 def run(argv, **kw):
@@ -63,6 +63,18 @@ def debs():
     shutil.rmtree(top, ignore_errors=True)
 
 
+def dpkg(args, wait=120):
+    """dpkg, waiting while another package manager holds its lock (an
+    apt-get of the test run's own dependencies may still be finishing)."""
+    import time
+    deadline = time.monotonic() + wait
+    while True:
+        r = run(["dpkg"] + args, timeout=300)
+        if r.returncode == 0 or "lock" not in r.stderr or time.monotonic() > deadline:
+            return r
+        time.sleep(2)
+
+
 def contents(deb):
     out = run(["dpkg-deb", "-c", deb], check=True).stdout
     return {line.split()[-1].lstrip(".") for line in out.splitlines()}
@@ -77,6 +89,10 @@ def test_packages_hold_what_they_should(debs):
     c = contents(debs["alps"])
     for f in ("/usr/bin/alps", "/usr/share/man/man1/alps.1.gz"):
         assert f in c, f"{f} missing from alps: {sorted(c)}"
+    s = contents(debs["alps-slurm"])
+    assert any(f.endswith("/alps/alps_spank.so") for f in s), sorted(s)
+    for f in ("/usr/libexec/alps/slurm-prolog", "/usr/libexec/alps/slurm-epilog"):
+        assert f in s, f"{f} missing from alps-slurm: {sorted(s)}"
     conff = run(["dpkg-deb", "-f", debs["alpsd"], "Conffiles"]).stdout
     ctrl = run(["dpkg-deb", "-I", debs["alpsd"], "conffiles"]).stdout
     assert "/etc/alps/alpsd.conf" in conff + ctrl
@@ -85,7 +101,7 @@ def test_packages_hold_what_they_should(debs):
 def test_install_check_purge(debs):
     created = [p for p in ("/run/alps", "/var/lib/alps") if not os.path.exists(p)]
     try:
-        r = run(["dpkg", "-i", debs["alpsd"], debs["alps"]], timeout=300)
+        r = dpkg(["-i", debs["alpsd"], debs["alps"], debs["alps-slurm"]])
         assert r.returncode == 0, r.stdout + r.stderr
         assert all(installed(p) for p in PKGS)
         v = run(["/usr/sbin/alpsd", "--version"])
@@ -104,11 +120,11 @@ def test_install_check_purge(debs):
         r = run(["/usr/bin/alps", "status"], env=dict(os.environ, ALPS_SOCKET=""))
         assert r.returncode == 3 and "/run/alps/alpsd.sock" in r.stderr
     finally:
-        r = run(["dpkg", "--purge"] + list(PKGS), timeout=300)
+        r = dpkg(["--purge"] + list(PKGS))
     assert r.returncode == 0, r.stdout + r.stderr
     assert not any(installed(p) for p in PKGS)
     for f in ("/usr/sbin/alpsd", "/usr/bin/alps", "/etc/alps/alpsd.conf",
-              "/lib/systemd/system/alpsd.service"):
+              "/lib/systemd/system/alpsd.service", "/usr/libexec/alps/slurm-prolog"):
         assert not os.path.exists(f), f"{f} left after purge"
     for p in created:
         subprocess.run(["rm", "-rf", "--one-file-system", p])
