@@ -64,6 +64,9 @@ static const struct option_def options[] = {
 	{ "daemon.max_queued_output_per_uid", OPT_SIZE, OFF(max_queued_output_per_uid), "16M",
 	  64 << 10, 16LL << 30, NULL,
 	  "unread reply bytes over all of a user's connections past which none is read" },
+	{ "daemon.max_input_per_uid", OPT_SIZE, OFF(max_input_per_uid), "16M", 64 << 10, 16LL << 30,
+	  NULL, "bytes of requests partly received over all of a user's connections past "
+	  "which the connection still sending is cut (at least max_frame_size)" },
 	{ "daemon.frame_timeout", OPT_INT, OFF(frame_timeout_s), "10", 1, 3600, NULL,
 	  "seconds to send the first request after connecting, or the rest of one begun "
 	  "(at most idle_timeout)" },

@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -36,6 +37,19 @@ char *peer_refusal(const struct peer_table *t, const struct config *cfg, uid_t u
 				 "(daemon.max_connections_per_uid); close some and try again",
 				 (unsigned)uid, u->nconns);
 	return NULL;
+}
+
+void peer_log_refusal(struct peer_table *t, const struct ucred *peer, const char *why)
+{
+	uint64_t now = now_monotonic_ns();
+	if (t->refusal_logged_ns && now - t->refusal_logged_ns < 10ull * 1000000000ull) {
+		t->refusals_unlogged++;
+		return;
+	}
+	log_info("refused a connection of uid %u pid %d: %s (and %u more since the last such "
+		 "line)", (unsigned)peer->uid, (int)peer->pid, why, t->refusals_unlogged);
+	t->refusal_logged_ns = now;
+	t->refusals_unlogged = 0;
 }
 
 struct peer_uid *peer_add(struct peer_table *t, uid_t uid)
@@ -84,6 +98,16 @@ bool peer_queued(struct peer_uid *u, size_t before, size_t after, size_t cap)
 		return true;
 	}
 	return false;
+}
+
+bool peer_input(struct peer_uid *u, size_t before, size_t after, const struct config *cfg)
+{
+	u->input = u->input - before + after;
+	if (after <= before)
+		return false;
+	int64_t cap = cfg->max_input_per_uid > cfg->max_frame_size ? cfg->max_input_per_uid
+								   : cfg->max_frame_size;
+	return u->input > (size_t)cap;
 }
 
 void peer_recheck(struct peer_table *t, size_t cap)

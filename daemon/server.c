@@ -37,8 +37,6 @@
 /* An input buffer grown by a large frame is given back past this size. */
 #define INPUT_KEEP (128u * 1024u)
 #define NSEC_PER_SEC 1000000000ull
-/* At most one line per this interval about refused connections. */
-#define REFUSAL_LOG_NS (10ull * NSEC_PER_SEC)
 /* A refused connection stays open, answered, until its client has sent
  * something (or this long): closed at once, the client's first write
  * would fail and it would never read why.  Only so many stay. */
@@ -105,8 +103,6 @@ struct server {
 	struct conn *conns;        /* refused ones too, until closed */
 	struct peer_table peers;   /* counts no refused connection */
 	size_t nbusy;
-	uint64_t refusal_logged_ns;
-	unsigned refusals_unlogged;
 	size_t nlingering;         /* refused connections still open */
 	uint64_t served;
 	gid_t admin_gid;
@@ -555,15 +551,41 @@ static bool conn_has_frame(const struct conn *c)
 			    &used) != FRAME_INCOMPLETE;
 }
 
+/* Input buffer bytes past what every connection may keep: what a user
+ * can make the daemon hold by sending most of a large frame. */
+static size_t conn_input_held(const struct conn *c)
+{
+	return c->rd.cap > INPUT_KEEP ? c->rd.cap - INPUT_KEEP : 0;
+}
+
 /* A connection that once sent a large frame does not keep a buffer of
  * that size for as long as it stays. */
 static void conn_trim_input(struct conn *c)
 {
 	if (frame_reader_buffered(&c->rd) || c->rd.nfds || c->rd.cap <= INPUT_KEEP)
 		return;
+	size_t held = conn_input_held(c);
 	size_t max = c->rd.max;
 	frame_reader_release(&c->rd);
 	frame_reader_init(&c->rd, max);
+	if (c->owner)
+		peer_input(c->owner, held, 0, NULL);
+}
+
+/* The uid of a connection whose buffer just grew holds more than its cap
+ * of requests partly received (a user's many connections each sending
+ * most of a maximal frame): that connection is cut. */
+static void conn_cut_input(struct conn *c)
+{
+	const struct config *cfg = c->srv->d->cfg;
+	_cleanup_free_ char *msg = xasprintf(
+		"uid %u has more than %lld bytes of requests partly sent over its connections "
+		"(daemon.max_input_per_uid); closing this one", (unsigned)c->peer.uid,
+		(long long)cfg->max_input_per_uid);
+	conn_fail_and_close(c, 0, ALPS_E_LIMIT, msg);
+	peer_input(c->owner, conn_input_held(c), 0, NULL);
+	frame_reader_release(&c->rd);
+	frame_reader_init(&c->rd, (size_t)cfg->max_frame_size);
 }
 
 /* Parse the frames buffered, as long as the connection is READING and its
@@ -608,8 +630,15 @@ static void conn_parse(struct conn *c)
  * bytes came. */
 static bool conn_fill(struct conn *c, bool *got)
 {
+	size_t held = conn_input_held(c);
 	ssize_t n = frame_reader_fill(&c->rd, c->fd);
+	int saved = errno;
 	*got = n > 0;
+	if (c->owner && peer_input(c->owner, held, conn_input_held(c), c->srv->d->cfg)) {
+		conn_cut_input(c);
+		return false;
+	}
+	errno = saved;
 	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)))
 		return true;
 	if (n < 0 && errno == EMSGSIZE) {
@@ -680,6 +709,8 @@ static void conn_close(struct conn *c)
 	event_free(c->ev_write);
 	event_free(c->ev_timer);
 	event_free(c->ev_again);
+	if (c->owner)
+		peer_input(c->owner, conn_input_held(c), 0, NULL);
 	frame_reader_release(&c->rd);
 	size_t before = c->wr.queued;
 	frame_writer_release(&c->wr);
@@ -736,22 +767,11 @@ static int peer_pidfd(int fd)
 	return pidfd;
 }
 
-/* Answer a refused connection and close it after.  It counts in no limit
- * and is logged at most once per REFUSAL_LOG_NS: a user may refuse himself
- * as fast as he can connect. */
+/* Answer a refused connection and close it after; it counts in no limit. */
 static void conn_refuse(struct conn *c, const char *why)
 {
 	struct server *s = c->srv;
-	uint64_t now = now_monotonic_ns();
-	if (now - s->refusal_logged_ns >= REFUSAL_LOG_NS) {
-		log_info("refused a connection of uid %u pid %d: %s (and %u more since the last "
-			 "such line)", (unsigned)c->peer.uid, (int)c->peer.pid, why,
-			 s->refusals_unlogged);
-		s->refusal_logged_ns = now;
-		s->refusals_unlogged = 0;
-	} else {
-		s->refusals_unlogged++;
-	}
+	peer_log_refusal(&s->peers, &c->peer, why);
 	conn_set_state(c, CONN_CLOSING);
 	if (s->nlingering < REFUSED_LINGER_MAX) {
 		c->lingering = true;

@@ -11,6 +11,7 @@ import pwd
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -24,6 +25,7 @@ TOPOLOGY = os.path.join(SRCDIR, "tests", "data", "topologies", "mpibind-eas-tiog
 
 # The shipped defaults of daemon.* (daemon/config.c), which these tests check.
 MAX_QUEUED_OUTPUT_PER_UID = 16 << 20
+MAX_INPUT_PER_UID = 16 << 20
 MAX_CONNECTIONS_PER_UID = 128
 RESERVED_CONNECTIONS = 64
 FRAME_TIMEOUT = 10
@@ -143,6 +145,61 @@ def test_unread_replies_do_not_grow_the_daemon(daemon_factory, users, pb):
     assert grown < bound, f"alpsd grew by {grown >> 20} MiB (bound {bound >> 20} MiB)"
     assert d.alive()
     assert timed_status(d)[0] == 0
+
+
+PARTIAL = r"""
+import socket, struct, sys
+path, nconn = sys.argv[1], int(sys.argv[2])
+size = 4 << 20                  # the default daemon.max_frame_size
+socks, closed = [], 0
+for _ in range(nconn):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    try:
+        s.sendall(struct.pack(">I", size) + b"\0" * (size - 1))   # one byte short
+    except OSError:
+        closed += 1
+    socks.append(s)
+print(closed, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_requests_never_finished_do_not_grow_the_daemon(daemon_factory, users):
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    d = daemon_factory(env={"ASAN_OPTIONS": f"{asan}:quarantine_size_mb=4"})
+    for _ in range(3):
+        assert timed_status(d)[0] == 0
+    base = rss_kib(d.pid)
+    nconn = 64
+    p = popen_as(users.attacker, [sys.executable, "-c", PARTIAL, d.socket, str(nconn)])
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.1):
+            peak[0] = max(peak[0], rss_kib(d.pid))
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+        rc, secs, out = timed_status(d, users.victim)
+        assert rc == 0 and secs < 2, out
+    finally:
+        stop.set()
+        sampler.join()
+        p.kill()
+        p.wait()
+    peak = peak[0]
+    # The uid's cap on requests partly received (max_input_per_uid), one
+    # read (64 KiB) past it, and the 128 KiB every connection may keep.
+    bound = MAX_INPUT_PER_UID + (64 << 10) + nconn * (128 << 10) + (32 << 20)
+    grown = (peak - base) * 1024
+    print(f"alpsd grew by {grown >> 20} MiB; {line.strip()} connections cut")
+    assert grown < bound, f"alpsd grew by {grown >> 20} MiB (bound {bound >> 20} MiB)"
+    assert "partly sent" in d.read_log()
 
 
 def test_paused_connection_resumes_when_read(daemon_factory, pb):
