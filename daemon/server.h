@@ -15,6 +15,9 @@
  *  - replies: a READING connection whose unread replies are over its cap,
  *    or whose uid's are over the uid's, is paused (neither read nor
  *    dispatched) until its client reads;
+ *  - requests: a busy connection buffers little of what its client sends;
+ *    the connection that grows its uid's partly received requests past the
+ *    uid's cap is cut;
  *  - turns: frames parsed per wake-up per connection and per uid, and
  *    "more next turn" waits for the loop to poll again;
  *  - time: the first frame, and any frame begun, must be complete within
