@@ -65,15 +65,15 @@ static const struct option_def options[] = {
 	  64 << 10, 16LL << 30, NULL,
 	  "unread reply bytes over all of a user's connections past which none is read" },
 	{ "daemon.max_input_per_uid", OPT_SIZE, OFF(max_input_per_uid), "16M", 64 << 10, 16LL << 30,
-	  NULL, "bytes of requests partly received over all of a user's connections past "
-	  "which the connection still sending is cut (at least max_frame_size)" },
+	  NULL, "bytes of requests partly received over a user's connections; the one that "
+	  "grows past this is cut (at least max_frame_size)" },
 	{ "daemon.frame_timeout", OPT_INT, OFF(frame_timeout_s), "10", 1, 3600, NULL,
 	  "seconds to send the first request after connecting, or the rest of one begun "
 	  "(at most idle_timeout)" },
 	{ "daemon.max_frame_size", OPT_SIZE, OFF(max_frame_size), "4M", 4096, 256LL << 20, NULL,
 	  "largest protocol frame accepted; a larger one closes the connection" },
 	{ "daemon.idle_timeout", OPT_INT, OFF(idle_timeout_s), "300", 1, 86400, NULL,
-	  "seconds an idle or half-sent connection is kept" },
+	  "seconds a connection without traffic is kept (half-sent requests: frame_timeout)" },
 	{ "daemon.shutdown_grace", OPT_INT, OFF(shutdown_grace_s), "10", 0, 3600, NULL,
 	  "seconds in-flight requests get to finish at SIGTERM" },
 	{ "daemon.workers", OPT_INT, OFF(workers), "4", 1, 256, NULL,
