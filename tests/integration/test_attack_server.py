@@ -4,10 +4,10 @@ must not lock out root, administrators or other users, and a connection
 that never completes a frame must not hold its slot.
 
 Each attack runs as users.attacker, an unprivileged user, with raw sockets
-(no protobuf on its side: the frames are built here and passed as hex)."""
+(no protobuf on its side: the frames are built here and handed over).
+The bounds are those of the shipped defaults, as the constants below say."""
 import json
 import os
-import pwd
 import struct
 import subprocess
 import sys
@@ -327,7 +327,7 @@ def test_slots_reserved_for_root_and_admins(daemon_factory, users, admin, pb):
     user_slots = max_conns - min(RESERVED_CONNECTIONS, max_conns // 2)
     att, accepted, refused = hold_connections(d, pb, users.attacker, max_conns + 20)
     try:
-        assert accepted <= user_slots, accepted
+        assert user_slots - 2 <= accepted <= user_slots, accepted
         assert all(st == pb.LIMIT_EXCEEDED for st, _ in refused), [r for r in refused if r[0] != pb.LIMIT_EXCEEDED][:3]
         # Root and an admin (by its group) still get through ...
         rc, secs, out = timed_status(d)
