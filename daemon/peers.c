@@ -103,11 +103,14 @@ bool peer_queued(struct peer_uid *u, size_t before, size_t after, size_t cap)
 bool peer_input(struct peer_uid *u, size_t before, size_t after, const struct config *cfg)
 {
 	u->input = u->input - before + after;
-	if (after <= before)
-		return false;
+	return after > before && u->input > peer_input_cap(cfg);
+}
+
+size_t peer_input_cap(const struct config *cfg)
+{
 	int64_t cap = cfg->max_input_per_uid > cfg->max_frame_size ? cfg->max_input_per_uid
 								   : cfg->max_frame_size;
-	return u->input > (size_t)cap;
+	return (size_t)cap;
 }
 
 void peer_recheck(struct peer_table *t, size_t cap)

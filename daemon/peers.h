@@ -54,6 +54,8 @@ bool peer_queued(struct peer_uid *u, size_t before, size_t after, size_t cap);
  * max_input_per_uid (at least one max_frame_size) of cfg: the connection
  * that grew is to be cut. */
 bool peer_input(struct peer_uid *u, size_t before, size_t after, const struct config *cfg);
+/* That cap: max_input_per_uid, or one max_frame_size if larger. */
+size_t peer_input_cap(const struct config *cfg);
 /* Recompute `over` for a new cap (after a reload). */
 void peer_recheck(struct peer_table *t, size_t cap);
 /* Whether u may have one more frame dispatched in turn (counts it). */

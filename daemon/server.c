@@ -579,9 +579,9 @@ static void conn_cut_input(struct conn *c)
 {
 	const struct config *cfg = c->srv->d->cfg;
 	_cleanup_free_ char *msg = xasprintf(
-		"uid %u has more than %lld bytes of requests partly sent over its connections "
+		"uid %u has more than %zu bytes of requests partly sent over its connections "
 		"(daemon.max_input_per_uid); closing this one", (unsigned)c->peer.uid,
-		(long long)cfg->max_input_per_uid);
+		peer_input_cap(cfg));
 	conn_fail_and_close(c, 0, ALPS_E_LIMIT, msg);
 	peer_input(c->owner, conn_input_held(c), 0, NULL);
 	frame_reader_release(&c->rd);
