@@ -34,8 +34,14 @@ struct config {
 	char *log_level;
 	char *admin_group;          /* "" = root only */
 	int64_t max_connections;
+	int64_t max_connections_per_uid;    /* root is exempt */
+	int64_t reserved_connections;       /* for root and admins, of max_connections */
+	int64_t max_queued_output;          /* unread reply bytes per connection */
+	int64_t max_queued_output_per_uid;  /* ... over all of one uid's connections */
+	int64_t max_input_per_uid;          /* requests partly received, per uid */
 	int64_t max_frame_size;
-	int64_t idle_timeout_s;     /* idle or half-sent request */
+	int64_t idle_timeout_s;     /* no traffic */
+	int64_t frame_timeout_s;    /* first frame, or the rest of a frame begun */
 	int64_t shutdown_grace_s;   /* in-flight requests at SIGTERM */
 	int64_t workers;            /* worker pool for heavy work */
 

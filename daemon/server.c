@@ -17,16 +17,31 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
+#include "daemon/peers.h"
 #include "daemon/server.h"
 #include "proto/frame.h"
 
 /* Caps on work done for one wake-up, so that no peer starves the others. */
 #define ACCEPTS_PER_WAKEUP 64
 #define FRAMES_PER_WAKEUP 16
+/* The same over all the connections of one uid, per turn of the loop: a
+ * user's many pipelining connections get no more turns than one. */
+#define UID_FRAMES_PER_TURN 8
 /* Progress responses are dropped, never queued without bound, when a slow
  * client has this much unread. */
 #define PROGRESS_BACKLOG (1u << 20)
 #define MAX_PEER_GROUPS 256
+/* A busy connection is read only to see its client go: what it sends
+ * meanwhile is buffered up to this much, then left in the socket. */
+#define BUSY_INPUT_MAX (64u * 1024u)
+/* An input buffer grown by a large frame is given back past this size. */
+#define INPUT_KEEP (128u * 1024u)
+#define NSEC_PER_SEC 1000000000ull
+/* A refused connection stays open, answered, until its client has sent
+ * something (or this long): closed at once, the client's first write
+ * would fail and it would never read why.  Only so many stay. */
+#define REFUSED_LINGER_S 2
+#define REFUSED_LINGER_MAX 64
 
 enum conn_state {
 	CONN_READING,
@@ -39,6 +54,10 @@ struct conn {
 	struct conn *prev, *next;
 	int fd;
 	enum conn_state state;
+	struct peer_uid *owner;    /* NULL for a refused connection */
+	bool framed;               /* a whole frame has come */
+	bool out_paused;           /* not read: too many replies unread */
+	uint64_t frame_deadline_ns;/* the awaited frame is due; 0: none awaited */
 	struct ucred peer;
 	int peer_pidfd;            /* SO_PEERPIDFD at accept, owned; -1 if unsupported */
 	gid_t groups[MAX_PEER_GROUPS];
@@ -47,11 +66,13 @@ struct conn {
 	bool said_hello;
 	bool peer_gone;            /* EOF or error seen */
 	bool want_close;           /* closed on the next turn of the loop */
+	bool lingering;            /* refused, answered, waiting for its client */
 	struct frame_reader rd;
 	struct frame_writer wr;
 	struct event *ev_read;     /* persistent */
 	struct event *ev_write;    /* armed while output is pending */
-	struct event *ev_timer;    /* idle / half-sent timeout */
+	struct event *ev_timer;    /* idle, frame and unread-reply timeouts */
+	struct event *ev_again;    /* reads buffered frames on the next turn */
 	struct request *active;    /* the request in flight, or NULL */
 	struct close_watch *watches;   /* told when the connection closes */
 };
@@ -87,8 +108,10 @@ struct server {
 	char *path;                /* owned; unlinked at stop if we bound it */
 	bool bound_here;
 	struct event *ev_listen;
-	struct conn *conns;
-	size_t nconns, nbusy;
+	struct conn *conns;        /* refused ones too, until closed */
+	struct peer_table peers;   /* counts no refused connection */
+	size_t nbusy;
+	size_t nlingering;         /* refused connections still open */
 	uint64_t served;
 	gid_t admin_gid;
 	bool have_admin_gid;
@@ -96,6 +119,21 @@ struct server {
 
 static void conn_close(struct conn *c);
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+
+/* Go on reading c on the next turn of the loop, after it has polled the
+ * other sockets.  (An event_active() here would run in this same turn:
+ * libevent runs callbacks activated while it runs callbacks before it
+ * polls again, so a pipelining client would starve everyone else.) */
+static void conn_read_next_turn(struct conn *c)
+{
+	static const struct timeval now = { 0, 0 };
+	evtimer_add(c->ev_again, &now);
+}
+
+static void conn_on_again(evutil_socket_t fd, short what, void *arg)
+{
+	conn_on_read(fd, EV_READ, arg);
+}
 
 static const char *state_name(enum conn_state s)
 {
@@ -120,10 +158,98 @@ static void conn_set_state(struct conn *c, enum conn_state s)
 	c->state = s;
 }
 
-static void conn_touch(struct conn *c)
+/* Whether the daemon waits for a frame the client has yet to finish: its
+ * first one, or one it has begun. */
+static bool conn_awaits_frame(const struct conn *c)
 {
-	struct timeval tv = { .tv_sec = c->srv->d->cfg->idle_timeout_s };
+	if (c->state != CONN_READING || c->out_paused)
+		return false;
+	return !c->framed || frame_reader_buffered(&c->rd) > 0;
+}
+
+/* (Re)arm the one timer.  An awaited frame is due frame_timeout after it
+ * was first awaited, and bytes trickling in do not move that deadline:
+ * otherwise a byte now and then would hold a connection slot for ever.
+ * Any other connection may stay idle_timeout without traffic. */
+static void conn_arm_timer(struct conn *c)
+{
+	if (c->lingering)
+		return;                 /* its own short deadline holds */
+	const struct config *cfg = c->srv->d->cfg;
+	uint64_t wait = (uint64_t)cfg->idle_timeout_s * NSEC_PER_SEC;
+	if (conn_awaits_frame(c)) {
+		uint64_t now = now_monotonic_ns();
+		int64_t limit = cfg->frame_timeout_s < cfg->idle_timeout_s ? cfg->frame_timeout_s
+									      : cfg->idle_timeout_s;
+		if (!c->frame_deadline_ns)
+			c->frame_deadline_ns = now + (uint64_t)limit * NSEC_PER_SEC;
+		wait = c->frame_deadline_ns > now ? c->frame_deadline_ns - now : 0;
+	} else {
+		c->frame_deadline_ns = 0;
+	}
+	struct timeval tv = { .tv_sec = (time_t)(wait / NSEC_PER_SEC),
+			      .tv_usec = (suseconds_t)(wait % NSEC_PER_SEC / 1000) };
 	evtimer_add(c->ev_timer, &tv);
+}
+
+/* The turn of the loop: libevent caches the time once per turn, after it
+ * polled, so the cached time names the turn. */
+static uint64_t loop_turn(const struct server *s)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(s->d->base, &tv);
+	return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+/* ---- flow control: replies nobody reads ---- */
+
+/* Whether c has more replies unread than it may: its own cap, or its uid's
+ * over all that uid's connections.  Such a connection is neither read nor
+ * dispatched, so a client that never reads cannot make the daemon queue
+ * replies without bound; the kernel's socket buffer stops the client. */
+static bool conn_output_full(const struct conn *c)
+{
+	return c->wr.queued > (size_t)c->srv->d->cfg->max_queued_output ||
+	       (c->owner && c->owner->over);
+}
+
+static void conn_pause(struct conn *c)
+{
+	if (!c->out_paused)
+		log_debug("conn %d (uid %u): %zu reply bytes unread (%zu over the uid's "
+			  "connections); stop reading its requests", c->fd, (unsigned)c->peer.uid,
+			  c->wr.queued, c->owner ? c->owner->queued : c->wr.queued);
+	c->out_paused = true;
+	event_del(c->ev_read);
+	conn_arm_timer(c);
+}
+
+static void conn_resume(struct conn *c)
+{
+	if (!c->out_paused || c->state != CONN_READING || c->want_close || conn_output_full(c))
+		return;
+	log_debug("conn %d: replies read; reading its requests again", c->fd);
+	c->out_paused = false;
+	event_add(c->ev_read, NULL);
+	conn_read_next_turn(c);        /* frames already buffered */
+}
+
+static void server_resume_uid(struct server *s, const struct peer_uid *u)
+{
+	for (struct conn *c = s->conns; c; c = c->next)
+		if (c->owner == u)
+			conn_resume(c);
+}
+
+/* c's queued output changed from `before`: keep its uid's total in step,
+ * and pause or resume by the caps. */
+static void conn_account_output(struct conn *c, size_t before)
+{
+	size_t cap = (size_t)c->srv->d->cfg->max_queued_output_per_uid;
+	if (c->owner && peer_queued(c->owner, before, c->wr.queued, cap))
+		server_resume_uid(c->srv, c->owner);
+	if (c->wr.queued < before)
+		conn_resume(c);
 }
 
 /* Closing is deferred to a callback of its own: a flush can fail deep in
@@ -136,7 +262,9 @@ static void conn_close_later(struct conn *c)
 
 static void conn_flush(struct conn *c)
 {
+	size_t before = c->wr.queued;
 	int rc = frame_writer_flush(&c->wr, c->fd);
+	conn_account_output(c, before);
 	if (rc < 0) {
 		log_debug("conn %d: write failed: %s", c->fd, strerror(errno));
 		c->peer_gone = true;
@@ -148,7 +276,7 @@ static void conn_flush(struct conn *c)
 		return;
 	}
 	event_del(c->ev_write);
-	if (c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSING && !c->lingering)
 		conn_close_later(c);
 }
 
@@ -159,7 +287,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 		conn_close(c);
 		return;
 	}
-	conn_touch(c);
+	conn_arm_timer(c);
 	conn_flush(c);
 }
 
@@ -169,7 +297,9 @@ static void conn_send(struct conn *c, const Alps__Response *resp, const int *fds
 	size_t len = alps__response__get_packed_size(resp);
 	_cleanup_free_ uint8_t *buf = xmalloc(len);
 	alps__response__pack(resp, buf);
+	size_t before = c->wr.queued;
 	frame_writer_push(&c->wr, buf, len, fds, nfds);
+	conn_account_output(c, before);
 	conn_flush(c);
 }
 
@@ -356,7 +486,7 @@ static void request_done(struct request *rq, int code)
 		event_add(c->ev_read, NULL);
 		/* Frames that arrived while busy are parsed on the next turn of
 		 * the loop, not here, so a pipelining client cannot recurse. */
-		event_active(c->ev_read, EV_READ, 0);
+		conn_read_next_turn(c);
 	}
 	request_unref(rq);      /* the connection's reference */
 }
@@ -461,15 +591,76 @@ static void conn_dispatch(struct conn *c, const Alps__Request *req)
 	request_fail(rq, err);
 }
 
-/* Parse the frames buffered, as long as the connection is READING. */
+/* Whether a whole frame is buffered already: then reading more would
+ * only grow the buffer. */
+static bool conn_has_frame(const struct conn *c)
+{
+	const struct frame_reader *r = &c->rd;
+	if (frame_reader_buffered(r) < FRAME_HEADER_SIZE)
+		return false;
+	const uint8_t *payload;
+	size_t len, used;
+	return frame_decode(r->buf + r->pending, r->len - r->pending, r->max, &payload, &len,
+			    &used) != FRAME_INCOMPLETE;
+}
+
+/* Input buffer bytes past what every connection may keep: what a user
+ * can make the daemon hold by sending most of a large frame. */
+static size_t conn_input_held(const struct conn *c)
+{
+	return c->rd.cap > INPUT_KEEP ? c->rd.cap - INPUT_KEEP : 0;
+}
+
+/* A connection that once sent a large frame does not keep a buffer of
+ * that size for as long as it stays. */
+static void conn_trim_input(struct conn *c)
+{
+	if (frame_reader_buffered(&c->rd) || c->rd.nfds || c->rd.cap <= INPUT_KEEP)
+		return;
+	size_t held = conn_input_held(c);
+	size_t max = c->rd.max;
+	frame_reader_release(&c->rd);
+	frame_reader_init(&c->rd, max);
+	if (c->owner)
+		peer_input(c->owner, held, 0, NULL);
+}
+
+/* The uid of a connection whose buffer just grew holds more than its cap
+ * of requests partly received (a user's many connections each sending
+ * most of a maximal frame): that connection is cut. */
+static void conn_cut_input(struct conn *c)
+{
+	const struct config *cfg = c->srv->d->cfg;
+	_cleanup_free_ char *msg = xasprintf(
+		"uid %u has more than %zu bytes of requests partly sent over its connections "
+		"(daemon.max_input_per_uid); closing this one", (unsigned)c->peer.uid,
+		peer_input_cap(cfg));
+	conn_fail_and_close(c, 0, ALPS_E_LIMIT, msg);
+	peer_input(c->owner, conn_input_held(c), 0, NULL);
+	frame_reader_release(&c->rd);
+	frame_reader_init(&c->rd, (size_t)cfg->max_frame_size);
+}
+
+/* Parse the frames buffered, as long as the connection is READING and its
+ * client reads its replies. */
 static void conn_parse(struct conn *c)
 {
 	for (int n = 0; n < FRAMES_PER_WAKEUP && c->state == CONN_READING && !c->want_close; n++) {
+		if (conn_output_full(c)) {
+			conn_pause(c);
+			return;
+		}
+		if (!conn_has_frame(c)) {
+			conn_trim_input(c);
+			return;
+		}
+		if (c->owner && !peer_take_frame(c->owner, loop_turn(c->srv), UID_FRAMES_PER_TURN)) {
+			conn_read_next_turn(c);
+			return;
+		}
 		const uint8_t *payload;
 		size_t len;
 		int rc = frame_reader_next(&c->rd, &payload, &len);
-		if (rc == FRAME_INCOMPLETE)
-			return;
 		if (rc == FRAME_ERR_TOO_LARGE) {
 			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "frame larger than the daemon's maximum");
 			return;
@@ -479,49 +670,79 @@ static void conn_parse(struct conn *c)
 			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "malformed request (not a protobuf Request)");
 			return;
 		}
+		c->framed = true;
+		c->frame_deadline_ns = 0;
 		conn_dispatch(c, req);
 		alps__request__free_unpacked(req, NULL);
 	}
 	if (c->state == CONN_READING && frame_reader_buffered(&c->rd) >= FRAME_HEADER_SIZE)
-		event_active(c->ev_read, EV_READ, 0);   /* more frames: next turn */
+		conn_read_next_turn(c);        /* more frames */
+}
+
+/* One read into c's buffer; false when that ended the connection.  *got:
+ * bytes came. */
+static bool conn_fill(struct conn *c, bool *got)
+{
+	size_t held = conn_input_held(c);
+	ssize_t n = frame_reader_fill(&c->rd, c->fd);
+	int saved = errno;
+	*got = n > 0;
+	if (c->owner && peer_input(c->owner, held, conn_input_held(c), c->srv->d->cfg)) {
+		conn_cut_input(c);
+		return false;
+	}
+	errno = saved;
+	if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)))
+		return true;
+	if (n < 0 && errno == EMSGSIZE) {
+		conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "too many file descriptors in one message");
+		return false;
+	}
+	c->peer_gone = true;
+	conn_close(c);
+	return false;
 }
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (c->state == CONN_CLOSING || c->want_close)
-		return;
-	ssize_t n = frame_reader_fill(&c->rd, c->fd);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-		if (n < 0 && errno == ENOBUFS) {
-			/* A busy connection whose client keeps sending: stop reading
-			 * until the request in flight is done. */
-			event_del(c->ev_read);
-			return;
-		}
-		if (n < 0 && errno == EMSGSIZE) {
-			conn_fail_and_close(c, 0, ALPS_E_PROTOCOL, "too many file descriptors in one message");
-			return;
-		}
-		c->peer_gone = true;
-		conn_close(c);
+	if (c->lingering) {
+		conn_close(c);          /* the client wrote or went: it can read */
 		return;
 	}
-	if (n > 0)
-		conn_touch(c);
+	if (c->state == CONN_CLOSING || c->want_close)
+		return;
+	if (c->state == CONN_READING && conn_output_full(c)) {
+		conn_pause(c);
+		return;
+	}
+	if (c->state == CONN_BUSY && frame_reader_buffered(&c->rd) >= BUSY_INPUT_MAX) {
+		/* What a busy client sends stays in its socket until the
+		 * request in flight is done (request_done() reads again). */
+		event_del(c->ev_read);
+		return;
+	}
+	bool got = false;
+	if (!(c->state == CONN_READING && conn_has_frame(c)) && !conn_fill(c, &got))
+		return;
 	if (c->state == CONN_READING)
 		conn_parse(c);
+	if (got || c->state == CONN_READING)
+		conn_arm_timer(c);
 }
 
 static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	if (c->state == CONN_BUSY) {
-		conn_touch(c);          /* a long request is not idleness */
+		conn_arm_timer(c);      /* a long request is not idleness */
 		return;
 	}
-	log_debug("conn %d (uid %u): idle timeout with %zu bytes buffered", c->fd,
-		  (unsigned)c->peer.uid, frame_reader_buffered(&c->rd));
+	const char *why = c->frame_deadline_ns ? (c->framed ? "a request begun and not finished"
+							    : "no request since it connected")
+			  : c->wr.queued ? "its replies unread" : "idle";
+	log_debug("conn %d (uid %u): timeout, %s (%zu bytes buffered, %zu unread)", c->fd,
+		  (unsigned)c->peer.uid, why, frame_reader_buffered(&c->rd), c->wr.queued);
 	conn_close(c);
 }
 
@@ -541,8 +762,13 @@ static void conn_close(struct conn *c)
 	event_free(c->ev_read);
 	event_free(c->ev_write);
 	event_free(c->ev_timer);
+	event_free(c->ev_again);
+	if (c->owner)
+		peer_input(c->owner, conn_input_held(c), 0, NULL);
 	frame_reader_release(&c->rd);
+	size_t before = c->wr.queued;
 	frame_writer_release(&c->wr);
+	conn_account_output(c, before);
 	close(c->fd);
 	if (c->peer_pidfd >= 0)
 		close(c->peer_pidfd);
@@ -552,7 +778,10 @@ static void conn_close(struct conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	s->nconns--;
+	if (c->owner)
+		peer_remove(&s->peers, c->owner);
+	if (c->lingering)
+		s->nlingering--;
 	free(c);
 }
 
@@ -592,6 +821,23 @@ static int peer_pidfd(int fd)
 	return pidfd;
 }
 
+/* Answer a refused connection and close it after; it counts in no limit. */
+static void conn_refuse(struct conn *c, const char *why)
+{
+	struct server *s = c->srv;
+	peer_log_refusal(&s->peers, &c->peer, why);
+	conn_set_state(c, CONN_CLOSING);
+	if (s->nlingering < REFUSED_LINGER_MAX) {
+		c->lingering = true;
+		s->nlingering++;
+		struct timeval tv = { .tv_sec = REFUSED_LINGER_S };
+		evtimer_add(c->ev_timer, &tv);
+	} else {
+		event_del(c->ev_read);
+	}
+	conn_send_error(c, 0, ALPS_E_LIMIT, why);
+}
+
 static void server_accept_one(struct server *s, int fd)
 {
 	struct ucred cred;
@@ -608,23 +854,26 @@ static void server_accept_one(struct server *s, int fd)
 	c->peer_pidfd = peer_pidfd(fd);
 	c->ngroups = peer_groups(fd, c->groups, MAX_PEER_GROUPS);
 	c->admin = cred.uid == 0 || (s->have_admin_gid && peer_in_group(c, s->admin_gid));
+	_cleanup_free_ char *why = peer_refusal(&s->peers, s->d->cfg, cred.uid, c->admin);
+	if (!why)
+		c->owner = peer_add(&s->peers, cred.uid);
 	c->state = CONN_READING;
 	frame_reader_init(&c->rd, (size_t)s->d->cfg->max_frame_size);
 	frame_writer_init(&c->wr);
 	c->ev_read = event_new(s->d->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
 	c->ev_write = event_new(s->d->base, fd, EV_WRITE, conn_on_write, c);
 	c->ev_timer = evtimer_new(s->d->base, conn_on_timeout, c);
+	c->ev_again = evtimer_new(s->d->base, conn_on_again, c);
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
-	s->nconns++;
 	event_add(c->ev_read, NULL);
-	conn_touch(c);
-	log_debug("conn %d: uid %u gid %u pid %d%s", fd, (unsigned)cred.uid, (unsigned)cred.gid,
-		  (int)cred.pid, c->admin ? " (admin)" : "");
-	if (s->nconns > (size_t)s->d->cfg->max_connections)
-		conn_fail_and_close(c, 0, ALPS_E_LIMIT, "too many connections to alpsd; try again later");
+	conn_arm_timer(c);
+	log_debug("conn %d: uid %u gid %u pid %d%s%s", fd, (unsigned)cred.uid, (unsigned)cred.gid,
+		  (int)cred.pid, c->admin ? " (admin)" : "", why ? " (refused)" : "");
+	if (why)
+		conn_refuse(c, why);
 }
 
 static void server_on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -634,7 +883,8 @@ static void server_on_accept(evutil_socket_t lfd, short what, void *arg)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
-				log_warn("accept: %s (open connections: %zu)", strerror(errno), s->nconns);
+				log_warn("accept: %s (open connections: %zu)", strerror(errno),
+					 s->peers.nconns);
 			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 				 errno != ECONNABORTED)
 				log_warn("accept: %s", strerror(errno));
@@ -692,6 +942,10 @@ static int bind_socket(const char *path, alps_error **err)
 
 void server_reconfigure(struct server *s)
 {
+	/* The caps may have moved: what they stopped may go on. */
+	peer_recheck(&s->peers, (size_t)s->d->cfg->max_queued_output_per_uid);
+	for (struct conn *c = s->conns; c; c = c->next)
+		conn_resume(c);
 	const char *group = s->d->cfg->admin_group;
 	s->have_admin_gid = false;
 	if (group && *group) {
@@ -705,9 +959,23 @@ void server_reconfigure(struct server *s)
 	}
 }
 
+/* libevent's own messages (a failed epoll_ctl, a bad event) go to the
+ * daemon's log with its levels, not to a bare stderr. */
+static void on_libevent_log(int severity, const char *msg)
+{
+	enum log_level level = severity >= EVENT_LOG_ERR ? LOG_LVL_ERROR
+			       : severity == EVENT_LOG_WARN ? LOG_LVL_WARN
+			       : severity == EVENT_LOG_MSG ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+	if (level > log_get_level())
+		return;
+	_cleanup_free_ char *esc = log_escape(msg, 512);
+	log_msg(level, "libevent: %s", esc);
+}
+
 int server_start(struct daemon *d, const char *path, int listen_fd, struct server **out,
 		 alps_error **err)
 {
+	event_set_log_callback(on_libevent_log);
 	struct server *s = xzalloc(sizeof(*s));
 	s->d = d;
 	s->path = xstrdup(path);
@@ -761,7 +1029,7 @@ size_t server_busy(const struct server *s)
 
 size_t server_connections(const struct server *s)
 {
-	return s->nconns;
+	return s->peers.nconns;
 }
 
 uint64_t server_requests_served(const struct server *s)

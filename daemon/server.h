@@ -7,9 +7,22 @@
  *              parsed, so one connection holds at most one request
  *   CLOSING  - flushing the last responses before close
  * Peer credentials are taken at accept (SO_PEERCRED, SO_PEERGROUPS) and
- * checked per request against the handler's privilege.  Work per wake-up
- * is capped (accepts, bytes read, frames parsed); idle and half-sent
- * connections time out. */
+ * checked per request against the handler's privilege.
+ *
+ * What a local user can make the daemon hold is bounded (see peers.h):
+ *  - connections: a share per uid, and slots only root and the admin
+ *    group may use; a refused connection is answered and closed;
+ *  - replies: a READING connection whose unread replies are over its cap,
+ *    or whose uid's are over the uid's, is paused (neither read nor
+ *    dispatched) until its client reads;
+ *  - requests: a busy connection buffers little of what its client sends;
+ *    the connection that grows its uid's partly received requests past the
+ *    uid's cap is cut;
+ *  - turns: frames parsed per wake-up per connection and per uid, and
+ *    "more next turn" waits for the loop to poll again;
+ *  - time: the first frame, and any frame begun, must be complete within
+ *    frame_timeout (trickling bytes do not extend it); otherwise a
+ *    connection may stay idle_timeout without traffic. */
 #ifndef ALPS_SERVER_H
 #define ALPS_SERVER_H
 
