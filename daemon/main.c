@@ -146,7 +146,7 @@ fail:
 static int lock_state_dir(struct daemon *d, alps_error **err)
 {
 	const char *dir = d->cfg->state_dir;
-	if (mkdir_p(dir, 0755) < 0)
+	if (mkdir_p(dir, 0700) < 0)
 		return alps_fail_errno(err, "cannot create the state directory %s", dir);
 	if (mkdir_p(d->cfg->run_dir, 0755) < 0)
 		return alps_fail_errno(err, "cannot create the run directory %s", d->cfg->run_dir);
@@ -411,6 +411,9 @@ int main(int argc, char **argv)
 	d.start_ms = now_monotonic_ms();
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
+	/* Nothing alpsd creates is for other users unless it says so with an
+	 * explicit mode (the store holds every user's private data). */
+	umask(077);
 	if (lock_state_dir(&d, &err) < 0)
 		log_fatal("%s", err->msg);
 	if (store_open(d.cfg->state_dir, &d.store, &err) < 0)
