@@ -39,12 +39,16 @@ int store_check_ref(const char *ref, alps_error **err)
 }
 
 static int check_rec(const struct store_image_rec *rec, const char *const *layers,
-		     size_t nlayers, const char *tag, int64_t owner_uid, alps_error **err)
+		     size_t nlayers, const char *tag, const struct store_origin *from,
+		     alps_error **err)
 {
 	if (store_check_digest(rec->digest, "image digest", err) < 0 ||
 	    store_check_digest(rec->config_digest, "config digest", err) < 0 ||
-	    store_check_uid(owner_uid, true, err) < 0 || (tag && store_check_ref(tag, err) < 0))
+	    store_check_uid(from->uid, !from->private, err) < 0 ||
+	    (tag && store_check_ref(tag, err) < 0))
 		return -1;
+	if (from->origin && *from->origin && !store_printable(from->origin, 512))
+		return alps_fail(err, ALPS_E_INVALID, "origin not printable");
 	if (!rec->platform || !store_printable(rec->platform, 128))
 		return alps_fail(err, ALPS_E_INVALID, "platform missing or not printable");
 	if (!rec->manifest_json || !rec->config_json)
@@ -65,7 +69,7 @@ struct commit_arg {
 	const char *const *layers;
 	size_t nlayers;
 	const char *tag;
-	int64_t owner_uid;
+	const struct store_origin *from;
 };
 
 static int insert_layers(struct store *s, const struct commit_arg *a, int64_t now,
@@ -112,28 +116,6 @@ static int insert_image(struct store *s, const struct commit_arg *a, alps_error 
 	return store_stat_add_locked(s, "images_committed", 1, err);
 }
 
-/* See store_image_commit() for who may see the image afterwards. */
-static int set_access(struct store *s, const char *digest, int64_t uid, bool is_new,
-		      alps_error **err)
-{
-	if (uid == STORE_PUBLIC) {
-		if (sql_run(s, err, "DELETE FROM image_access WHERE image = ?1", "s", digest) < 0)
-			return -1;
-		if (sqlite3_changes(s->db) > 0)
-			log_info("store %s: image %s is public now: it was pulled without "
-				 "credentials", s->dir, digest);
-		return 0;
-	}
-	int r = 1;
-	if (!is_new)
-		r = sql_int(s, err, NULL, "SELECT 1 FROM image_access WHERE image = ?1 LIMIT 1",
-			    "s", digest);
-	if (r <= 0)
-		return r;
-	return sql_run(s, err, "INSERT OR IGNORE INTO image_access(image, uid) VALUES (?1, ?2)",
-		       "si", digest, uid);
-}
-
 static int commit_tx(struct store *s, void *arg, alps_error **err)
 {
 	const struct commit_arg *a = arg;
@@ -155,19 +137,19 @@ static int commit_tx(struct store *s, void *arg, alps_error **err)
 			      "ON CONFLICT(ref) DO UPDATE SET image = excluded.image",
 			      "ss", a->tag, digest) < 0)
 		return -1;
-	return set_access(s, digest, a->owner_uid, exists == 0, err);
+	return store_set_access_locked(s, digest, a->from, exists == 0, err);
 }
 
 int store_image_commit(struct store *s, const struct store_image_rec *rec,
 		       const char *const *layers, size_t nlayers, const char *tag,
-		       int64_t owner_uid, alps_error **err)
+		       const struct store_origin *from, alps_error **err)
 {
-	struct commit_arg a = { rec, layers, nlayers, tag, owner_uid };
-	if (!rec) {
-		alps_fail(err, ALPS_E_INVALID, "no image record");
+	struct commit_arg a = { rec, layers, nlayers, tag, from };
+	if (!rec || !from) {
+		alps_fail(err, ALPS_E_INVALID, rec ? "no origin" : "no image record");
 		return store_ctx(s, err, "committing an image", NULL);
 	}
-	if (check_rec(rec, layers, nlayers, tag, owner_uid, err) < 0)
+	if (check_rec(rec, layers, nlayers, tag, from, err) < 0)
 		return store_ctx(s, err, "committing image", rec->digest ? rec->digest : "(null)");
 	store_lock(s);
 	int r = store_tx(s, commit_tx, &a, err);
@@ -461,7 +443,9 @@ static int grant_tx(struct store *s, void *arg, alps_error **err)
 	int r = sql_int(s, err, NULL, "SELECT 1 FROM images WHERE digest = ?1", "s", a->digest);
 	if (r == 0)
 		return alps_fail(err, ALPS_E_NOT_FOUND, "no such image");
-	return r < 0 ? -1 : set_access(s, a->digest, a->value, false, err);
+	/* Granted by an admin, from no registry. */
+	struct store_origin from = { .origin = STORE_ORIGIN_GRANT, .uid = a->value, .private = true };
+	return r < 0 ? -1 : store_set_access_locked(s, a->digest, &from, false, err);
 }
 
 static int update_image(struct store *s, const char *doing,

@@ -91,12 +91,36 @@ static const char schema_v2[] =
 	"  value INTEGER NOT NULL DEFAULT 0"
 	") WITHOUT ROWID;";
 
+/* Version 3: access per origin, and who may reuse a layer.  An image's
+ * access rows name the origin ("registry/repository") it was pulled from
+ * privately, so that a pull without credentials from one origin cannot
+ * widen what was pulled privately from another; rows from version 2 get
+ * the origin '' (unknown: it matches no pull).  layer_access: the uids
+ * (-1: everyone) that fetched a layer or proved they can. */
+static const char schema_v3[] =
+	"CREATE TABLE image_access_v3 ("
+	"  image  TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,"
+	"  uid    INTEGER NOT NULL CHECK (uid >= 0),"
+	"  origin TEXT NOT NULL,"
+	"  PRIMARY KEY (image, uid, origin)"
+	") WITHOUT ROWID;"
+	"INSERT INTO image_access_v3(image, uid, origin) SELECT image, uid, '' FROM image_access;"
+	"DROP TABLE image_access;"
+	"ALTER TABLE image_access_v3 RENAME TO image_access;"
+	"CREATE INDEX image_access_uid ON image_access(uid);"
+	"CREATE TABLE layer_access ("
+	"  layer TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,"
+	"  uid   INTEGER NOT NULL CHECK (uid >= -1),"
+	"  PRIMARY KEY (layer, uid)"
+	") WITHOUT ROWID;";
+
 static const struct migration {
 	int version;            /* user_version after the step */
 	const char *sql;
 } migrations[] = {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
+	{ 3, schema_v3 },
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == STORE_SCHEMA_VERSION,
