@@ -243,6 +243,28 @@ def test_victim_pulls_again_from_cache(daemon, users, victim_world):
     assert r.returncode == 0, r.stderr
 
 
+def test_mount_table_names_no_layer_digest(daemon, users, victim_world):
+    """The host's mount table is world-readable: a layer mounted at a
+    directory named by its digest told every user which private layers the
+    node has.  With the victim's job prepared, the attacker's view of the
+    mount table holds no digest of the victim's image."""
+    w = victim_world
+    victim_pulls(daemon, users, w)
+    r = daemon.alps("prepare", "--job", "victimjob", "--user", str(users.victim.uid),
+                    "--image", w.ref)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = users.attacker.run(["cat", "/proc/self/mountinfo"])
+        assert r.returncode == 0, r.stderr
+        assert daemon.run_dir in r.stdout      # the layer mounts are there...
+        for l in w.manifest["layers"]:
+            hexd = l["digest"].split(":", 1)[1]
+            assert hexd not in r.stdout, "a layer digest in the mount table"
+            assert hexd[:12] not in r.stdout
+    finally:
+        daemon.alps("release", "--job", "victimjob", check=True)
+
+
 # ---- the database files ----
 
 ATTACK_OPEN = r"""
