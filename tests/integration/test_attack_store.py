@@ -243,6 +243,43 @@ def test_victim_pulls_again_from_cache(daemon, users, victim_world):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.fixture(scope="module")
+def public_world(tmp_path_factory):
+    """An open registry with one public image."""
+    rf.require_tools("docker-registry", "umoci", "skopeo")
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("publicworld")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    w.layout = rf.build_image(w.dir, "pub", [{"etc/public": b"public\n"}])
+    rf.push(w.layout, "pub", w.registry.host, "open/app", "v1")
+    w.ref = f"{w.registry.host}/open/app:v1"
+    w.manifest = w.layout.manifest("pub")
+    w.config = json.loads(w.layout.blob(w.manifest["config"]["digest"]))
+    yield w
+    w.registry.stop()
+
+
+def test_cached_layer_checked_against_diff_id(daemon, users, public_world):
+    """A config that lies about a cached layer's uncompressed digest is
+    refused as it would be for a downloaded layer."""
+    w = public_world
+    r = as_user(daemon, users.attacker, "pull", w.ref)
+    assert r.returncode == 0, r.stderr
+    cfg = dict(w.config)
+    cfg["rootfs"] = {"type": "layers", "diff_ids": ["sha256:" + "ab" * 32]}
+    cfg_bytes = json.dumps(cfg).encode()
+    manifest = dict(w.manifest)
+    manifest["config"] = {"mediaType": "application/vnd.oci.image.config.v1+json",
+                          "digest": rf.sha256_digest(cfg_bytes), "size": len(cfg_bytes)}
+    mbytes = json.dumps(manifest).encode()
+    with HostileRegistry(mbytes, {rf.sha256_digest(cfg_bytes): cfg_bytes}) as reg:
+        r = as_user(daemon, users.attacker, "pull", reg.ref)
+        assert r.returncode != 0, r.stdout
+        assert "uncompressed" in r.stderr, r.stderr
+    assert len(images_of(daemon, users.attacker)) == 1
+
+
 def test_mount_table_names_no_layer_digest(daemon, users, victim_world):
     """The host's mount table is world-readable: a layer mounted at a
     directory named by its digest told every user which private layers the
