@@ -592,18 +592,6 @@ static struct store *store_new(const char *dir)
 	return s;
 }
 
-static int open_subdir(struct store *s, const char *name, int *fd, alps_error **err)
-{
-	if (mkdirat(s->dir_fd, name, 0700) < 0 && errno != EEXIST)
-		return alps_fail_errno(err, "cannot create %s/", name);
-	/* O_NOFOLLOW: a symlink here would point renames and unlinks
-	 * somewhere else. */
-	*fd = openat(s->dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (*fd < 0)
-		return alps_fail_errno(err, "cannot open %s/", name);
-	return 0;
-}
-
 /* The store is root's alone: alps.db holds every user's tags, access rows,
  * image configs (ENV secrets) and jobs' environments, and read access to
  * -shm lets a user take sqlite's locks.  An older alpsd made the directory
@@ -643,6 +631,19 @@ static int repair_db_modes(struct store *s, alps_error **err)
 			return -1;
 	}
 	return 0;
+}
+
+static int open_subdir(struct store *s, const char *name, int *fd, alps_error **err)
+{
+	if (mkdirat(s->dir_fd, name, 0700) < 0 && errno != EEXIST)
+		return alps_fail_errno(err, "cannot create %s/", name);
+	/* O_NOFOLLOW: a symlink here would point renames and unlinks
+	 * somewhere else. */
+	*fd = openat(s->dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*fd < 0)
+		return alps_fail_errno(err, "cannot open %s/", name);
+	_cleanup_free_ char *what = xasprintf("%s/", name);
+	return repair_mode(s, *fd, what, 0700, err);
 }
 
 static int open_dirs(struct store *s, alps_error **err)

@@ -625,8 +625,11 @@ static void test_modes(void **state)
 	_cleanup_free_ char *db = path_in(f, "alps.db");
 	assert_int_equal(chmod(f->dir, 0755), 0);
 	assert_int_equal(chmod(db, 0644), 0);
+	_cleanup_free_ char *layers = path_in(f, "layers");
+	assert_int_equal(chmod(layers, 0755), 0);
 	expect_ok(store_open(f->dir, &f->s, &err), err);
 	assert_int_equal(mode_of(f, "."), 0700);
+	assert_int_equal(mode_of(f, "layers"), 0700);
 	assert_int_equal(mode_of(f, "alps.db"), 0600);
 	assert_int_equal(mode_of(f, "alps.db-shm"), 0600);
 }
