@@ -411,9 +411,6 @@ int main(int argc, char **argv)
 	d.start_ms = now_monotonic_ms();
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
-	/* Nothing alpsd creates is for other users unless it says so with an
-	 * explicit mode (the store holds every user's private data). */
-	umask(077);
 	if (lock_state_dir(&d, &err) < 0)
 		log_fatal("%s", err->msg);
 	if (store_open(d.cfg->state_dir, &d.store, &err) < 0)
