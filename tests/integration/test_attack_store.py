@@ -302,6 +302,37 @@ def test_mount_table_names_no_layer_digest(daemon, users, victim_world):
         daemon.alps("release", "--job", "victimjob", check=True)
 
 
+LIST_LOOPS = r"""
+import glob
+for p in glob.glob("/sys/block/loop*/loop/backing_file"):
+    try:
+        print(p, open(p).read().strip())
+    except OSError:
+        pass
+"""
+
+
+def test_loop_devices_name_no_layer_digest(daemon, users, victim_world):
+    """/sys/block/loopN/loop/backing_file is world-readable too: the
+    loop devices of the victim's layers must not name the layer files
+    (which are named by digest)."""
+    w = victim_world
+    victim_pulls(daemon, users, w)
+    r = daemon.alps("prepare", "--job", "victimloop", "--user", str(users.victim.uid),
+                    "--image", w.ref)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = users.attacker.run(["python3", "-c", LIST_LOOPS])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip(), "no loop device at all"
+        for l in w.manifest["layers"]:
+            hexd = l["digest"].split(":", 1)[1]
+            assert hexd[:12] not in r.stdout, f"a layer digest names a loop device:\n{r.stdout}"
+        assert daemon.state_dir not in r.stdout
+    finally:
+        daemon.alps("release", "--job", "victimloop", check=True)
+
+
 # ---- the database files ----
 
 ATTACK_OPEN = r"""
