@@ -133,9 +133,10 @@ static int commit_tx(struct store *s, void *arg, alps_error **err)
 	if (exists < 0)
 		return -1;
 	if (a->tag && sql_run(s, err,
-			      "INSERT INTO tags(ref, image) VALUES (?1, ?2) "
-			      "ON CONFLICT(ref) DO UPDATE SET image = excluded.image",
-			      "ss", a->tag, digest) < 0)
+			      "INSERT INTO tags(ref, image, origin) VALUES (?1, ?2, ?3) "
+			      "ON CONFLICT(ref) DO UPDATE SET image = excluded.image, "
+			      "origin = excluded.origin",
+			      "sss", a->tag, digest, a->from->origin ? a->from->origin : "") < 0)
 		return -1;
 	return store_set_access_locked(s, digest, a->from, exists == 0, err);
 }
@@ -240,14 +241,47 @@ static int load_row(struct store *s, const char *digest, bool full, struct store
 	return r < 0 ? -1 : 0;
 }
 
-/* Fill *img (zeroed) with image digest; the JSON fields only if full. */
-static int load_image(struct store *s, const char *digest, bool full, struct store_image *img,
-		      alps_error **err)
+/* Images uid may see: no access rows, or one for uid.  uid is SQL parameter
+ * P; negative (STORE_UID_ANY) and 0 (root) see everything. */
+#define VISIBLE(P)                                                                  \
+	"(" P " <= 0 OR NOT EXISTS (SELECT 1 FROM image_access a WHERE a.image = "  \
+	"i.digest) OR EXISTS (SELECT 1 FROM image_access a WHERE a.image = "        \
+	"i.digest AND a.uid = " P "))"
+
+/* Tags (aliased t) uid may see, of an image uid may see: all of a public
+ * image, and of a private one those set by a pull from an origin uid has
+ * an access row for (rows from before origins and grants: all).  A user
+ * who got an image from their own origin does not learn the names others
+ * pulled it under. */
+#define TAG_VISIBLE(P)                                                                 \
+	"(" P " <= 0 OR t.origin = '' OR NOT EXISTS (SELECT 1 FROM image_access a "   \
+	"WHERE a.image = t.image) OR EXISTS (SELECT 1 FROM image_access a WHERE "      \
+	"a.image = t.image AND a.uid = " P " AND a.origin IN (t.origin, '', '"         \
+	STORE_ORIGIN_GRANT "')))"
+
+static int load_tags(struct store *s, const char *digest, int64_t uid, struct store_strv *tags,
+		     alps_error **err)
+{
+	sqlite3_stmt *st = sql_prepare(s, err,
+				       "SELECT t.ref FROM tags t WHERE t.image = ?1 AND "
+				       TAG_VISIBLE("?2") " ORDER BY t.ref",
+				       "si", digest, uid);
+	if (!st)
+		return -1;
+	int r;
+	while ((r = sql_step(s, st, err)) > 0)
+		store_strv_add(tags, sql_col_str(st, 0));
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Fill *img (zeroed) with image digest, the tags uid may see; the JSON
+ * fields only if full. */
+static int load_image(struct store *s, const char *digest, int64_t uid, bool full,
+		      struct store_image *img, alps_error **err)
 {
 	struct store_strv tags = { 0 };
-	if (load_row(s, digest, full, img, err) < 0 ||
-	    store_collect(s, &tags, "SELECT ref FROM tags WHERE image = ?1 ORDER BY ref", digest,
-			  err) < 0 ||
+	if (load_row(s, digest, full, img, err) < 0 || load_tags(s, digest, uid, &tags, err) < 0 ||
 	    load_layers(s, img, err) < 0) {
 		store_strv_clear(&tags);
 		image_clear(img);
@@ -259,13 +293,6 @@ static int load_image(struct store *s, const char *digest, bool full, struct sto
 }
 
 /* ---- lookups ---------------------------------------------------------- */
-
-/* Images uid may see: no access rows, or one for uid.  uid is SQL parameter
- * P; negative (STORE_UID_ANY) and 0 (root) see everything. */
-#define VISIBLE(P)                                                                  \
-	"(" P " <= 0 OR NOT EXISTS (SELECT 1 FROM image_access a WHERE a.image = "  \
-	"i.digest) OR EXISTS (SELECT 1 FROM image_access a WHERE a.image = "        \
-	"i.digest AND a.uid = " P "))"
 
 /* A digest prefix: an optional "sha256:"/"sha512:", then at least 12
  * lowercase hex digits, fewer than a whole digest's.  *pattern (caller frees)
@@ -331,7 +358,7 @@ int store_resolve_locked(struct store *s, const char *what, int64_t uid, char **
 	else
 		r = sql_text(s, err, digest,
 			     "SELECT i.digest FROM tags t JOIN images i ON i.digest = t.image "
-			     "WHERE t.ref = ?1 AND " VISIBLE("?2"),
+			     "WHERE t.ref = ?1 AND " VISIBLE("?2") " AND " TAG_VISIBLE("?2"),
 			     "si", what, uid);
 	if (r == 0)
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "no such image");
@@ -356,7 +383,7 @@ int store_image_find(struct store *s, const char *what, int64_t uid, struct stor
 	store_lock(s);
 	int r = store_resolve_locked(s, what, uid, &digest, err);
 	if (r == 0)
-		r = load_image(s, digest, true, img, err);
+		r = load_image(s, digest, uid, true, img, err);
 	store_unlock(s);
 	if (r < 0) {
 		free(img);
@@ -383,7 +410,7 @@ static int list_locked(struct store *s, int64_t uid, struct store_image **out, s
 	struct store_image *imgs = xcalloc(digests.n, sizeof(*imgs));
 	size_t i;
 	for (i = 0; r == 0 && i < digests.n; i++)
-		r = load_image(s, digests.v[i], false, &imgs[i], err);
+		r = load_image(s, digests.v[i], uid, false, &imgs[i], err);
 	store_strv_clear(&digests);
 	if (r < 0) {
 		store_images_free(imgs, i);

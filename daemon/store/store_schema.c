@@ -96,7 +96,8 @@ static const char schema_v2[] =
  * privately, so that a pull without credentials from one origin cannot
  * widen what was pulled privately from another; rows from version 2 get
  * the origin '' (unknown: it matches no pull).  layer_access: the uids
- * (-1: everyone) that fetched a layer or proved they can. */
+ * (-1: everyone) that fetched a layer or proved they can.  tags.origin:
+ * see below ('' for tags from before: shown to whoever sees the image). */
 static const char schema_v3[] =
 	"CREATE TABLE image_access_v3 ("
 	"  image  TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,"
@@ -108,6 +109,9 @@ static const char schema_v3[] =
 	"DROP TABLE image_access;"
 	"ALTER TABLE image_access_v3 RENAME TO image_access;"
 	"CREATE INDEX image_access_uid ON image_access(uid);"
+	/* The origin of the pull that set a tag: of a private image, a user
+	 * sees the tags of the origins they pulled it from. */
+	"ALTER TABLE tags ADD COLUMN origin TEXT NOT NULL DEFAULT '';"
 	"CREATE TABLE layer_access ("
 	"  layer TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,"
 	"  uid   INTEGER NOT NULL CHECK (uid >= -1),"

@@ -229,9 +229,16 @@ def test_reserved_manifest_from_other_origin_does_not_widen(daemon, users, victi
         assert images_of(daemon, uid=65534) == []
         assert daemon.alps("inspect", w.ref, user=65534).returncode != 0
         assert as_user(daemon, users.victim, "inspect", w.ref).returncode == 0
-        assert [i["digest"] for i in images_of(daemon, users.attacker)] == [w.manifest_digest]
+        mine = images_of(daemon, users.attacker)
+        assert [i["digest"] for i in mine] == [w.manifest_digest]
         # The layers came from the attacker's own registry, not the store.
         assert ("GET", f"/v2/hostile/app/blobs/{w.layer['digest']}") in reg.seen
+        # The attacker sees the image under their name only, not the
+        # victim's (which would tell them what the victim pulled).
+        assert mine[0]["references"] == [reg.ref]
+        assert as_user(daemon, users.attacker, "inspect", w.ref).returncode != 0
+        assert as_user(daemon, users.attacker, "inspect", reg.ref).returncode == 0
+        assert [i["references"] for i in images_of(daemon, users.victim)] == [[w.ref]]
 
 
 def test_victim_pulls_again_from_cache(daemon, users, victim_world):

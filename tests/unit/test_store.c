@@ -522,6 +522,16 @@ static void test_access_per_origin(void **state)
 	assert_true(img->restricted);
 	store_image_free(img);
 	assert_int_equal(db_int(f, "SELECT count(DISTINCT origin) FROM image_access"), 2);
+	/* Each sees the tags of their own origin (admins all). */
+	assert_false(found(f->s, "private.example/victim/app:v1", 1001));
+	assert_false(found(f->s, "evil.example/hostile/app:latest", 1000));
+	img = find(f->s, digest, 1001);
+	assert_int_equal(img->ntags, 1);
+	assert_string_equal(img->tags[0], "evil.example/hostile/app:latest");
+	store_image_free(img);
+	img = find(f->s, digest, STORE_UID_ANY);
+	assert_int_equal(img->ntags, 2);
+	store_image_free(img);
 
 	/* Another private pull from the attacker's origin: the rows from two
 	 * origins stay; then the victim's origin goes public: still private
