@@ -36,7 +36,7 @@
  *	store_layer_hold(s, d)                  for each layer digest d, FIRST
  *	store_layer_get(s, d, &l, err)          ALPS_E_NOT_FOUND: download into
  *	    store_tmp_path(s), then store_layer_commit(s, tmp, &info, NULL, err)
- *	store_image_commit(s, &rec, digests, n, tag, uid, err)
+ *	store_image_commit(s, &rec, digests, n, tag, &from, err)
  *	store_layer_release(s, d)               for each, also on failure
  *
  * A held layer whose refcount drops to 0 keeps its row and file.  Taking the
