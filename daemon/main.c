@@ -147,7 +147,7 @@ fail:
 static int lock_state_dir(struct daemon *d, alps_error **err)
 {
 	const char *dir = d->cfg->state_dir;
-	if (mkdir_p(dir, 0755) < 0)
+	if (mkdir_p(dir, 0700) < 0)
 		return alps_fail_errno(err, "cannot create the state directory %s", dir);
 	if (mkdir_p(d->cfg->run_dir, 0755) < 0)
 		return alps_fail_errno(err, "cannot create the run directory %s", d->cfg->run_dir);

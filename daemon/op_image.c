@@ -11,6 +11,7 @@
 #include "daemon/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/store/store.h"
+#include "daemon/work.h"
 
 /* Who the store shows images to: everyone's for admins. */
 static int64_t viewer(struct request *rq)
@@ -121,6 +122,81 @@ int op_pull(struct request *rq, const Alps__Request *req, alps_error **err)
 	return rc;
 }
 
+/* ---- store calls off the loop ----
+ *
+ * Images, inspect and rm are store calls, and a store call may wait up to
+ * sqlite's busy timeout for a lock (an admin's sqlite3 shell, a checkpoint):
+ * they run on a worker, and the answer is sent from the loop. */
+
+struct image_work {
+	struct request *rq;
+	struct store *store;
+	int64_t viewer;                 /* viewer(rq), taken on the loop */
+	bool admin;
+	uid_t uid;
+	char *key;                      /* owned: what the user named (inspect, rm) */
+	bool is_digest;
+	/* Results, written by the worker, read by done(). */
+	struct store_image *imgs;       /* owned: images' list, or inspect's one */
+	size_t n;
+	struct store_removed removed;
+	alps_error *err;
+};
+
+static void image_work_free(struct image_work *w)
+{
+	request_unref(w->rq);
+	free(w->key);
+	store_images_free(w->imgs, w->n);
+	alps_error_free(w->err);
+	free(w);
+}
+
+/* Fail the request if the worker failed; true if it did. */
+static bool image_work_failed(struct image_work *w)
+{
+	if (!w->err)
+		return false;
+	request_fail(w->rq, w->err);
+	w->err = NULL;
+	return true;
+}
+
+/* Submit w (from a handler: takes a reference on rq); w is freed on
+ * failure. */
+static int image_work_submit(struct request *rq, struct image_work *w, work_fn fn, work_fn done,
+			     alps_error **err)
+{
+	struct daemon *d = request_daemon(rq);
+	w->rq = request_ref(rq);
+	w->store = d->store;
+	w->viewer = viewer(rq);
+	w->admin = request_peer_is_admin(rq);
+	w->uid = request_peer(rq)->uid;
+	if (work_submit(d, fn, done, w, err) < 0) {
+		image_work_free(w);
+		return -1;
+	}
+	return 0;
+}
+
+/* The key the user named, for inspect and rm; NULL with *err set. */
+static struct image_work *image_work_named(struct request *rq, const char *text, const char *op,
+					   alps_error **err)
+{
+	if (!text || !*text) {
+		alps_fail(err, ALPS_E_INVALID, "%s: no image given", op);
+		return NULL;
+	}
+	struct image_work *w = xzalloc(sizeof(*w));
+	w->key = image_key(request_daemon(rq), text, &w->is_digest, err);
+	if (!w->key) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
 /* ---- images, inspect ---- */
 
 static void image_info_fill(Alps__ImageInfo *info, const struct store_image *img)
@@ -137,17 +213,22 @@ static void image_info_fill(Alps__ImageInfo *info, const struct store_image *img
 	info->platform = img->platform;
 }
 
-int op_images(struct request *rq, const Alps__Request *req, alps_error **err)
+static void images_work(void *arg)
 {
-	struct daemon *d = request_daemon(rq);
-	struct store_image *imgs = NULL;
-	size_t n = 0;
-	if (store_images_list(d->store, viewer(rq), &imgs, &n, err) < 0)
-		return -1;
+	struct image_work *w = arg;
+	store_images_list(w->store, w->viewer, &w->imgs, &w->n, &w->err);
+}
+
+static void images_done(void *arg)
+{
+	struct image_work *w = arg;
+	if (image_work_failed(w))
+		return image_work_free(w);
+	size_t n = w->n;
 	Alps__ImageInfo *infos = xcalloc(n ? n : 1, sizeof(*infos));
 	Alps__ImageInfo **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
 	for (size_t i = 0; i < n; i++) {
-		image_info_fill(&infos[i], &imgs[i]);
+		image_info_fill(&infos[i], &w->imgs[i]);
 		ptrs[i] = &infos[i];
 	}
 	Alps__ImagesReply ir = ALPS__IMAGES_REPLY__INIT;
@@ -156,25 +237,31 @@ int op_images(struct request *rq, const Alps__Request *req, alps_error **err)
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_IMAGES_REPLY;
 	resp.images_reply = &ir;
-	request_finish(rq, &resp);
+	request_finish(w->rq, &resp);
 	free(ptrs);
 	free(infos);
-	store_images_free(imgs, n);
-	return 0;
+	image_work_free(w);
 }
 
-int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
+int op_images(struct request *rq, const Alps__Request *req, alps_error **err)
 {
-	struct daemon *d = request_daemon(rq);
-	if (!req->inspect || !req->inspect->reference || !*req->inspect->reference)
-		return alps_fail(err, ALPS_E_INVALID, "inspect: no image given");
-	bool is_digest;
-	_cleanup_free_ char *key = image_key(d, req->inspect->reference, &is_digest, err);
-	if (!key)
-		return -1;
-	struct store_image *img = NULL;
-	if (store_image_find(d->store, key, viewer(rq), &img, err) < 0)
-		return -1;
+	struct image_work *w = xzalloc(sizeof(*w));
+	return image_work_submit(rq, w, images_work, images_done, err);
+}
+
+static void inspect_work(void *arg)
+{
+	struct image_work *w = arg;
+	if (store_image_find(w->store, w->key, w->viewer, &w->imgs, &w->err) == 0)
+		w->n = 1;
+}
+
+static void inspect_done(void *arg)
+{
+	struct image_work *w = arg;
+	if (image_work_failed(w))
+		return image_work_free(w);
+	const struct store_image *img = w->imgs;
 	Alps__ImageInfo info;
 	image_info_fill(&info, img);
 	Alps__LayerInfo *li = xcalloc(img->nlayers + 1, sizeof(*li));
@@ -188,7 +275,7 @@ int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
 		li[i].compressed_size = l->compressed_size;
 		li[i].squashfs_size = l->squashfs_size;
 		/* Where the store keeps its files is the admins' business. */
-		li[i].file = request_peer_is_admin(rq) ? l->path : (char *)"";
+		li[i].file = w->admin ? l->path : (char *)"";
 		lip[i] = &li[i];
 	}
 	Alps__InspectReply ir = ALPS__INSPECT_REPLY__INIT;
@@ -200,41 +287,53 @@ int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY;
 	resp.inspect_reply = &ir;
-	request_finish(rq, &resp);
+	request_finish(w->rq, &resp);
 	free(lip);
 	free(li);
-	store_image_free(img);
-	return 0;
+	image_work_free(w);
+}
+
+int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	struct image_work *w = image_work_named(
+		rq, req->inspect ? req->inspect->reference : NULL, "inspect", err);
+	return w ? image_work_submit(rq, w, inspect_work, inspect_done, err) : -1;
 }
 
 /* ---- rm ---- */
 
-int op_remove(struct request *rq, const Alps__Request *req, alps_error **err)
+/* A tag goes alone (the image with it if it was the last); a digest takes
+ * the image and all its tags. */
+static void remove_work(void *arg)
 {
-	struct daemon *d = request_daemon(rq);
-	if (!req->remove || !req->remove->reference || !*req->remove->reference)
-		return alps_fail(err, ALPS_E_INVALID, "rm: no image given");
-	const char *what = req->remove->reference;
-	bool is_digest;
-	_cleanup_free_ char *key = image_key(d, what, &is_digest, err);
-	if (!key)
-		return -1;
-	struct store_removed removed = { 0 };
-	/* A tag goes alone (the image with it if it was the last); a digest
-	 * takes the image and all its tags. */
-	int rc = is_digest ? store_image_remove(d->store, key, &removed, err)
-			   : store_image_untag(d->store, key, &removed, err);
-	if (rc < 0)
-		return -1;
-	log_notice("rm %s by uid %u: %u image(s), %u layer(s), %llu bytes freed", key,
-		   (unsigned)request_peer(rq)->uid, removed.images, removed.layers,
-		   (unsigned long long)removed.bytes_freed);
+	struct image_work *w = arg;
+	if (w->is_digest)
+		store_image_remove(w->store, w->key, &w->removed, &w->err);
+	else
+		store_image_untag(w->store, w->key, &w->removed, &w->err);
+}
+
+static void remove_done(void *arg)
+{
+	struct image_work *w = arg;
+	if (image_work_failed(w))
+		return image_work_free(w);
+	log_notice("rm %s by uid %u: %u image(s), %u layer(s), %llu bytes freed", w->key,
+		   (unsigned)w->uid, w->removed.images, w->removed.layers,
+		   (unsigned long long)w->removed.bytes_freed);
 	Alps__RemoveReply rr = ALPS__REMOVE_REPLY__INIT;
-	rr.layers_removed = removed.layers;
-	rr.bytes_freed = removed.bytes_freed;
+	rr.layers_removed = w->removed.layers;
+	rr.bytes_freed = w->removed.bytes_freed;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_REMOVE_REPLY;
 	resp.remove_reply = &rr;
-	request_finish(rq, &resp);
-	return 0;
+	request_finish(w->rq, &resp);
+	image_work_free(w);
+}
+
+int op_remove(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	struct image_work *w = image_work_named(
+		rq, req->remove ? req->remove->reference : NULL, "rm", err);
+	return w ? image_work_submit(rq, w, remove_work, remove_done, err) : -1;
 }

@@ -55,6 +55,8 @@ struct pull {
 	struct platform platform;
 	bool has_platform;
 	int64_t owner;                  /* STORE_PUBLIC or the uid with private creds */
+	int64_t uid;                    /* who asked for the pull */
+	char *origin;                   /* "registry/repository", for access rows */
 	struct registry_session *session;
 	struct pull_opts opts;
 	pthread_t thread;
@@ -235,12 +237,62 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 		.digest = l->desc.digest, .diff_id = res.diff_id,
 		.media_type = l->desc.media_type, .compressed_size = l->desc.size,
 	};
-	if (store_layer_commit(st, tmp, &info, NULL, err) < 0)
+	if (store_layer_commit(st, tmp, &info, NULL, err) < 0 ||
+	    store_layer_allow(st, l->desc.digest, pl->owner, err) < 0)
 		return -1;
 	log_info("layer %s: %llu bytes -> %llu bytes squashfs, %llu entries",
 		 l->desc.digest, (unsigned long long)l->desc.size,
 		 (unsigned long long)res.out_bytes, (unsigned long long)res.entries);
 	return 0;
+}
+
+static int count_sink(void *arg, const void *data, size_t len)
+{
+	struct fetch_ctx *fc = arg;
+	(void)data;
+	if (atomic_load(&fc->pl->p->stopping))
+		return -1;
+	pthread_mutex_lock(&fc->pl->lock);
+	fc->job->st.done += len;
+	pthread_mutex_unlock(&fc->pl->lock);
+	return 0;
+}
+
+/* The store has the layer, but the puller has not shown they may have it:
+ * knowing a digest is not enough (it shows in mount tables).  Download it
+ * from the pull's registry with the puller's credentials; its digest
+ * verified, that proves access, and the bytes (the same as the store's)
+ * are dropped. */
+static int prove_access(struct pull *pl, struct layer_job *job, alps_error **err)
+{
+	const struct layer *l = job->layer;
+	struct fetch_ctx fc = { .pl = pl, .job = job };
+	log_info("layer %s: in the store, but uid %lld has not fetched it: fetching it again to "
+		 "prove access", l->desc.digest, (long long)pl->uid);
+	job_set(pl, job, "verifying");
+	if (registry_fetch_layer(pl->session, &l->desc, count_sink, &fc, err) < 0)
+		return alps_error_prefix(err, "layer %s", l->desc.digest);
+	return store_layer_allow(pl->p->d->store, l->desc.digest, pl->owner, err);
+}
+
+/* A layer the store has serves this pull only if its content is what the
+ * image config says and the puller may have it (see store.h, "Layer
+ * reuse").  *proved: it was downloaded to show that. */
+static int cached_check(struct pull *pl, struct layer_job *job, const struct store_layer *have,
+			bool *proved, alps_error **err)
+{
+	const char *digest = job->layer->desc.digest;
+	if (job->diff_id && have->diff_id && strcmp(job->diff_id, have->diff_id) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY,
+				 "layer %s: its uncompressed content is %s, but the image config "
+				 "says %s", digest, have->diff_id, job->diff_id);
+	bool ok = false;
+	if (store_layer_usable(pl->p->d->store, digest, pl->uid, &ok, err) < 0)
+		return -1;
+	if (ok)
+		return 0;
+	*proved = true;
+	return prove_access(pl, job, err);
 }
 
 /* The layer is there, or made by us or by another pull meanwhile.  The
@@ -258,8 +310,9 @@ static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps
 			return alps_fail(err, ALPS_E_CANCELLED, "alpsd is stopping");
 		struct store_layer *have = NULL;
 		if (store_layer_get(p->d->store, digest, &have, err) == 0) {
+			int rc = cached_check(pl, job, have, fetched, err);
 			store_layer_free(have);
-			return 0;
+			return rc;
 		}
 		if ((*err)->code != ALPS_E_NOT_FOUND)
 			return -1;
@@ -377,8 +430,10 @@ static int pull_commit(struct pull *pl, alps_error **err)
 		tag = ref_format(&t);
 		ref_free(&t);
 	}
+	struct store_origin from = { .origin = pl->origin, .uid = pl->uid,
+				     .private = pl->owner != STORE_PUBLIC };
 	int rc = store_image_commit(pl->p->d->store, &rec, digests, img->manifest.nlayers, tag,
-				    pl->owner, err);
+				    &from, err);
 	free(digests);
 	return rc;
 }
@@ -468,6 +523,7 @@ static void pull_free(struct pull *pl)
 	free(pl->jobs);
 	free(pl->key);
 	free(pl->reference);
+	free(pl->origin);
 	free(pl->opts.compressor);
 	alps_error_free(pl->err);
 	pthread_mutex_destroy(&pl->lock);
@@ -521,12 +577,18 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A re-pull of an image the store has needs no config download: the
- * manifest (fetched to see where the tag points) names it. */
+ * manifest (fetched to see where the tag points) names it.  Only when the
+ * puller may use that image: manifest bytes are easy to re-serve, and the
+ * config holds the image's ENV. */
 static int config_from_store(void *arg, const char *manifest_digest, const char *config_digest,
 			     void **buf, size_t *len)
 {
-	struct puller *p = arg;
+	struct pull *pl = arg;
+	struct puller *p = pl->p;
 	struct store_image *img = NULL;
+	bool ok = false;
+	if (store_image_usable(p->d->store, manifest_digest, pl->uid, &ok, NULL) < 0 || !ok)
+		return -1;
 	if (store_image_find(p->d->store, manifest_digest, STORE_UID_ANY, &img, NULL) < 0)
 		return -1;
 	int rc = -1;
@@ -569,6 +631,8 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->reference = ref_format(&pl->ref);
 	pl->phase = "resolving";
 	pl->owner = has_creds_for(req, pl->ref.registry) ? (int64_t)req->uid : STORE_PUBLIC;
+	pl->uid = (int64_t)req->uid;
+	pl->origin = xasprintf("%s/%s", pl->ref.registry, pl->ref.repository);
 	opts_from_config(&pl->opts, d->cfg);
 	if (req->platform && *req->platform) {
 		if (manifest_platform_parse(req->platform, &pl->platform, err) < 0)
@@ -578,7 +642,7 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->session = registry_session_new(d->cfg, &pl->ref, req->creds, req->ncreds, err);
 	if (!pl->session)
 		goto fail;
-	registry_set_config_source(pl->session, config_from_store, p);
+	registry_set_config_source(pl->session, config_from_store, pl);
 	pl->ev_done = event_new(d->base, -1, 0, on_done, pl);
 	pl->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, pl);
 	*out = pl;
@@ -598,9 +662,10 @@ int puller_pull(struct puller *p, const struct pull_request *req,
 		return -1;
 	_cleanup_free_ char *canon = ref_format(&ref);
 	bool private = has_creds_for(req, ref.registry);
-	_cleanup_free_ char *key = private ? xasprintf("%s#%u#%s", canon, (unsigned)req->uid,
-						       req->platform ? req->platform : "")
-					   : xasprintf("%s##%s", canon, req->platform ? req->platform : "");
+	/* Per user even without credentials: what a pull reuses from the
+	 * store and the access it records depend on who pulls. */
+	_cleanup_free_ char *key = xasprintf("%s#%u#%c#%s", canon, (unsigned)req->uid,
+					     private ? 'p' : 'a', req->platform ? req->platform : "");
 	struct pull *pl = p->pulls;
 	while (pl && strcmp(pl->key, key) != 0)
 		pl = pl->next;

@@ -2,7 +2,8 @@
  *
  * A layer (a squashfs file alps wrote itself, named by its digest) is
  * mounted once per node, read-only, nosuid, nodev, through an autoclear
- * loop device, at RUN_DIR/layers/<id>/root, and every job that uses it
+ * loop device, at RUN_DIR/layers/.mnt/<name> (name: random, so that the
+ * world-readable mount table names no digest), and every job that uses it
  * stacks that directory into its overlay.  RUN_DIR/layers is 0700 root, so
  * no user reads a layer's files outside a job allowed to use it.
  *

@@ -11,6 +11,7 @@
 
 #include "common/util.h"
 #include "daemon/job/loop.h"
+#include "daemon/job/sys.h"
 
 #ifndef LOOP_CONFIGURE
 #define LOOP_CONFIGURE 0x4C0A
@@ -24,8 +25,9 @@ static void loop_info_fill(struct loop_info64 *info, const char *path)
 {
 	memset(info, 0, sizeof(*info));
 	info->lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
-	/* For losetup -a and for reconciling after a restart; the kernel
-	 * keeps the first LO_NAME_SIZE - 1 bytes. */
+	/* For root (LOOP_GET_STATUS64 needs the device open; see
+	 * loop_backing_file()); the kernel keeps the first LO_NAME_SIZE - 1
+	 * bytes. */
 	size_t n = strlen(path);
 	if (n >= LO_NAME_SIZE)
 		n = LO_NAME_SIZE - 1;
@@ -84,11 +86,33 @@ static int loop_try_one(int ctl, int ffd, const char *path, char *devname, size_
 	return steal_fd(&lfd);
 }
 
+/* A loop device shows its backing file's path to every user
+ * (/sys/block/loopN/loop/backing_file), and a layer file is named by its
+ * digest.  Opened through a detached clone of its mount, the file is the
+ * root of a mount in no namespace, and that path reads "/".  Without
+ * open_tree() (kernels before 5.2) or /proc, the file is opened as it is. */
+static int open_backing(const char *path, alps_error **err)
+{
+	_cleanup_close_ int tree = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+								 AT_SYMLINK_NOFOLLOW);
+	if (tree >= 0) {
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tree);
+		int fd = open(proc, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return alps_fail_errno(err, "open(%s)", path);
+	return fd;
+}
+
 int loop_attach(const char *path, char *devname, size_t size, alps_error **err)
 {
-	_cleanup_close_ int ffd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_close_ int ffd = open_backing(path, err);
 	if (ffd < 0)
-		return alps_fail_errno(err, "open(%s)", path);
+		return -1;
 	_cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
 		return alps_fail_errno(err, "open(/dev/loop-control)");
@@ -101,8 +125,26 @@ int loop_attach(const char *path, char *devname, size_t size, alps_error **err)
 			 LOOP_ATTACH_TRIES);
 }
 
+/* The name loop_attach() gave the device (root only: the device node is
+ * not for users); NULL if there is none. */
+static char *loop_file_name(unsigned nr)
+{
+	char dev[32];
+	if (xsnprintf(dev, sizeof(dev), "/dev/loop%u", nr) < 0)
+		return NULL;
+	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	struct loop_info64 info;
+	if (fd < 0 || ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+		return NULL;
+	info.lo_file_name[LO_NAME_SIZE - 1] = '\0';
+	return info.lo_file_name[0] ? xstrdup((const char *)info.lo_file_name) : NULL;
+}
+
 char *loop_backing_file(unsigned nr)
 {
+	char *name = loop_file_name(nr);
+	if (name)
+		return name;
 	char path[64];
 	if (xsnprintf(path, sizeof(path), "/sys/block/loop%u/loop/backing_file", nr) < 0)
 		return NULL;

@@ -592,6 +592,47 @@ static struct store *store_new(const char *dir)
 	return s;
 }
 
+/* The store is root's alone: alps.db holds every user's tags, access rows,
+ * image configs (ENV secrets) and jobs' environments, and read access to
+ * -shm lets a user take sqlite's locks.  An older alpsd made the directory
+ * 0755 and the files 0644; take away what is more than mode, and say so. */
+static int repair_mode(struct store *s, int fd, const char *name, mode_t mode, alps_error **err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return alps_fail_errno(err, "cannot stat %s", name);
+	if (st.st_uid != geteuid())
+		log_warn("store %s: %s is owned by uid %u, not by alpsd's uid %u", s->dir, name,
+			 (unsigned)st.st_uid, (unsigned)geteuid());
+	mode_t had = st.st_mode & 07777;
+	if ((had & ~mode) == 0)
+		return 0;
+	if (fchmod(fd, had & mode) < 0)
+		return alps_fail_errno(err, "cannot chmod %s to %04o", name, (unsigned)(had & mode));
+	log_notice("store %s: %s had mode %04o, now %04o: the store is for root only", s->dir,
+		   name, (unsigned)had, (unsigned)(had & mode));
+	return 0;
+}
+
+/* The database files: alps.db is created 0600 here rather than by sqlite
+ * (which would honour the umask), and sqlite gives -wal and -shm the mode
+ * of alps.db, so all three end up 0600. */
+static int repair_db_modes(struct store *s, alps_error **err)
+{
+	static const char *const names[] = { "alps.db", "alps.db-wal", "alps.db-shm" };
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (i == 0 ? O_CREAT : 0);
+		_cleanup_close_ int fd = openat(s->dir_fd, names[i], flags, 0600);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0)
+			return alps_fail_errno(err, "cannot open %s", names[i]);
+		if (repair_mode(s, fd, names[i], 0600, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int open_subdir(struct store *s, const char *name, int *fd, alps_error **err)
 {
 	if (mkdirat(s->dir_fd, name, 0700) < 0 && errno != EEXIST)
@@ -601,7 +642,8 @@ static int open_subdir(struct store *s, const char *name, int *fd, alps_error **
 	*fd = openat(s->dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (*fd < 0)
 		return alps_fail_errno(err, "cannot open %s/", name);
-	return 0;
+	_cleanup_free_ char *what = xasprintf("%s/", name);
+	return repair_mode(s, *fd, what, 0700, err);
 }
 
 static int open_dirs(struct store *s, alps_error **err)
@@ -611,6 +653,9 @@ static int open_dirs(struct store *s, alps_error **err)
 	s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->dir_fd < 0)
 		return alps_fail_errno(err, "cannot open the directory");
+	if (repair_mode(s, s->dir_fd, "the state directory", 0700, err) < 0 ||
+	    repair_db_modes(s, err) < 0)
+		return -1;
 	if (open_subdir(s, "layers", &s->layers_fd, err) < 0 ||
 	    open_subdir(s, "tmp", &s->tmp_fd, err) < 0)
 		return -1;

@@ -1,7 +1,8 @@
 /* store.h: the image store, an sqlite index over one squashfs file per layer.
  *
- *	<state_dir>/alps.db          sqlite (WAL): images, tags, layers,
- *	                             image_layers, image_access, jobs, pulls, stats
+ *	<state_dir>/alps.db          sqlite (WAL), 0600: images, tags, layers,
+ *	                             image_layers, image_access, layer_access,
+ *	                             jobs, pulls, stats
  *	<state_dir>/layers/          <algo>-<hex>.sqfs, one per layer digest
  *	<state_dir>/tmp/             files being written; emptied by store_open()
  *	<state_dir>/alps.lock        flock()ed while a store is open
@@ -35,7 +36,7 @@
  *	store_layer_hold(s, d)                  for each layer digest d, FIRST
  *	store_layer_get(s, d, &l, err)          ALPS_E_NOT_FOUND: download into
  *	    store_tmp_path(s), then store_layer_commit(s, tmp, &info, NULL, err)
- *	store_image_commit(s, &rec, digests, n, tag, uid, err)
+ *	store_image_commit(s, &rec, digests, n, tag, &from, err)
  *	store_layer_release(s, d)               for each, also on failure
  *
  * A held layer whose refcount drops to 0 keeps its row and file.  Taking the
@@ -46,6 +47,17 @@
  * Visibility.  An image with no image_access rows is public on the node; one
  * with rows is visible only to those uids.  Functions that take a viewer uid
  * accept STORE_UID_ANY (admins: everything); uid 0 sees everything too.
+ * Each access row names the origin (registry/repository) the uid pulled
+ * the image from with credentials: a pull without credentials from another
+ * origin never widens access (see store_image_commit()).
+ *
+ * Layer reuse.  A layer is shared by digest, so knowing a private layer's
+ * digest must not be enough to get it: a pull reuses a layer only if
+ * store_layer_usable() says the puller may (the layer was fetched without
+ * credentials, or by that user, or an image the user may use holds it);
+ * otherwise the pull fetches it again, which proves access (the registry
+ * served it, its digest checked), and records that with
+ * store_layer_allow().
  *
  * Errors follow common/error.h; every message starts with "store <dir>: ".
  * Digests are validated (sha256/sha512, lowercase hex) before any path is
@@ -61,7 +73,7 @@
 #include "common/error.h"
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* Viewer uid that sees every image and job (root, admins). */
 #define STORE_UID_ANY ((int64_t)-1)
@@ -173,6 +185,14 @@ int store_layer_commit(struct store *s, const char *tmp_path, const struct store
  * "Holds" above).  Holds nest.  ALPS_E_INVALID for a malformed digest. */
 int store_layer_hold(struct store *s, const char *digest, alps_error **err);
 void store_layer_release(struct store *s, const char *digest);
+/* *ok: may uid reuse layer digest as the store has it (see "Layer reuse")?
+ * false for a layer the store does not have.  No exception for root. */
+int store_layer_usable(struct store *s, const char *digest, int64_t uid, bool *ok,
+		       alps_error **err);
+/* Record that uid (STORE_PUBLIC: anyone, it was fetched without
+ * credentials) fetched layer digest from a registry.  ALPS_E_NOT_FOUND if
+ * the store does not have it. */
+int store_layer_allow(struct store *s, const char *digest, int64_t uid, alps_error **err);
 /* Free a layer and its fields; NULL is fine. */
 void store_layer_free(struct store_layer *l);
 
@@ -187,18 +207,32 @@ struct store_image_rec {
 	const char *config_json;
 };
 
+/* Where a pull got an image, and who pulled.  Fields borrowed. */
+struct store_origin {
+	const char *origin;     /* "registry/repository"; NULL: unknown */
+	int64_t uid;            /* the puller, or STORE_PUBLIC for nobody in particular */
+	bool private;           /* with the puller's credentials for the registry */
+};
+
 /* In one transaction: add image rec with layers (digests of committed
  * layers, bottom first; a digest may repeat), incrementing their refcounts,
  * unless the image is already there; point tag (a canonical reference as
  * ref_format() writes it, or NULL) at it, moving the tag off another image,
- * which stays, untagged, until removed or collected; record access:
- * owner_uid STORE_PUBLIC makes the image public (it was fetched without
- * private credentials), a uid makes a new image private to that uid and adds
- * the uid to an already private one (a public image stays public).
+ * which stays, untagged, until removed or collected; record access from
+ * from: a private pull makes a new image private to from->uid (a row for
+ * from->origin) and adds from->uid to an already private one (a public
+ * image stays public).  A pull without credentials leaves a new or public
+ * image public; a private image becomes public only when all its access
+ * rows are from from->origin (that origin now serves it to anyone),
+ * otherwise it only gains from->uid (who fetched it from their origin).
  * ALPS_E_NOT_FOUND if a layer is not in the store. */
 int store_image_commit(struct store *s, const struct store_image_rec *rec,
 		       const char *const *layers, size_t nlayers, const char *tag,
-		       int64_t owner_uid, alps_error **err);
+		       const struct store_origin *from, alps_error **err);
+/* *ok: may uid use image digest as it is (public, or an access row for
+ * uid)?  No exception for root: this decides what a pull may reuse. */
+int store_image_usable(struct store *s, const char *digest, int64_t uid, bool *ok,
+		       alps_error **err);
 
 /* Find an image visible to uid by what: a digest ("sha256:<hex>"), a digest
  * prefix of at least 12 hex digits with or without "sha256:"/"sha512:"

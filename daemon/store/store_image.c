@@ -39,12 +39,16 @@ int store_check_ref(const char *ref, alps_error **err)
 }
 
 static int check_rec(const struct store_image_rec *rec, const char *const *layers,
-		     size_t nlayers, const char *tag, int64_t owner_uid, alps_error **err)
+		     size_t nlayers, const char *tag, const struct store_origin *from,
+		     alps_error **err)
 {
 	if (store_check_digest(rec->digest, "image digest", err) < 0 ||
 	    store_check_digest(rec->config_digest, "config digest", err) < 0 ||
-	    store_check_uid(owner_uid, true, err) < 0 || (tag && store_check_ref(tag, err) < 0))
+	    store_check_uid(from->uid, !from->private, err) < 0 ||
+	    (tag && store_check_ref(tag, err) < 0))
 		return -1;
+	if (from->origin && *from->origin && !store_printable(from->origin, 512))
+		return alps_fail(err, ALPS_E_INVALID, "origin not printable");
 	if (!rec->platform || !store_printable(rec->platform, 128))
 		return alps_fail(err, ALPS_E_INVALID, "platform missing or not printable");
 	if (!rec->manifest_json || !rec->config_json)
@@ -65,7 +69,7 @@ struct commit_arg {
 	const char *const *layers;
 	size_t nlayers;
 	const char *tag;
-	int64_t owner_uid;
+	const struct store_origin *from;
 };
 
 static int insert_layers(struct store *s, const struct commit_arg *a, int64_t now,
@@ -112,28 +116,6 @@ static int insert_image(struct store *s, const struct commit_arg *a, alps_error 
 	return store_stat_add_locked(s, "images_committed", 1, err);
 }
 
-/* See store_image_commit() for who may see the image afterwards. */
-static int set_access(struct store *s, const char *digest, int64_t uid, bool is_new,
-		      alps_error **err)
-{
-	if (uid == STORE_PUBLIC) {
-		if (sql_run(s, err, "DELETE FROM image_access WHERE image = ?1", "s", digest) < 0)
-			return -1;
-		if (sqlite3_changes(s->db) > 0)
-			log_info("store %s: image %s is public now: it was pulled without "
-				 "credentials", s->dir, digest);
-		return 0;
-	}
-	int r = 1;
-	if (!is_new)
-		r = sql_int(s, err, NULL, "SELECT 1 FROM image_access WHERE image = ?1 LIMIT 1",
-			    "s", digest);
-	if (r <= 0)
-		return r;
-	return sql_run(s, err, "INSERT OR IGNORE INTO image_access(image, uid) VALUES (?1, ?2)",
-		       "si", digest, uid);
-}
-
 static int commit_tx(struct store *s, void *arg, alps_error **err)
 {
 	const struct commit_arg *a = arg;
@@ -151,23 +133,24 @@ static int commit_tx(struct store *s, void *arg, alps_error **err)
 	if (exists < 0)
 		return -1;
 	if (a->tag && sql_run(s, err,
-			      "INSERT INTO tags(ref, image) VALUES (?1, ?2) "
-			      "ON CONFLICT(ref) DO UPDATE SET image = excluded.image",
-			      "ss", a->tag, digest) < 0)
+			      "INSERT INTO tags(ref, image, origin) VALUES (?1, ?2, ?3) "
+			      "ON CONFLICT(ref) DO UPDATE SET image = excluded.image, "
+			      "origin = excluded.origin",
+			      "sss", a->tag, digest, a->from->origin ? a->from->origin : "") < 0)
 		return -1;
-	return set_access(s, digest, a->owner_uid, exists == 0, err);
+	return store_set_access_locked(s, digest, a->from, exists == 0, err);
 }
 
 int store_image_commit(struct store *s, const struct store_image_rec *rec,
 		       const char *const *layers, size_t nlayers, const char *tag,
-		       int64_t owner_uid, alps_error **err)
+		       const struct store_origin *from, alps_error **err)
 {
-	struct commit_arg a = { rec, layers, nlayers, tag, owner_uid };
-	if (!rec) {
-		alps_fail(err, ALPS_E_INVALID, "no image record");
+	struct commit_arg a = { rec, layers, nlayers, tag, from };
+	if (!rec || !from) {
+		alps_fail(err, ALPS_E_INVALID, rec ? "no origin" : "no image record");
 		return store_ctx(s, err, "committing an image", NULL);
 	}
-	if (check_rec(rec, layers, nlayers, tag, owner_uid, err) < 0)
+	if (check_rec(rec, layers, nlayers, tag, from, err) < 0)
 		return store_ctx(s, err, "committing image", rec->digest ? rec->digest : "(null)");
 	store_lock(s);
 	int r = store_tx(s, commit_tx, &a, err);
@@ -258,14 +241,47 @@ static int load_row(struct store *s, const char *digest, bool full, struct store
 	return r < 0 ? -1 : 0;
 }
 
-/* Fill *img (zeroed) with image digest; the JSON fields only if full. */
-static int load_image(struct store *s, const char *digest, bool full, struct store_image *img,
-		      alps_error **err)
+/* Images uid may see: no access rows, or one for uid.  uid is SQL parameter
+ * P; negative (STORE_UID_ANY) and 0 (root) see everything. */
+#define VISIBLE(P)                                                                  \
+	"(" P " <= 0 OR NOT EXISTS (SELECT 1 FROM image_access a WHERE a.image = "  \
+	"i.digest) OR EXISTS (SELECT 1 FROM image_access a WHERE a.image = "        \
+	"i.digest AND a.uid = " P "))"
+
+/* Tags (aliased t) uid may see, of an image uid may see: all of a public
+ * image, and of a private one those set by a pull from an origin uid has
+ * an access row for (rows from before origins and grants: all).  A user
+ * who got an image from their own origin does not learn the names others
+ * pulled it under. */
+#define TAG_VISIBLE(P)                                                                 \
+	"(" P " <= 0 OR t.origin = '' OR NOT EXISTS (SELECT 1 FROM image_access a "   \
+	"WHERE a.image = t.image) OR EXISTS (SELECT 1 FROM image_access a WHERE "      \
+	"a.image = t.image AND a.uid = " P " AND a.origin IN (t.origin, '', '"         \
+	STORE_ORIGIN_GRANT "')))"
+
+static int load_tags(struct store *s, const char *digest, int64_t uid, struct store_strv *tags,
+		     alps_error **err)
+{
+	sqlite3_stmt *st = sql_prepare(s, err,
+				       "SELECT t.ref FROM tags t WHERE t.image = ?1 AND "
+				       TAG_VISIBLE("?2") " ORDER BY t.ref",
+				       "si", digest, uid);
+	if (!st)
+		return -1;
+	int r;
+	while ((r = sql_step(s, st, err)) > 0)
+		store_strv_add(tags, sql_col_str(st, 0));
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Fill *img (zeroed) with image digest, the tags uid may see; the JSON
+ * fields only if full. */
+static int load_image(struct store *s, const char *digest, int64_t uid, bool full,
+		      struct store_image *img, alps_error **err)
 {
 	struct store_strv tags = { 0 };
-	if (load_row(s, digest, full, img, err) < 0 ||
-	    store_collect(s, &tags, "SELECT ref FROM tags WHERE image = ?1 ORDER BY ref", digest,
-			  err) < 0 ||
+	if (load_row(s, digest, full, img, err) < 0 || load_tags(s, digest, uid, &tags, err) < 0 ||
 	    load_layers(s, img, err) < 0) {
 		store_strv_clear(&tags);
 		image_clear(img);
@@ -277,13 +293,6 @@ static int load_image(struct store *s, const char *digest, bool full, struct sto
 }
 
 /* ---- lookups ---------------------------------------------------------- */
-
-/* Images uid may see: no access rows, or one for uid.  uid is SQL parameter
- * P; negative (STORE_UID_ANY) and 0 (root) see everything. */
-#define VISIBLE(P)                                                                  \
-	"(" P " <= 0 OR NOT EXISTS (SELECT 1 FROM image_access a WHERE a.image = "  \
-	"i.digest) OR EXISTS (SELECT 1 FROM image_access a WHERE a.image = "        \
-	"i.digest AND a.uid = " P "))"
 
 /* A digest prefix: an optional "sha256:"/"sha512:", then at least 12
  * lowercase hex digits, fewer than a whole digest's.  *pattern (caller frees)
@@ -349,7 +358,7 @@ int store_resolve_locked(struct store *s, const char *what, int64_t uid, char **
 	else
 		r = sql_text(s, err, digest,
 			     "SELECT i.digest FROM tags t JOIN images i ON i.digest = t.image "
-			     "WHERE t.ref = ?1 AND " VISIBLE("?2"),
+			     "WHERE t.ref = ?1 AND " VISIBLE("?2") " AND " TAG_VISIBLE("?2"),
 			     "si", what, uid);
 	if (r == 0)
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "no such image");
@@ -374,7 +383,7 @@ int store_image_find(struct store *s, const char *what, int64_t uid, struct stor
 	store_lock(s);
 	int r = store_resolve_locked(s, what, uid, &digest, err);
 	if (r == 0)
-		r = load_image(s, digest, true, img, err);
+		r = load_image(s, digest, uid, true, img, err);
 	store_unlock(s);
 	if (r < 0) {
 		free(img);
@@ -401,7 +410,7 @@ static int list_locked(struct store *s, int64_t uid, struct store_image **out, s
 	struct store_image *imgs = xcalloc(digests.n, sizeof(*imgs));
 	size_t i;
 	for (i = 0; r == 0 && i < digests.n; i++)
-		r = load_image(s, digests.v[i], false, &imgs[i], err);
+		r = load_image(s, digests.v[i], uid, false, &imgs[i], err);
 	store_strv_clear(&digests);
 	if (r < 0) {
 		store_images_free(imgs, i);
@@ -461,7 +470,9 @@ static int grant_tx(struct store *s, void *arg, alps_error **err)
 	int r = sql_int(s, err, NULL, "SELECT 1 FROM images WHERE digest = ?1", "s", a->digest);
 	if (r == 0)
 		return alps_fail(err, ALPS_E_NOT_FOUND, "no such image");
-	return r < 0 ? -1 : set_access(s, a->digest, a->value, false, err);
+	/* Granted by an admin, from no registry. */
+	struct store_origin from = { .origin = STORE_ORIGIN_GRANT, .uid = a->value, .private = true };
+	return r < 0 ? -1 : store_set_access_locked(s, a->digest, &from, false, err);
 }
 
 static int update_image(struct store *s, const char *doing,

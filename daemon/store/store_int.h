@@ -107,6 +107,14 @@ int store_check_ref(const char *ref, alps_error **err);
 int store_resolve_locked(struct store *s, const char *what, int64_t uid, char **digest,
 			 alps_error **err);
 
+/* The origin of access rows store_image_grant() adds: no registry's. */
+#define STORE_ORIGIN_GRANT "(granted)"
+
+/* store_access.c: record the access a commit (from) gives to image
+ * digest (is_new: inserted by this transaction). */
+int store_set_access_locked(struct store *s, const char *digest, const struct store_origin *from,
+			    bool is_new, alps_error **err);
+
 /* store_schema.c: check the database, bring its schema to
  * STORE_SCHEMA_VERSION. */
 int store_schema_open(struct store *s, alps_error **err);

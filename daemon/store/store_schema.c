@@ -91,12 +91,40 @@ static const char schema_v2[] =
 	"  value INTEGER NOT NULL DEFAULT 0"
 	") WITHOUT ROWID;";
 
+/* Version 3: access per origin, and who may reuse a layer.  An image's
+ * access rows name the origin ("registry/repository") it was pulled from
+ * privately, so that a pull without credentials from one origin cannot
+ * widen what was pulled privately from another; rows from version 2 get
+ * the origin '' (unknown: it matches no pull).  layer_access: the uids
+ * (-1: everyone) that fetched a layer or proved they can.  tags.origin:
+ * see below ('' for tags from before: shown to whoever sees the image). */
+static const char schema_v3[] =
+	"CREATE TABLE image_access_v3 ("
+	"  image  TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,"
+	"  uid    INTEGER NOT NULL CHECK (uid >= 0),"
+	"  origin TEXT NOT NULL,"
+	"  PRIMARY KEY (image, uid, origin)"
+	") WITHOUT ROWID;"
+	"INSERT INTO image_access_v3(image, uid, origin) SELECT image, uid, '' FROM image_access;"
+	"DROP TABLE image_access;"
+	"ALTER TABLE image_access_v3 RENAME TO image_access;"
+	"CREATE INDEX image_access_uid ON image_access(uid);"
+	/* The origin of the pull that set a tag: of a private image, a user
+	 * sees the tags of the origins they pulled it from. */
+	"ALTER TABLE tags ADD COLUMN origin TEXT NOT NULL DEFAULT '';"
+	"CREATE TABLE layer_access ("
+	"  layer TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,"
+	"  uid   INTEGER NOT NULL CHECK (uid >= -1),"
+	"  PRIMARY KEY (layer, uid)"
+	") WITHOUT ROWID;";
+
 static const struct migration {
 	int version;            /* user_version after the step */
 	const char *sql;
 } migrations[] = {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
+	{ 3, schema_v3 },
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == STORE_SCHEMA_VERSION,

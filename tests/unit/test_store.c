@@ -185,9 +185,20 @@ static void commit_layer(struct store *s, unsigned seed, size_t size)
 	expect_ok(store_layer_commit(s, tmp, &info, NULL, &err), err);
 }
 
-/* Commit image seed with the layers of seeds lseeds (committed before). */
-static void commit_image(struct store *s, unsigned seed, const unsigned *lseeds, size_t n,
-			 const char *tag, int64_t uid)
+/* Pulled without credentials from the tests' usual origin. */
+static const struct store_origin anon = { .origin = "registry.example/test", .uid = STORE_PUBLIC };
+
+/* A pull by uid (STORE_PUBLIC: anonymous) from origin; a real uid pulls
+ * with credentials. */
+static struct store_origin origin_of(const char *origin, int64_t uid)
+{
+	return (struct store_origin){ .origin = origin, .uid = uid, .private = uid != STORE_PUBLIC };
+}
+
+/* Commit image seed with the layers of seeds lseeds (committed before),
+ * pulled from origin by uid as origin_of() says. */
+static void commit_image_from(struct store *s, unsigned seed, const unsigned *lseeds, size_t n,
+			      const char *tag, const struct store_origin *from)
 {
 	char digest[80], config[80], layers[16][80];
 	const char *lp[16];
@@ -203,7 +214,14 @@ static void commit_image(struct store *s, unsigned seed, const unsigned *lseeds,
 				       .platform = "linux/amd64",
 				       .manifest_json = "{\"schemaVersion\":2}",
 				       .config_json = "{\"architecture\":\"amd64\"}" };
-	expect_ok(store_image_commit(s, &rec, lp, n, tag, uid, &err), err);
+	expect_ok(store_image_commit(s, &rec, lp, n, tag, from, &err), err);
+}
+
+static void commit_image(struct store *s, unsigned seed, const unsigned *lseeds, size_t n,
+			 const char *tag, int64_t uid)
+{
+	struct store_origin from = origin_of(anon.origin, uid);
+	commit_image_from(s, seed, lseeds, n, tag, &from);
 }
 
 static sqlite3 *db_open(const struct fixture *f)
@@ -413,6 +431,217 @@ static void test_migration_from_v1(void **state)
 	expect_ok(store_job_insert(f->s, &job, &err), err);
 	store_image_free(img);
 	verify(f->s);
+}
+
+/* What version 2 added, as it created it, and a private image on top of
+ * the version 1 rows: uid 1000's, from an origin nobody recorded. */
+static const char v2_sql[] =
+	"CREATE TABLE image_access (image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,"
+	" uid INTEGER NOT NULL CHECK (uid >= 0), PRIMARY KEY (image, uid)) WITHOUT ROWID;"
+	"CREATE INDEX image_access_uid ON image_access(uid);"
+	"CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, uid INTEGER NOT NULL CHECK (uid >= 0),"
+	" user_name TEXT NOT NULL, image TEXT REFERENCES images(digest) ON DELETE RESTRICT,"
+	" state TEXT NOT NULL, created_ms INTEGER NOT NULL, environment_json TEXT, mounts TEXT);"
+	"CREATE INDEX jobs_image ON jobs(image);"
+	"CREATE INDEX jobs_uid ON jobs(uid);"
+	"CREATE TABLE pulls (id INTEGER PRIMARY KEY, ref TEXT NOT NULL,"
+	" uid INTEGER NOT NULL CHECK (uid >= 0), started_ms INTEGER NOT NULL,"
+	" bytes_done INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE stats (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL DEFAULT 0)"
+	" WITHOUT ROWID;"
+	"INSERT INTO image_access VALUES ('sha256:00000064" "00000000000000000000000000000000000000000000000000000000', 1000);"
+	"PRAGMA user_version = 2;";
+
+static void test_migration_from_v2(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	char digest[80], layer[80];
+	bool ok = true;
+
+	db_exec(f, v1_sql);
+	db_exec(f, v2_sql);
+	_cleanup_free_ char *layers = path_in(f, "layers");
+	assert_int_equal(mkdir(layers, 0700), 0);
+	_cleanup_free_ char *file = path_in(
+		f, "layers/sha256-00000001" "00000000000000000000000000000000000000000000000000000000.sqfs");
+	write_file(file, 300);
+
+	expect_ok(store_open(f->dir, &f->s, &err), err);
+	assert_int_equal(db_int(f, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	/* The access row kept, its origin unknown. */
+	assert_int_equal(db_int(f, "SELECT count(*) FROM image_access WHERE uid = 1000 AND "
+				   "origin = ''"), 1);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM layer_access"), 0);
+	mkdigest(digest, 100);
+	mkdigest(layer, 1);
+	assert_true(found(f->s, TAG_A, 1000));
+	assert_false(found(f->s, TAG_A, 1001));
+	/* The owner may reuse its layer; nobody else, root neither. */
+	expect_ok(store_layer_usable(f->s, layer, 1000, &ok, &err), err);
+	assert_true(ok);
+	expect_ok(store_layer_usable(f->s, layer, 1001, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_layer_usable(f->s, layer, 0, &ok, &err), err);
+	assert_false(ok);
+	/* An unknown origin is never the origin of a pull without
+	 * credentials: the image stays private. */
+	unsigned l[] = { 1 };
+	struct store_origin from = origin_of("docker.io/library/ubuntu", STORE_PUBLIC);
+	commit_image_from(f->s, 100, l, 1, NULL, &from);
+	assert_false(found(f->s, TAG_A, 1001));
+	assert_true(found(f->s, TAG_A, 1000));
+	verify(f->s);
+}
+
+/* Access per origin: a pull without credentials from another origin does
+ * not make a privately pulled image public; one from the same origin does
+ * (that registry serves it to anyone). */
+static void test_access_per_origin(void **state)
+{
+	struct fixture *f = *state;
+	char digest[80];
+	mkdigest(digest, 100);
+	commit_layer(f->s, 1, 100);
+	unsigned l[] = { 1 };
+	struct store_origin victim = origin_of("private.example/victim/app", 1000);
+	struct store_origin attacker = origin_of("evil.example/hostile/app", 1001);
+	attacker.private = false;
+	struct store_origin same = origin_of("private.example/victim/app", 1003);
+	same.private = false;
+
+	commit_image_from(f->s, 100, l, 1, "private.example/victim/app:v1", &victim);
+	assert_false(found(f->s, digest, 1001));
+	commit_image_from(f->s, 100, l, 1, "evil.example/hostile/app:latest", &attacker);
+	/* The attacker fetched it from their origin: theirs too, nobody else's. */
+	assert_true(found(f->s, "private.example/victim/app:v1", 1000));
+	assert_true(found(f->s, "evil.example/hostile/app:latest", 1001));
+	assert_false(found(f->s, "private.example/victim/app:v1", 1002));
+	assert_false(found(f->s, digest, 1002));
+	struct store_image *img = find(f->s, digest, STORE_UID_ANY);
+	assert_true(img->restricted);
+	store_image_free(img);
+	assert_int_equal(db_int(f, "SELECT count(DISTINCT origin) FROM image_access"), 2);
+	/* Each sees the tags of their own origin (admins all). */
+	assert_false(found(f->s, "private.example/victim/app:v1", 1001));
+	assert_false(found(f->s, "evil.example/hostile/app:latest", 1000));
+	img = find(f->s, digest, 1001);
+	assert_int_equal(img->ntags, 1);
+	assert_string_equal(img->tags[0], "evil.example/hostile/app:latest");
+	store_image_free(img);
+	img = find(f->s, digest, STORE_UID_ANY);
+	assert_int_equal(img->ntags, 2);
+	store_image_free(img);
+
+	/* Another private pull from the attacker's origin: the rows from two
+	 * origins stay; then the victim's origin goes public: still private
+	 * because of the attacker's origin's row. */
+	commit_image_from(f->s, 100, l, 1, NULL, &same);
+	assert_false(found(f->s, digest, 1002));
+	assert_true(found(f->s, digest, 1003));
+
+	/* With only rows from one origin, a pull without credentials from it
+	 * makes the image public. */
+	commit_layer(f->s, 2, 100);
+	unsigned l2[] = { 2 };
+	commit_image_from(f->s, 101, l2, 1, "private.example/victim/app:v2", &victim);
+	assert_false(found(f->s, "private.example/victim/app:v2", 1002));
+	struct store_origin same2 = origin_of("private.example/victim/app", STORE_PUBLIC);
+	commit_image_from(f->s, 101, l2, 1, NULL, &same2);
+	assert_true(found(f->s, "private.example/victim/app:v2", 1002));
+	verify(f->s);
+}
+
+/* Who may reuse a layer (store.h, "Layer reuse"). */
+static void test_layer_usable(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	char l1[80], l2[80], l3[80], img[80];
+	bool ok = true;
+	mkdigest(l1, 1);
+	mkdigest(l2, 2);
+	mkdigest(l3, 3);
+	mkdigest(img, 100);
+	commit_layer(f->s, 1, 100);
+	commit_layer(f->s, 2, 100);
+
+	/* An orphan nobody was recorded for: nobody, root neither. */
+	expect_ok(store_layer_usable(f->s, l1, 0, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_layer_allow(f->s, l1, 1000, &err), err);
+	expect_ok(store_layer_usable(f->s, l1, 1000, &ok, &err), err);
+	assert_true(ok);
+	expect_ok(store_layer_usable(f->s, l1, 1001, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_layer_allow(f->s, l1, STORE_PUBLIC, &err), err);
+	expect_ok(store_layer_usable(f->s, l1, 1001, &ok, &err), err);
+	assert_true(ok);
+
+	/* Held by a private image: its users only; by a public one: all. */
+	unsigned a[] = { 2 };
+	commit_image(f->s, 100, a, 1, TAG_A, 1000);
+	expect_ok(store_layer_usable(f->s, l2, 1000, &ok, &err), err);
+	assert_true(ok);
+	expect_ok(store_layer_usable(f->s, l2, 1001, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_image_usable(f->s, img, 1001, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_image_usable(f->s, img, 0, &ok, &err), err);
+	assert_false(ok);
+	expect_ok(store_image_usable(f->s, img, 1000, &ok, &err), err);
+	assert_true(ok);
+	commit_image(f->s, 101, a, 1, TAG_B, STORE_PUBLIC);
+	expect_ok(store_layer_usable(f->s, l2, 1001, &ok, &err), err);
+	assert_true(ok);
+
+	/* Not in the store; bad input. */
+	expect_ok(store_layer_usable(f->s, l3, 1000, &ok, &err), err);
+	assert_false(ok);
+	_cleanup_free_ char *msg = expect_fail(store_layer_allow(f->s, l3, 1000, &err), err,
+					       ALPS_E_NOT_FOUND);
+	free(msg);
+	msg = expect_fail(store_layer_usable(f->s, "sha256:xyz", 1000, &ok, &err), err,
+			  ALPS_E_INVALID);
+	free(msg);
+	msg = expect_fail(store_layer_usable(f->s, l1, -5, &ok, &err), err, ALPS_E_INVALID);
+	/* Removing the layer takes its rows. */
+	struct store_removed rm;
+	expect_ok(store_gc(f->s, 0, &rm, &err), err);
+	assert_int_equal(db_int(f, "SELECT count(*) FROM layer_access"), 0);
+	verify(f->s);
+}
+
+static mode_t mode_of(const struct fixture *f, const char *rel)
+{
+	_cleanup_free_ char *p = path_in(f, rel);
+	struct stat st;
+	assert_int_equal(lstat(p, &st), 0);
+	return st.st_mode & 07777;
+}
+
+/* The store is root's alone; start-up repairs what an older alpsd left. */
+static void test_modes(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	commit_layer(f->s, 1, 100);
+	assert_int_equal(mode_of(f, "."), 0700);
+	assert_int_equal(mode_of(f, "alps.db"), 0600);
+	assert_int_equal(mode_of(f, "alps.db-wal"), 0600);
+	assert_int_equal(mode_of(f, "alps.db-shm"), 0600);
+	store_close(f->s);
+	f->s = NULL;
+	_cleanup_free_ char *db = path_in(f, "alps.db");
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chmod(db, 0644), 0);
+	_cleanup_free_ char *layers = path_in(f, "layers");
+	assert_int_equal(chmod(layers, 0755), 0);
+	expect_ok(store_open(f->dir, &f->s, &err), err);
+	assert_int_equal(mode_of(f, "."), 0700);
+	assert_int_equal(mode_of(f, "layers"), 0700);
+	assert_int_equal(mode_of(f, "alps.db"), 0600);
+	assert_int_equal(mode_of(f, "alps.db-shm"), 0600);
 }
 
 static void test_refuse_newer_version(void **state)
@@ -817,7 +1046,7 @@ static void commit_named(struct store *s, const char *digest, const char *tag)
 				       .platform = "linux/arm64/v8",
 				       .manifest_json = "{}",
 				       .config_json = "{}" };
-	expect_ok(store_image_commit(s, &rec, lp, 1, tag, STORE_PUBLIC, &err), err);
+	expect_ok(store_image_commit(s, &rec, lp, 1, tag, &anon, &err), err);
 }
 
 static void test_digest_prefix(void **state)
@@ -962,7 +1191,7 @@ static void test_holds(void **state)
 		const char *lp[] = { layer };
 		struct store_image_rec rec = { .digest = d, .config_digest = d, .platform = "linux/amd64",
 					       .manifest_json = "{}", .config_json = "{}" };
-		msg = expect_fail(store_image_commit(f->s, &rec, lp, 1, TAG_A, STORE_PUBLIC, &err),
+		msg = expect_fail(store_image_commit(f->s, &rec, lp, 1, TAG_A, &anon, &err),
 				  err, ALPS_E_NOT_FOUND);
 		assert_non_null(strstr(msg, layer));
 	}
@@ -1012,7 +1241,7 @@ static void test_malformed_digest(void **state)
 		struct store_image_rec rec = { .digest = bad[i], .config_digest = bad[i],
 					       .platform = "linux/amd64", .manifest_json = "{}",
 					       .config_json = "{}" };
-		msg = expect_fail(store_image_commit(f->s, &rec, lp, 1, NULL, STORE_PUBLIC, &err),
+		msg = expect_fail(store_image_commit(f->s, &rec, lp, 1, NULL, &anon, &err),
 				  err, code);
 		free(msg);
 		assert_false(found(f->s, bad[i][0] ? bad[i] : "x", STORE_UID_ANY));
@@ -1042,11 +1271,11 @@ static void test_bad_records(void **state)
 	struct store_image_rec rec = { .digest = d, .config_digest = d, .platform = "linux/amd64",
 				       .manifest_json = "{}", .config_json = "{}" };
 	_cleanup_free_ char *msg = expect_fail(
-		store_image_commit(f->s, &rec, lp, 1, "ubuntu:24.04", STORE_PUBLIC, &err), err,
+		store_image_commit(f->s, &rec, lp, 1, "ubuntu:24.04", &anon, &err), err,
 		ALPS_E_INVALID);
 	assert_non_null(strstr(msg, "canonical"));
 	free(msg);
-	msg = expect_fail(store_image_commit(f->s, &rec, lp, 0, NULL, STORE_PUBLIC, &err), err,
+	msg = expect_fail(store_image_commit(f->s, &rec, lp, 0, NULL, &anon, &err), err,
 			  ALPS_E_INVALID);
 	free(msg);
 	_cleanup_free_ char *tmp = store_tmp_path(f->s);
@@ -1299,8 +1528,8 @@ static void worker_pull(struct worker *w, unsigned round)
 	struct store_image_rec rec = { .digest = img, .config_digest = cfg, .platform = "linux/amd64",
 				       .manifest_json = "{}", .config_json = "{}" };
 	_cleanup_free_ char *tag = xasprintf("docker.io/t/w%u:r%u", w->id, round);
-	if (store_image_commit(w->s, &rec, lp, 3, tag, round % 2 ? 1000 + w->id : STORE_PUBLIC,
-			       &err) < 0) {
+	struct store_origin from = origin_of("docker.io/t", round % 2 ? 1000 + w->id : STORE_PUBLIC);
+	if (store_image_commit(w->s, &rec, lp, 3, tag, &from, &err) < 0) {
 		worker_fail(w, err);
 		err = NULL;
 	}
@@ -1379,7 +1608,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_schema_create_reopen, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_from_v1, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_from_v2, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_refuse_newer_version, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_access_per_origin, setup_store, teardown),
+		cmocka_unit_test_setup_teardown(test_layer_usable, setup_store, teardown),
+		cmocka_unit_test_setup_teardown(test_modes, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_layer_commit, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_layer_commit_refused, setup_store, teardown),
 		cmocka_unit_test_setup_teardown(test_dedupe_and_remove, setup_store, teardown),
