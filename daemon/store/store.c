@@ -287,15 +287,16 @@ bool store_held_locked(struct store *s, const char *digest)
 	return hold_find(s, digest) != NULL;
 }
 
-static void hold_locked(struct store *s, const char *digest)
+static struct store_hold *hold_locked(struct store *s, const char *digest)
 {
 	struct store_hold *h = hold_find(s, digest);
 	if (h) {
 		h->count++;
-		return;
+		return h;
 	}
 	s->holds = xreallocarray(s->holds, s->nholds + 1, sizeof(*s->holds));
-	s->holds[s->nholds++] = (struct store_hold){ .digest = xstrdup(digest), .count = 1 };
+	s->holds[s->nholds] = (struct store_hold){ .digest = xstrdup(digest), .count = 1 };
+	return &s->holds[s->nholds++];
 }
 
 static void release_locked(struct store *s, const char *digest)
@@ -512,8 +513,7 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 	int present = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s",
 			      info->digest);
 	if (present == 0) {
-		hold_locked(s, info->digest);
-		hold_find(s, info->digest)->publishing++;
+		hold_locked(s, info->digest)->publishing++;
 	}
 	store_unlock(s);
 	if (present < 0)
@@ -528,7 +528,9 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 		r = store_tx(s, insert_layer_tx, &row, err);
 	if (r == 0 && out)
 		r = store_load_layer_locked(s, info->digest, out, err);
-	unsigned others = --hold_find(s, info->digest)->publishing;
+	/* Ours since the hold above: no removal drops a hold it did not take. */
+	struct store_hold *h = hold_find(s, info->digest);
+	unsigned others = h ? --h->publishing : 0;
 	/* A file renamed into layers/ whose row failed (a full disk) goes at
 	 * once, unless another commit of the same digest is between its own
 	 * rename and row, or a row names it after all; the space it holds may
