@@ -1,4 +1,4 @@
-/* server.c: see server.h; the request API of handlers.h lives here too. */
+/* server.c: see server.h: connections, their state machine, accepting. */
 #include <config.h>
 
 #include <errno.h>
@@ -21,101 +21,7 @@
 #include "daemon/server.h"
 #include "proto/frame.h"
 
-/* Caps on work done for one wake-up, so that no peer starves the others. */
-#define ACCEPTS_PER_WAKEUP 64
-#define FRAMES_PER_WAKEUP 16
-/* The same over all the connections of one uid, per turn of the loop: a
- * user's many pipelining connections get no more turns than one. */
-#define UID_FRAMES_PER_TURN 8
-/* Progress responses are dropped, never queued without bound, when a slow
- * client has this much unread. */
-#define PROGRESS_BACKLOG (1u << 20)
-#define MAX_PEER_GROUPS 256
-/* A busy connection is read only to see its client go: what it sends
- * meanwhile is buffered up to this much, then left in the socket. */
-#define BUSY_INPUT_MAX (64u * 1024u)
-/* An input buffer grown by a large frame is given back past this size. */
-#define INPUT_KEEP (128u * 1024u)
-#define NSEC_PER_SEC 1000000000ull
-/* A refused connection stays open, answered, until its client has sent
- * something (or this long): closed at once, the client's first write
- * would fail and it would never read why.  Only so many stay. */
-#define REFUSED_LINGER_S 2
-#define REFUSED_LINGER_MAX 64
-
-enum conn_state {
-	CONN_READING,
-	CONN_BUSY,
-	CONN_CLOSING,
-};
-
-struct conn {
-	struct server *srv;
-	struct conn *prev, *next;
-	int fd;
-	enum conn_state state;
-	struct peer_uid *owner;    /* NULL for a refused connection */
-	bool framed;               /* a whole frame has come */
-	bool out_paused;           /* not read: too many replies unread */
-	uint64_t frame_deadline_ns;/* the awaited frame is due; 0: none awaited */
-	struct ucred peer;
-	int peer_pidfd;            /* SO_PEERPIDFD at accept, owned; -1 if unsupported */
-	gid_t groups[MAX_PEER_GROUPS];
-	size_t ngroups;
-	bool admin;
-	bool said_hello;
-	bool peer_gone;            /* EOF or error seen */
-	bool want_close;           /* closed on the next turn of the loop */
-	bool lingering;            /* refused, answered, waiting for its client */
-	struct frame_reader rd;
-	struct frame_writer wr;
-	struct event *ev_read;     /* persistent */
-	struct event *ev_write;    /* armed while output is pending */
-	struct event *ev_timer;    /* idle, frame and unread-reply timeouts */
-	struct event *ev_again;    /* reads buffered frames on the next turn */
-	struct request *active;    /* the request in flight, or NULL */
-	struct close_watch *watches;   /* told when the connection closes */
-};
-
-struct close_watch {
-	struct close_watch *prev, *next;
-	struct conn *conn;
-	close_watch_fn fn;
-	void *arg;
-};
-
-struct request {
-	int refs;
-	struct conn *conn;         /* NULL once the client has gone */
-	struct daemon *d;
-	uint64_t id;
-	const struct handler *h;
-	struct ucred peer;
-	gid_t groups_copy[MAX_PEER_GROUPS];   /* the peer's, at connect */
-	size_t ngroups;
-	bool admin;
-	bool finished;
-	int fds[FRAME_MAX_FDS];    /* received with the request, owned */
-	size_t nfds;
-	int out_fds[FRAME_MAX_FDS];/* to send with the next response, owned */
-	size_t nout_fds;
-	uint64_t start_ns;
-};
-
-struct server {
-	struct daemon *d;
-	int listen_fd;
-	char *path;                /* owned; unlinked at stop if we bound it */
-	bool bound_here;
-	struct event *ev_listen;
-	struct conn *conns;        /* refused ones too, until closed */
-	struct peer_table peers;   /* counts no refused connection */
-	size_t nbusy;
-	size_t nlingering;         /* refused connections still open */
-	uint64_t served;
-	gid_t admin_gid;
-	bool have_admin_gid;
-};
+#include "daemon/server_int.h"
 
 static void conn_close(struct conn *c);
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
@@ -124,7 +30,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg);
  * other sockets.  (An event_active() here would run in this same turn:
  * libevent runs callbacks activated while it runs callbacks before it
  * polls again, so a pipelining client would starve everyone else.) */
-static void conn_read_next_turn(struct conn *c)
+void conn_read_next_turn(struct conn *c)
 {
 	static const struct timeval now = { 0, 0 };
 	evtimer_add(c->ev_again, &now);
@@ -146,7 +52,7 @@ static const char *state_name(enum conn_state s)
 }
 
 /* The one place a connection changes state. */
-static void conn_set_state(struct conn *c, enum conn_state s)
+void conn_set_state(struct conn *c, enum conn_state s)
 {
 	if (c->state == s)
 		return;
@@ -292,7 +198,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Pack resp and queue it (fds attached); flushes at once. */
-static void conn_send(struct conn *c, const Alps__Response *resp, const int *fds, size_t nfds)
+void conn_send(struct conn *c, const Alps__Response *resp, const int *fds, size_t nfds)
 {
 	size_t len = alps__response__get_packed_size(resp);
 	_cleanup_free_ uint8_t *buf = xmalloc(len);
@@ -323,201 +229,6 @@ static void conn_fail_and_close(struct conn *c, uint64_t id, int code, const cha
 	conn_set_state(c, CONN_CLOSING);
 	event_del(c->ev_read);
 	conn_send_error(c, id, code, msg);
-}
-
-/* ---- requests ---- */
-
-static void request_free(struct request *rq)
-{
-	for (size_t i = 0; i < rq->nfds; i++)
-		close(rq->fds[i]);
-	for (size_t i = 0; i < rq->nout_fds; i++)
-		close(rq->out_fds[i]);
-	free(rq);
-}
-
-struct request *request_ref(struct request *rq)
-{
-	rq->refs++;
-	return rq;
-}
-
-void request_unref(struct request *rq)
-{
-	if (rq && --rq->refs == 0)
-		request_free(rq);
-}
-
-struct daemon *request_daemon(struct request *rq)
-{
-	return rq->d;
-}
-
-const struct ucred *request_peer(struct request *rq)
-{
-	return &rq->peer;
-}
-
-bool request_peer_is_admin(struct request *rq)
-{
-	return rq->admin;
-}
-
-size_t request_peer_groups(struct request *rq, gid_t *groups, size_t max)
-{
-	size_t n = rq->ngroups < max ? rq->ngroups : max;
-	memcpy(groups, rq->groups_copy, n * sizeof(gid_t));
-	return n;
-}
-
-int request_peer_pidfd(struct request *rq)
-{
-	if (!rq->conn || rq->conn->peer_pidfd < 0) {
-		errno = rq->conn ? EOPNOTSUPP : ENOTCONN;
-		return -1;
-	}
-	return fcntl(rq->conn->peer_pidfd, F_DUPFD_CLOEXEC, 3);
-}
-
-bool request_connected(struct request *rq)
-{
-	return rq->conn && !rq->conn->peer_gone;
-}
-
-struct close_watch *request_watch_close(struct request *rq, close_watch_fn fn, void *arg)
-{
-	struct conn *c = rq->conn;
-	if (!c || c->peer_gone || c->want_close || c->state == CONN_CLOSING)
-		return NULL;
-	struct close_watch *w = xzalloc(sizeof(*w));
-	w->conn = c;
-	w->fn = fn;
-	w->arg = arg;
-	w->next = c->watches;
-	if (c->watches)
-		c->watches->prev = w;
-	c->watches = w;
-	return w;
-}
-
-void close_watch_cancel(struct close_watch *w)
-{
-	if (!w)
-		return;
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		w->conn->watches = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	free(w);
-}
-
-/* Each watch is unlinked before its callback runs, so a callback may
- * cancel other watches (never its own: it is gone). */
-static void conn_fire_watches(struct conn *c)
-{
-	while (c->watches) {
-		struct close_watch *w = c->watches;
-		c->watches = w->next;
-		if (c->watches)
-			c->watches->prev = NULL;
-		close_watch_fn fn = w->fn;
-		void *arg = w->arg;
-		free(w);
-		fn(arg);
-	}
-}
-
-size_t request_take_fds(struct request *rq, int *fds, size_t max)
-{
-	size_t n = rq->nfds < max ? rq->nfds : max;
-	memcpy(fds, rq->fds, n * sizeof(int));
-	memmove(rq->fds, rq->fds + n, (rq->nfds - n) * sizeof(int));
-	rq->nfds -= n;
-	return n;
-}
-
-void request_attach_fds(struct request *rq, const int *fds, size_t nfds)
-{
-	for (size_t i = 0; i < nfds && rq->nout_fds < FRAME_MAX_FDS; i++) {
-		int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-		if (fd >= 0)
-			rq->out_fds[rq->nout_fds++] = fd;
-	}
-}
-
-static void request_send(struct request *rq, Alps__Response *resp)
-{
-	resp->id = rq->id;
-	struct conn *c = rq->conn;
-	if (c && !c->peer_gone)
-		conn_send(c, resp, rq->out_fds, rq->nout_fds);
-	for (size_t i = 0; i < rq->nout_fds; i++)
-		close(rq->out_fds[i]);
-	rq->nout_fds = 0;
-}
-
-void request_progress(struct request *rq, Alps__Response *resp)
-{
-	if (rq->finished || !rq->conn || rq->conn->wr.queued > PROGRESS_BACKLOG)
-		return;
-	resp->status = ALPS__STATUS__OK;
-	resp->final = false;
-	request_send(rq, resp);
-}
-
-/* The final response has been sent: the connection may read again. */
-static void request_done(struct request *rq, int code)
-{
-	rq->finished = true;
-	uint64_t us = (now_monotonic_ns() - rq->start_ns) / 1000;
-	log_debug("request %llu %s from uid %u: %s in %llu us", (unsigned long long)rq->id,
-		  rq->h ? rq->h->name : "?", (unsigned)rq->peer.uid, alps_code_name(code),
-		  (unsigned long long)us);
-	struct conn *c = rq->conn;
-	if (!c)
-		return;
-	c->srv->served++;
-	rq->conn = NULL;
-	c->active = NULL;
-	if (c->state == CONN_BUSY) {
-		conn_set_state(c, CONN_READING);
-		event_add(c->ev_read, NULL);
-		/* Frames that arrived while busy are parsed on the next turn of
-		 * the loop, not here, so a pipelining client cannot recurse. */
-		conn_read_next_turn(c);
-	}
-	request_unref(rq);      /* the connection's reference */
-}
-
-void request_finish(struct request *rq, Alps__Response *resp)
-{
-	if (rq->finished)
-		return;
-	Alps__Response empty = ALPS__RESPONSE__INIT;
-	if (!resp)
-		resp = &empty;
-	resp->status = ALPS__STATUS__OK;
-	resp->final = true;
-	request_send(rq, resp);
-	request_done(rq, ALPS_OK);
-}
-
-void request_fail(struct request *rq, alps_error *err)
-{
-	if (rq->finished) {
-		alps_error_free(err);
-		return;
-	}
-	Alps__Response resp = ALPS__RESPONSE__INIT;
-	resp.status = (Alps__Status)err->code;
-	resp.message = err->msg;
-	resp.final = true;
-	request_send(rq, &resp);
-	int code = err->code;
-	alps_error_free(err);
-	request_done(rq, code);
 }
 
 /* ---- dispatch ---- */
