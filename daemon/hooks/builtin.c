@@ -75,8 +75,21 @@ static int add_library(struct hook_job *hj, const struct config *cfg, const char
 	return hook_add_mount(hj, real, dst, true, err);
 }
 
-/* Host nodes matching patterns; a node outside the host's /dev lands in
- * the container's /dev under its own name. */
+/* Where a host node lands: the part from its path's last "/dev/" on
+ * (/dev/dri/renderD128 stays, /srv/fake/dev/cxi0 is /dev/cxi0), else
+ * /dev/NAME.  Caller frees. */
+static char *container_dev_path(const char *host)
+{
+	const char *at = NULL;
+	for (const char *p = host; (p = strstr(p, "/dev/")); p++)
+		at = p;
+	if (at && at[5])
+		return xstrdup(at);
+	_cleanup_free_ char *copy = xstrdup(host);
+	return xasprintf("/dev/%s", basename(copy));
+}
+
+/* Host nodes matching patterns, each where container_dev_path says. */
 static int add_devices(struct hook_job *hj, const struct strlist *patterns, const char *hook,
 		       alps_error **err)
 {
@@ -91,9 +104,7 @@ static int add_devices(struct hook_job *hj, const struct strlist *patterns, cons
 		for (size_t j = 0; j < g.gl_pathc && rc == 0; j++) {
 			const char *host = g.gl_pathv[j];
 			struct stat st;
-			_cleanup_free_ char *copy = xstrdup(host);
-			_cleanup_free_ char *path = str_has_prefix(host, "/dev/") ? xstrdup(host)
-						    : xasprintf("/dev/%s", basename(copy));
+			_cleanup_free_ char *path = container_dev_path(host);
 			if (stat(host, &st) < 0 || (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)))
 				rc = alps_fail(err, ALPS_E_INVALID, "the %s hook: %s is not a device "
 					       "node", hook, host);
