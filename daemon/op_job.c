@@ -29,7 +29,6 @@
 #include "common/ref.h"
 #include "daemon/config.h"
 #include "daemon/hooks/hooks.h"
-#include "daemon/hooks/oci.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
 #include "daemon/image/pull.h"
@@ -303,7 +302,7 @@ static int site_config(const struct prep *p, struct config *c, alps_error **err)
 static int prep_hooks_run(struct prep *p, alps_error **err)
 {
 	_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", p->d->cfg->run_dir, p->job);
-	if (oci_hooks_run(p->hooks->oci, OCI_STAGE_CREATE, p->job, bundle, 0, p->edf, err) == 0)
+	if (hooks_job_run_create(p->hooks, p->edf, p->job, bundle, err) == 0)
 		return 0;
 	alps_error *e2 = NULL;
 	if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
@@ -743,6 +742,7 @@ struct rel {
 	uid_t peer_uid;
 	bool admin;
 	bool was;
+	char *env_json;         /* the row's: poststop hooks (daemon/hooks) */
 	alps_error *err;
 };
 
@@ -760,6 +760,8 @@ static int rel_check(struct rel *r)
 	}
 	alps_error_free(e);
 	bool own_run = r->was && str_has_prefix(r->job, RUNJOB_PREFIX) && row->uid == r->peer_uid;
+	if (r->was)
+		r->env_json = steal_pointer(&row->environment_json);
 	store_job_free(row);
 	if (!r->admin && !own_run)
 		return alps_fail(&r->err, ALPS_E_PERMISSION, "'release' is for administrators (root "
@@ -775,6 +777,10 @@ static void rel_release(struct rel *r)
 	job_claim(r->job);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
 	job_unclaim(r->job);
+	if (r->was && !r->err) {
+		_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", r->d->cfg->run_dir, r->job);
+		hooks_release_run(r->env_json, r->job, bundle);
+	}
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
 	unlink(map);
 }
@@ -827,6 +833,7 @@ static void rel_done(void *arg)
 	request_unref(r->rq);
 	free(r->job);
 	free(r->why);
+	free(r->env_json);
 	free(r);
 }
 

@@ -122,6 +122,7 @@ int hooks_job_resolve(const struct config *cfg, const struct edf *edf, struct ho
 {
 	struct hook_job *hj = xzalloc(sizeof(*hj));
 	*out = NULL;
+	hj->annotations = oci_annotations(edf);
 	if (add_cdi(cfg, edf, hj, err) < 0 || hooks_builtin(cfg, edf, hj, err) < 0 ||
 	    oci_hooks_select(cfg, edf, hj, &hj->oci, err) < 0) {
 		hooks_job_free(hj);
@@ -153,6 +154,7 @@ void hooks_job_free(struct hook_job *hj)
 	free(hj->what);
 	free(hj->lib_dir);
 	oci_hooks_free(hj->oci);
+	json_decref(hj->annotations);
 	free(hj);
 }
 
@@ -197,15 +199,24 @@ static void fix_edf_ld_path(const struct hook_job *hj, json_t *edf_env)
 
 char *hooks_job_env_json(const struct hook_job *hj, char *env_json)
 {
-	if (!hj || (hj->nenv == 0 && !hj->lib_dir))
+	json_t *poststop = oci_hooks_to_json(hj ? hj->oci : NULL, OCI_STAGE_POSTSTOP);
+	if (!hj || (hj->nenv == 0 && !hj->lib_dir && json_array_size(poststop) == 0)) {
+		json_decref(poststop);
 		return env_json;
+	}
 	json_error_t jerr;
 	json_t *j = json_loads(env_json, 0, &jerr);
 	json_t *edf_env = json_object_get(j, "edf_env");
 	if (!json_is_array(edf_env)) {
+		json_decref(poststop);
 		json_decref(j);
 		return env_json;
 	}
+	if (json_array_size(poststop)) {
+		json_object_set(j, "oci_poststop", poststop);
+		json_object_set(j, "oci_annotations", hj->annotations);
+	}
+	json_decref(poststop);
 	json_t *pairs = json_array();
 	for (size_t i = 0; i < hj->nenv; i++) {
 		const char *eq = strchr(hj->env[i], '=');
@@ -239,4 +250,31 @@ char *hooks_job_summary(const struct hook_job *hj)
 		out = next;
 	}
 	return out;
+}
+
+/* ---- running OCI hooks ---- */
+
+int hooks_job_run_create(const struct hook_job *hj, const struct edf *edf, const char *job,
+			 const char *bundle, alps_error **err)
+{
+	(void)edf;
+	return oci_hooks_run(hj->oci, OCI_STAGE_CREATE, job, bundle, 0, hj->annotations, err);
+}
+
+void hooks_release_run(const char *env_json, const char *job, const char *bundle)
+{
+	json_error_t jerr;
+	json_t *j = env_json ? json_loads(env_json, 0, &jerr) : NULL;
+	json_t *a = json_object_get(j, "oci_poststop");
+	if (json_array_size(a)) {
+		struct oci_hooks *hooks = oci_hooks_from_json(a);
+		alps_error *err = NULL;
+		if (oci_hooks_run(hooks, OCI_STAGE_POSTSTOP, job, bundle, 0,
+				  json_object_get(j, "oci_annotations"), &err) < 0) {
+			log_warn("job %s: %s", job, err->msg);
+			alps_error_free(err);
+		}
+		oci_hooks_free(hooks);
+	}
+	json_decref(j);
 }

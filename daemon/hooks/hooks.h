@@ -25,6 +25,7 @@
 struct config;
 struct edf;
 struct job_mounts;
+struct json_t;
 
 struct hook_mount {
 	char *host;             /* absolute host path (a file or a directory) */
@@ -43,6 +44,7 @@ struct hook_job {
 	char **what;                    /* "cdi vendor.com/gpu=0", "cxi"... for the log */
 	size_t nwhat;
 	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
+	struct json_t *annotations;     /* the EDF's, for the hooks' state */
 };
 
 /* The job's devices, built-in hooks and OCI hooks.  Errors name the
@@ -51,9 +53,16 @@ int hooks_job_resolve(const struct config *cfg, const struct edf *edf, struct ho
 		      alps_error **err);
 void hooks_job_free(struct hook_job *hj);
 /* env_json (jobenv_json's) with the hooks' variables before the EDF's own
- * (which still win) and lib_dir first on LD_LIBRARY_PATH.  Takes env_json,
- * returns the new text. */
+ * (which still win), lib_dir first on LD_LIBRARY_PATH, and the poststop
+ * hooks with the annotations for release.  Takes env_json, returns the
+ * new text. */
 char *hooks_job_env_json(const struct hook_job *hj, char *env_json);
+/* The OCI hooks of the create stages, after the namespace is built. */
+int hooks_job_run_create(const struct hook_job *hj, const struct edf *edf, const char *job,
+			 const char *bundle, alps_error **err);
+/* At release: the poststop hooks hooks_job_env_json kept in env_json (the
+ * job row's).  Failures are logged: the job goes anyway. */
+void hooks_release_run(const char *env_json, const char *job, const char *bundle);
 /* Add the hooks' binds to jm as site mounts. */
 void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm);
 /* "cxi, cdi vendor.com/gpu=0" or "". Caller frees. */

@@ -72,8 +72,18 @@ int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *h, alps_e
 void oci_hooks_free(struct oci_hooks *hooks);
 
 /* Run the hooks of stage in order with the OCI state of the job on
- * stdin; the first failure stops and names the hook. */
+ * stdin (annotations: the EDF's, an object); the first failure stops and
+ * names the hook. */
+struct json_t;
 int oci_hooks_run(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
-		  const char *bundle, pid_t pid, const struct edf *edf, alps_error **err);
+		  const char *bundle, pid_t pid, struct json_t *annotations, alps_error **err);
+/* The EDF's annotations as an object.  Caller decrefs. */
+struct json_t *oci_annotations(const struct edf *edf);
+
+/* The hooks of stage as JSON (kept in the job's row until its release),
+ * and back: what does not read as a hook is left out.  Callers decref and
+ * free (oci_hooks_free). */
+struct json_t *oci_hooks_to_json(const struct oci_hooks *hooks, enum oci_stage stage);
+struct oci_hooks *oci_hooks_from_json(const struct json_t *array);
 
 #endif

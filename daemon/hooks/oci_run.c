@@ -161,16 +161,22 @@ static int run_one(const struct oci_hook *h, const char *state, alps_error **err
 	return rc;
 }
 
-static char *state_json(const char *job, const char *bundle, pid_t pid, const struct edf *edf,
-			enum oci_stage stage)
+json_t *oci_annotations(const struct edf *edf)
 {
 	json_t *ann = json_object();
 	for (size_t i = 0; edf && i < edf->nannotations; i++)
 		json_object_set_new(ann, edf->annotations[i].key,
 				    json_string(edf->annotations[i].value));
-	json_t *s = json_pack("{s:s, s:s, s:s, s:s, s:o}", "ociVersion", "1.0.2", "id", job,
+	return ann;
+}
+
+static char *state_json(const char *job, const char *bundle, pid_t pid, json_t *annotations,
+			enum oci_stage stage)
+{
+	json_t *s = json_pack("{s:s, s:s, s:s, s:s, s:O}", "ociVersion", "1.0.2", "id", job,
 			      "status", stage == OCI_STAGE_POSTSTOP ? "stopped" : "created",
-			      "bundle", bundle, "annotations", ann);
+			      "bundle", bundle, "annotations",
+			      json_is_object(annotations) ? annotations : json_object());
 	if (pid > 0)
 		json_object_set_new(s, "pid", json_integer(pid));
 	char *text = json_dumps(s, JSON_COMPACT);
@@ -179,11 +185,11 @@ static char *state_json(const char *job, const char *bundle, pid_t pid, const st
 }
 
 int oci_hooks_run(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
-		  const char *bundle, pid_t pid, const struct edf *edf, alps_error **err)
+		  const char *bundle, pid_t pid, json_t *annotations, alps_error **err)
 {
 	if (!hooks)
 		return 0;
-	_cleanup_free_ char *state = state_json(job, bundle, pid, edf, stage);
+	_cleanup_free_ char *state = state_json(job, bundle, pid, annotations, stage);
 	for (size_t i = 0; i < hooks->n; i++) {
 		if (!(hooks->v[i].stages & stage))
 			continue;
@@ -192,4 +198,63 @@ int oci_hooks_run(const struct oci_hooks *hooks, enum oci_stage stage, const cha
 		log_info("job %s: OCI hook %s ran", job, hooks->v[i].name);
 	}
 	return 0;
+}
+
+/* ---- kept until release ---- */
+
+static json_t *strv_json(char **v)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; v && v[i]; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+json_t *oci_hooks_to_json(const struct oci_hooks *hooks, enum oci_stage stage)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; hooks && i < hooks->n; i++) {
+		const struct oci_hook *h = &hooks->v[i];
+		if (h->stages & stage)
+			json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:o, s:i}", "name", h->name,
+							    "path", h->path, "args", strv_json(h->args),
+							    "env", strv_json(h->env), "timeout",
+							    h->timeout_s));
+	}
+	return a;
+}
+
+static char **json_strv(const json_t *a)
+{
+	size_t n = json_array_size(a), i;
+	const json_t *v;
+	char **out = xcalloc(n + 1, sizeof(char *));
+	size_t k = 0;
+	json_array_foreach(a, i, v)
+		if (json_is_string(v))
+			out[k++] = xstrdup(json_string_value(v));
+	return out;
+}
+
+struct oci_hooks *oci_hooks_from_json(const json_t *array)
+{
+	struct oci_hooks *hooks = xzalloc(sizeof(*hooks));
+	size_t i;
+	const json_t *o;
+	hooks->v = xcalloc(json_array_size(array) + 1, sizeof(*hooks->v));
+	json_array_foreach(array, i, o) {
+		const char *name = json_string_value(json_object_get(o, "name"));
+		const char *path = json_string_value(json_object_get(o, "path"));
+		json_int_t t = json_integer_value(json_object_get(o, "timeout"));
+		if (!name || !path || path[0] != '/' || t < 1 || t > 3600)
+			continue;
+		struct oci_hook *h = &hooks->v[hooks->n++];
+		h->name = xstrdup(name);
+		h->path = xstrdup(path);
+		h->args = json_strv(json_object_get(o, "args"));
+		h->env = json_strv(json_object_get(o, "env"));
+		h->timeout_s = (int)t;
+		h->stages = OCI_STAGE_POSTSTOP;
+	}
+	return hooks;
 }

@@ -375,6 +375,18 @@ def test_oci_hook_gets_state(hd, tmp_path):
     assert not os.path.exists(out)
 
 
+def test_oci_poststop_hook_runs_at_release(hd, tmp_path):
+    out = os.path.join(str(tmp_path), "poststop.json")
+    _hook(hd, "15-poststop", f"cat > {out}\n",
+          {"annotations": {r"^com\.example\.hook$": "^poststop$"}}, stages=("poststop",))
+    _prepare(hd, "hk15", '[annotations]\n"com.example.hook" = "poststop"\n')
+    assert not os.path.exists(out)      # not at prepare
+    _release(hd, "hk15")
+    st = json.load(open(out))
+    assert st["id"] == "hk15" and st["status"] == "stopped", st
+    assert st["annotations"]["com.example.hook"] == "poststop", st
+
+
 def test_oci_hook_timeout_and_failure(hd, tmp_path):
     _hook(hd, "20-slow", "sleep 60\n", {"annotations": {"^com\\.example\\.hook$": "^slow$"}},
           timeout=1)
