@@ -462,14 +462,19 @@ static void prep_undo(struct prep *p)
 		unlink(p->map_path);
 }
 
+static void prep_warn(struct prep *p, const char *fmt, ...) ALPS_PRINTF(2, 3);
+
 static void prep_setup(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
-	if (hooks_job_resolve(p->d->cfg, p->edf, &p->hooks, &err) < 0 || prep_record(p, &err) < 0)
+	if (hooks_job_resolve(p->d->cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
+			      &err) < 0 || prep_record(p, &err) < 0)
 		p->err = err;
 	else
 		prep_build(p);
+	for (size_t i = 0; p->hooks && i < p->hooks->nwarnings; i++)
+		prep_warn(p, "%s", p->hooks->warnings[i]);
 	if (!p->err && prep_mark_ready(p, &err) < 0)
 		p->err = err;
 	if (p->err)

@@ -117,8 +117,29 @@ static int add_cdi(const struct config *cfg, const struct edf *edf, struct hook_
 	return rc;
 }
 
-int hooks_job_resolve(const struct config *cfg, const struct edf *edf, struct hook_job **out,
-		      alps_error **err)
+/* The image says it brings its own network stack: the CXI hook puts the
+ * host's first, which is what such images are built to avoid. */
+static void check_image(struct hook_job *hj, const char *image_config)
+{
+	bool cxi = false;
+	for (size_t i = 0; i < hj->nwhat; i++)
+		cxi = cxi || strcmp(hj->what[i], "cxi") == 0;
+	json_error_t jerr;
+	json_t *c = cxi && image_config ? json_loads(image_config, 0, &jerr) : NULL;
+	json_t *labels = json_object_get(json_object_get(c, "config"), "Labels");
+	const char *v = json_string_value(json_object_get(labels, HOOKS_LABEL_OWN_STACK));
+	if (v && strcmp(v, "bundled") == 0) {
+		hj->warnings = xreallocarray(hj->warnings, hj->nwarnings + 1, sizeof(char *));
+		hj->warnings[hj->nwarnings++] = xstrdup(
+			"the image ships its own network stack (label " HOOKS_LABEL_OWN_STACK
+			"=bundled) and the CXI hook is on: the host's libfabric comes first; set "
+			"com.hooks.cxi.enabled = \"false\" to use the image's");
+	}
+	json_decref(c);
+}
+
+int hooks_job_resolve(const struct config *cfg, const struct edf *edf, const char *image_config,
+		      struct hook_job **out, alps_error **err)
 {
 	struct hook_job *hj = xzalloc(sizeof(*hj));
 	*out = NULL;
@@ -128,6 +149,7 @@ int hooks_job_resolve(const struct config *cfg, const struct edf *edf, struct ho
 		hooks_job_free(hj);
 		return -1;
 	}
+	check_image(hj, image_config);
 	*out = hj;
 	return 0;
 }
@@ -148,6 +170,9 @@ void hooks_job_free(struct hook_job *hj)
 		free(hj->env[i]);
 	for (size_t i = 0; i < hj->nwhat; i++)
 		free(hj->what[i]);
+	for (size_t i = 0; i < hj->nwarnings; i++)
+		free(hj->warnings[i]);
+	free(hj->warnings);
 	free(hj->devices);
 	free(hj->mounts);
 	free(hj->env);

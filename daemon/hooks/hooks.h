@@ -45,12 +45,19 @@ struct hook_job {
 	size_t nwhat;
 	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
 	struct json_t *annotations;     /* the EDF's, for the hooks' state */
+	char **warnings;                /* for the prepare reply */
+	size_t nwarnings;
 };
 
-/* The job's devices, built-in hooks and OCI hooks.  Errors name the
- * device, hook or annotation, and what is missing on the host. */
-int hooks_job_resolve(const struct config *cfg, const struct edf *edf, struct hook_job **out,
-		      alps_error **err);
+/* The label an image that ships its own network stack (libfabric, NCCL
+ * plugin) carries; a job with the CXI hook on is warned. */
+#define HOOKS_LABEL_OWN_STACK "com.alps.network-stack"
+
+/* The job's devices, built-in hooks and OCI hooks; image_config is the
+ * image's config JSON (its labels), or NULL.  Errors name the device,
+ * hook or annotation, and what is missing on the host. */
+int hooks_job_resolve(const struct config *cfg, const struct edf *edf, const char *image_config,
+		      struct hook_job **out, alps_error **err);
 void hooks_job_free(struct hook_job *hj);
 /* env_json (jobenv_json's) with the hooks' variables before the EDF's own
  * (which still win), lib_dir first on LD_LIBRARY_PATH, and the poststop

@@ -115,6 +115,11 @@ def hostworld(tmp_path_factory):
     images.umoci_modify(layout, "hk", w.dir, content, "hk")
     rf.push(layout, "hk", w.registry.host, "test/hk", "v1")
     w.ref = f"{w.registry.host}/test/hk:v1"
+    # The same image declaring its own network stack (doc/hooks.md).
+    rf.run(["umoci", "config", "--image", f"{layout.path}:hk", "--tag", "hkb",
+            "--config.label=com.alps.network-stack=bundled"])
+    rf.push(layout, "hkb", w.registry.host, "test/hk", "bundled")
+    w.bundled_ref = f"{w.registry.host}/test/hk:bundled"
     yield w
     w.registry.stop()
 
@@ -437,3 +442,31 @@ def test_site_default_and_missing_host_parts(hostworld, daemon_factory, tmpdir_s
     r = _prepare(d, "sd4", CXI_ON, check=False)
     assert r.returncode != 0
     assert f"no host device matches {w.host}/dev/hsn*" in r.stderr, r.stderr
+
+
+def test_bundled_stack_warning(hd):
+    hd.alps("pull", "--quiet", hd.w.bundled_ref, check=True)
+    e = _edf(hd, "hk16.toml", CXI_ON)
+    with open(e) as f:
+        text = f.read().replace(hd.w.ref, hd.w.bundled_ref)
+    with open(e, "w") as f:
+        f.write(text)
+    r = hd.alps("prepare", "--job", "hk16", "--user", str(NOBODY), "--environment", e)
+    assert r.returncode == 0, r.stderr
+    _release(hd, "hk16")
+    assert "warning: the image ships its own network stack (label " \
+           "com.alps.network-stack=bundled) and the CXI hook is on" in r.stderr, r.stderr
+    # without the hook, or with the image that declares nothing: no warning
+    e = _edf(hd, "hk17.toml", CXI_ON)
+    r = hd.alps("prepare", "--job", "hk17", "--user", str(NOBODY), "--environment", e)
+    _release(hd, "hk17")
+    assert "network stack" not in r.stderr, r.stderr
+
+
+def test_edf_check_warns_about_hook_combinations(hd):
+    from conftest import binary
+    e = _edf(hd, "chk.toml", '[annotations]\n"com.hooks.aws_ofi_nccl.enabled" = "true"\n'
+             '"com.hooks.cxi.enabled" = "false"\n"com.hooks.ssh.port" = "22"\n')
+    r = subprocess.run([binary("alps"), "edf", "check", e], capture_output=True, text=True)
+    assert "the aws_ofi_nccl hook needs the CXI hook" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "ignored: the SSH hook is not on" in r.stdout + r.stderr
