@@ -77,16 +77,24 @@ static int get_strv(const json_t *obj, const char *key, const char *name, char *
 	return 0;
 }
 
-static bool regex_match(const char *re, const char *s, bool *bad_re)
+/* Whether some annotation's key matches kre and its value vre; a broken
+ * expression fails whatever the annotations. */
+static int match_pair(const char *kre, const char *vre, const struct edf *edf, bool *match)
 {
-	regex_t r;
-	if (regcomp(&r, re, REG_EXTENDED | REG_NOSUB) != 0) {
-		*bad_re = true;
-		return false;
+	regex_t k, v;
+	if (regcomp(&k, kre, REG_EXTENDED | REG_NOSUB) != 0)
+		return -1;
+	if (regcomp(&v, vre, REG_EXTENDED | REG_NOSUB) != 0) {
+		regfree(&k);
+		return -1;
 	}
-	bool m = regexec(&r, s, 0, NULL, 0) == 0;
-	regfree(&r);
-	return m;
+	for (size_t i = 0; edf && i < edf->nannotations; i++)
+		if (regexec(&k, edf->annotations[i].key, 0, NULL, 0) == 0 &&
+		    regexec(&v, edf->annotations[i].value, 0, NULL, 0) == 0)
+			*match = true;
+	regfree(&k);
+	regfree(&v);
+	return 0;
 }
 
 /* "annotations": { KEY-REGEX: VALUE-REGEX }: some annotation matches one. */
@@ -98,14 +106,9 @@ static int when_annotations(const json_t *ann, const char *name, const struct ed
 	if (!json_is_object(ann))
 		return ann ? bad(err, name, "when.annotations", "not an object") : 0;
 	json_object_foreach((json_t *)ann, kre, vre) {
-		bool bad_re = false;
 		if (!json_is_string(vre))
 			return bad(err, name, "when.annotations", "values must be strings");
-		for (size_t i = 0; edf && i < edf->nannotations; i++)
-			if (regex_match(kre, edf->annotations[i].key, &bad_re) &&
-			    regex_match(json_string_value(vre), edf->annotations[i].value, &bad_re))
-				*match = true;
-		if (bad_re)
+		if (match_pair(kre, json_string_value(vre), edf, match) < 0)
 			return bad(err, name, "when.annotations", "not a regular expression");
 	}
 	return 0;
