@@ -68,7 +68,8 @@ void hook_add_what(struct hook_job *hj, const char *what)
 }
 
 /* A CDI device's edits into the job.  Its hooks run with the OCI hooks. */
-static int add_cdi_edits(struct hook_job *hj, const struct cdi_edits *e, alps_error **err)
+static int add_cdi_edits(struct hook_job *hj, const struct cdi_edits *e, int timeout_s,
+			 alps_error **err)
 {
 	for (size_t i = 0; i < e->nnodes; i++)
 		if (hook_add_device(hj, e->nodes[i].host_path, e->nodes[i].path, err) < 0)
@@ -80,7 +81,7 @@ static int add_cdi_edits(struct hook_job *hj, const struct cdi_edits *e, alps_er
 	for (size_t i = 0; i < e->nenv; i++)
 		hook_add_env(hj, e->env[i]);
 	for (size_t i = 0; i < e->nhooks; i++)
-		if (oci_hooks_add_cdi(&hj->oci, &e->hooks[i], err) < 0)
+		if (oci_hooks_add_cdi(&hj->oci, &e->hooks[i], timeout_s, err) < 0)
 			return -1;
 	return 0;
 }
@@ -111,7 +112,7 @@ static int add_cdi(const struct config *cfg, const struct edf *edf, struct hook_
 		}
 	}
 	if (rc == 0)
-		rc = add_cdi_edits(hj, &e, err);
+		rc = add_cdi_edits(hj, &e, (int)cfg->oci_hook_timeout_s, err);
 	cdi_edits_clear(&e);
 	cdi_registry_free(reg);
 	return rc;

@@ -233,7 +233,8 @@ static int push(struct oci_hooks **hooks, struct oci_hook *h, alps_error **err)
 	return 0;
 }
 
-int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *c, alps_error **err)
+int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *c, int default_timeout_s,
+		      alps_error **err)
 {
 	struct oci_hook h = { 0 };
 	size_t na = 0, ne = 0;
@@ -249,7 +250,7 @@ int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *c, alps_e
 	h.env = xcalloc(ne + 1, sizeof(char *));
 	for (size_t i = 0; i < ne; i++)
 		h.env[i] = xstrdup(c->env[i]);
-	h.timeout_s = c->timeout > 0 ? c->timeout : 30;
+	h.timeout_s = c->timeout > 0 ? c->timeout : default_timeout_s;
 	h.stages = stage_of(c->stage);
 	return push(hooks, &h, err);
 }

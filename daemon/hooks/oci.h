@@ -67,8 +67,9 @@ void oci_hook_clear(struct oci_hook *h);
  * directories overriding earlier ones by file name). */
 int oci_hooks_select(const struct config *cfg, const struct edf *edf, const struct hook_job *hj,
 		     struct oci_hooks **hooks, alps_error **err);
-/* A hook of a CDI spec. */
-int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *h, alps_error **err);
+/* A hook of a CDI spec; default_timeout_s when it names none. */
+int oci_hooks_add_cdi(struct oci_hooks **hooks, const struct cdi_hook *h, int default_timeout_s,
+		      alps_error **err);
 void oci_hooks_free(struct oci_hooks *hooks);
 
 /* Run the hooks of stage in order with the OCI state of the job on

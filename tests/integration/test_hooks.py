@@ -291,7 +291,8 @@ CDI_JSON = {
         "deviceNodes": [{"path": "/dev/vgpu0", "hostPath": "HOST/dev/gpu0"}],
         "mounts": [{"hostPath": "HOST/share", "containerPath": "/opt/vendor",
                     "options": ["ro", "nosuid", "nodev", "bind"]}],
-        "env": ["VENDOR_GPU=0"]}}],
+        "env": ["VENDOR_GPU=0"],
+        "hooks": [{"hookName": "createContainer", "path": "SCRIPT", "args": ["hook", "OUT"]}]}}],
 }
 CDI_YAML = """\
 cdiVersion: 0.5.0
@@ -306,10 +307,15 @@ devices:
 """
 
 
-def test_cdi_json_and_yaml(hd):
+def test_cdi_json_and_yaml(hd, tmp_path):
     host = hd.w.host
+    script, out = os.path.join(hd.cdi, "..", "cdi-hook.sh"), str(tmp_path / "cdi-hook.json")
+    with open(script, "w") as f:
+        f.write('#!/bin/sh\ncat > "$1"\n')
+    os.chmod(script, 0o755)
     with open(os.path.join(hd.cdi, "vendor.json"), "w") as f:
-        f.write(json.dumps(CDI_JSON).replace("HOST", host))
+        f.write(json.dumps(CDI_JSON).replace("HOST", host)
+                .replace("SCRIPT", os.path.realpath(script)).replace("OUT", out))
     with open(os.path.join(hd.cdi, "nic.yaml"), "w") as f:
         f.write(CDI_YAML.replace("HOST", host))
     _prepare(hd, "hk9", 'devices = ["vendor.com/gpu=gpu0", "example.org/nic=all"]\n')
@@ -321,6 +327,8 @@ def test_cdi_json_and_yaml(hd):
         assert lines == ["1 0 0", "/dev/vgpu0 crw-------", "/dev/nic0 crw-rw----",
                          "vendor data"], r.stdout + r.stderr
         assert "Read-only" in r.stderr, r.stderr
+        # the spec's hook ran as an OCI hook, with the state on stdin
+        assert json.load(open(out))["id"] == "hk9"
     finally:
         _release(hd, "hk9")
     r = _prepare(hd, "hk10", 'devices = ["vendor.com/gpu=gpu7"]\n', check=False)
