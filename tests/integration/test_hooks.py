@@ -478,3 +478,29 @@ def test_edf_check_warns_about_hook_combinations(hd):
     r = subprocess.run([binary("alps"), "edf", "check", e], capture_output=True, text=True)
     assert "the aws_ofi_nccl hook needs the CXI hook" in r.stdout + r.stderr, r.stdout + r.stderr
     assert "ignored: the SSH hook is not on" in r.stdout + r.stderr
+
+
+def test_attack_user_names_host_devices(hd):
+    """An unprivileged user's `alps run` cannot reach a host node the site
+    did not list: a /dev path is refused, and a CDI spec the user owns
+    (a CDI directory others can write to) is left out, never applied."""
+    e = _edf(hd, "atk1.toml", 'devices = ["/dev/mem"]\n')
+    r = hd.alps("run", "--environment", e, "--", "cat", "/dev/mem", user=NOBODY)
+    assert r.returncode != 0
+    assert "device paths are not accepted" in r.stderr, r.stderr
+    spec = {"cdiVersion": "0.6.0", "kind": "attacker.org/mem", "devices": [{"name": "m",
+            "containerEdits": {"deviceNodes": [{"path": "/dev/mem"}],
+                               "mounts": [{"hostPath": "/etc", "containerPath": "/hostetc"}]}}]}
+    path = os.path.join(hd.cdi, "attacker.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        e = _edf(hd, "atk2.toml", 'devices = ["attacker.org/mem=m"]\n')
+        r = hd.alps("run", "--environment", e, "--", "sh", "-c",
+                    "cat /dev/mem | head -c 1; cat /hostetc/shadow", user=NOBODY)
+        assert r.returncode != 0
+        assert "CDI device attacker.org/mem=m is in no spec" in r.stderr, r.stderr
+        assert "not a regular file of root's that only root can write" in r.stderr, r.stderr
+    finally:
+        os.unlink(path)
