@@ -223,42 +223,43 @@ static void fix_edf_ld_path(const struct hook_job *hj, json_t *edf_env)
 	}
 }
 
-char *hooks_job_env_json(const struct hook_job *hj, char *env_json)
+/* The hooks' variables, then LD_LIBRARY_PATH, as [name, value] pairs. */
+static json_t *hook_pairs(const struct hook_job *hj, json_t *j)
 {
-	json_t *poststop = oci_hooks_to_json(hj ? hj->oci : NULL, OCI_STAGE_POSTSTOP);
-	if (!hj || (hj->nenv == 0 && !hj->lib_dir && json_array_size(poststop) == 0)) {
-		json_decref(poststop);
-		return env_json;
-	}
-	json_error_t jerr;
-	json_t *j = json_loads(env_json, 0, &jerr);
-	json_t *edf_env = json_object_get(j, "edf_env");
-	if (!json_is_array(edf_env)) {
-		json_decref(poststop);
-		json_decref(j);
-		return env_json;
-	}
-	if (json_array_size(poststop)) {
-		json_object_set(j, "oci_poststop", poststop);
-		json_object_set(j, "oci_annotations", hj->annotations);
-	}
-	json_decref(poststop);
 	json_t *pairs = json_array();
 	for (size_t i = 0; i < hj->nenv; i++) {
 		const char *eq = strchr(hj->env[i], '=');
 		_cleanup_free_ char *k = xstrndup(hj->env[i], (size_t)(eq - hj->env[i]));
 		json_array_append_new(pairs, json_pack("[s, s]", k, eq + 1));
 	}
-	if (hj->lib_dir) {
+	if (hj->lib_dir)
 		prepend_lib_dir(hj, j, pairs);
-		fix_edf_ld_path(hj, edf_env);
+	return pairs;
+}
+
+char *hooks_job_env_json(const struct hook_job *hj, char *env_json)
+{
+	json_error_t jerr;
+	json_t *poststop = oci_hooks_to_json(hj ? hj->oci : NULL, OCI_STAGE_POSTSTOP);
+	bool any = hj && (hj->nenv || hj->lib_dir || json_array_size(poststop));
+	json_t *j = any ? json_loads(env_json, 0, &jerr) : NULL;
+	json_t *edf_env = json_object_get(j, "edf_env");
+	if (json_is_array(edf_env)) {
+		if (json_array_size(poststop)) {
+			json_object_set(j, "oci_poststop", poststop);
+			json_object_set(j, "oci_annotations", hj->annotations);
+		}
+		json_t *pairs = hook_pairs(hj, j);
+		if (hj->lib_dir)
+			fix_edf_ld_path(hj, edf_env);
+		json_array_extend(pairs, edf_env);
+		json_object_set_new(j, "edf_env", pairs);
+		free(env_json);
+		env_json = json_dumps(j, JSON_COMPACT);
 	}
-	json_array_extend(pairs, edf_env);
-	json_object_set_new(j, "edf_env", pairs);
-	char *out = json_dumps(j, JSON_COMPACT);
+	json_decref(poststop);
 	json_decref(j);
-	free(env_json);
-	return out;
+	return env_json;
 }
 
 void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm)

@@ -125,6 +125,30 @@ static int finish(struct run *r, bool exited, alps_error **err)
 			 *out ? ": " : "", out);
 }
 
+/* The state to the hook's stdin: small (below a pipe's buffer), and a
+ * hook that does not read it still runs. */
+static void feed_state(const struct oci_hook *h, int fd, const char *state)
+{
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	if (write_all(fd, state, strlen(state)) < 0 && errno != EAGAIN && errno != EPIPE)
+		log_warn("OCI hook %s: writing its state: %s", h->name, strerror(errno));
+}
+
+/* After the spawn: the state in, the output read, the exit awaited. */
+static int supervise(struct run *r, int in_fd, const char *state, alps_error **err)
+{
+	feed_state(r->hook, in_fd, state);
+	close(in_fd);
+	fcntl(r->out, F_SETFL, O_NONBLOCK);
+	r->pidfd = sys_pidfd_open(r->pid, 0);
+	uint64_t deadline = now_monotonic_ms() + (uint64_t)r->hook->timeout_s * 1000u;
+	bool exited = r->pidfd >= 0 && wait_exit(r, deadline);
+	int rc = finish(r, exited, err);
+	if (r->pidfd >= 0)
+		close(r->pidfd);
+	return rc;
+}
+
 static int run_one(const struct oci_hook *h, const char *state, alps_error **err)
 {
 	int in[2], out[2];
@@ -140,23 +164,10 @@ static int run_one(const struct oci_hook *h, const char *state, alps_error **err
 	close(in[0]);
 	close(out[1]);
 	r.out = out[0];
-	if (rc == 0) {
-		/* The state is small (below a pipe's buffer); a hook that does
-		 * not read it still runs. */
-		fcntl(in[1], F_SETFL, O_NONBLOCK);
-		if (write_all(in[1], state, strlen(state)) < 0 && errno != EAGAIN && errno != EPIPE)
-			log_warn("OCI hook %s: writing its state: %s", h->name, strerror(errno));
-	}
-	close(in[1]);
-	if (rc == 0) {
-		fcntl(r.out, F_SETFL, O_NONBLOCK);
-		r.pidfd = sys_pidfd_open(r.pid, 0);
-		uint64_t deadline = now_monotonic_ms() + (uint64_t)h->timeout_s * 1000u;
-		bool exited = r.pidfd >= 0 && wait_exit(&r, deadline);
-		rc = finish(&r, exited, err);
-		if (r.pidfd >= 0)
-			close(r.pidfd);
-	}
+	if (rc == 0)
+		rc = supervise(&r, in[1], state, err);
+	else
+		close(in[1]);
 	close(r.out);
 	return rc;
 }
