@@ -151,6 +151,8 @@ int hooks_job_resolve(const struct config *cfg, const struct edf *edf, const cha
 		return -1;
 	}
 	check_image(hj, image_config);
+	for (size_t i = 0; i < hj->nwhat; i++)
+		log_info("host integration: %s", hj->what[i]);
 	*out = hj;
 	return 0;
 }
@@ -266,17 +268,6 @@ void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm)
 {
 	for (size_t i = 0; hj && i < hj->nmounts; i++)
 		jobenv_mounts_add_site(jm, hj->mounts[i].host, hj->mounts[i].path, hj->mounts[i].ro);
-}
-
-char *hooks_job_summary(const struct hook_job *hj)
-{
-	char *out = xstrdup("");
-	for (size_t i = 0; hj && i < hj->nwhat; i++) {
-		char *next = xasprintf("%s%s%s", out, i ? ", " : "", hj->what[i]);
-		free(out);
-		out = next;
-	}
-	return out;
 }
 
 /* ---- running OCI hooks ---- */

@@ -72,8 +72,6 @@ int hooks_job_run_create(const struct hook_job *hj, const struct edf *edf, const
 void hooks_release_run(const char *env_json, const char *job, const char *bundle);
 /* Add the hooks' binds to jm as site mounts. */
 void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm);
-/* "cxi, cdi vendor.com/gpu=0" or "". Caller frees. */
-char *hooks_job_summary(const struct hook_job *hj);
 
 /* Built-in hooks (builtin.c): add what the annotations turn on. */
 int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
