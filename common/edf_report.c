@@ -116,6 +116,7 @@ static const char *const known_annotations[] = {
 	"com.hooks.ssh.authorize_ssh_key",
 	"com.hooks.ssh.port",
 	"com.hooks.nvidia_cuda_mps.enabled",
+	"com.hooks.amd.enabled",
 };
 
 static bool annotation_known(const char *key)
@@ -138,6 +139,34 @@ static void warn_annotation(const struct edf_var *v, struct warns *w)
 	}
 }
 
+static const struct edf_var *annotation(const struct edf *e, const char *key)
+{
+	for (size_t i = 0; i < e->nannotations; i++)
+		if (strcmp(e->annotations[i].key, key) == 0)
+			return &e->annotations[i];
+	return NULL;
+}
+
+/* Hook combinations known to fail or to do nothing (doc/hooks.md). */
+static void warn_hooks(const struct edf *e, struct warns *w)
+{
+	const struct edf_var *nccl = annotation(e, "com.hooks.aws_ofi_nccl.enabled");
+	const struct edf_var *cxi = annotation(e, "com.hooks.cxi.enabled");
+	const struct edf_var *ssh = annotation(e, "com.hooks.ssh.enabled");
+	bool nccl_on = nccl && strcmp(nccl->value, "true") == 0;
+	if (nccl_on && cxi && strcmp(cxi->value, "false") == 0)
+		warn(w, &cxi->loc, "the aws_ofi_nccl hook needs the CXI hook: prepare refuses "
+		     "turning CXI off with it on");
+	if (ssh && strcmp(ssh->value, "true") == 0)
+		warn(w, &ssh->loc, "the SSH hook is not implemented: prepare refuses it");
+	for (size_t i = 0; i < e->nannotations && !(ssh && strcmp(ssh->value, "true") == 0); i++)
+		if (str_has_prefix(e->annotations[i].key, "com.hooks.ssh.") &&
+		    &e->annotations[i] != ssh) {
+			warn(w, &e->annotations[i].loc, "ignored: the SSH hook is not on");
+			break;
+		}
+}
+
 char **edf_warnings(const struct edf *e, size_t *n)
 {
 	struct warns w = { .v = xzalloc(sizeof(char *)) };
@@ -150,6 +179,7 @@ char **edf_warnings(const struct edf *e, size_t *n)
 		warn_env(&e->env[i], &w);
 	for (size_t i = 0; i < e->nannotations; i++)
 		warn_annotation(&e->annotations[i], &w);
+	warn_hooks(e, &w);
 	if (n)
 		*n = w.n;
 	return w.v;

@@ -89,15 +89,18 @@ int edf_image_file_check(int fd, const char *display, alps_error **err)
 }
 
 /* What prepare refuses in an expanded EDF beyond its values: `alps edf
- * check` calls it too, so that both say the same words. */
+ * check` calls it too, so that both say the same words.  Devices are CDI
+ * names; a /dev path would let a user pick any node of the host. */
 int edf_job_check(const struct edf *e, alps_error **err)
 {
-	if (e->ndevices == 0)
-		return 0;
-	const struct edf_loc *l = &e->devices[0].loc;
-	return alps_fail(err, ALPS_E_NOT_IMPLEMENTED, "%s:%d:%d: %s: devices are not implemented "
-			 "yet: they need the host integration (an empty list is accepted)",
-			 l->file, l->line, l->col, l->key);
+	for (size_t i = 0; i < e->ndevices; i++) {
+		const struct edf_loc *l = &e->devices[i].loc;
+		if (e->devices[i].value && e->devices[i].value[0] == '/')
+			return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: %s: device paths are not "
+					 "accepted; name a CDI device (vendor.com/class=name)",
+					 l->file, l->line, l->col, l->key);
+	}
+	return 0;
 }
 
 /* ---- jobs.default_mounts ---------------------------------------------- */

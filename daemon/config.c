@@ -166,6 +166,38 @@ static const struct option_def options[] = {
 	  "lowest MASTER_PORT" },
 	{ "slurm.master_port_max", OPT_INT, OFF(slurm_master_port_max), "29999", 1024, 65535, NULL,
 	  "highest MASTER_PORT" },
+
+	{ "hooks.cdi_dirs", OPT_LIST, OFF(cdi_dirs), "/etc/cdi,/var/run/cdi", 0, 0, NULL,
+	  "directories of CDI specs (JSON, YAML); a later one overrides an earlier one" },
+	{ "hooks.oci_dirs", OPT_LIST, OFF(oci_hook_dirs),
+	  "/usr/share/containers/oci/hooks.d,/etc/containers/oci/hooks.d", 0, 0, NULL,
+	  "directories of OCI hooks (podman's JSON format); a later one overrides by file name" },
+	{ "hooks.oci_timeout", OPT_INT, OFF(oci_hook_timeout_s), "30", 1, 3600, NULL,
+	  "seconds an OCI hook that names no timeout may run" },
+	{ "hooks.lib_dir", OPT_PATH, OFF(hook_lib_dir), "/opt/alps/lib", 0, 0, NULL,
+	  "directory in the container of injected host libraries, first on LD_LIBRARY_PATH" },
+	{ "hooks.cxi.enabled", OPT_BOOL, OFF(cxi_enabled), "false", 0, 0, NULL,
+	  "the CXI hook's default when an EDF does not set com.hooks.cxi.enabled" },
+	{ "hooks.cxi.libraries", OPT_LIST, OFF(cxi_libraries), "", 0, 0, NULL,
+	  "host libraries the CXI hook binds: libfabric.so.1 and what it needs" },
+	{ "hooks.cxi.devices", OPT_LIST, OFF(cxi_devices), "/dev/cxi*", 0, 0, NULL,
+	  "host device nodes (glob patterns) of the CXI hook" },
+	{ "hooks.cxi.env", OPT_LIST, OFF(cxi_env), "FI_PROVIDER=cxi", 0, 0, NULL,
+	  "VAR=value set by the CXI hook" },
+	{ "hooks.aws_ofi_nccl.enabled", OPT_BOOL, OFF(nccl_enabled), "false", 0, 0, NULL,
+	  "the NCCL/RCCL plugin hook's default (it implies the CXI hook)" },
+	{ "hooks.aws_ofi_nccl.variants", OPT_LIST, OFF(nccl_variants), "", 0, 0, NULL,
+	  "VARIANT=/host/library of each plugin variant (cuda12, rocm6...), several per variant" },
+	{ "hooks.aws_ofi_nccl.default_variant", OPT_STRING, OFF(nccl_default_variant), "", 0, 0,
+	  NULL, "variant when com.hooks.aws_ofi_nccl.variant is not set (empty: required)" },
+	{ "hooks.aws_ofi_nccl.env", OPT_LIST, OFF(nccl_env), "", 0, 0, NULL,
+	  "VAR=value set by the NCCL plugin hook" },
+	{ "hooks.amd.enabled", OPT_BOOL, OFF(amd_enabled), "false", 0, 0, NULL,
+	  "bind AMD GPU nodes into jobs unless com.hooks.amd.enabled is \"false\"" },
+	{ "hooks.amd.devices", OPT_LIST, OFF(amd_devices), "/dev/kfd,/dev/dri/renderD*", 0, 0, NULL,
+	  "host device nodes (glob patterns) of the AMD GPU hook" },
+	{ "hooks.amd.env", OPT_LIST, OFF(amd_env), "", 0, 0, NULL,
+	  "VAR=value set by the AMD GPU hook" },
 };
 
 static const struct option_def *option_find(const char *key)
@@ -433,6 +465,12 @@ static int load_section(struct config *c, const char *section, const toml_value 
 			continue;
 		}
 		_cleanup_free_ char *key = xasprintf("%s.%s", section, k);
+		/* [hooks.cxi] and other sub-tables: their keys are "hooks.cxi.x". */
+		if (v->type == TOML_TABLE && strcmp(section, "hooks") == 0) {
+			if (load_section(c, key, v, err) < 0)
+				return -1;
+			continue;
+		}
 		const struct option_def *o = option_find(key);
 		if (!o)
 			return alps_fail(err, ALPS_E_INVALID, "line %d, column %d: unknown key '%s'",
@@ -491,7 +529,7 @@ int config_load_file(struct config *c, const char *path, bool required, alps_err
 		const char *section = root->u.tab.keys[i];
 		const toml_value *v = root->u.tab.vals[i];
 		static const char *sections[] = { "daemon", "store", "registry", "jobs", "topology",
-						  "fabric", "slurm" };
+						  "fabric", "slurm", "hooks" };
 		bool known = false;
 		for (size_t s = 0; s < ARRAY_SIZE(sections); s++)
 			known = known || strcmp(sections[s], section) == 0;

@@ -98,6 +98,23 @@ struct config {
 	bool slurm_placement_env;           /* the placement plan's variables */
 	int64_t slurm_master_port_min;
 	int64_t slurm_master_port_max;
+
+	/* [hooks] (daemon/hooks/, doc/hooks.md) */
+	struct strlist cdi_dirs;            /* CDI spec directories, later ones win */
+	struct strlist oci_hook_dirs;       /* hooks.d directories of OCI hooks */
+	int64_t oci_hook_timeout_s;         /* a hook that names no timeout gets this */
+	char *hook_lib_dir;                 /* where injected libraries land in the container */
+	bool cxi_enabled;                   /* [hooks.cxi]: the site default */
+	struct strlist cxi_libraries;       /* host libfabric and what it needs */
+	struct strlist cxi_devices;         /* glob()s of host device nodes */
+	struct strlist cxi_env;             /* "VAR=value" */
+	bool nccl_enabled;                  /* [hooks.aws_ofi_nccl] */
+	struct strlist nccl_variants;       /* "VARIANT=/host/lib.so" */
+	char *nccl_default_variant;
+	struct strlist nccl_env;
+	bool amd_enabled;                   /* [hooks.amd] */
+	struct strlist amd_devices;
+	struct strlist amd_env;
 };
 
 /* A config with every default. */

@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/ref.h"
 #include "daemon/config.h"
+#include "daemon/hooks/hooks.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
 #include "daemon/image/pull.h"
@@ -70,6 +71,7 @@ struct prep {
 	char *fingerprint;              /* what makes two prepares "the same" */
 	struct store_image *img;
 	char *env_json;                 /* the job row's environment_json */
+	struct hook_job *hooks;         /* devices and hooks (daemon/hooks) */
 	struct ns_result ns;
 	char *map_path;                 /* the job's fabric map on the host, or NULL */
 	char **down;                    /* peers down at prepare (fabric_strv_free) */
@@ -104,6 +106,7 @@ static void prep_free(struct prep *p)
 	free(p->fingerprint);
 	store_image_free(p->img);
 	free(p->env_json);
+	hooks_job_free(p->hooks);
 	ns_result_free(&p->ns);
 	edf_strv_free(p->nodes);
 	if (p->down)
@@ -294,6 +297,20 @@ static int site_config(const struct prep *p, struct config *c, alps_error **err)
 	return rc;
 }
 
+/* The OCI hooks of the create stages, once the namespace is there; a
+ * failure releases it. */
+static int prep_hooks_run(struct prep *p, alps_error **err)
+{
+	_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", p->d->cfg->run_dir, p->job);
+	if (hooks_job_run_create(p->hooks, p->edf, p->job, bundle, err) == 0)
+		return 0;
+	alps_error *e2 = NULL;
+	if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
+		alps_error_free(e2);
+	ns_result_free(&p->ns);
+	return -1;
+}
+
 /* ---- build (worker) ---- */
 
 /* Jobs build in parallel, each in a helper program of its own (ns.h);
@@ -314,6 +331,7 @@ static void prep_build(void *arg)
 	}
 	if (p->map_path)
 		jobenv_mounts_add_site(&jm, p->map_path, JOBENV_FABRIC_MAP, true);
+	hooks_job_add_mounts(p->hooks, &jm);
 	_cleanup_free_ char *workdir = jobenv_workdir(p->edf, p->img);
 	size_t n = p->img ? p->img->nlayers : 0;
 	const char **files = xcalloc(n + 1, sizeof(char *));
@@ -331,11 +349,12 @@ static void prep_build(void *arg)
 		.site_mounts = jm.site, .nsite_mounts = jm.nsite,
 		.mounts = jm.user, .nmounts = jm.nuser,
 		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
+		.extra_devices = p->hooks->devices, .nextra_devices = p->hooks->ndevices,
 		.tmp_size = p->d->cfg->tmp_size, .shm_size = p->d->cfg->shm_size,
 		.upper_size = p->d->cfg->upper_size,
 		.prepare_timeout_ms = (unsigned)p->d->cfg->prepare_timeout_s * 1000u,
 	};
-	if (ns_prepare(&spec, &p->ns, &err) < 0)
+	if (ns_prepare(&spec, &p->ns, &err) < 0 || prep_hooks_run(p, &err) < 0)
 		p->err = err;
 	free(files);
 	free(ids);
@@ -398,6 +417,7 @@ static int prep_record(struct prep *p, alps_error **err)
 		return -1;
 	p->env_json = jobenv_json(p->edf, p->img, p->fingerprint, p->tasks,
 				  p->map_path ? JOBENV_FABRIC_MAP : NULL);
+	p->env_json = hooks_job_env_json(p->hooks, p->env_json);
 	if (p->run) {
 		char *with = runjob_env_with_owner(p->env_json, p->owner_pid, p->owner_start);
 		free(p->env_json);
@@ -442,14 +462,19 @@ static void prep_undo(struct prep *p)
 		unlink(p->map_path);
 }
 
+static void prep_warn(struct prep *p, const char *fmt, ...) ALPS_PRINTF(2, 3);
+
 static void prep_setup(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
-	if (prep_record(p, &err) < 0)
+	if (hooks_job_resolve(p->d->cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
+			      &err) < 0 || prep_record(p, &err) < 0)
 		p->err = err;
 	else
 		prep_build(p);
+	for (size_t i = 0; p->hooks && i < p->hooks->nwarnings; i++)
+		prep_warn(p, "%s", p->hooks->warnings[i]);
 	if (!p->err && prep_mark_ready(p, &err) < 0)
 		p->err = err;
 	if (p->err)
@@ -722,6 +747,7 @@ struct rel {
 	uid_t peer_uid;
 	bool admin;
 	bool was;
+	char *env_json;         /* the row's: poststop hooks (daemon/hooks) */
 	alps_error *err;
 };
 
@@ -739,6 +765,8 @@ static int rel_check(struct rel *r)
 	}
 	alps_error_free(e);
 	bool own_run = r->was && str_has_prefix(r->job, RUNJOB_PREFIX) && row->uid == r->peer_uid;
+	if (r->was)
+		r->env_json = steal_pointer(&row->environment_json);
 	store_job_free(row);
 	if (!r->admin && !own_run)
 		return alps_fail(&r->err, ALPS_E_PERMISSION, "'release' is for administrators (root "
@@ -754,6 +782,10 @@ static void rel_release(struct rel *r)
 	job_claim(r->job);
 	job_release(r->d->cfg->run_dir, r->job, &r->err);
 	job_unclaim(r->job);
+	if (r->was && !r->err) {
+		_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", r->d->cfg->run_dir, r->job);
+		hooks_release_run(r->env_json, r->job, bundle);
+	}
 	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
 	unlink(map);
 }
@@ -806,6 +838,7 @@ static void rel_done(void *arg)
 	request_unref(r->rq);
 	free(r->job);
 	free(r->why);
+	free(r->env_json);
 	free(r);
 }
 

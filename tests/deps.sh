@@ -2,7 +2,7 @@
 ALPS_BUILD_DEPS="autoconf automake pkg-config make gcc libc6-dev
  libevent-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libfabric-dev
  libhwloc-dev libcurl4-openssl-dev libssl-dev libjansson-dev libarchive-dev
- libisal-dev libzstd-dev libsquashfs-dev libslurm-dev"
+ libisal-dev libzstd-dev libsquashfs-dev libslurm-dev libyaml-dev"
 ALPS_TEST_DEPS="libcmocka-dev groff-base python3 python3-pytest python3-protobuf protobuf-compiler
  docker-registry umoci skopeo squashfuse squashfs-tools squashfs-tools-ng fuse3
  sqlite3 iproute2 procps util-linux openssl apache2-utils clang libclang-rt-14-dev

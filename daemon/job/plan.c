@@ -224,6 +224,9 @@ static void add_system(struct plan_builder *b, const struct job_spec *spec)
 	for (size_t i = 0; i < spec->ndevices; i++)
 		plan_add(b, MOUNT_DEVICE, ORIGIN_SITE, spec->devices[i], spec->devices[i],
 			 MS_NOSUID | MS_NOEXEC);
+	for (size_t i = 0; i < spec->nextra_devices; i++)
+		plan_add(b, MOUNT_DEVICE, ORIGIN_SITE, spec->extra_devices[i].host,
+			 spec->extra_devices[i].path, MS_NOSUID | MS_NOEXEC);
 	struct mount_op *tmp = plan_add(b, MOUNT_TMPFS, ORIGIN_SYSTEM, NULL, "/tmp", MS_SAFE);
 	tmp->data = tmpfs_options("mode=1777", spec->tmp_size);
 	static const char *const host_files[] = { "/etc/hosts", "/etc/resolv.conf" };

@@ -43,6 +43,13 @@ struct user_mount {
 	unsigned flags;         /* USER_MOUNT_* */
 };
 
+/* A host device node bound into the container's /dev at path (CDI specs
+ * and hooks may put a node elsewhere than where the host has it). */
+struct job_device {
+	const char *host;       /* absolute host path of the node */
+	const char *path;       /* below /dev in the container */
+};
+
 /* What the request handler knows about a job; borrowed for the call. */
 struct job_spec {
 	const char *run_dir;            /* e.g. /run/alps */
@@ -67,6 +74,8 @@ struct job_spec {
 	size_t nmounts;
 	const char *const *devices;     /* host device nodes to expose, e.g. /dev/nvidia0 */
 	size_t ndevices;
+	const struct job_device *extra_devices; /* CDI and hooks' nodes (daemon/hooks) */
+	size_t nextra_devices;
 	/* tmpfs sizes as tmpfs takes them ("64m", "25%" of the node's memory;
 	 * tmpfs_size_valid): /tmp, /dev/shm, the overlay's upper layer (what a
 	 * writable job writes).  NULL: tmpfs's default, half the memory. */

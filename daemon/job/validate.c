@@ -141,10 +141,11 @@ static int check_kind(const struct mount_op *op, alps_error **err)
 		return -1;
 	if (op->kind == MOUNT_LAYER && !layer_id_valid(op->id))
 		return op_fail(err, op, "invalid layer id");
+	/* The host's node may live elsewhere (a CDI spec's hostPath); where it
+	 * lands is below /dev. */
 	if (op->kind == MOUNT_DEVICE &&
-	    (strcmp(op->src, op->dst) != 0 || !path_is_under(op->src, "/dev") ||
-	     strcmp(op->src, "/dev") == 0))
-		return op_fail(err, op, "a device is a node below /dev, at the same path");
+	    (!op->dst || !path_is_under(op->dst, "/dev") || strcmp(op->dst, "/dev") == 0))
+		return op_fail(err, op, "a device is a node below /dev");
 	if (op->kind == MOUNT_OVERLAY && strcmp(op->dst ? op->dst : "", "/") != 0)
 		return op_fail(err, op, "the overlay is the root");
 	if (op->kind == MOUNT_FILE_OVER && !op->data)

@@ -305,7 +305,7 @@ static void test_annotations_expand(void **state)
 
 /* Sarus Suite: "EDFs support a devices array. Each entry must be a valid
  * value for Podman's --device option" -- here CDI names or /dev paths,
- * validated; prepare refuses a non-empty list until host integration. */
+ * validated; prepare takes CDI names and refuses /dev paths (any host node). */
 static void test_devices(void **state)
 {
 	(void)state;
@@ -316,9 +316,9 @@ static void test_devices(void **state)
 	assert_string_equal(e->devices[2].value, "amd.com/gpu=0");
 	alps_error *err = NULL;
 	assert_int_equal(edf_job_check(e, &err), -1);
-	assert_int_equal(err->code, ALPS_E_NOT_IMPLEMENTED);
-	assert_string_equal(err->msg, "t.toml:1:12: devices[0]: devices are not implemented yet: "
-			    "they need the host integration (an empty list is accepted)");
+	assert_int_equal(err->code, ALPS_E_INVALID);
+	assert_non_null(strstr(err->msg, "devices[1]: device paths are not accepted; name a CDI "
+			       "device (vendor.com/class=name)"));
 	alps_error_free(err);
 	edf_free(e);
 	e = parse_ok("devices = []\n");

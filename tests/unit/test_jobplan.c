@@ -332,6 +332,25 @@ static void test_refuse_image_and_names(void **state)
 	s = base_spec();
 	s.workdir = "work";
 	assert_refused(&s, "absolute");
+	/* CDI and hook devices: the host node anywhere, the place below /dev */
+	s = base_spec();
+	const struct job_device extra_bad[] = { { "/srv/dev/cxi0", "/etc/cxi0" } };
+	s.extra_devices = extra_bad;
+	s.nextra_devices = 1;
+	assert_refused(&s, "below /dev");
+	const struct job_device extra_dotdot[] = { { "/srv/../dev/cxi0", "/dev/cxi0" } };
+	s.extra_devices = extra_dotdot;
+	assert_refused(&s, "the source must not contain \"..\"");
+	const struct job_device extra_dup[] = { { "/srv/a", "/dev/cxi0" }, { "/srv/b", "/dev/cxi0" } };
+	s.extra_devices = extra_dup;
+	s.nextra_devices = 2;
+	assert_refused(&s, "the destination is taken");
+	const struct job_device extra_ok[] = { { "/srv/dev/cxi0", "/dev/cxi0" } };
+	s.extra_devices = extra_ok;
+	s.nextra_devices = 1;
+	char *msg = NULL;
+	assert_int_equal(build_validate(&s, &msg), 0);
+	free(msg);
 
 	/* More layers than overlayfs stacks. */
 	size_t n = NS_MAX_LAYERS + 1;

@@ -35,12 +35,15 @@ static struct ns_plan *built_plan(void)
 	struct user_mount user[] = { { USER_MOUNT_BIND, "/scratch/u", "/scratch", USER_MOUNT_REC },
 				     { USER_MOUNT_SQSH, "/home/u/tools.sqfs", "/tools", 0 } };
 	static const char *const devices[] = { "/dev/null" };
+	/* a CDI node whose host path is not its place in the container */
+	static const struct job_device extra[] = { { "/srv/fake/dev/cxi0", "/dev/cxi0" } };
 	struct job_spec s = {
 		.run_dir = "/run/alps", .job = "4242.0", .uid = 65534, .gid = 65534,
 		.groups = groups, .ngroups = ARRAY_SIZE(groups), .user_name = "nobody",
 		.layers = layers, .layer_ids = layer_ids, .nlayers = 2, .writable = true,
 		.workdir = "/scratch/work", .site_mounts = site, .nsite_mounts = 1,
 		.mounts = user, .nmounts = 2, .devices = devices, .ndevices = 1,
+		.extra_devices = extra, .nextra_devices = 1,
 	};
 	struct ns_plan *plan = NULL;
 	alps_error *err = NULL;
@@ -147,6 +150,12 @@ static void test_round_trip(void **state)
 	round_trip(plan);
 	alps_error *err = NULL;
 	assert_int_equal(ns_plan_validate(plan, &err), 0);
+	bool cdi_node = false;
+	for (size_t i = 0; i < plan->nops; i++)
+		cdi_node |= plan->ops[i].kind == MOUNT_DEVICE && plan->ops[i].src &&
+			    strcmp(plan->ops[i].src, "/srv/fake/dev/cxi0") == 0 &&
+			    strcmp(plan->ops[i].dst, "/dev/cxi0") == 0;
+	assert_true(cdi_node);
 	ns_plan_free(plan);
 	plan = tiny_plan();
 	round_trip(plan);

@@ -1,0 +1,87 @@
+/* hooks.h: what the host adds to a job - CDI devices the EDF names,
+ * built-in hooks its annotations (or the site's defaults) turn on, OCI
+ * hooks - turned into plain data the job's plan and environment take.
+ *
+ * Everything is decided in a worker thread before the namespace exists
+ * (hooks_job_resolve reads specs, globs device nodes, checks libraries);
+ * the plan then binds what it lists, like any site mount.
+ *
+ *	struct hook_job *hj;
+ *	if (hooks_job_resolve(cfg, edf, &hj, err) < 0) ...
+ *	env_json = hooks_job_env_json(hj, env_json);     (the job's environment)
+ *	hooks_job_add_mounts(hj, &jm);                   (site mounts)
+ *	spec.extra_devices = hj->devices ...
+ *	hooks_job_free(hj);
+ */
+#ifndef ALPS_DAEMON_HOOKS_HOOKS_H
+#define ALPS_DAEMON_HOOKS_HOOKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/error.h"
+#include "daemon/job/plan.h"
+
+struct config;
+struct edf;
+struct job_mounts;
+struct json_t;
+
+struct hook_mount {
+	char *host;             /* absolute host path (a file or a directory) */
+	char *path;             /* absolute path in the container */
+	bool ro;
+};
+
+struct hook_job {
+	struct job_device *devices;     /* owned, strings too */
+	size_t ndevices;
+	struct hook_mount *mounts;
+	size_t nmounts;
+	char **env;                     /* "VAR=value"; a later one wins */
+	size_t nenv;
+	char *lib_dir;                  /* injected libraries: first on LD_LIBRARY_PATH */
+	char **what;                    /* "cdi vendor.com/gpu=0", "cxi"... for the log */
+	size_t nwhat;
+	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
+	struct json_t *annotations;     /* the EDF's, for the hooks' state */
+	char **warnings;                /* for the prepare reply */
+	size_t nwarnings;
+};
+
+/* The label an image that ships its own network stack (libfabric, NCCL
+ * plugin) carries; a job with the CXI hook on is warned. */
+#define HOOKS_LABEL_OWN_STACK "com.alps.network-stack"
+
+/* The job's devices, built-in hooks and OCI hooks; image_config is the
+ * image's config JSON (its labels), or NULL.  Errors name the device,
+ * hook or annotation, and what is missing on the host. */
+int hooks_job_resolve(const struct config *cfg, const struct edf *edf, const char *image_config,
+		      struct hook_job **out, alps_error **err);
+void hooks_job_free(struct hook_job *hj);
+/* env_json (jobenv_json's) with the hooks' variables before the EDF's own
+ * (which still win), lib_dir first on LD_LIBRARY_PATH, and the poststop
+ * hooks with the annotations for release.  Takes env_json, returns the
+ * new text. */
+char *hooks_job_env_json(const struct hook_job *hj, char *env_json);
+/* The OCI hooks of the create stages, after the namespace is built. */
+int hooks_job_run_create(const struct hook_job *hj, const struct edf *edf, const char *job,
+			 const char *bundle, alps_error **err);
+/* At release: the poststop hooks hooks_job_env_json kept in env_json (the
+ * job row's).  Failures are logged: the job goes anyway. */
+void hooks_release_run(const char *env_json, const char *job, const char *bundle);
+/* Add the hooks' binds to jm as site mounts. */
+void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm);
+
+/* Built-in hooks (builtin.c): add what the annotations turn on. */
+int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
+		  alps_error **err);
+
+/* Helpers for builtin.c and hooks.c. */
+int hook_add_device(struct hook_job *hj, const char *host, const char *path, alps_error **err);
+int hook_add_mount(struct hook_job *hj, const char *host, const char *path, bool ro,
+		   alps_error **err);
+void hook_add_env(struct hook_job *hj, const char *kv);
+void hook_add_what(struct hook_job *hj, const char *what);
+
+#endif
