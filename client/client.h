@@ -102,6 +102,11 @@ void client_print_json_line(json_t *j);
  * (caller frees each and the array); reports and returns -1 when the
  * image has none or cannot be inspected. */
 int image_default_argv(struct client *cl, const char *image, char ***argv, int *argc);
+/* An image operand as the daemon takes it: enroot's REGISTRY#IMAGE (the
+ * form EDFs accept) rewritten as REGISTRY/IMAGE, others as they are.
+ * Caller frees; NULL after reporting a malformed one (*rc: exit code). */
+char *client_image_ref(struct client *cl, const char *arg, int *rc);
+char *image_ref_norm(const char *arg, alps_error **err);
 /* Print a command's usage to out. */
 void command_usage(const struct command *c, FILE *out);
 /* "alps CMD: message", the one-line usage and where help is (or a JSON

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/progress.h"
 #include "common/dockercfg.h"
 
 /* ---- credentials ---- */
@@ -53,17 +54,8 @@ static int read_docker_config(struct registry_cred **creds, size_t *n, alps_erro
 
 struct pull_view {
 	struct client *cl;
-	bool tty;
-	bool drawn;
-	char **states;          /* last state seen per layer, for plain output */
-	size_t nstates;
+	struct progress progress;
 };
-
-static const char *short_digest(const char *d)
-{
-	const char *colon = strchr(d, ':');
-	return colon ? colon + 1 : d;
-}
 
 static void pull_progress_json(const Alps__PullProgress *pp)
 {
@@ -81,48 +73,6 @@ static void pull_progress_json(const Alps__PullProgress *pp)
 	client_print_json_line(ev);
 }
 
-/* On a terminal: one line per layer, redrawn in place, and a total. */
-static void pull_progress_tty(struct pull_view *v, const Alps__PullProgress *pp)
-{
-	if (v->drawn)
-		fprintf(stderr, "\033[%zuA", pp->n_layers + 1);
-	for (size_t i = 0; i < pp->n_layers; i++) {
-		const Alps__LayerProgress *l = pp->layers[i];
-		char done[32], total[32];
-		format_size(l->bytes_done, done, sizeof(done));
-		format_size(l->bytes_total, total, sizeof(total));
-		fprintf(stderr, "\033[2K%.12s  %-11s %10s / %-10s\n", short_digest(l->digest), l->state,
-			done, total);
-	}
-	char done[32], total[32], rate[32];
-	format_size(pp->bytes_done, done, sizeof(done));
-	format_size(pp->bytes_total, total, sizeof(total));
-	format_size(pp->rate_bps, rate, sizeof(rate));
-	fprintf(stderr, "\033[2K%s: %s / %s, %s/s, ETA %" PRIu64 " s\n", pp->phase, done, total, rate,
-		pp->eta_ms / 1000);
-	v->drawn = true;
-}
-
-/* Not a terminal: a line when a layer changes state. */
-static void pull_progress_plain(struct pull_view *v, const Alps__PullProgress *pp)
-{
-	if (v->nstates < pp->n_layers) {
-		v->states = xreallocarray(v->states, pp->n_layers, sizeof(char *));
-		for (size_t i = v->nstates; i < pp->n_layers; i++)
-			v->states[i] = NULL;
-		v->nstates = pp->n_layers;
-	}
-	for (size_t i = 0; i < pp->n_layers; i++) {
-		const Alps__LayerProgress *l = pp->layers[i];
-		if (v->states[i] && strcmp(v->states[i], l->state) == 0)
-			continue;
-		free(v->states[i]);
-		v->states[i] = xstrdup(l->state);
-		fprintf(stderr, "layer %.12s: %s (%" PRIu64 " bytes)\n", short_digest(l->digest),
-			l->state, l->bytes_total);
-	}
-}
-
 static void on_pull_progress(const Alps__Response *resp, void *arg)
 {
 	struct pull_view *v = arg;
@@ -130,10 +80,8 @@ static void on_pull_progress(const Alps__Response *resp, void *arg)
 		return;
 	if (v->cl->json)
 		pull_progress_json(resp->pull_progress);
-	else if (v->tty)
-		pull_progress_tty(v, resp->pull_progress);
 	else
-		pull_progress_plain(v, resp->pull_progress);
+		progress_update(&v->progress, resp->pull_progress);
 }
 
 static void on_sigint(int sig)
@@ -165,8 +113,8 @@ static int pull_result(struct client *cl, const Alps__Response *resp)
 	} else {
 		char size[32];
 		format_size(pr->size, size, sizeof(size));
-		printf("%s\n  digest %s, %u layers (%u fetched), %s\n", pr->reference, pr->digest,
-		       pr->layers, pr->layers_fetched, size);
+		printf("%s\n  digest %s, %u layers (%u fetched), %s compressed\n", pr->reference,
+		       pr->digest, pr->layers, pr->layers_fetched, size);
 	}
 	return EXIT_OK;
 }
@@ -191,6 +139,10 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	cl->stream = cl->json;
 	if (optind + 1 != argc)
 		return usage_error(cl, "give exactly one image reference");
+	int rc = EXIT_OK;
+	_cleanup_free_ char *ref = client_image_ref(cl, argv[optind], &rc);
+	if (!ref)
+		return rc;
 	alps_error *err = NULL;
 	struct registry_cred *creds;
 	size_t ncreds;
@@ -207,7 +159,7 @@ static int run_pull(struct client *cl, int argc, char **argv)
 		rcp[i] = &rc_[i];
 	}
 	Alps__PullRequest pr = ALPS__PULL_REQUEST__INIT;
-	pr.reference = argv[optind];
+	pr.reference = ref;
 	pr.platform = (char *)platform;
 	pr.credentials = rcp;
 	pr.n_credentials = ncreds;
@@ -215,19 +167,18 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	req.op_case = ALPS__REQUEST__OP_PULL;
 	req.pull = &pr;
 
-	struct pull_view view = { .cl = cl, .tty = isatty(STDERR_FILENO) && !cl->json };
+	struct pull_view view = { .cl = cl };
+	progress_init(&view.progress, !cl->json && !cl->quiet);
 	signal(SIGINT, on_sigint);
 	Alps__Response *resp = client_call(cl, &req, on_pull_progress, &view, &err);
 	signal(SIGINT, SIG_DFL);
 	dockercfg_creds_free(creds, ncreds);
 	free(rcp);
 	free(rc_);
-	for (size_t i = 0; i < view.nstates; i++)
-		free(view.states[i]);
-	free(view.states);
+	progress_finish(&view.progress);
 	if (!resp)
 		return client_fail(cl, "pull", err);
-	int rc = pull_result(cl, resp);
+	rc = pull_result(cl, resp);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
 }
@@ -319,8 +270,11 @@ static int run_inspect(struct client *cl, int argc, char **argv)
 	int rc = command_operands(cl, argc, argv, 1, 1, "give exactly one image (reference or digest)");
 	if (rc >= 0)
 		return rc;
+	_cleanup_free_ char *ref = client_image_ref(cl, argv[optind], &rc);
+	if (!ref)
+		return rc;
 	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
-	ir.reference = argv[optind];
+	ir.reference = ref;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_INSPECT;
 	req.inspect = &ir;
@@ -432,13 +386,14 @@ const struct command cmd_inspect = {
  * not --json. */
 static json_t *rm_one(struct client *cl, const char *ref)
 {
+	alps_error *err = NULL;
+	_cleanup_free_ char *norm = image_ref_norm(ref, &err);
 	Alps__RemoveRequest rr = ALPS__REMOVE_REQUEST__INIT;
-	rr.reference = (char *)ref;
+	rr.reference = norm;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_REMOVE;
 	req.remove = &rr;
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	Alps__Response *resp = norm ? client_call(cl, &req, NULL, NULL, &err) : NULL;
 	json_t *j;
 	if (!resp) {
 		j = client_error_json(err->code, err->msg);

@@ -153,7 +153,11 @@ static bool needs_edf(const struct run_args *r)
 static int prepare_run(struct client *cl, const struct run_args *r, Alps__Response **resp)
 {
 	if (!needs_edf(r)) {
-		struct prepare_args a = { .run = true, .image = r->image };
+		int rc = EXIT_OK;
+		_cleanup_free_ char *ref = client_image_ref(cl, r->image, &rc);
+		if (!ref)
+			return rc;
+		struct prepare_args a = { .run = true, .image = ref };
 		return do_prepare(cl, &a, resp);
 	}
 	char cwd[4096];

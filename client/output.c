@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "common/ref.h"
 
 int client_connect(struct client *cl, alps_error **err)
 {
@@ -163,4 +164,26 @@ void client_print_json_line(json_t *j)
 		free(s);
 	}
 	json_decref(j);
+}
+
+char *image_ref_norm(const char *arg, alps_error **err)
+{
+	if (!strchr(arg, '#'))
+		return xstrdup(arg);
+	struct image_ref ref;
+	/* The default registry is not used: the form names its registry. */
+	if (ref_parse_any(arg, "docker.io", &ref, err) < 0)
+		return NULL;
+	char *out = ref_format(&ref);
+	ref_free(&ref);
+	return out;
+}
+
+char *client_image_ref(struct client *cl, const char *arg, int *rc)
+{
+	alps_error *err = NULL;
+	char *out = image_ref_norm(arg, &err);
+	if (!out)
+		*rc = client_fail(cl, cl->cmd ? cl->cmd->name : "alps", err);
+	return out;
 }
