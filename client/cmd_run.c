@@ -134,7 +134,8 @@ static int build_request(struct client *cl, const struct run_args *r, const char
 	while (environ && environ[n])
 		n++;
 	_cleanup_free_ char **env = xcalloc(r->nenv + n + 1, sizeof(char *));
-	memcpy(env, r->env_values, r->nenv * sizeof(char *));
+	if (r->nenv)
+		memcpy(env, r->env_values, r->nenv * sizeof(char *));
 	memcpy(env + r->nenv, environ, n * sizeof(char *));
 	alps_error *err = NULL;
 	if (slurmjob_build(r->edf, &o, (const char *const *)env, cwd, req, &err) < 0)
