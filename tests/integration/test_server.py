@@ -312,10 +312,10 @@ def test_stale_socket_file_is_replaced(daemon_factory):
 
 
 @pytest.mark.parametrize("text,want", [
-    ("[daemon]\nsockett = \"/x\"\n", "alpsd.conf: line 2, column 1: unknown key 'daemon.sockett'"),
-    ("[store]\ncompression = \"bz2\"\n", "store.compression = 'bz2'"),
+    ("[daemon]\nsockett = \"/x\"\n", "alpsd.conf:2:1: daemon.sockett: unknown key (did you mean 'daemon.socket'?)"),
+    ("[store]\ncompression = \"bz2\"\n", "store.compression: 'bz2' is not one of: zstd, gzip, xz, lz4, lzo"),
     ("[daemon\n", "alpsd.conf:1:"),
-    ("[jobs]\nallow_user_run = 1\n", "jobs.allow_user_run must be true or false"),
+    ("[jobs]\nallow_user_run = 1\n", "alpsd.conf:2:1: jobs.allow_user_run: must be true or false, not integer"),
 ])
 def test_bad_config_is_refused(daemon_factory, text, want):
     d = daemon_factory(text, start=False)
