@@ -107,7 +107,7 @@ static int pull_result(struct client *cl, const Alps__Response *resp)
 		/* One JSON object per line, like the progress events before it. */
 		client_print_json_line(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
 					    "ok", 1, "reference", pr->reference, "digest", pr->digest,
-					    "layers", (int)pr->layers, "layers_fetched",
+					    "layer_count", (int)pr->layers, "layers_fetched",
 					    (int)pr->layers_fetched, "compressed_size",
 					    (json_int_t)pr->size));
 	} else {
@@ -202,7 +202,7 @@ static json_t *image_json(const Alps__ImageInfo *im)
 	for (size_t i = 0; i < im->n_references; i++)
 		json_array_append_new(refs, json_string(im->references[i]));
 	return json_pack("{s:o, s:s, s:I, s:i, s:I, s:I, s:b, s:s}", "references", refs, "digest",
-			 im->digest, "squashfs_size", (json_int_t)im->size, "layers", (int)im->layers,
+			 im->digest, "squashfs_size", (json_int_t)im->size, "layer_count", (int)im->layers,
 			 "created_ms", (json_int_t)im->created_ms, "last_used_ms",
 			 (json_int_t)im->last_used_ms, "pinned", (int)im->pinned, "platform",
 			 im->platform);

@@ -469,8 +469,10 @@ static int run_exec(struct client *cl, int argc, char **argv)
 	const char *job = NULL;
 	unsigned rank = 0;
 	const char *r = getenv("SLURM_LOCALID");
-	if (r && client_parse_uint(cl, r, "SLURM_LOCALID", 1000000, &rank) < 0)
-		return EXIT_USAGE;
+	char *end;
+	/* Slurm's variable, not the user's word: a bad one is rank 0, as before. */
+	if (r && *r && strtoul(r, &end, 10) <= 1000000 && *end == '\0')
+		rank = (unsigned)strtoul(r, NULL, 10);
 	int opt;
 	while ((opt = command_getopt(cl, argc, argv, "+j:r:", opts)) != -1) {
 		switch (opt) {

@@ -104,7 +104,7 @@ static int global_options(struct client *cl, int argc, char **argv, int *rc)
 		}
 	}
 	if (optind >= argc) {
-		*rc = usage_error(cl, "a command is required (see 'alps help')");
+		*rc = usage_error(cl, "a command is required");
 		return -1;
 	}
 	return optind;

@@ -133,7 +133,7 @@ def test_shared_layers_fetched_once(daemon, world):
     before = len(world.registry.blob_gets())
     r = daemon.alps("--json", "pull", f"{host}/test/shared:b", check=True)
     done = json.loads(r.stdout.splitlines()[-1])
-    assert done["layers"] == 3 and done["layers_fetched"] == 1
+    assert done["layer_count"] == 3 and done["layers_fetched"] == 1
     new_gets = world.registry.blob_gets()[before:]
     top = world.shared.manifest("b")["layers"][2]["digest"]
     layer_gets = [p for p in new_gets if p.endswith(tuple(l["digest"] for l in
