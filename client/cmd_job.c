@@ -521,6 +521,9 @@ int do_release(struct client *cl, const char *job, bool quiet)
 		client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", job, "was_prepared",
 					    resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
 					    resp->release_reply->was_prepared));
+	else if (!quiet && resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
+		 !resp->release_reply->was_prepared)
+		printf("job %s was not prepared: nothing to release\n", job);
 	else if (!quiet)
 		printf("job %s released\n", job);
 	alps__response__free_unpacked(resp, NULL);

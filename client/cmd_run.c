@@ -7,6 +7,7 @@
  * the same container. */
 #include <config.h>
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,9 +124,19 @@ static int build_request(struct client *cl, const struct run_args *r, const char
 			 Alps__PrepareRequest **req)
 {
 	_cleanup_free_ char *image = NULL;
-	if (r->image)
-		image = r->image[0] != '/' && is_file_image(r->image)
-				? xasprintf("%s/%s", cwd, r->image) : xstrdup(r->image);
+	if (r->image && is_file_image(r->image)) {
+		/* Absolute, and there for the caller: a clear error before a job. */
+		const char *rel = strncmp(r->image, "./", 2) == 0 ? r->image + 2 : r->image;
+		image = rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", cwd, rel);
+		_cleanup_close_ int fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0) {
+			alps_error *err = NULL;
+			alps_fail_errno(&err, "%s", image);
+			return client_fail(cl, "run", err);
+		}
+	} else if (r->image) {
+		image = xstrdup(r->image);
+	}
 	struct container_opts o = { .image = image, .mounts = r->mounts, .workdir = r->workdir,
 				    .writable = -1, .env_names = r->env_names, .mount_home = -1,
 				    .entrypoint = -1 };
