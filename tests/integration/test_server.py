@@ -343,7 +343,17 @@ def test_print_config_round_trips(daemon_factory):
 def test_set_option_on_command_line(daemon_factory):
     d = daemon_factory(start=False, extra_args=["--set", "daemon.nope=1"])
     r = subprocess.run(d.argv(), capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown option 'daemon.nope'" in r.stderr
+    assert r.returncode == 1 and "daemon.nope: unknown key" in r.stderr
+    # TOML values: an array for a list option.
+    d = daemon_factory(start=False, extra_args=["--set", 'jobs.default_mounts=["/opt:/opt"]',
+                                                "--print-config"])
+    r = subprocess.run(d.argv(), capture_output=True, text=True)
+    assert r.returncode == 0 and 'default_mounts = ["/opt:/opt"]' in r.stdout, r.stderr
+    d = daemon_factory(start=False, extra_args=["--topology-xml", "/nonexistent/topo.xml"])
+    r = subprocess.run(d.argv(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr == ("alpsd: topology.xml: cannot read /nonexistent/topo.xml: No such file "
+                        "or directory\n"), r.stderr
 
 
 def test_sighup_reload(daemon_factory):
