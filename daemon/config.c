@@ -400,6 +400,9 @@ void config_free(struct config *c)
 static int option_set_toml(struct config *c, const struct option_def *o, const toml_value *v,
 			   alps_error **err);
 
+static int config_set_value(struct config *c, const struct option_def *o, const char *value,
+			    alps_error **err);
+
 /* A TOML value ("[\"/a:/b\"]", 6, true, "\"x\"") when value is one, else
  * the text as before (an unquoted path, 1 for true, "a,b" for a list). */
 int config_set(struct config *c, const char *key, const char *value, alps_error **err)
@@ -407,6 +410,19 @@ int config_set(struct config *c, const char *key, const char *value, alps_error 
 	const struct option_def *o = option_find(key);
 	if (!o)
 		return unknown_key(key, err);
+	if (config_set_value(c, o, value, err) < 0)
+		return -1;
+	/* A topology file named on the command line (--topology-xml) that
+	 * cannot be read stops the daemon: the admin asked for that file.
+	 * One named in the file is reported and the daemon serves the rest. */
+	if (o->offset == OFF(topology_xml) && *c->topology_xml && access(c->topology_xml, R_OK) < 0)
+		return alps_fail_errno(err, "topology.xml: cannot read %s", c->topology_xml);
+	return 0;
+}
+
+static int config_set_value(struct config *c, const struct option_def *o, const char *value,
+			    alps_error **err)
+{
 	_cleanup_free_ char *doc = xasprintf("v = %s\n", value);
 	toml_value *root = NULL;
 	struct toml_error terr;
@@ -640,10 +656,6 @@ int config_validate(const struct config *c, alps_error **err)
 		if (edf_site_mount(c->default_mounts.v[i], i, NULL, &m, err) < 0)
 			return -1;
 	}
-	/* A topology file named but unreadable stops the daemon: placement
-	 * from the live machine instead would be silently wrong. */
-	if (*c->topology_xml && access(c->topology_xml, R_OK) < 0)
-		return alps_fail_errno(err, "topology.xml: cannot read %s", c->topology_xml);
 	if (c->slurm_master_port_min > c->slurm_master_port_max)
 		return alps_fail(err, ALPS_E_INVALID,
 				 "slurm.master_port_min: %lld is above slurm.master_port_max (%lld)",

@@ -352,8 +352,8 @@ def test_set_option_on_command_line(daemon_factory):
     d = daemon_factory(start=False, extra_args=["--topology-xml", "/nonexistent/topo.xml"])
     r = subprocess.run(d.argv(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    assert r.stderr == ("alpsd: topology.xml: cannot read /nonexistent/topo.xml: No such file "
-                        "or directory\n"), r.stderr
+    assert r.stderr == ("alpsd: command line: topology.xml: cannot read /nonexistent/topo.xml: "
+                        "No such file or directory\n"), r.stderr
 
 
 def test_sighup_reload(daemon_factory):
