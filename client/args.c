@@ -96,8 +96,9 @@ int command_getopt(struct client *cl, int argc, char **argv, const char *shortop
 {
 	_cleanup_free_ struct option *all = merged_options(longopts);
 	bool stop_at_operand = shortopts[0] == '+';
-	_cleanup_free_ char *spec = xasprintf("%s:%s", stop_at_operand ? "+" : "",
-					      shortopts + stop_at_operand);
+	bool own_h = strchr(shortopts, 'h') != NULL;    /* else -h is --help */
+	_cleanup_free_ char *spec = xasprintf("%s:%s%s", stop_at_operand ? "+" : "",
+					      shortopts + stop_at_operand, own_h ? "" : "h");
 	opterr = 0;
 	for (;;) {
 		int opt = getopt_long(argc, argv, spec, all, NULL);
@@ -105,6 +106,10 @@ int command_getopt(struct client *cl, int argc, char **argv, const char *shortop
 		case OPT_JSON: cl->json = true; continue;
 		case OPT_QUIET: cl->quiet = true; continue;
 		case OPT_SOCKET: cl->socket_path = optarg; continue;
+		case 'h':
+			if (own_h)
+				return opt;
+			/* fallthrough */
 		case OPT_HELP:
 			command_usage(cl->cmd, stdout);
 			return OPT_EXIT_HELP;

@@ -41,6 +41,7 @@ def test_help_command():
     r = alps("help", "run")
     assert r.returncode == 0 and r.stdout.startswith("Usage: alps run ")
     assert r.stdout == alps("run", "--help").stdout
+    assert alps("pull", "-h").stdout.startswith("Usage: alps pull ")
     r = alps("help", "nope")
     assert r.returncode == 2 and "unknown command 'nope'" in r.stderr
 
