@@ -53,6 +53,9 @@ static int add_env(struct client *cl, struct run_args *r, const char *arg)
 	for (size_t i = 0; i < len; i++)
 		name_ok = name_ok && (arg[i] == '_' || (arg[i] >= 'a' && arg[i] <= 'z') ||
 				      (arg[i] >= 'A' && arg[i] <= 'Z') || (arg[i] >= '0' && arg[i] <= '9'));
+	if (!name_ok && !eq)    /* -e was --environment once */
+		return usage_error(cl, "--env '%s': give NAME=VALUE (an EDF is --environment "
+				   "EDF)", arg);
 	if (!name_ok)
 		return usage_error(cl, "--env '%s': give NAME=VALUE with NAME of letters, digits, "
 				   "'_'", arg);
