@@ -151,12 +151,20 @@ static int run_edf(struct client *cl, int argc, char **argv)
 		}
 	}
 	int rc = e ? EXIT_OK : EXIT_FAILED;
-	if (cl->json)
-		client_print_json(json_pack("{s:b, s:o, s:O, s:O}", "ok", e != NULL, "environment",
-					    e ? edf_to_json(e, true) : json_null(), "warnings",
-					    o.warnings, "errors", o.errors));
-	else
+	if (cl->json) {
+		json_t *j = json_pack("{s:b, s:o, s:O, s:O}", "ok", e != NULL, "environment",
+				      e ? edf_to_json(e, true) : json_null(), "warnings",
+				      o.warnings, "errors", o.errors);
+		if (!e) {       /* like every ok:false object: a code and a message */
+			size_t nerr = json_array_size(o.errors);
+			json_object_set_new(j, "code", json_string("invalid_argument"));
+			json_object_set_new(j, "message", json_sprintf("%s: %zu error%s", file, nerr,
+								       nerr == 1 ? "" : "s"));
+		}
+		client_print_json(j);
+	} else {
 		check_print_text(file, e, &o);
+	}
 	json_decref(o.warnings);
 	json_decref(o.errors);
 	edf_free(e);

@@ -428,6 +428,27 @@ static void rm_print(const json_t *j)
 	       (long long)json_integer_value(json_object_get(j, "layers_removed")), size);
 }
 
+/* {"ok", "results": [...]} (stolen), and when one failed, the first
+ * failure's code and how many failed, as every ok:false object has. */
+static json_t *rm_document(json_t *results)
+{
+	size_t i, failed = 0;
+	json_t *r, *first = NULL;
+	json_array_foreach(results, i, r) {
+		if (json_is_true(json_object_get(r, "ok")))
+			continue;
+		failed++;
+		first = first ? first : r;
+	}
+	json_t *doc = json_pack("{s:b, s:o}", "ok", failed == 0, "results", results);
+	if (first) {
+		json_object_set(doc, "code", json_object_get(first, "code"));
+		json_object_set_new(doc, "message", json_sprintf("%zu of %zu images not removed",
+								 failed, json_array_size(results)));
+	}
+	return doc;
+}
+
 /* One document for all the images: {"ok", "results": [...]}. */
 static int run_rm(struct client *cl, int argc, char **argv)
 {
@@ -449,7 +470,7 @@ static int run_rm(struct client *cl, int argc, char **argv)
 		json_array_append_new(results, j);
 	}
 	if (cl->json)
-		client_print_json(json_pack("{s:b, s:o}", "ok", rc == EXIT_OK, "results", results));
+		client_print_json(rm_document(results));
 	else
 		json_decref(results);
 	return rc;

@@ -147,7 +147,15 @@ def test_every_command(daemon, world, tmpdir_short):
     doc = one_doc(r)
     check(doc, "rm")
     assert doc["ok"] is False and [x["ok"] for x in doc["results"]] == [True, False]
-    assert doc["results"][1]["code"] == "not_found"
+    assert doc["results"][1]["code"] == "not_found" and doc["code"] == "not_found"
+    bad = os.path.join(tmpdir_short, "bad.toml")
+    with open(bad, "w") as f:
+        f.write('imagee = "x"\n')
+    r = d.alps("edf", "check", bad, "--json")
+    assert r.returncode == 1
+    doc = one_doc(r)
+    check(doc, "edf-check")
+    assert doc["ok"] is False and doc["code"] == "invalid_argument" and doc["errors"]
 
 
 @pytest.mark.parametrize("argv,code,status", [
