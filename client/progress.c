@@ -5,7 +5,8 @@
  * the last draw wrote (never more, so the user's scrollback is never
  * overwritten), every line is cut to the terminal's width (a wrapped line
  * would make that count wrong), and the block is erased when the pull
- * ends, so that no stale state stays above the summary.  Elsewhere (a
+ * ends, so that no stale state stays above the summary.  Sizes are
+ * compressed (download) bytes, as in the summary.  Elsewhere (a
  * pipe, a file, TERM=dumb): a plain line when a layer changes state. */
 #include <config.h>
 
@@ -59,7 +60,7 @@ static void total_text(const Alps__PullProgress *pp, char *buf, size_t size)
 	char done[32], total[32], rate[32];
 	format_size(pp->bytes_done, done, sizeof(done));
 	format_size(pp->bytes_total, total, sizeof(total));
-	int n = snprintf(buf, size, "%s: %s / %s compressed", pp->phase, done, total);
+	int n = snprintf(buf, size, "%s: %s / %s", pp->phase, done, total);
 	/* The first reports have no rate yet: say nothing rather than 0 B/s. */
 	if (n > 0 && (size_t)n < size && pp->rate_bps > 0) {
 		format_size(pp->rate_bps, rate, sizeof(rate));
@@ -83,8 +84,10 @@ static void draw(struct progress *p, const Alps__PullProgress *pp)
 		char done[32], total[32];
 		format_size(l->bytes_done, done, sizeof(done));
 		format_size(l->bytes_total, total, sizeof(total));
-		snprintf(line, sizeof(line), "%.12s  %-11s %10s / %s", short_digest(l->digest),
-			 l->state, done, total);
+		/* Sizes before the state: what a narrow terminal cuts is the
+		 * end of the state, not the numbers. */
+		snprintf(line, sizeof(line), "%.*s %9s / %-9s %s", width < 60 ? 7 : 12,
+			 short_digest(l->digest), done, total, l->state);
 		put_line(p, width, line);
 	}
 	total_text(pp, line, sizeof(line));
