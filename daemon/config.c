@@ -755,4 +755,9 @@ void config_print(const struct config *c, FILE *out)
 	 * entries still land in registry.host. */
 	for (size_t r = 0; r < c->nregistries; r++)
 		print_registry_host(out, &c->registries[r]);
+	if (c->nregistries == 0)        /* none set: show that the section exists */
+		fputs("\n# per-registry settings, one entry per registry (none set):\n"
+		      "# [[registry.host]]\n# host = \"registry.example.org:5000\"\n"
+		      "# mirrors = [\"mirror.example.org\"]\n# insecure = false\n"
+		      "# ca_file = \"/etc/alps/registry-ca.pem\"\n", out);
 }

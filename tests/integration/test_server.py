@@ -338,6 +338,10 @@ def test_print_config_round_trips(daemon_factory):
     r2 = subprocess.run(d.argv() + ["--print-config"], capture_output=True, text=True)
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout == r.stdout
+    # Without [[registry.host]] entries the section is still shown, commented.
+    d = daemon_factory("", start=False)
+    r = subprocess.run(d.argv() + ["--print-config"], capture_output=True, text=True)
+    assert "# [[registry.host]]" in r.stdout
 
 
 def test_set_option_on_command_line(daemon_factory):
