@@ -179,7 +179,8 @@ def test_run_squashfs_file(rd, tmpdir_short):
 
 def test_enroot_form(daemon, world):
     daemon.alps("pull", "--quiet", world.enroot, check=True)
-    assert daemon.alps("inspect", world.enroot, check=True).stdout.startswith("sha256:")
+    text = daemon.alps("inspect", world.enroot, check=True).stdout
+    assert text.startswith("sha256:") and not text.rstrip().endswith("}")   # text, no JSON
     r = daemon.alps("run", world.enroot, "--", "cat", "/etc/base", user=NOBODY)
     assert r.returncode == 0 and r.stdout == "base\n", r.stderr
     daemon.alps("rm", world.enroot, check=True)
