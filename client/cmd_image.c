@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/progress.h"
 #include "common/dockercfg.h"
 
 /* ---- credentials ---- */
@@ -52,72 +54,23 @@ static int read_docker_config(struct registry_cred **creds, size_t *n, alps_erro
 
 struct pull_view {
 	struct client *cl;
-	bool tty;
-	bool drawn;
-	char **states;          /* last state seen per layer, for plain output */
-	size_t nstates;
+	struct progress progress;
 };
-
-static const char *short_digest(const char *d)
-{
-	const char *colon = strchr(d, ':');
-	return colon ? colon + 1 : d;
-}
 
 static void pull_progress_json(const Alps__PullProgress *pp)
 {
 	json_t *layers = json_array();
 	for (size_t i = 0; i < pp->n_layers; i++)
 		json_array_append_new(layers, json_pack("{s:s, s:I, s:I, s:s}", "digest",
-			pp->layers[i]->digest, "done", (json_int_t)pp->layers[i]->bytes_done,
-			"total", (json_int_t)pp->layers[i]->bytes_total, "state", pp->layers[i]->state));
-	json_t *ev = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "event", "progress", "phase",
-			       pp->phase, "done", (json_int_t)pp->bytes_done, "total",
+			pp->layers[i]->digest, "compressed_done", (json_int_t)pp->layers[i]->bytes_done,
+			"compressed_total", (json_int_t)pp->layers[i]->bytes_total, "state",
+			pp->layers[i]->state));
+	json_t *ev = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "ok", 1, "event",
+			       "progress", "phase", pp->phase, "compressed_done",
+			       (json_int_t)pp->bytes_done, "compressed_total",
 			       (json_int_t)pp->bytes_total, "rate_bps", (json_int_t)pp->rate_bps,
 			       "eta_ms", (json_int_t)pp->eta_ms, "layers", layers);
 	client_print_json_line(ev);
-}
-
-/* On a terminal: one line per layer, redrawn in place, and a total. */
-static void pull_progress_tty(struct pull_view *v, const Alps__PullProgress *pp)
-{
-	if (v->drawn)
-		fprintf(stderr, "\033[%zuA", pp->n_layers + 1);
-	for (size_t i = 0; i < pp->n_layers; i++) {
-		const Alps__LayerProgress *l = pp->layers[i];
-		char done[32], total[32];
-		format_size(l->bytes_done, done, sizeof(done));
-		format_size(l->bytes_total, total, sizeof(total));
-		fprintf(stderr, "\033[2K%.12s  %-11s %10s / %-10s\n", short_digest(l->digest), l->state,
-			done, total);
-	}
-	char done[32], total[32], rate[32];
-	format_size(pp->bytes_done, done, sizeof(done));
-	format_size(pp->bytes_total, total, sizeof(total));
-	format_size(pp->rate_bps, rate, sizeof(rate));
-	fprintf(stderr, "\033[2K%s: %s / %s, %s/s, ETA %" PRIu64 " s\n", pp->phase, done, total, rate,
-		pp->eta_ms / 1000);
-	v->drawn = true;
-}
-
-/* Not a terminal: a line when a layer changes state. */
-static void pull_progress_plain(struct pull_view *v, const Alps__PullProgress *pp)
-{
-	if (v->nstates < pp->n_layers) {
-		v->states = xreallocarray(v->states, pp->n_layers, sizeof(char *));
-		for (size_t i = v->nstates; i < pp->n_layers; i++)
-			v->states[i] = NULL;
-		v->nstates = pp->n_layers;
-	}
-	for (size_t i = 0; i < pp->n_layers; i++) {
-		const Alps__LayerProgress *l = pp->layers[i];
-		if (v->states[i] && strcmp(v->states[i], l->state) == 0)
-			continue;
-		free(v->states[i]);
-		v->states[i] = xstrdup(l->state);
-		fprintf(stderr, "layer %.12s: %s (%" PRIu64 " bytes)\n", short_digest(l->digest),
-			l->state, l->bytes_total);
-	}
 }
 
 static void on_pull_progress(const Alps__Response *resp, void *arg)
@@ -127,10 +80,8 @@ static void on_pull_progress(const Alps__Response *resp, void *arg)
 		return;
 	if (v->cl->json)
 		pull_progress_json(resp->pull_progress);
-	else if (v->tty)
-		pull_progress_tty(v, resp->pull_progress);
 	else
-		pull_progress_plain(v, resp->pull_progress);
+		progress_update(&v->progress, resp->pull_progress);
 }
 
 static void on_sigint(int sig)
@@ -156,13 +107,14 @@ static int pull_result(struct client *cl, const Alps__Response *resp)
 		/* One JSON object per line, like the progress events before it. */
 		client_print_json_line(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
 					    "ok", 1, "reference", pr->reference, "digest", pr->digest,
-					    "layers", (int)pr->layers, "layers_fetched",
-					    (int)pr->layers_fetched, "size", (json_int_t)pr->size));
+					    "layer_count", (int)pr->layers, "layers_fetched",
+					    (int)pr->layers_fetched, "compressed_size",
+					    (json_int_t)pr->size));
 	} else {
 		char size[32];
 		format_size(pr->size, size, sizeof(size));
-		printf("%s\n  digest %s, %u layers (%u fetched), %s\n", pr->reference, pr->digest,
-		       pr->layers, pr->layers_fetched, size);
+		printf("%s\n  digest %s, %u layers (%u fetched), %s compressed\n", pr->reference,
+		       pr->digest, pr->layers, pr->layers_fetched, size);
 	}
 	return EXIT_OK;
 }
@@ -176,17 +128,21 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	};
 	const char *platform = "";
 	int opt;
-	while ((opt = getopt_long(argc, argv, "p:q", opts, NULL)) != -1) {
+	cl->stream = cl->json;          /* JSON lines, the error too */
+	while ((opt = command_getopt(cl, argc, argv, "p:q", opts)) != -1) {
 		switch (opt) {
 		case 'p': platform = optarg; break;
 		case 'q': cl->quiet = true; break;
-		default: return EXIT_USAGE;
+		default: return command_opt_exit(opt);
 		}
 	}
-	if (optind + 1 != argc) {
-		fprintf(stderr, "alps pull: give exactly one image reference\n");
-		return EXIT_USAGE;
-	}
+	cl->stream = cl->json;
+	if (optind + 1 != argc)
+		return usage_error(cl, "give exactly one image reference");
+	int rc = EXIT_OK;
+	_cleanup_free_ char *ref = client_image_ref(cl, argv[optind], &rc);
+	if (!ref)
+		return rc;
 	alps_error *err = NULL;
 	struct registry_cred *creds;
 	size_t ncreds;
@@ -203,7 +159,7 @@ static int run_pull(struct client *cl, int argc, char **argv)
 		rcp[i] = &rc_[i];
 	}
 	Alps__PullRequest pr = ALPS__PULL_REQUEST__INIT;
-	pr.reference = argv[optind];
+	pr.reference = ref;
 	pr.platform = (char *)platform;
 	pr.credentials = rcp;
 	pr.n_credentials = ncreds;
@@ -211,19 +167,18 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	req.op_case = ALPS__REQUEST__OP_PULL;
 	req.pull = &pr;
 
-	struct pull_view view = { .cl = cl, .tty = isatty(STDERR_FILENO) && !cl->json };
+	struct pull_view view = { .cl = cl };
+	progress_init(&view.progress, !cl->json && !cl->quiet);
 	signal(SIGINT, on_sigint);
 	Alps__Response *resp = client_call(cl, &req, on_pull_progress, &view, &err);
 	signal(SIGINT, SIG_DFL);
 	dockercfg_creds_free(creds, ncreds);
 	free(rcp);
 	free(rc_);
-	for (size_t i = 0; i < view.nstates; i++)
-		free(view.states[i]);
-	free(view.states);
+	progress_finish(&view.progress);
 	if (!resp)
 		return client_fail(cl, "pull", err);
-	int rc = pull_result(cl, resp);
+	rc = pull_result(cl, resp);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
 }
@@ -247,7 +202,7 @@ static json_t *image_json(const Alps__ImageInfo *im)
 	for (size_t i = 0; i < im->n_references; i++)
 		json_array_append_new(refs, json_string(im->references[i]));
 	return json_pack("{s:o, s:s, s:I, s:i, s:I, s:I, s:b, s:s}", "references", refs, "digest",
-			 im->digest, "size", (json_int_t)im->size, "layers", (int)im->layers,
+			 im->digest, "squashfs_size", (json_int_t)im->size, "layer_count", (int)im->layers,
 			 "created_ms", (json_int_t)im->created_ms, "last_used_ms",
 			 (json_int_t)im->last_used_ms, "pinned", (int)im->pinned, "platform",
 			 im->platform);
@@ -263,15 +218,14 @@ static void format_time(uint64_t ms, char *buf, size_t size)
 
 static int run_images(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps images: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 0, 0, "");
+	if (rc >= 0)
+		return rc;
 	Alps__ImagesRequest ir = ALPS__IMAGES_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_IMAGES;
 	req.images = &ir;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	Alps__Response *resp = client_call_ok(cl, &req, "images", NULL, NULL, &rc);
 	if (!resp)
 		return rc;
@@ -313,16 +267,18 @@ const struct command cmd_images = {
 
 static int run_inspect(struct client *cl, int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "alps inspect: give exactly one image (reference or digest)\n");
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 1, 1, "give exactly one image (reference or digest)");
+	if (rc >= 0)
+		return rc;
+	_cleanup_free_ char *ref = client_image_ref(cl, argv[optind], &rc);
+	if (!ref)
+		return rc;
 	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
-	ir.reference = argv[1];
+	ir.reference = ref;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_INSPECT;
 	req.inspect = &ir;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	Alps__Response *resp = client_call_ok(cl, &req, "inspect", NULL, NULL, &rc);
 	if (!resp)
 		return rc;
@@ -364,10 +320,56 @@ static int run_inspect(struct client *cl, int argc, char **argv)
 			printf("  layer %s: %s compressed, %s squashfs %s\n", r->layers[i]->digest, c, q,
 			       r->layers[i]->file);
 		}
+		json_decref(j);
+	} else {
+		json_object_set_new(j, "ok", json_true());
+		client_print_json(j);
 	}
-	client_print_json(j);
 	alps__response__free_unpacked(resp, NULL);
 	return EXIT_OK;
+}
+
+static void append_strings(json_t *arr, char ***argv, int *argc)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v) {
+		if (!json_is_string(v))
+			continue;
+		*argv = xreallocarray(*argv, (size_t)*argc + 2, sizeof(char *));
+		(*argv)[(*argc)++] = xstrdup(json_string_value(v));
+		(*argv)[*argc] = NULL;
+	}
+}
+
+int image_default_argv(struct client *cl, const char *image, char ***argv, int *argc)
+{
+	*argv = NULL;
+	*argc = 0;
+	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
+	ir.reference = (char *)image;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_INSPECT;
+	req.inspect = &ir;
+	int rc = EXIT_OK;
+	Alps__Response *resp = *image ? client_call_ok(cl, &req, "run", NULL, NULL, &rc) : NULL;
+	json_error_t jerr;
+	json_t *cfg = resp && resp->payload_case == ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY
+			      ? json_loads(resp->inspect_reply->config_json, 0, &jerr) : NULL;
+	json_t *c = json_object_get(cfg, "config");
+	append_strings(json_object_get(c, "Entrypoint"), argv, argc);
+	append_strings(json_object_get(c, "Cmd"), argv, argc);
+	json_decref(cfg);
+	if (resp)
+		alps__response__free_unpacked(resp, NULL);
+	if (*argc > 0)
+		return 0;
+	if (rc == EXIT_OK) {
+		alps_error e = { ALPS_E_INVALID, 0,
+				 (char *)"the image has no entrypoint or cmd: give a command" };
+		client_report_error(cl, "run", &e);
+	}
+	return -1;
 }
 
 const struct command cmd_inspect = {
@@ -380,41 +382,98 @@ const struct command cmd_inspect = {
 
 /* ---- rm ---- */
 
+/* Remove one image; its result as JSON (ok or not), text printed when
+ * not --json. */
+static json_t *rm_one(struct client *cl, const char *ref)
+{
+	alps_error *err = NULL;
+	_cleanup_free_ char *norm = image_ref_norm(ref, &err);
+	Alps__RemoveRequest rr = ALPS__REMOVE_REQUEST__INIT;
+	rr.reference = norm;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_REMOVE;
+	req.remove = &rr;
+	Alps__Response *resp = norm ? client_call(cl, &req, NULL, NULL, &err) : NULL;
+	json_t *j;
+	if (!resp) {
+		j = client_error_json(err->code, err->msg);
+		alps_error_free(err);
+	} else if (resp->status != ALPS__STATUS__OK) {
+		j = client_error_json((int)resp->status, resp->message);
+	} else {
+		const Alps__RemoveReply *r = resp->payload_case ==
+				ALPS__RESPONSE__PAYLOAD_REMOVE_REPLY ? resp->remove_reply : NULL;
+		j = json_pack("{s:b, s:i, s:I}", "ok", 1, "layers_removed",
+			      (int)(r ? r->layers_removed : 0), "bytes_freed",
+			      (json_int_t)(r ? r->bytes_freed : 0));
+	}
+	json_object_set_new(j, "reference", json_string(ref));
+	if (resp)
+		alps__response__free_unpacked(resp, NULL);
+	return j;
+}
+
+static void rm_print(const json_t *j)
+{
+	const char *ref = json_string_value(json_object_get(j, "reference"));
+	if (!json_is_true(json_object_get(j, "ok"))) {
+		fprintf(stderr, "alps rm: %s: %s\n", ref,
+			json_string_value(json_object_get(j, "message")));
+		return;
+	}
+	char size[32];
+	format_size((uint64_t)json_integer_value(json_object_get(j, "bytes_freed")), size,
+		    sizeof(size));
+	printf("removed %s (%lld layers, %s freed)\n", ref,
+	       (long long)json_integer_value(json_object_get(j, "layers_removed")), size);
+}
+
+/* {"ok", "results": [...]} (stolen), and when one failed, the first
+ * failure's code and how many failed, as every ok:false object has. */
+static json_t *rm_document(json_t *results)
+{
+	size_t i, failed = 0;
+	json_t *r, *first = NULL;
+	json_array_foreach(results, i, r) {
+		if (json_is_true(json_object_get(r, "ok")))
+			continue;
+		failed++;
+		first = first ? first : r;
+	}
+	json_t *doc = json_pack("{s:b, s:o}", "ok", failed == 0, "results", results);
+	if (first) {
+		json_object_set(doc, "code", json_object_get(first, "code"));
+		json_object_set_new(doc, "message", json_sprintf("%zu of %zu images not removed",
+								 failed, json_array_size(results)));
+	}
+	return doc;
+}
+
+/* One document for all the images: {"ok", "results": [...]}. */
 static int run_rm(struct client *cl, int argc, char **argv)
 {
-	if (argc < 2) {
-		fprintf(stderr, "alps rm: give one or more images (reference or digest)\n");
-		return EXIT_USAGE;
-	}
-	int status = EXIT_OK;
-	for (int i = 1; i < argc; i++) {
-		Alps__RemoveRequest rr = ALPS__REMOVE_REQUEST__INIT;
-		rr.reference = argv[i];
-		Alps__Request req = ALPS__REQUEST__INIT;
-		req.op_case = ALPS__REQUEST__OP_REMOVE;
-		req.remove = &rr;
-		int rc = EXIT_OK;
-		Alps__Response *resp = client_call_ok(cl, &req, "rm", NULL, NULL, &rc);
-		if (!resp) {
-			status = rc;
-			continue;
+	int rc = command_operands(cl, argc, argv, 1, INT_MAX,
+				  "give one or more images (reference or digest)");
+	if (rc >= 0)
+		return rc;
+	rc = EXIT_OK;
+	json_t *results = json_array();
+	for (int i = optind; i < argc; i++) {
+		json_t *j = rm_one(cl, argv[i]);
+		if (!json_is_true(json_object_get(j, "ok"))) {
+			const char *code = json_string_value(json_object_get(j, "code"));
+			rc = rc == EXIT_UNREACHABLE || strcmp(code, "unavailable") == 0
+				     ? EXIT_UNREACHABLE : EXIT_FAILED;
 		}
-		const Alps__RemoveReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_REMOVE_REPLY
-						     ? resp->remove_reply : NULL;
-		uint32_t layers = r ? r->layers_removed : 0;
-		uint64_t freed = r ? r->bytes_freed : 0;
-		if (cl->json) {
-			client_print_json(json_pack("{s:b, s:s, s:i, s:I}", "ok", 1, "removed", argv[i],
-						    "layers_removed", (int)layers, "bytes_freed",
-						    (json_int_t)freed));
-		} else {
-			char size[32];
-			format_size(freed, size, sizeof(size));
-			printf("removed %s (%u layers, %s freed)\n", argv[i], layers, size);
-		}
-		alps__response__free_unpacked(resp, NULL);
+		if (!cl->json)
+			rm_print(j);
+		json_array_append_new(results, j);
 	}
-	return status;
+	if (cl->json)
+		client_print_json(rm_document(results));
+	else
+		json_decref(results);
+	return rc;
 }
 
 const struct command cmd_rm = {

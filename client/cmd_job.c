@@ -1,4 +1,5 @@
-/* cmd_job.c: alps prepare, exec, release, jobs, run. */
+/* cmd_job.c: alps prepare, exec, release, jobs; reading EDF files as the
+ * job's user. */
 #include <config.h>
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/job.h"
 #include "common/edf.h"
 
 extern char **environ;
@@ -62,15 +64,6 @@ static void become_root_again(struct saved_ids *s)
 		exit(EXIT_FAILED);
 	}
 }
-
-/* The job user's world (alps-edf(5)): with --user, ~/.edf is that user's
- * and ${USER}, ${LOGNAME}, ${HOME}, ${UID} are that user's, whoever runs
- * the client (a root prolog); the daemon builds the same context. */
-struct user_world {
-	char *name, *home;      /* owned; home NULL: not known */
-	unsigned long uid;
-	bool set;               /* a --user was given */
-};
 
 static void user_world_free(struct user_world *w)
 {
@@ -122,8 +115,8 @@ static int check_image_file(const struct edf *e, alps_error **err)
 
 /* Load, expand and check as the reader: what the daemon will do, so that
  * mistakes show here with the reader's rights (the daemon expands again). */
-static int load_checked(const char *path, const struct user_world *w, struct edf **out,
-			struct edf_source **src, size_t *n, alps_error **err)
+int load_checked(const char *path, const struct user_world *w, struct edf **out,
+		 struct edf_source **src, size_t *n, alps_error **err)
 {
 	struct edf_file_world fw = { .home = w->home, .use_edf_path = w->set,
 				     .edf_path = getenv("EDF_PATH") };
@@ -191,13 +184,35 @@ static size_t env_count(void)
 
 /* ---- prepare ---- */
 
-struct prepare_args {
-	const char *job, *user, *edf, *image;
-	unsigned tasks;
-	bool run;
-	char **nodes;           /* owned, from --nodes a,b,c */
-	size_t nnodes;
-};
+/* A mount as the daemon describes it, "TARGET FSTYPE SOURCE OPTIONS", as
+ * {"target", "fstype", "source", "options": [...]}.  Target and type are
+ * the first two words and the options the last, so only the source may
+ * hold spaces. */
+static json_t *mount_json(const char *text)
+{
+	const char *sp1 = strchr(text, ' ');
+	const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+	const char *last = strrchr(text, ' ');
+	if (!sp2 || last <= sp2)
+		return json_pack("{s:s, s:s, s:s, s:[]}", "target", text, "fstype", "",
+				 "source", "", "options");
+	json_t *opts = json_array();
+	_cleanup_free_ char *o = xstrdup(last + 1);
+	char *save = NULL;
+	for (char *t = strtok_r(o, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		json_array_append_new(opts, json_string(t));
+	return json_pack("{s:s%, s:s%, s:s%, s:o}", "target", text, (size_t)(sp1 - text),
+			 "fstype", sp1 + 1, (size_t)(sp2 - sp1 - 1), "source", sp2 + 1,
+			 (size_t)(last - sp2 - 1), "options", opts);
+}
+
+static json_t *mounts_json(char **mounts, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, mount_json(mounts[i]));
+	return a;
+}
 
 static void split_nodes(struct prepare_args *a, const char *list)
 {
@@ -226,8 +241,7 @@ static void on_prepare_progress(const Alps__Response *resp, void *arg)
 	fprintf(stderr, "pulling: %s, %s / %s\n", pp->phase, done, total);
 }
 
-/* Send a Prepare; on success *reply holds the response (caller frees). */
-static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Response **reply)
+int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Response **reply)
 {
 	alps_error *err = NULL;
 	struct edf_source *src = NULL;
@@ -250,13 +264,20 @@ static int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Res
 	pr.caller_env = environ;
 	pr.n_caller_env = env_count();
 	pr.cwd = getcwd(cwd, sizeof(cwd)) ? cwd : (char *)"";
-	Alps__Request req = ALPS__REQUEST__INIT;
-	req.op_case = ALPS__REQUEST__OP_PREPARE;
-	req.prepare = &pr;
-	Alps__Response *resp = client_call(cl, &req, on_prepare_progress, cl, &err);
+	int rc = prepare_send(cl, &pr, reply);
 	free(srcv);
 	free(storage);
 	edf_sources_free(src, nsrc);
+	return rc;
+}
+
+int prepare_send(struct client *cl, Alps__PrepareRequest *pr, Alps__Response **reply)
+{
+	alps_error *err = NULL;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_PREPARE;
+	req.prepare = pr;
+	Alps__Response *resp = client_call(cl, &req, on_prepare_progress, cl, &err);
 	if (!resp)
 		return client_fail(cl, "prepare", err);
 	if (resp->status != ALPS__STATUS__OK ||
@@ -282,7 +303,7 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 	};
 	struct prepare_args a = { 0 };
 	int opt;
-	while ((opt = getopt_long(argc, argv, "j:u:e:i:N:n:", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "j:u:e:i:N:n:", opts)) != -1) {
 		switch (opt) {
 		case 'j': a.job = optarg; break;
 		case 'u': a.user = optarg; break;
@@ -290,23 +311,20 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		case 'i': a.image = optarg; break;
 		case 'N': split_nodes(&a, optarg); break;
 		case 'n':
-			if (client_parse_uint(optarg, "--tasks", 1000000, &a.tasks) < 0)
+			if (client_parse_uint(cl, optarg, "--tasks", 1000000, &a.tasks) < 0)
 				return EXIT_USAGE;
-			if (a.tasks == 0) {
-				/* 0 means "not given" to the daemon: say so here. */
-				fprintf(stderr, "alps prepare: --tasks must be at least 1 (leave it out "
-						"when no per-rank placement is wanted)\n");
-				return EXIT_USAGE;
-			}
+			if (a.tasks == 0)       /* 0 means "not given" to the daemon */
+				return usage_error(cl, "--tasks must be at least 1 (leave it out "
+						   "when no per-rank placement is wanted)");
 			break;
-		default: return EXIT_USAGE;
+		default: return command_opt_exit(opt);
 		}
 	}
-	if (!a.job || !a.user || !!a.edf == !!a.image || optind < argc) {
-		fprintf(stderr, "alps prepare: --job, --user and one of --environment or --image "
-				"are required\n");
-		return EXIT_USAGE;
-	}
+	if (optind < argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	if (!a.job || !a.user || !!a.edf == !!a.image)
+		return usage_error(cl, "--job, --user and one of --environment or --image are "
+				   "required");
 	Alps__Response *resp = NULL;
 	int rc = do_prepare(cl, &a, &resp);
 	for (size_t i = 0; i < a.nnodes; i++)
@@ -316,9 +334,7 @@ static int run_prepare(struct client *cl, int argc, char **argv)
 		return rc;
 	const Alps__PrepareReply *r = resp->prepare_reply;
 	if (cl->json) {
-		json_t *mounts = json_array();
-		for (size_t i = 0; i < r->n_mounts; i++)
-			json_array_append_new(mounts, json_string(r->mounts[i]));
+		json_t *mounts = mounts_json(r->mounts, r->n_mounts);
 		json_t *down = json_array();
 		for (size_t i = 0; i < r->n_down_peers; i++)
 			json_array_append_new(down, json_string(r->down_peers[i]));
@@ -410,8 +426,7 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
 }
 
-/* Run argv in job; returns the exit code to leave with. */
-static int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **argv)
+int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **argv)
 {
 	char cwd[4096];
 	Alps__ExecRequest x = ALPS__EXEC_REQUEST__INIT;
@@ -454,23 +469,23 @@ static int run_exec(struct client *cl, int argc, char **argv)
 	const char *job = NULL;
 	unsigned rank = 0;
 	const char *r = getenv("SLURM_LOCALID");
-	if (r && client_parse_uint(r, "SLURM_LOCALID", 1000000, &rank) < 0)
-		rank = 0;
+	char *end;
+	/* Slurm's variable, not the user's word: a bad one is rank 0, as before. */
+	if (r && *r && strtoul(r, &end, 10) <= 1000000 && *end == '\0')
+		rank = (unsigned)strtoul(r, NULL, 10);
 	int opt;
-	while ((opt = getopt_long(argc, argv, "+j:r:", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "+j:r:", opts)) != -1) {
 		switch (opt) {
 		case 'j': job = optarg; break;
 		case 'r':
-			if (client_parse_uint(optarg, "--rank", 1000000, &rank) < 0)
+			if (client_parse_uint(cl, optarg, "--rank", 1000000, &rank) < 0)
 				return EXIT_USAGE;
 			break;
-		default: return EXIT_USAGE;
+		default: return command_opt_exit(opt);
 		}
 	}
-	if (!job || optind >= argc) {
-		fprintf(stderr, "alps exec: --job ID and a command are required\n");
-		return EXIT_USAGE;
-	}
+	if (!job || optind >= argc)
+		return usage_error(cl, "--job ID and a command are required");
 	return do_exec(cl, job, rank, argc - optind, argv + optind);
 }
 
@@ -478,6 +493,7 @@ const struct command cmd_exec = {
 	.name = "exec",
 	.summary = "Run a command in a prepared job's container.",
 	.usage = "--job ID [--rank N] [--] COMMAND [ARG]...",
+	.operand_stops = true,
 	.help = "  -j, --job ID    the job\n"
 		"  -r, --rank N    local rank, for its GPU/NIC/CPU environment (default\n"
 		"                  $SLURM_LOCALID, else 0)\n"
@@ -490,7 +506,7 @@ const struct command cmd_exec = {
 
 /* ---- release ---- */
 
-static int do_release(struct client *cl, const char *job, bool quiet)
+int do_release(struct client *cl, const char *job, bool quiet)
 {
 	Alps__ReleaseRequest rr = ALPS__RELEASE_REQUEST__INIT;
 	rr.job = (char *)job;
@@ -505,6 +521,9 @@ static int do_release(struct client *cl, const char *job, bool quiet)
 		client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", job, "was_prepared",
 					    resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
 					    resp->release_reply->was_prepared));
+	else if (!quiet && resp->payload_case == ALPS__RESPONSE__PAYLOAD_RELEASE_REPLY &&
+		 !resp->release_reply->was_prepared)
+		printf("job %s was not prepared: nothing to release\n", job);
 	else if (!quiet)
 		printf("job %s released\n", job);
 	alps__response__free_unpacked(resp, NULL);
@@ -519,15 +538,15 @@ static int run_release(struct client *cl, int argc, char **argv)
 	};
 	const char *job = NULL;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "j:", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "j:", opts)) != -1) {
 		if (opt != 'j')
-			return EXIT_USAGE;
+			return command_opt_exit(opt);
 		job = optarg;
 	}
-	if (!job || optind < argc) {
-		fprintf(stderr, "alps release: --job ID is required\n");
-		return EXIT_USAGE;
-	}
+	if (optind < argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	if (!job)
+		return usage_error(cl, "--job ID is required");
 	return do_release(cl, job, false);
 }
 
@@ -543,15 +562,14 @@ const struct command cmd_release = {
 
 static int run_jobs(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps jobs: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 0, 0, "");
+	if (rc >= 0)
+		return rc;
 	Alps__JobsRequest jr = ALPS__JOBS_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_JOBS;
 	req.jobs = &jr;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	Alps__Response *resp = client_call_ok(cl, &req, "jobs", NULL, NULL, &rc);
 	if (!resp)
 		return rc;
@@ -565,9 +583,7 @@ static int run_jobs(struct client *cl, int argc, char **argv)
 		json_t *arr = json_array();
 		for (size_t i = 0; i < r->n_jobs; i++) {
 			const Alps__JobInfo *j = r->jobs[i];
-			json_t *m = json_array();
-			for (size_t k = 0; k < j->n_mounts; k++)
-				json_array_append_new(m, json_string(j->mounts[k]));
+			json_t *m = mounts_json(j->mounts, j->n_mounts);
 			json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:o}", "job",
 				j->job, "uid", (int)j->uid, "user", j->user, "image", j->image, "state",
 				j->state, "created_ms", (json_int_t)j->created_ms, "mounts", m));
@@ -591,223 +607,4 @@ const struct command cmd_jobs = {
 	.usage = "",
 	.help = "",
 	.run = run_jobs,
-};
-
-/* ---- run ---- */
-
-static int run_run(struct client *cl, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "environment", required_argument, NULL, 'e' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct prepare_args a = { .run = true };
-	int opt;
-	while ((opt = getopt_long(argc, argv, "+e:", opts, NULL)) != -1) {
-		if (opt != 'e')
-			return EXIT_USAGE;
-		a.edf = optarg;
-	}
-	if (!a.edf) {
-		if (optind >= argc) {
-			fprintf(stderr, "alps run: give --environment EDF or an IMAGE\n");
-			return EXIT_USAGE;
-		}
-		a.image = argv[optind++];
-	}
-	if (optind < argc && strcmp(argv[optind], "--") == 0)
-		optind++;
-	if (optind >= argc) {
-		fprintf(stderr, "alps run: a command is required\n");
-		return EXIT_USAGE;
-	}
-	Alps__Response *resp = NULL;
-	int rc = do_prepare(cl, &a, &resp);
-	if (rc != EXIT_OK)
-		return 125;             /* the command never started */
-	_cleanup_free_ char *job = xstrdup(resp->prepare_reply->job);
-	alps__response__free_unpacked(resp, NULL);
-	rc = do_exec(cl, job, 0, argc - optind, argv + optind);
-	int rrc = do_release(cl, job, true);
-	return rc != 0 ? rc : rrc != EXIT_OK ? 125 : 0;
-}
-
-const struct command cmd_run = {
-	.name = "run",
-	.summary = "Run a command in a one-shot private container of your own.",
-	.usage = "(--environment EDF | IMAGE) [--] COMMAND [ARG]...",
-	.help = "  -e, --environment EDF   an environment definition file\n"
-		"Prepares a job for you, runs the command, releases the job.\n",
-	.run = run_run,
-};
-
-/* ---- edf check ---- */
-
-struct check_out {
-	json_t *warnings;       /* strings */
-	json_t *errors;
-};
-
-static void check_lines(json_t *a, const char *text)
-{
-	_cleanup_free_ char *copy = xstrdup(text);
-	for (char *p = copy, *line; (line = strsep(&p, "\n"));)
-		if (*line)
-			json_array_append_new(a, json_string(line));
-}
-
-/* --image: does the image resolve and do the mount sources exist for the
- * reader?  Only warnings: the node that runs the job may differ. */
-static void check_sources(const struct edf *e, struct check_out *o)
-{
-	for (size_t i = 0; i < e->nmounts; i++) {
-		const struct edf_mount *m = &e->mounts[i];
-		struct stat st;
-		char *w = NULL;
-		if (stat(m->src, &st) < 0)
-			w = xasprintf("%s:%d:%d: %s: source %s: %s", m->loc.file, m->loc.line,
-				      m->loc.col, m->loc.key, m->src, strerror(errno));
-		else if ((m->flags & EDF_MOUNT_SQSH) && !S_ISREG(st.st_mode))
-			w = xasprintf("%s:%d:%d: %s: source %s is not a file: 'sqsh' mounts a "
-				      "squashfs file", m->loc.file, m->loc.line, m->loc.col,
-				      m->loc.key, m->src);
-		if (w)
-			json_array_append_new(o->warnings, json_string(w));
-		free(w);
-	}
-}
-
-static void check_image_ref(struct client *cl, const struct edf *e, struct check_out *o)
-{
-	if (e->image_kind != EDF_IMAGE_REF)
-		return;
-	_cleanup_free_ char *ref = ref_format(&e->ref);
-	Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
-	ir.reference = ref;
-	Alps__Request req = ALPS__REQUEST__INIT;
-	req.op_case = ALPS__REQUEST__OP_INSPECT;
-	req.inspect = &ir;
-	alps_error *err = NULL;
-	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
-	char *w = NULL;
-	if (!resp)
-		w = xasprintf("%s:%d:%d: image: %s not checked: %s", e->image.loc.file,
-			      e->image.loc.line, e->image.loc.col, ref, err->msg);
-	else if (resp->status != ALPS__STATUS__OK)
-		w = xasprintf("%s:%d:%d: image: %s is not in this node's store (%s); prepare "
-			      "pulls it", e->image.loc.file, e->image.loc.line, e->image.loc.col,
-			      ref, resp->message ? resp->message : "not found");
-	if (w)
-		json_array_append_new(o->warnings, json_string(w));
-	free(w);
-	alps_error_free(err);
-	if (resp)
-		alps__response__free_unpacked(resp, NULL);
-}
-
-static void check_print_text(const char *file, const struct edf *e, const struct check_out *o)
-{
-	size_t i;
-	json_t *v;
-	json_array_foreach(o->errors, i, v)
-		fprintf(stderr, "error: %s\n", json_string_value(v));
-	json_array_foreach(o->warnings, i, v)
-		fprintf(stderr, "warning: %s\n", json_string_value(v));
-	if (!e) {
-		fprintf(stderr, "%s: %zu error%s\n", file, json_array_size(o->errors),
-			json_array_size(o->errors) == 1 ? "" : "s");
-		return;
-	}
-	printf("%s: valid\n  image:      %s\n", file, *edf_image(e) ? edf_image(e) : "(none)");
-	if (e->workdir.value && *e->workdir.value)
-		printf("  workdir:    %s\n", e->workdir.value);
-	printf("  writable:   %s\n  entrypoint: %s\n", edf_writable(e) ? "yes" : "no",
-	       edf_entrypoint(e) ? "yes" : "no");
-	for (i = 0; i < e->nmounts; i++) {
-		_cleanup_free_ char *f = edf_mount_flags_format(e->mounts[i].flags);
-		printf("  mount:      %s -> %s (%s)\n", e->mounts[i].src, e->mounts[i].dst, f);
-	}
-	for (i = 0; i < e->nenv; i++)
-		printf("  env:        %s=%s\n", e->env[i].key, e->env[i].value);
-	for (i = 0; i < e->nannotations; i++)
-		printf("  annotation: %s=%s\n", e->annotations[i].key, e->annotations[i].value);
-}
-
-static int check_usage(void)
-{
-	fprintf(stderr, "alps edf: usage: alps edf check [--json] [--image] FILE\n");
-	return EXIT_USAGE;
-}
-
-static int run_edf(struct client *cl, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "image", no_argument, NULL, 'i' },
-		{ NULL, 0, NULL, 0 },
-	};
-	if (argc < 2 || strcmp(argv[1], "check") != 0)
-		return check_usage();
-	bool image = false;
-	int opt;
-	while ((opt = getopt_long(argc - 1, argv + 1, "ji", opts, NULL)) != -1) {
-		if (opt == 'j')
-			cl->json = true;
-		else if (opt == 'i')
-			image = true;
-		else
-			return check_usage();
-	}
-	if (optind + 1 != argc - 1)
-		return check_usage();
-	const char *file = argv[optind + 1];
-	struct check_out o = { .warnings = json_array(), .errors = json_array() };
-	struct user_world w = { 0 };
-	alps_error *err = NULL;
-	struct edf *e = NULL;
-	struct edf_source *src = NULL;
-	size_t n = 0;
-	if (load_checked(file, &w, &e, &src, &n, &err) < 0 || edf_job_check(e, &err) < 0) {
-		check_lines(o.errors, err->msg);
-		alps_error_free(err);
-		edf_free(e);
-		e = NULL;
-	}
-	if (e) {
-		char **warnings = edf_warnings(e, NULL);
-		for (size_t i = 0; warnings[i]; i++)
-			json_array_append_new(o.warnings, json_string(warnings[i]));
-		edf_strv_free(warnings);
-		if (image) {
-			check_sources(e, &o);
-			check_image_ref(cl, e, &o);
-		}
-	}
-	int rc = e ? EXIT_OK : EXIT_FAILED;
-	if (cl->json)
-		client_print_json(json_pack("{s:b, s:o, s:O, s:O}", "ok", e != NULL, "environment",
-					    e ? edf_to_json(e, true) : json_null(), "warnings",
-					    o.warnings, "errors", o.errors));
-	else
-		check_print_text(file, e, &o);
-	json_decref(o.warnings);
-	json_decref(o.errors);
-	edf_free(e);
-	edf_sources_free(src, n);
-	return rc;
-}
-
-const struct command cmd_edf = {
-	.name = "edf",
-	.summary = "Check an environment definition file and show the merged result.",
-	.usage = "check [--json] [--image] FILE",
-	.help = "Validates FILE and its base_environment chain (read with your rights) as\n"
-		"prepare would, in your environment and working directory: every error\n"
-		"with FILE:LINE:COL and key, warnings for likely mistakes, then the merged\n"
-		"environment as text (as JSON with --json).\n"
-		"  -i, --image   also check that the image is in the node's store and that\n"
-		"                mount sources exist (warnings)\n"
-		"  -j, --json    machine-readable output\n"
-		"See alps-edf(5).\n",
-	.run = run_edf,
 };

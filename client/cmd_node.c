@@ -114,21 +114,21 @@ static void print_topology(json_t *t)
 
 static int run_topology(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps topology: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 0, 0, "");
+	if (rc >= 0)
+		return rc;
 	Alps__TopologyRequest tr = ALPS__TOPOLOGY_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_TOPOLOGY;
 	req.topology = &tr;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	json_t *j = call_json(cl, &req, "topology", topology_text, &rc);
 	if (!j)
 		return rc;
-	if (cl->json)
+	if (cl->json) {
+		json_object_set_new(j, "ok", json_true());
 		client_print_json(j);
-	else {
+	} else {
 		print_topology(j);
 		json_decref(j);
 	}
@@ -183,26 +183,26 @@ static int run_place(struct client *cl, int argc, char **argv)
 	unsigned tasks = 0, gpus = 0;
 	bool env_only = false, bind_only = false, have_tasks = false;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "n:g:eb", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "n:g:eb", opts)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (client_parse_uint(optarg, "--tasks", 65536, &tasks) < 0)
+			if (client_parse_uint(cl, optarg, "--tasks", 65536, &tasks) < 0)
 				return EXIT_USAGE;
 			have_tasks = true;
 			break;
 		case 'g':
-			if (client_parse_uint(optarg, "--gpus-per-task", 1024, &gpus) < 0)
+			if (client_parse_uint(cl, optarg, "--gpus-per-task", 1024, &gpus) < 0)
 				return EXIT_USAGE;
 			break;
 		case 'e': env_only = true; break;
 		case 'b': bind_only = true; break;
-		default: return EXIT_USAGE;
+		default: return command_opt_exit(opt);
 		}
 	}
-	if (!have_tasks || optind < argc) {
-		fprintf(stderr, "alps place: %s\n", optind < argc ? "unexpected argument" : "--tasks N is required");
-		return EXIT_USAGE;
-	}
+	if (optind < argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	if (!have_tasks)
+		return usage_error(cl, "--tasks N is required");
 	Alps__PlaceRequest pr = ALPS__PLACE_REQUEST__INIT;
 	pr.tasks = tasks;
 	pr.gpus_per_task = gpus;
@@ -213,9 +213,10 @@ static int run_place(struct client *cl, int argc, char **argv)
 	json_t *j = call_json(cl, &req, "place", place_text, &rc);
 	if (!j)
 		return rc;
-	if (cl->json)
+	if (cl->json) {
+		json_object_set_new(j, "ok", json_true());
 		client_print_json(j);
-	else {
+	} else {
 		print_plan(j, env_only, bind_only);
 		json_decref(j);
 	}
@@ -269,21 +270,21 @@ static void print_endpoints(json_t *j)
 
 static int run_endpoints(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps endpoints: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 0, 0, "");
+	if (rc >= 0)
+		return rc;
 	Alps__EndpointsRequest er = ALPS__ENDPOINTS_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_ENDPOINTS;
 	req.endpoints = &er;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	json_t *j = call_json(cl, &req, "endpoints", endpoints_text, &rc);
 	if (!j)
 		return rc;
-	if (cl->json)
+	if (cl->json) {
+		json_object_set_new(j, "ok", json_true());
 		client_print_json(j);
-	else {
+	} else {
 		print_endpoints(j);
 		json_decref(j);
 	}

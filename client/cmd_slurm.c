@@ -41,42 +41,51 @@ static void on_alarm(int sig)
 }
 
 /* One line for the admin: stderr and syslog. */
-static int fail_line(const char *what, const char *job, const char *msg)
+static int fail_line(struct client *cl, int code, const char *what, const char *job,
+		     const char *msg)
 {
 	fprintf(stderr, "alps %s: job %s: %s\n", what, job ? job : "?", msg);
+	if (cl->json) {
+		json_t *j = client_error_json(code, msg);
+		json_object_set_new(j, "command", json_string(what));
+		json_object_set_new(j, "job", json_string(job ? job : ""));
+		client_print_json(j);
+	}
 	openlog("alps", LOG_PID, LOG_DAEMON);
 	syslog(LOG_ERR, "%s: job %s: %s", what, job ? job : "?", msg);
 	closelog();
 	return EXIT_FAILED;
 }
 
-static int parse_opts(const char *what, int argc, char **argv)
+static int parse_opts(struct client *cl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "timeout", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int opt;
-	while ((opt = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
-		if (opt != 't' || client_parse_uint(optarg, "--timeout", 86400, &timeout_s) < 0)
-			return -1;
+	while ((opt = command_getopt(cl, argc, argv, "t:", opts)) != -1) {
+		if (opt != 't')
+			return command_opt_exit(opt);
+		if (client_parse_uint(cl, optarg, "--timeout", 86400, &timeout_s) < 0)
+			return EXIT_USAGE;
 	}
-	if (optind < argc) {
-		fprintf(stderr, "alps %s: unexpected argument '%s'\n", what, argv[optind]);
-		return -1;
-	}
-	return 0;
+	if (optind < argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	return -1;
 }
 
-static int job_id(const char *what, uint32_t *out)
+static int job_id(struct client *cl, const char *what, uint32_t *out)
 {
 	const char *s = getenv("SLURM_JOB_ID");
 	unsigned v;
-	if (!s || client_parse_uint(s, "SLURM_JOB_ID", UINT32_MAX - 1, &v) < 0) {
-		fprintf(stderr, "alps %s: SLURM_JOB_ID is not set (run from slurm.conf's %s=)\n",
-			what, strcmp(what, "prolog") == 0 ? "Prolog" : "Epilog");
+	if (!s) {
+		usage_error(cl, "SLURM_JOB_ID is not set (run from slurm.conf's %s=)",
+			    strcmp(what, "prolog") == 0 ? "Prolog" : "Epilog");
 		return -1;
 	}
+	if (client_parse_uint(cl, s, "SLURM_JOB_ID", UINT32_MAX - 1, &v) < 0)
+		return -1;
 	*out = v;
 	return 0;
 }
@@ -84,22 +93,29 @@ static int job_id(const char *what, uint32_t *out)
 static int run_prolog(struct client *cl, int argc, char **argv)
 {
 	uint32_t job;
-	if (parse_opts("prolog", argc, argv) < 0 || job_id("prolog", &job) < 0)
+	int prc = parse_opts(cl, argc, argv);
+	if (prc >= 0)
+		return prc;
+	if (job_id(cl, "prolog", &job) < 0)
 		return EXIT_USAGE;
 	const char *enc = getenv(CONTROL_ENV);
-	if (!enc)
-		return EXIT_OK;         /* not an alps job */
+	char jobs[16];
+	snprintf(jobs, sizeof(jobs), "%u", (unsigned)job);
+	if (!enc) {                     /* not an alps job */
+		if (cl->json)
+			client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", jobs,
+						    "prepared", 0));
+		return EXIT_OK;
+	}
 	const char *user = getenv("SLURM_JOB_UID");
 	if (!user || !*user)
 		user = getenv("SLURM_JOB_USER");
-	char jobs[16];
-	snprintf(jobs, sizeof(jobs), "%u", (unsigned)job);
 	if (!user || !*user)
-		return fail_line("prolog", jobs, "SLURM_JOB_UID and SLURM_JOB_USER are not set");
+		return fail_line(cl, ALPS_E_INVALID, "prolog", jobs, "SLURM_JOB_UID and SLURM_JOB_USER are not set");
 	alps_error *err = NULL;
 	Alps__PrepareRequest *req = NULL;
 	if (slurmjob_decode(enc, &req, &err) < 0) {
-		int rc = fail_line("prolog", jobs, err->msg);
+		int rc = fail_line(cl, err->code, "prolog", jobs, err->msg);
 		alps_error_free(err);
 		return rc;
 	}
@@ -118,9 +134,14 @@ static int run_prolog(struct client *cl, int argc, char **argv)
 	slurmjob_request_free(req);
 	int rc = EXIT_OK;
 	if (!resp)
-		rc = fail_line("prolog", jobs, err ? err->msg : "no answer");
+		rc = fail_line(cl, err ? err->code : ALPS_E_UNAVAILABLE, "prolog", jobs,
+			       err ? err->msg : "no answer");
 	else if (resp->status != ALPS__STATUS__OK)
-		rc = fail_line("prolog", jobs, resp->message ? resp->message : "prepare failed");
+		rc = fail_line(cl, (int)resp->status, "prolog", jobs,
+			       resp->message ? resp->message : "prepare failed");
+	else if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:b}", "ok", 1, "job", container,
+					    "prepared", 1));
 	else if (!cl->quiet)
 		printf("alps prolog: job %s prepared\n", container);
 	alps_error_free(err);
@@ -158,7 +179,7 @@ static int release_one(struct client *cl, const char *id, alps_error **err)
 		return -1;
 	int rc = 0;
 	if (resp->status != ALPS__STATUS__OK)
-		rc = alps_fail(err, ALPS_E_INTERNAL, "releasing %s: %s", id, resp->message);
+		rc = alps_fail(err, (int)resp->status, "releasing %s: %s", id, resp->message);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
 }
@@ -166,7 +187,10 @@ static int release_one(struct client *cl, const char *id, alps_error **err)
 static int run_epilog(struct client *cl, int argc, char **argv)
 {
 	uint32_t job;
-	if (parse_opts("epilog", argc, argv) < 0 || job_id("epilog", &job) < 0)
+	int prc = parse_opts(cl, argc, argv);
+	if (prc >= 0)
+		return prc;
+	if (job_id(cl, "epilog", &job) < 0)
 		return EXIT_USAGE;
 	char jobs[16];
 	snprintf(jobs, sizeof(jobs), "%u", (unsigned)job);
@@ -177,24 +201,32 @@ static int run_epilog(struct client *cl, int argc, char **argv)
 	alps_error *err = NULL;
 	Alps__Response *resp = client_call(cl, &r, NULL, NULL, &err);
 	if (!resp || resp->status != ALPS__STATUS__OK || !resp->jobs_reply) {
-		int rc = fail_line("epilog", jobs, err ? err->msg : resp ? resp->message : "?");
+		int rc = fail_line(cl, err ? err->code : resp ? (int)resp->status : ALPS_E_INTERNAL,
+				   "epilog", jobs, err ? err->msg : resp ? resp->message : "?");
 		alps_error_free(err);
 		if (resp)
 			alps__response__free_unpacked(resp, NULL);
 		return rc;
 	}
 	int rc = EXIT_OK;
+	json_t *released = json_array();
 	for (size_t i = 0; i < resp->jobs_reply->n_jobs && rc == EXIT_OK; i++) {
 		const char *id = resp->jobs_reply->jobs[i]->job;
 		if (!is_jobs(id, jobs))
 			continue;
 		if (release_one(cl, id, &err) < 0)
-			rc = fail_line("epilog", jobs, err->msg);
+			rc = fail_line(cl, err->code, "epilog", jobs, err->msg);
+		else if (cl->json)
+			json_array_append_new(released, json_string(id));
 		else if (!cl->quiet)
 			printf("alps epilog: %s released\n", id);
 		alps_error_free(err);
 		err = NULL;
 	}
+	if (cl->json && rc == EXIT_OK)
+		client_print_json(json_pack("{s:b, s:s, s:O}", "ok", 1, "job", jobs, "released",
+					    released));
+	json_decref(released);
 	alps__response__free_unpacked(resp, NULL);
 	return rc;
 }

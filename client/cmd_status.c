@@ -35,15 +35,14 @@ static json_t *status_json(const Alps__StatusReply *st)
 
 static int run_status(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps status: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int rc = command_operands(cl, argc, argv, 0, 0, "");
+	if (rc >= 0)
+		return rc;
 	Alps__StatusRequest sr = ALPS__STATUS_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_STATUS;
 	req.status = &sr;
-	int rc = EXIT_OK;
+	rc = EXIT_OK;
 	Alps__Response *resp = client_call_ok(cl, &req, "status", NULL, NULL, &rc);
 	if (!resp)
 		return rc;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "common/ref.h"
 
 int client_connect(struct client *cl, alps_error **err)
 {
@@ -47,13 +48,14 @@ Alps__Response *client_call_ok(struct client *cl, Alps__Request *req, const char
 	return resp;
 }
 
-int client_parse_uint(const char *s, const char *what, unsigned max, unsigned *out)
+int client_parse_uint(struct client *cl, const char *s, const char *what, unsigned max,
+		      unsigned *out)
 {
 	char *end;
 	errno = 0;
 	unsigned long v = strtoul(s, &end, 10);
 	if (!*s || *s == '-' || *end || errno || v > max) {
-		fprintf(stderr, "alps: %s must be a number from 0 to %u, not '%s'\n", what, max, s);
+		usage_error(cl, "%s must be a number from 0 to %u, not '%s'", what, max, s);
 		return -1;
 	}
 	*out = (unsigned)v;
@@ -71,12 +73,52 @@ static int exit_code_for(int code)
 	}
 }
 
+const char *client_code_name(int code)
+{
+	static const char *names[] = {
+		[ALPS_OK] = "ok",
+		[ALPS_E_INVALID] = "invalid_argument",
+		[ALPS_E_NOT_FOUND] = "not_found",
+		[ALPS_E_PERMISSION] = "permission_denied",
+		[ALPS_E_EXISTS] = "already_exists",
+		[ALPS_E_UNSUPPORTED] = "unsupported",
+		[ALPS_E_NOT_IMPLEMENTED] = "not_implemented",
+		[ALPS_E_INTERNAL] = "internal_error",
+		[ALPS_E_IO] = "io_error",
+		[ALPS_E_UNAVAILABLE] = "unavailable",
+		[ALPS_E_PROTOCOL] = "protocol_error",
+		[ALPS_E_CONFLICT] = "conflict",
+		[ALPS_E_BUSY] = "busy",
+		[ALPS_E_LIMIT] = "limit_exceeded",
+		[ALPS_E_CANCELLED] = "cancelled",
+		[ALPS_E_VERSION] = "version_mismatch",
+		[ALPS_E_TIMEOUT] = "timed_out",
+		[ALPS_E_INTEGRITY] = "integrity_error",
+	};
+	if (code == CLIENT_E_USAGE)
+		return "usage_error";
+	if (code < 0 || (size_t)code >= ARRAY_SIZE(names) || !names[code])
+		return "internal_error";
+	return names[code];
+}
+
+json_t *client_error_json(int code, const char *msg)
+{
+	return json_pack("{s:b, s:s, s:s}", "ok", 0, "code", client_code_name(code), "message",
+			 msg && *msg ? msg : alps_code_name(code));
+}
+
 static int report(struct client *cl, const char *what, int code, const char *msg)
 {
 	if (cl->json) {
-		json_t *j = json_pack("{s:b, s:s, s:i, s:s}", "ok", 0, "error", alps_code_name(code),
-				      "code", code, "message", msg ? msg : "");
-		client_print_json(j);
+		json_t *j = client_error_json(code, msg);
+		json_object_set_new(j, "command", json_string(what));
+		if (cl->stream) {
+			json_object_set_new(j, "event", json_string("error"));
+			client_print_json_line(j);
+		} else {
+			client_print_json(j);
+		}
 	} else {
 		fprintf(stderr, "alps %s: %s\n", what, msg && *msg ? msg : alps_code_name(code));
 	}
@@ -113,27 +155,6 @@ void client_print_json(json_t *j)
 	json_decref(j);
 }
 
-void command_usage(const struct command *c, FILE *out)
-{
-	fprintf(out, "Usage: alps [--socket PATH] [--json] %s %s\n%s\n", c->name, c->usage,
-		c->summary);
-	if (c->help && *c->help)
-		fprintf(out, "\n%s", c->help);
-}
-
-bool command_wants_help(const struct command *c, int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			break;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			command_usage(c, stdout);
-			return true;
-		}
-	}
-	return false;
-}
-
 void client_print_json_line(json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -143,4 +164,26 @@ void client_print_json_line(json_t *j)
 		free(s);
 	}
 	json_decref(j);
+}
+
+char *image_ref_norm(const char *arg, alps_error **err)
+{
+	if (!strchr(arg, '#'))
+		return xstrdup(arg);
+	struct image_ref ref;
+	/* The default registry is not used: the form names its registry. */
+	if (ref_parse_any(arg, "docker.io", &ref, err) < 0)
+		return NULL;
+	char *out = ref_format(&ref);
+	ref_free(&ref);
+	return out;
+}
+
+char *client_image_ref(struct client *cl, const char *arg, int *rc)
+{
+	alps_error *err = NULL;
+	char *out = image_ref_norm(arg, &err);
+	if (!out)
+		*rc = client_fail(cl, cl->cmd ? cl->cmd->name : "alps", err);
+	return out;
 }

@@ -2,6 +2,7 @@
 #include <config.h>
 #include "daemon/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -135,7 +136,7 @@ static const struct option_def options[] = {
 	{ "topology.hw_threads", OPT_ENUM, OFF(hw_threads), "all", 0, 0, hw_thread_modes,
 	  "give tasks all hardware threads of a core, or only the first" },
 	{ "topology.nic_env", OPT_LIST, OFF(nic_env), "", 0, 0, NULL,
-	  "per-task NIC variables, VAR=template (see alps-topology(7))" },
+	  "per-task NIC variables, VAR=template (see doc/alps-topology.md)" },
 
 	{ "fabric.enabled", OPT_BOOL, OFF(fabric_enabled), "false", 0, 0, NULL,
 	  "open warm libfabric endpoints and track peers" },
@@ -226,9 +227,109 @@ static void strlist_add(struct strlist *l, const char *s)
 static int check_int(const struct option_def *o, int64_t v, alps_error **err)
 {
 	if (v < o->min || v > o->max)
-		return alps_fail(err, ALPS_E_INVALID, "%s = %" PRId64 " is out of range [%" PRId64
+		return alps_fail(err, ALPS_E_INVALID, "%s: %" PRId64 " is out of range [%" PRId64
 				 ", %" PRId64 "]", o->key, v, o->min, o->max);
 	return 0;
+}
+
+/* "key: 'v' is not one of: a, b, c". */
+static int enum_error(const struct option_def *o, const char *v, alps_error **err)
+{
+	_cleanup_free_ char *list = xstrdup("");
+	for (const char *const *ch = o->choices; *ch; ch++) {
+		char *next = xasprintf("%s%s%s", list, *list ? ", " : "", *ch);
+		free(list);
+		list = next;
+	}
+	return alps_fail(err, ALPS_E_INVALID, "%s: '%s' is not one of: %s", o->key, v, list);
+}
+
+/* Edit distance (insertions, deletions, substitutions; case-blind) of
+ * two short names; large for long ones. */
+static size_t distance(const char *a, const char *b)
+{
+	size_t n = strlen(a), m = strlen(b);
+	size_t prev[64], cur[64];
+	if (n >= ARRAY_SIZE(prev) || m >= ARRAY_SIZE(prev))
+		return SIZE_MAX / 2;
+	for (size_t j = 0; j <= m; j++)
+		prev[j] = j;
+	for (size_t i = 1; i <= n; i++) {
+		cur[0] = i;
+		for (size_t j = 1; j <= m; j++) {
+			size_t best = prev[j - 1] + (tolower((unsigned char)a[i - 1]) !=
+						     tolower((unsigned char)b[j - 1]));
+			if (prev[j] + 1 < best)
+				best = prev[j] + 1;
+			if (cur[j - 1] + 1 < best)
+				best = cur[j - 1] + 1;
+			cur[j] = best;
+		}
+		memcpy(prev, cur, (m + 1) * sizeof(size_t));
+	}
+	return prev[m];
+}
+
+static size_t near_enough(const char *word)
+{
+	size_t len = strlen(word);
+	return len < 5 ? 1 : len < 10 ? 2 : 3;
+}
+
+/* The option an unknown "section.key" most likely meant: a near spelling,
+ * or the same key in another section.  NULL when none is close. */
+static const char *key_suggest(const char *key)
+{
+	const char *dot = strchr(key, '.');
+	const char *name = dot ? dot + 1 : key;
+	size_t best = near_enough(key) + 1;
+	const char *pick = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
+		const char *oname = strchr(options[i].key, '.') + 1;
+		size_t d = distance(key, options[i].key);
+		if (strcmp(name, oname) == 0 && d > 1)
+			d = 1;
+		if (d < best) {
+			best = d;
+			pick = options[i].key;
+		}
+	}
+	return pick;
+}
+
+static const char *const sections[] = { "daemon", "store", "registry", "jobs", "topology",
+					"fabric", "slurm", "hooks" };
+
+static const char *section_suggest(const char *name)
+{
+	size_t best = near_enough(name) + 1;
+	const char *pick = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(sections); i++) {
+		size_t d = distance(name, sections[i]);
+		if (d < best) {
+			best = d;
+			pick = sections[i];
+		}
+	}
+	return pick;
+}
+
+static bool section_known(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(sections); i++)
+		if (strcmp(sections[i], name) == 0)
+			return true;
+	return false;
+}
+
+static int unknown_key(const char *key, alps_error **err)
+{
+	const char *hint = key_suggest(key);
+	if (hint)
+		return alps_fail(err, ALPS_E_INVALID, "%s: unknown key (did you mean '%s'?)", key,
+				 hint);
+	return alps_fail(err, ALPS_E_INVALID, "%s: unknown key (alpsd --print-config lists "
+			 "every key)", key);
 }
 
 /* Parse a text value of option o and store it into c. */
@@ -239,7 +340,7 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 	switch (o->type) {
 	case OPT_PATH:
 		if (v[0] != '/')
-			return alps_fail(err, ALPS_E_INVALID, "%s must be an absolute path, not '%s'",
+			return alps_fail(err, ALPS_E_INVALID, "%s: must be an absolute path, not '%s'",
 					 o->key, v);
 		/* fallthrough */
 	case OPT_STRING:
@@ -254,15 +355,14 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 				return 0;
 			}
 		}
-		return alps_fail(err, ALPS_E_INVALID, "%s = '%s' is not one of the allowed values",
-				 o->key, v);
+		return enum_error(o, v, err);
 	case OPT_BOOL:
 		if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0)
 			*(bool *)field = true;
 		else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "0") == 0)
 			*(bool *)field = false;
 		else
-			return alps_fail(err, ALPS_E_INVALID, "%s must be true or false, not '%s'",
+			return alps_fail(err, ALPS_E_INVALID, "%s: must be true or false, not '%s'",
 					 o->key, v);
 		return 0;
 	case OPT_INT: {
@@ -270,7 +370,8 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 		errno = 0;
 		long long n = strtoll(v, &end, 10);
 		if (errno || end == v || *end)
-			return alps_fail(err, ALPS_E_INVALID, "%s must be an integer, not '%s'", o->key, v);
+			return alps_fail(err, ALPS_E_INVALID, "%s: must be an integer, not '%s'", o->key,
+					 v);
 		if (check_int(o, n, err) < 0)
 			return -1;
 		*(int64_t *)field = n;
@@ -280,7 +381,8 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 		uint64_t n;
 		if (parse_size(v, &n) < 0 || n > INT64_MAX)
 			return alps_fail(err, ALPS_E_INVALID,
-					 "%s must be a size such as 4096, 512M or 10G, not '%s'", o->key, v);
+					 "%s: must be a size such as 4096, 512M or 10G, not '%s'", o->key,
+					 v);
 		if (check_int(o, (int64_t)n, err) < 0)
 			return -1;
 		*(int64_t *)field = (int64_t)n;
@@ -342,12 +444,51 @@ void config_free(struct config *c)
 	free(c);
 }
 
+static int option_set_toml(struct config *c, const struct option_def *o, const toml_value *v,
+			   alps_error **err);
+
+static int config_set_value(struct config *c, const struct option_def *o, const char *value,
+			    alps_error **err);
+
+/* A TOML value ("[\"/a:/b\"]", 6, true, "\"x\"") when value is one, else
+ * the text as before (an unquoted path, 1 for true, "a,b" for a list). */
 int config_set(struct config *c, const char *key, const char *value, alps_error **err)
 {
 	const struct option_def *o = option_find(key);
 	if (!o)
-		return alps_fail(err, ALPS_E_INVALID, "unknown option '%s'", key);
-	return option_set_text(c, o, value, err);
+		return unknown_key(key, err);
+	if (config_set_value(c, o, value, err) < 0)
+		return -1;
+	/* A topology file named on the command line (--topology-xml) that
+	 * cannot be read stops the daemon: the admin asked for that file.
+	 * One named in the file is reported and the daemon serves the rest. */
+	if (o->offset == OFF(topology_xml) && *c->topology_xml && access(c->topology_xml, R_OK) < 0)
+		return alps_fail_errno(err, "topology.xml: cannot read %s", c->topology_xml);
+	return 0;
+}
+
+static int config_set_value(struct config *c, const struct option_def *o, const char *value,
+			    alps_error **err)
+{
+	_cleanup_free_ char *doc = xasprintf("v = %s\n", value);
+	toml_value *root = NULL;
+	struct toml_error terr;
+	if (toml_parse(doc, strlen(doc), &root, &terr) < 0 || root->u.tab.n != 1) {
+		toml_free(root);
+		return option_set_text(c, o, value, err);
+	}
+	alps_error *toml_err = NULL;
+	int rc = option_set_toml(c, o, root->u.tab.vals[0], &toml_err);
+	toml_free(root);
+	if (rc == 0)
+		return 0;
+	if (option_set_text(c, o, value, err) == 0) {
+		alps_error_free(toml_err);
+		return 0;
+	}
+	alps_error_free(*err);
+	*err = toml_err;
+	return -1;
 }
 
 /* Store one TOML value v into option o. */
@@ -357,7 +498,7 @@ static int option_set_toml(struct config *c, const struct option_def *o, const t
 	switch (v->type) {
 	case TOML_STRING:
 		if (memchr(v->u.str.ptr, '\0', v->u.str.len))
-			return alps_fail(err, ALPS_E_INVALID, "%s must not contain NUL", o->key);
+			return alps_fail(err, ALPS_E_INVALID, "%s: must not contain NUL", o->key);
 		if (o->type == OPT_LIST) {
 			/* A single string for a list is a list of one: no splitting. */
 			struct strlist *l = (void *)((char *)c + o->offset);
@@ -388,7 +529,7 @@ static int option_set_toml(struct config *c, const struct option_def *o, const t
 		for (size_t i = 0; i < v->u.arr.n; i++) {
 			const toml_value *it = v->u.arr.items[i];
 			if (it->type != TOML_STRING || memchr(it->u.str.ptr, '\0', it->u.str.len))
-				return alps_fail(err, ALPS_E_INVALID, "%s[%zu] must be a string", o->key, i);
+				return alps_fail(err, ALPS_E_INVALID, "%s[%zu]: must be a string", o->key, i);
 			strlist_add(l, it->u.str.ptr);
 		}
 		return 0;
@@ -401,15 +542,17 @@ static int option_set_toml(struct config *c, const struct option_def *o, const t
 		[OPT_SIZE] = "an integer or a size string", [OPT_BOOL] = "true or false",
 		[OPT_ENUM] = "a string", [OPT_LIST] = "an array of strings",
 	};
-	return alps_fail(err, ALPS_E_INVALID, "%s must be %s, not %s", o->key, want[o->type],
+	return alps_fail(err, ALPS_E_INVALID, "%s: must be %s, not %s", o->key, want[o->type],
 			 toml_type_name(v->type));
 }
 
 /* [[registry.host]] entries: host = "...", mirrors = [...], insecure, ca_file. */
-static int load_registry_host(struct config *c, const toml_value *t, alps_error **err)
+static int load_registry_host(struct config *c, const char *path, const toml_value *t,
+			      alps_error **err)
 {
 	if (t->type != TOML_TABLE)
-		return alps_fail(err, ALPS_E_INVALID, "registry.host entries must be tables");
+		return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: registry.host: entries must be "
+				 "tables", path, t->line, t->col);
 	struct registry_conf r = { 0 };
 	for (size_t i = 0; i < t->u.tab.n; i++) {
 		const char *k = t->u.tab.keys[i];
@@ -427,8 +570,8 @@ static int load_registry_host(struct config *c, const toml_value *t, alps_error 
 				if (v->u.arr.items[j]->type != TOML_STRING) {
 					registry_conf_clear(&r);
 					return alps_fail(err, ALPS_E_INVALID,
-							 "line %d: registry.host.mirrors must be strings",
-							 v->line);
+							 "%s:%d:%d: registry.host.mirrors: must be "
+							 "strings", path, v->line, v->col);
 				}
 				strlist_add(&r.mirrors, v->u.arr.items[j]->u.str.ptr);
 			}
@@ -436,23 +579,23 @@ static int load_registry_host(struct config *c, const toml_value *t, alps_error 
 			int line = t->u.tab.key_line[i], col = t->u.tab.key_col[i];
 			registry_conf_clear(&r);
 			return alps_fail(err, ALPS_E_INVALID,
-					 "line %d, column %d: registry.host.%s: unknown key or wrong type "
+					 "%s:%d:%d: registry.host.%s: unknown key or wrong type "
 					 "(host: string, mirrors: array, insecure: bool, ca_file: absolute path)",
-					 line, col, k);
+					 path, line, col, k);
 		}
 	}
 	if (!r.host) {
 		registry_conf_clear(&r);
-		return alps_fail(err, ALPS_E_INVALID, "line %d: registry.host entry without 'host'",
-				 t->line);
+		return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: registry.host: an entry without "
+				 "'host'", path, t->line, t->col);
 	}
 	c->registries = xreallocarray(c->registries, c->nregistries + 1, sizeof(*c->registries));
 	c->registries[c->nregistries++] = r;
 	return 0;
 }
 
-static int load_section(struct config *c, const char *section, const toml_value *t,
-			alps_error **err)
+static int load_section(struct config *c, const char *path, const char *section,
+			const toml_value *t, alps_error **err)
 {
 	for (size_t i = 0; i < t->u.tab.n; i++) {
 		const char *k = t->u.tab.keys[i];
@@ -460,23 +603,20 @@ static int load_section(struct config *c, const char *section, const toml_value 
 		int line = t->u.tab.key_line[i], col = t->u.tab.key_col[i];
 		if (strcmp(section, "registry") == 0 && strcmp(k, "host") == 0 && v->type == TOML_ARRAY) {
 			for (size_t j = 0; j < v->u.arr.n; j++)
-				if (load_registry_host(c, v->u.arr.items[j], err) < 0)
+				if (load_registry_host(c, path, v->u.arr.items[j], err) < 0)
 					return -1;
 			continue;
 		}
 		_cleanup_free_ char *key = xasprintf("%s.%s", section, k);
 		/* [hooks.cxi] and other sub-tables: their keys are "hooks.cxi.x". */
 		if (v->type == TOML_TABLE && strcmp(section, "hooks") == 0) {
-			if (load_section(c, key, v, err) < 0)
+			if (load_section(c, path, key, v, err) < 0)
 				return -1;
 			continue;
 		}
 		const struct option_def *o = option_find(key);
-		if (!o)
-			return alps_fail(err, ALPS_E_INVALID, "line %d, column %d: unknown key '%s'",
-					 line, col, key);
-		if (option_set_toml(c, o, v, err) < 0)
-			return alps_error_prefix(err, "line %d, column %d", line, col);
+		if ((!o && unknown_key(key, err) < 0) || (o && option_set_toml(c, o, v, err) < 0))
+			return alps_error_prefix(err, "%s:%d:%d", path, line, col);
 	}
 	return 0;
 }
@@ -528,22 +668,19 @@ int config_load_file(struct config *c, const char *path, bool required, alps_err
 	for (size_t i = 0; i < root->u.tab.n && rc == 0; i++) {
 		const char *section = root->u.tab.keys[i];
 		const toml_value *v = root->u.tab.vals[i];
-		static const char *sections[] = { "daemon", "store", "registry", "jobs", "topology",
-						  "fabric", "slurm", "hooks" };
-		bool known = false;
-		for (size_t s = 0; s < ARRAY_SIZE(sections); s++)
-			known = known || strcmp(sections[s], section) == 0;
-		if (!known || v->type != TOML_TABLE)
-			rc = alps_fail(err, ALPS_E_INVALID, "line %d, column %d: unknown %s '%s'",
-				       root->u.tab.key_line[i], root->u.tab.key_col[i],
-				       v->type == TOML_TABLE ? "section" : "key", section);
-		else
-			rc = load_section(c, section, v, err);
+		if (v->type == TOML_TABLE && section_known(section)) {
+			rc = load_section(c, path, section, v, err);
+			continue;
+		}
+		const char *hint = v->type == TOML_TABLE ? section_suggest(section) : NULL;
+		rc = alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: %s: %s%s%s%s", path,
+			       root->u.tab.key_line[i], root->u.tab.key_col[i], section,
+			       v->type == TOML_TABLE ? "unknown section" :
+			       "a key outside any section (keys go in [daemon], [store], ...)",
+			       hint ? " (did you mean [" : "", hint ? hint : "", hint ? "]?)" : "");
 	}
 	toml_free(root);
-	if (rc < 0)
-		return alps_error_prefix(err, "%s", path);
-	return 0;
+	return rc;
 }
 
 int config_validate(const struct config *c, alps_error **err)
@@ -551,7 +688,7 @@ int config_validate(const struct config *c, alps_error **err)
 	if (strcmp(c->reserved_cores, "none") != 0 && strcmp(c->reserved_cores, "first-per-l3") != 0 &&
 	    strspn(c->reserved_cores, "0123456789,-") != strlen(c->reserved_cores))
 		return alps_fail(err, ALPS_E_INVALID,
-				 "topology.reserved_cores must be none, first-per-l3 or a cpu list, not '%s'",
+				 "topology.reserved_cores: must be none, first-per-l3 or a cpu list, not '%s'",
 				 c->reserved_cores);
 	const struct {
 		const char *key, *value;
@@ -559,11 +696,11 @@ int config_validate(const struct config *c, alps_error **err)
 		      { "jobs.upper_size", c->upper_size } };
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
 		if (!tmpfs_size_valid(sizes[i].value))
-			return alps_fail(err, ALPS_E_INVALID, "%s must be bytes with k, m, g or t, or "
+			return alps_fail(err, ALPS_E_INVALID, "%s: must be bytes with k, m, g or t, or "
 					 "1%% to 100%% of memory, not '%s'", sizes[i].key, sizes[i].value);
 	for (size_t i = 0; i < c->nic_env.n; i++)
 		if (!strchr(c->nic_env.v[i], '='))
-			return alps_fail(err, ALPS_E_INVALID, "topology.nic_env entry '%s' is not VAR=template",
+			return alps_fail(err, ALPS_E_INVALID, "topology.nic_env: entry '%s' is not VAR=template",
 					 c->nic_env.v[i]);
 	/* Read and expanded as EDF mounts are, at start: a mistake stops the
 	 * daemon here, naming the entry, not every job later. */
@@ -574,7 +711,7 @@ int config_validate(const struct config *c, alps_error **err)
 	}
 	if (c->slurm_master_port_min > c->slurm_master_port_max)
 		return alps_fail(err, ALPS_E_INVALID,
-				 "slurm.master_port_min (%lld) is above slurm.master_port_max (%lld)",
+				 "slurm.master_port_min: %lld is above slurm.master_port_max (%lld)",
 				 (long long)c->slurm_master_port_min, (long long)c->slurm_master_port_max);
 	return 0;
 }
@@ -671,4 +808,9 @@ void config_print(const struct config *c, FILE *out)
 	 * entries still land in registry.host. */
 	for (size_t r = 0; r < c->nregistries; r++)
 		print_registry_host(out, &c->registries[r]);
+	if (c->nregistries == 0)        /* none set: show that the section exists */
+		fputs("\n# per-registry settings, one entry per registry (none set):\n"
+		      "# [[registry.host]]\n# host = \"registry.example.org:5000\"\n"
+		      "# mirrors = [\"mirror.example.org\"]\n# insecure = false\n"
+		      "# ca_file = \"/etc/alps/registry-ca.pem\"\n", out);
 }

@@ -122,7 +122,9 @@ struct config *config_new_defaults(void);
 void config_free(struct config *c);
 /* Load path on top of c.  A missing file is an error only if required. */
 int config_load_file(struct config *c, const char *path, bool required, alps_error **err);
-/* Set one option by key from a string (command line): "daemon.socket". */
+/* Set one option by key from a string (command line: --set, --socket...):
+ * a TOML value (6, true, "x", ["/a:/b"]) or the plain text form (/x, 1, a,b).
+ * A --topology-xml file that cannot be read is an error here. */
 int config_set(struct config *c, const char *key, const char *value, alps_error **err);
 /* Cross-option checks after everything is applied. */
 int config_validate(const struct config *c, alps_error **err);

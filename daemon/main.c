@@ -392,8 +392,11 @@ int main(int argc, char **argv)
 	alps_error *err = NULL;
 	struct daemon d = { .lock_fd = -1, .cmdline = &cl };
 	d.cfg = load_config(&cl, &err);
-	if (!d.cfg)
-		log_fatal("%s", err->msg);
+	if (!d.cfg) {           /* FILE:LINE:COL: key: reason, without a log prefix */
+		fprintf(stderr, "alpsd: %s\n", err->msg);
+		alps_error_free(err);
+		return 1;
+	}
 	if (cl.print_config) {
 		config_print(d.cfg, stdout);
 		config_free(d.cfg);

@@ -438,9 +438,9 @@ if prof:
             continue
         for l in e["ev"]["layers"]:
             d = l["digest"]
-            if l["done"] > 0 and d not in first:
+            if l["compressed_done"] > 0 and d not in first:
                 first[d] = e["t"]
-            if l["done"] >= l["total"] and d not in fetched:
+            if l["compressed_done"] >= l["compressed_total"] and d not in fetched:
                 fetched[d] = e["t"]
             if l["state"] in ("done", "cached") and d not in last:
                 last[d] = e["t"]

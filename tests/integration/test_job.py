@@ -85,7 +85,7 @@ def test_prepare_exec_release(jd, tmpdir_short):
     assert r.stdout.strip() == "/home"       # the image's WorkingDir
     jobs = json.loads(jd.alps("--json", "jobs", check=True).stdout)["jobs"]
     assert [j["job"] for j in jobs] == ["101"] and jobs[0]["uid"] == NOBODY
-    assert any(m.startswith("/ overlay") for m in jobs[0]["mounts"])
+    assert any(m["target"] == "/" and m["fstype"] == "overlay" for m in jobs[0]["mounts"])
     jd.alps("release", "--job", "101", check=True)
     assert json.loads(jd.alps("--json", "jobs").stdout)["jobs"] == []
     r = jd.alps("--json", "release", "--job", "101", check=True)       # idempotent

@@ -133,7 +133,7 @@ def test_shared_layers_fetched_once(daemon, world):
     before = len(world.registry.blob_gets())
     r = daemon.alps("--json", "pull", f"{host}/test/shared:b", check=True)
     done = json.loads(r.stdout.splitlines()[-1])
-    assert done["layers"] == 3 and done["layers_fetched"] == 1
+    assert done["layer_count"] == 3 and done["layers_fetched"] == 1
     new_gets = world.registry.blob_gets()[before:]
     top = world.shared.manifest("b")["layers"][2]["digest"]
     layer_gets = [p for p in new_gets if p.endswith(tuple(l["digest"] for l in
@@ -258,7 +258,7 @@ def test_rm(daemon, world):
     assert "0 layers" in r.stdout              # b still uses both of a's layers
     assert len(os.listdir(os.path.join(daemon.state_dir, "layers"))) == 3
     r = daemon.alps("--json", "rm", f"{host}/test/shared:b", check=True)
-    assert json.loads(r.stdout)["layers_removed"] == 3
+    assert json.loads(r.stdout)["results"][0]["layers_removed"] == 3
     assert os.listdir(os.path.join(daemon.state_dir, "layers")) == []
     r = daemon.alps("rm", f"{host}/test/shared:b")
     assert r.returncode == 1 and "no such tag" in r.stderr.lower()
@@ -332,7 +332,7 @@ def test_kill_during_pull_then_restart(daemon_factory, world, tmp_path):
             if not line:
                 break
             ev = json.loads(line)
-            if ev.get("event") == "progress" and ev["done"] > 0:
+            if ev.get("event") == "progress" and ev["compressed_done"] > 0:
                 break
         os.kill(d.pid, signal.SIGKILL)
         d.proc.wait()

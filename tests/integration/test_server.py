@@ -312,10 +312,10 @@ def test_stale_socket_file_is_replaced(daemon_factory):
 
 
 @pytest.mark.parametrize("text,want", [
-    ("[daemon]\nsockett = \"/x\"\n", "alpsd.conf: line 2, column 1: unknown key 'daemon.sockett'"),
-    ("[store]\ncompression = \"bz2\"\n", "store.compression = 'bz2'"),
+    ("[daemon]\nsockett = \"/x\"\n", "alpsd.conf:2:1: daemon.sockett: unknown key (did you mean 'daemon.socket'?)"),
+    ("[store]\ncompression = \"bz2\"\n", "store.compression: 'bz2' is not one of: zstd, gzip, xz, lz4, lzo"),
     ("[daemon\n", "alpsd.conf:1:"),
-    ("[jobs]\nallow_user_run = 1\n", "jobs.allow_user_run must be true or false"),
+    ("[jobs]\nallow_user_run = 1\n", "alpsd.conf:2:1: jobs.allow_user_run: must be true or false, not integer"),
 ])
 def test_bad_config_is_refused(daemon_factory, text, want):
     d = daemon_factory(text, start=False)
@@ -338,12 +338,26 @@ def test_print_config_round_trips(daemon_factory):
     r2 = subprocess.run(d.argv() + ["--print-config"], capture_output=True, text=True)
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout == r.stdout
+    # Without [[registry.host]] entries the section is still shown, commented.
+    d = daemon_factory("", start=False)
+    r = subprocess.run(d.argv() + ["--print-config"], capture_output=True, text=True)
+    assert "# [[registry.host]]" in r.stdout
 
 
 def test_set_option_on_command_line(daemon_factory):
     d = daemon_factory(start=False, extra_args=["--set", "daemon.nope=1"])
     r = subprocess.run(d.argv(), capture_output=True, text=True)
-    assert r.returncode == 1 and "unknown option 'daemon.nope'" in r.stderr
+    assert r.returncode == 1 and "daemon.nope: unknown key" in r.stderr
+    # TOML values: an array for a list option.
+    d = daemon_factory(start=False, extra_args=["--set", 'jobs.default_mounts=["/opt:/opt"]',
+                                                "--print-config"])
+    r = subprocess.run(d.argv(), capture_output=True, text=True)
+    assert r.returncode == 0 and 'default_mounts = ["/opt:/opt"]' in r.stdout, r.stderr
+    d = daemon_factory(start=False, extra_args=["--topology-xml", "/nonexistent/topo.xml"])
+    r = subprocess.run(d.argv(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr == ("alpsd: command line: topology.xml: cannot read /nonexistent/topo.xml: "
+                        "No such file or directory\n"), r.stderr
 
 
 def test_sighup_reload(daemon_factory):

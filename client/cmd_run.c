@@ -1,0 +1,235 @@
+/* cmd_run.c: alps run, a one-shot private container, with the options
+ * podman and Apptainer users bring (-e, -v, -w, an image file).
+ *
+ * The options become one more EDF on top of --environment (or alone),
+ * built by the same code as the Slurm plugin's --container-* options
+ * (client/slurmjob.c), so a run and an srun with the same options prepare
+ * the same container. */
+#include <config.h>
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/job.h"
+#include "client/slurmjob.h"
+
+extern char **environ;
+
+struct run_args {
+	const char *edf, *image, *workdir;
+	char *mounts;           /* owned: "SRC:DST[:FLAGS],..." */
+	char *env_names;        /* owned: "NAME,..." */
+	char **env_values;      /* owned: "NAME=VALUE" with $ doubled */
+	size_t nenv;
+};
+
+static void run_args_free(struct run_args *r)
+{
+	free(r->mounts);
+	free(r->env_names);
+	for (size_t i = 0; i < r->nenv; i++)
+		free(r->env_values[i]);
+	free(r->env_values);
+}
+
+static void append_list(char **list, const char *item)
+{
+	char *next = xasprintf("%s%s%s", *list ? *list : "", *list ? "," : "", item);
+	free(*list);
+	*list = next;
+}
+
+/* -e NAME=VALUE: the value is literal in the container, so a '$' is
+ * doubled (EDF values are expanded). */
+static int add_env(struct client *cl, struct run_args *r, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	size_t len = eq ? (size_t)(eq - arg) : 0;
+	bool name_ok = len > 0 && !(arg[0] >= '0' && arg[0] <= '9');
+	for (size_t i = 0; i < len; i++)
+		name_ok = name_ok && (arg[i] == '_' || (arg[i] >= 'a' && arg[i] <= 'z') ||
+				      (arg[i] >= 'A' && arg[i] <= 'Z') || (arg[i] >= '0' && arg[i] <= '9'));
+	if (!name_ok && !eq)    /* -e was --environment once */
+		return usage_error(cl, "--env '%s': give NAME=VALUE (an EDF is --environment "
+				   "EDF)", arg);
+	if (!name_ok)
+		return usage_error(cl, "--env '%s': give NAME=VALUE with NAME of letters, digits, "
+				   "'_'", arg);
+	_cleanup_free_ char *name = xstrndup(arg, len);
+	char *v = xasprintf("%s=", name);
+	for (const char *p = eq + 1; *p; p++) {
+		char *next = xasprintf("%s%s", v, *p == '$' ? "$$" : (char[]){ *p, 0 });
+		free(v);
+		v = next;
+	}
+	r->env_values = xreallocarray(r->env_values, r->nenv + 1, sizeof(char *));
+	r->env_values[r->nenv++] = v;
+	append_list(&r->env_names, name);
+	return -1;
+}
+
+static int add_mount(struct client *cl, struct run_args *r, const char *arg)
+{
+	if (!*arg || strchr(arg, ','))
+		return usage_error(cl, "--mount '%s': give SRC:DST[:FLAGS] (one mount, no ',')",
+				   arg);
+	append_list(&r->mounts, arg);
+	return -1;
+}
+
+/* Options, then the image (unless --image or --environment) and "--".
+ * -1 to go on, else the exit code. */
+static int parse_run(struct client *cl, int argc, char **argv, struct run_args *r)
+{
+	static const struct option opts[] = {
+		{ "environment", required_argument, NULL, 'E' },
+		{ "image", required_argument, NULL, 'i' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "mount", required_argument, NULL, 'v' },
+		{ "workdir", required_argument, NULL, 'w' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int opt, rc = -1;
+	while (rc < 0 && (opt = command_getopt(cl, argc, argv, "+E:i:e:v:w:", opts)) != -1) {
+		switch (opt) {
+		case 'E': r->edf = optarg; break;
+		case 'i': r->image = optarg; break;
+		case 'e': rc = add_env(cl, r, optarg); break;
+		case 'v': rc = add_mount(cl, r, optarg); break;
+		case 'w': r->workdir = optarg; break;
+		default: return command_opt_exit(opt);
+		}
+	}
+	if (rc >= 0)
+		return rc;
+	if (!r->edf && !r->image) {
+		if (optind >= argc || strcmp(argv[optind], "--") == 0)
+			return usage_error(cl, "give an IMAGE (or --environment EDF)");
+		r->image = argv[optind++];
+	}
+	if (optind < argc && strcmp(argv[optind], "--") == 0)
+		optind++;
+	return -1;
+}
+
+/* A path to an image file (podman and Apptainer take both). */
+static bool is_file_image(const char *image)
+{
+	return image[0] == '/' || strncmp(image, "./", 2) == 0 || strncmp(image, "../", 3) == 0;
+}
+
+/* The options as an EDF over r->edf, through the Slurm plugin's code. */
+static int build_request(struct client *cl, const struct run_args *r, const char *cwd,
+			 Alps__PrepareRequest **req)
+{
+	_cleanup_free_ char *image = NULL;
+	if (r->image && is_file_image(r->image)) {
+		/* Absolute, and there for the caller: a clear error before a job. */
+		const char *rel = strncmp(r->image, "./", 2) == 0 ? r->image + 2 : r->image;
+		image = rel[0] == '/' ? xstrdup(rel) : xasprintf("%s/%s", cwd, rel);
+		_cleanup_close_ int fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0) {
+			alps_error *err = NULL;
+			alps_fail_errno(&err, "%s", image);
+			return client_fail(cl, "run", err);
+		}
+	} else if (r->image) {
+		image = xstrdup(r->image);
+	}
+	struct container_opts o = { .image = image, .mounts = r->mounts, .workdir = r->workdir,
+				    .writable = -1, .env_names = r->env_names, .mount_home = -1,
+				    .entrypoint = -1 };
+	/* The -e values first: the options' EDF looks names up there. */
+	size_t n = 0;
+	while (environ && environ[n])
+		n++;
+	_cleanup_free_ char **env = xcalloc(r->nenv + n + 1, sizeof(char *));
+	if (r->nenv)
+		memcpy(env, r->env_values, r->nenv * sizeof(char *));
+	memcpy(env + r->nenv, environ, n * sizeof(char *));
+	alps_error *err = NULL;
+	if (slurmjob_build(r->edf, &o, (const char *const *)env, cwd, req, &err) < 0)
+		return client_fail(cl, "run", err);
+	slurmjob_set_string(&(*req)->job, "");
+	slurmjob_set_string(&(*req)->user, "");
+	(*req)->run = true;
+	return EXIT_OK;
+}
+
+static bool needs_edf(const struct run_args *r)
+{
+	return r->edf || r->mounts || r->env_names || r->workdir || is_file_image(r->image);
+}
+
+static int prepare_run(struct client *cl, const struct run_args *r, Alps__Response **resp)
+{
+	if (!needs_edf(r)) {
+		int rc = EXIT_OK;
+		_cleanup_free_ char *ref = client_image_ref(cl, r->image, &rc);
+		if (!ref)
+			return rc;
+		struct prepare_args a = { .run = true, .image = ref };
+		return do_prepare(cl, &a, resp);
+	}
+	char cwd[4096];
+	if (!getcwd(cwd, sizeof(cwd)))
+		snprintf(cwd, sizeof(cwd), "/");
+	Alps__PrepareRequest *req = NULL;
+	int rc = build_request(cl, r, cwd, &req);
+	if (rc == EXIT_OK)
+		rc = prepare_send(cl, req, resp);
+	if (req)
+		slurmjob_request_free(req);
+	return rc;
+}
+
+static int run_run(struct client *cl, int argc, char **argv)
+{
+	struct run_args r = { 0 };
+	int rc = parse_run(cl, argc, argv, &r);
+	if (rc >= 0) {
+		run_args_free(&r);
+		return rc;
+	}
+	Alps__Response *resp = NULL;
+	rc = prepare_run(cl, &r, &resp);
+	run_args_free(&r);
+	if (rc != EXIT_OK)
+		return 125;             /* the command never started */
+	_cleanup_free_ char *job = xstrdup(resp->prepare_reply->job);
+	_cleanup_free_ char *digest = xstrdup(resp->prepare_reply->image_digest);
+	alps__response__free_unpacked(resp, NULL);
+	char **cmd = argv + optind;
+	int ncmd = argc - optind;
+	char **deflt = NULL;
+	if (ncmd == 0 && image_default_argv(cl, digest, &deflt, &ncmd) == 0)
+		cmd = deflt;
+	rc = ncmd > 0 ? do_exec(cl, job, 0, ncmd, cmd) : 125;
+	int rrc = do_release(cl, job, true);
+	for (int i = 0; deflt && deflt[i]; i++)
+		free(deflt[i]);
+	free(deflt);
+	return rc != 0 ? rc : rrc != EXIT_OK ? 125 : 0;
+}
+
+const struct command cmd_run = {
+	.name = "run",
+	.summary = "Run a command in a one-shot private container of your own.",
+	.usage = "[OPTION]... (IMAGE | --image IMAGE | --environment EDF) [--] [COMMAND [ARG]...]",
+	.help = "  --environment EDF     an environment definition file (alps-edf(5))\n"
+		"  -i, --image IMAGE     the image (instead of the IMAGE operand): a reference,\n"
+		"                        REGISTRY#IMAGE, or a squashfs file (/path, ./path)\n"
+		"  -e, --env NAME=VALUE  set a variable in the container\n"
+		"  -v, --mount SRC:DST[:FLAGS]  bind-mount SRC at DST (EDF mount syntax)\n"
+		"  -w, --workdir DIR     the command's working directory in the container\n"
+		"Prepares a job for you, runs the command (the image's entrypoint and cmd\n"
+		"when none is given), releases the job.  The options are an EDF on top of\n"
+		"--environment, like srun's --container-* options.\n"
+		"Exit status: as for exec.\n",
+	.operand_stops = true,
+	.run = run_run,
+};

@@ -1,0 +1,213 @@
+"""The command line as people use it: usage errors and help, the pull
+progress on a real pseudo-terminal, alps run's podman-like options, the
+enroot REGISTRY#IMAGE form, bash completion.  A real alpsd and registry."""
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import termios
+
+import pytest
+
+import registry_fixture as rf
+from conftest import binary
+
+NOBODY = 65534
+
+
+def alps(*args, **kw):
+    return subprocess.run([binary("alps"), *args], capture_output=True, text=True, **kw)
+
+
+# ---- usage and help (no daemon needed) ----------------------------------------
+
+def test_usage_error_is_short_and_named():
+    r = alps("images", "extra")
+    assert r.returncode == 2
+    assert r.stderr == ("alps images: unexpected argument 'extra'\nUsage: alps images\n"
+                        "See 'alps images --help'.\n"), r.stderr
+    r = alps("place", "--tasks", "x")
+    assert r.returncode == 2 and r.stderr.startswith("alps place: --tasks must be a number")
+    assert "Usage: alps place --tasks N" in r.stderr and "Plan GPUs" not in r.stderr
+    r = alps("pull", "--bogus", "x")
+    assert r.returncode == 2 and r.stderr.startswith("alps pull: unknown option '--bogus'\n")
+
+
+def test_help_command():
+    r = alps("help")
+    assert r.returncode == 0 and "Commands:" in r.stdout and "help" in r.stdout
+    r = alps("help", "run")
+    assert r.returncode == 0 and r.stdout.startswith("Usage: alps run ")
+    assert r.stdout == alps("run", "--help").stdout
+    assert alps("pull", "-h").stdout.startswith("Usage: alps pull ")
+    r = alps("help", "nope")
+    assert r.returncode == 2 and "unknown command 'nope'" in r.stderr
+
+
+def test_exec_options_end_at_the_command():
+    # --help after the command is the command's, not alps's.
+    r = alps("--socket", "/nonexistent.sock", "exec", "--job", "1", "sh", "--help")
+    assert r.returncode == 125 and "Usage" not in r.stdout
+
+
+def test_global_options_after_the_command():
+    r = alps("status", "--socket", "/nonexistent.sock", "--json")
+    assert r.returncode == 3 and r.stdout.lstrip().startswith("{")
+
+
+# ---- a world with an image ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (job containers)")
+    import images
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("cliworld")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    layers = [{"etc/base": b"base\n"}] + [{f"data/l{i}": os.urandom(3 << 20)} for i in range(3)]
+    layout = rf.build_image(w.dir, "bb", layers,
+                            config={"config.cmd": ["cat", "/etc/base"],
+                                    "config.env": ["PATH=/bin:/usr/bin"]})
+    images.umoci_modify(layout, "bb", w.dir, images.busybox_root, "bb")
+    rf.push(layout, "bb", w.registry.host, "test/bb", "v1")
+    w.ref = f"{w.registry.host}/test/bb:v1"
+    w.enroot = f"{w.registry.host}#test/bb:v1"
+    yield w
+    w.registry.stop()
+
+
+def in_pty(argv, cols, term):
+    """Run argv on a pseudo-terminal cols wide; (exit code, bytes written)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+    env = dict(os.environ, TERM=term)
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(), out.decode()
+
+
+def check_redraw(out, cols):
+    moves = list(re.finditer(r"\x1b\[(\d+)A", out))
+    assert moves, out
+    start = 0
+    for m in moves:
+        drawn = out[start:m.start()].count("\n")
+        assert int(m.group(1)) == drawn, (m.group(0), drawn, out[start:m.start()])
+        start = m.end()
+    assert out.rstrip().count("\x1b[J") == 1             # the block erased at the end
+    for line in re.sub(r"\x1b\[(2K|\d+A|J)", "", out).replace("\r", "").split("\n"):
+        assert len(line) < cols or line.startswith("sha256:") or "digest" in line, line
+    assert "0 B/s" not in out and "ETA 0 s" not in out
+    tail = out[out.rindex("\x1b[J") + 3:]
+    assert "\x1b" not in tail and "layers (" in tail, tail
+
+
+@pytest.mark.parametrize("cols", [40, 120])
+def test_pull_progress_on_a_terminal(daemon, world, cols):
+    rc, out = in_pty([binary("alps"), "--socket", daemon.socket, "pull", world.ref], cols,
+                     "xterm")
+    assert rc == 0, out
+    check_redraw(out, cols)
+    assert "compressed" in out.split("\x1b[J")[-1]          # the summary says what it counts
+    daemon.alps("rm", world.ref, check=True)
+
+
+def test_pull_progress_dumb_terminal(daemon, world):
+    rc, out = in_pty([binary("alps"), "--socket", daemon.socket, "pull", world.ref], 80, "dumb")
+    assert rc == 0 and "\x1b" not in out, out
+    assert "layer " in out
+
+
+# ---- alps run -------------------------------------------------------------------
+
+@pytest.fixture
+def rd(daemon, world):
+    daemon.alps("pull", "--quiet", world.ref, check=True)
+    return daemon
+
+
+def test_run_without_command_runs_the_image_cmd(rd, world):
+    r = rd.alps("run", world.ref, user=NOBODY)
+    assert r.returncode == 0 and r.stdout == "base\n", (r.returncode, r.stdout, r.stderr)
+
+
+def test_run_env_mount_workdir(rd, world, tmpdir_short):
+    src = os.path.join(tmpdir_short, "data")
+    os.makedirs(src)
+    with open(os.path.join(src, "f"), "w") as f:
+        f.write("from the host\n")
+    os.chmod(src, 0o755)
+    os.chmod(os.path.join(src, "f"), 0o644)
+    r = rd.alps("run", "-e", "GREETING=hi $there", "--env", "N=1", "-v", f"{src}:/mnt/data:ro",
+                "-w", "/etc", world.ref, "--", "sh", "-c",
+                'echo "$GREETING/$N"; pwd; cat /mnt/data/f', user=NOBODY)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hi $there/1\n/etc\nfrom the host\n", r.stdout
+    r = rd.alps("run", "-e", "1BAD=x", world.ref, "true")
+    assert r.returncode == 2 and "alps run: --env '1BAD=x'" in r.stderr
+
+
+def test_run_squashfs_file(rd, tmpdir_short):
+    import images
+    root = os.path.join(tmpdir_short, "root")
+    images.busybox_root(root)
+    with open(os.path.join(root, "etc", "which"), "w") as f:
+        f.write("a squashfs file\n")
+    sq = os.path.join(tmpdir_short, "img.sqsh")
+    subprocess.run(["mksquashfs", root, sq, "-quiet", "-noappend", "-all-root"], check=True,
+                   capture_output=True)
+    os.chmod(sq, 0o644)
+    os.chmod(tmpdir_short, 0o755)
+    r = rd.alps("run", sq, "--", "cat", "/etc/which", user=NOBODY)
+    assert r.returncode == 0 and r.stdout == "a squashfs file\n", (r.stdout, r.stderr)
+
+
+def test_enroot_form(daemon, world):
+    daemon.alps("pull", "--quiet", world.enroot, check=True)
+    text = daemon.alps("inspect", world.enroot, check=True).stdout
+    assert text.startswith("sha256:") and not text.rstrip().endswith("}")   # text, no JSON
+    r = daemon.alps("run", world.enroot, "--", "cat", "/etc/base", user=NOBODY)
+    assert r.returncode == 0 and r.stdout == "base\n", r.stderr
+    daemon.alps("rm", world.enroot, check=True)
+    r = daemon.alps("inspect", world.enroot)
+    assert r.returncode == 1
+
+
+# ---- bash completion ------------------------------------------------------------
+
+def complete(words):
+    """Completions bash offers for the command line words (the last one
+    being completed), from the installed completion script."""
+    src = os.environ.get("ALPS_SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+    script = os.path.join(src, "client", "completion", "alps")
+    line = " ".join(words)
+    prog = (f"source {script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\n"
+            f"COMP_CWORD={len(words) - 1}\nCOMP_LINE={line!r}\nCOMP_POINT={len(line)}\n"
+            "_alps alps\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    r = subprocess.run(["bash", "--norc", "-c", prog], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_bash_completion():
+    assert complete(["alps", "im"]) == ["images"]
+    assert set(complete(["alps", "pr"])) == {"prepare", "prolog"}
+    assert "--tasks" in complete(["alps", "place", "--t"])
+    assert "--workdir" in complete(["alps", "run", "--w"])
+    assert complete(["alps", "help", "rel"]) == ["release"]
+    assert "--json" in complete(["alps", "images", "--j"])
