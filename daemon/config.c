@@ -61,8 +61,10 @@ static const struct option_def options[] = {
 	  "seconds an idle or half-sent connection is kept" },
 	{ "daemon.shutdown_grace", OPT_INT, OFF(shutdown_grace_s), "10", 0, 3600, NULL,
 	  "seconds in-flight requests get to finish at SIGTERM" },
-	{ "daemon.workers", OPT_INT, OFF(workers), "4", 1, 256, NULL,
-	  "worker threads for conversion and other heavy work" },
+	{ "daemon.workers", OPT_INT, OFF(workers), "0", 0, 256, NULL,
+	  "worker pool threads for prepares, layer conversions and other heavy work, and "
+	  "the squashfs compressor threads of all conversions together (0: one per CPU; "
+	  "read at start)" },
 
 	{ "store.max_size", OPT_SIZE, OFF(max_size), "0", 0, MAXI, NULL,
 	  "size limit of the layer store in bytes (0: none)" },
@@ -228,6 +230,7 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 struct config *config_new_defaults(void)
 {
 	struct config *c = xzalloc(sizeof(*c));
+	atomic_init(&c->refs, 1);
 	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
 		alps_error *err = NULL;
 		if (option_set_text(c, &options[i], options[i].def, &err) < 0)
@@ -243,10 +246,16 @@ static void registry_conf_clear(struct registry_conf *r)
 	strlist_clear(&r->mirrors);
 }
 
-void config_free(struct config *c)
+struct config *config_ref(struct config *c)
 {
-	if (!c)
-		return;
+	if (c)
+		atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	return c;
+}
+
+/* Every field, once no one refers to c. */
+static void config_destroy(struct config *c)
+{
 	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
 		void *field = (char *)c + options[i].offset;
 		switch (options[i].type) {
@@ -266,6 +275,19 @@ void config_free(struct config *c)
 		registry_conf_clear(&c->registries[i]);
 	free(c->registries);
 	free(c);
+}
+
+void config_unref(struct config *c)
+{
+	/* acq_rel: the last holder sees every other holder's reads done
+	 * before it frees (the same as any reference count). */
+	if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+		config_destroy(c);
+}
+
+void config_free(struct config *c)
+{
+	config_unref(c);
 }
 
 int config_set(struct config *c, const char *key, const char *value, alps_error **err)

@@ -192,15 +192,24 @@ static void schedule_shutdown_tick(struct daemon *d)
 	event_base_once(d->base, -1, EV_TIMEOUT, on_shutdown_tick, d, &tv);
 }
 
+/* Milliseconds since the stop signal.  The clock is monotonic, but a
+ * subtraction of unsigned times must never wrap into a huge "waited". */
+static uint64_t ms_since_stop(const struct daemon *d)
+{
+	uint64_t now = now_monotonic_ms();
+	return now > d->stop_ms ? now - d->stop_ms : 0;
+}
+
 /* Wait for in-flight requests, within the grace period. */
 static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	uint64_t waited = now_monotonic_ms() - d->stop_ms;
+	uint64_t waited = ms_since_stop(d);
 	size_t busy = server_busy(d->server);
 	if (busy == 0 || waited >= (uint64_t)d->cfg->shutdown_grace_s * 1000) {
 		if (busy)
-			log_warn("stopping with %zu request(s) still in flight", busy);
+			log_warn("stopping with %zu request(s) still in flight after %llu ms",
+				 busy, (unsigned long long)waited);
 		event_base_loopexit(d->base, NULL);
 		return;
 	}
@@ -210,7 +219,7 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (d->stop_ms) {
+	if (d->stopping) {
 		log_notice("second signal: stopping now");
 		event_base_loopexit(d->base, NULL);
 		return;
@@ -218,7 +227,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_notice("%s: stopping (no new connections; %zu request(s) in flight)",
 		   sig == SIGTERM ? "SIGTERM" : "SIGINT", server_busy(d->server));
 	sd_notify_state("STOPPING=1");
-	d->stop_ms = now_monotonic_ms() | 1;
+	d->stopping = true;
+	d->stop_ms = now_monotonic_ms();
 	server_stop_accepting(d->server);
 	on_shutdown_tick(-1, 0, d);
 }
@@ -237,7 +247,8 @@ static void load_topology(struct daemon *d)
 		alps_error_free(err);
 		return;
 	}
-	topology_free(d->topology);
+	/* Work that took the old one keeps it until it ends. */
+	topology_unref(d->topology);
 	d->topology = t;
 	log_info("topology loaded from %s in %llu ms", *d->cfg->topology_xml ? d->cfg->topology_xml
 		 : "the live machine", (unsigned long long)(now_monotonic_ms() - t0));
@@ -334,7 +345,10 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	} else if (!reload_allowed(d->cfg, c)) {
 		config_free(c);
 	} else {
-		config_free(d->cfg);
+		if (c->workers != d->cfg->workers)
+			log_notice("daemon.workers takes effect at the next start");
+		/* Work that took the old snapshot keeps it until it ends. */
+		config_unref(d->cfg);
 		d->cfg = c;
 		log_set_level((enum log_level)log_level_parse(c->log_level));
 		server_reconfigure(d->server);
@@ -348,6 +362,15 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 		log_notice("configuration reloaded from %s", cl->config_path);
 	}
 	sd_notify_state("READY=1");
+}
+
+/* daemon.workers, or one thread per online CPU. */
+static unsigned pool_threads(const struct config *c)
+{
+	if (c->workers > 0)
+		return (unsigned)c->workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
 /* Detach unless told not to: the parent exits once the child is ready (or
@@ -434,6 +457,9 @@ int main(int argc, char **argv)
 		if (fabric_open(d.base, d.cfg, d.node_name, &d.fabric, &err) < 0)
 			log_fatal("fabric: %s", err->msg);
 	}
+	d.pool = work_pool_new(d.base, pool_threads(d.cfg), &err);
+	if (!d.pool)
+		log_fatal("%s", err->msg);
 	d.puller = puller_new(&d);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
@@ -458,12 +484,16 @@ int main(int argc, char **argv)
 
 	exec_shutdown();
 	server_free(d.server);
+	/* Pulls first give up, so that draining the pool of their layer
+	 * conversions is quick; then their threads are joined. */
+	puller_stop(d.puller);
 	work_drain(&d);
 	puller_free(d.puller);
+	work_pool_free(d.pool);
 	fabric_close(d.fabric);
 	store_close(d.store);
 	registry_global_cleanup();
-	topology_free(d.topology);
+	topology_unref(d.topology);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
@@ -472,6 +502,6 @@ int main(int argc, char **argv)
 	close(d.lock_fd);
 	log_notice("stopped");
 	free(d.node_name);
-	config_free(d.cfg);
+	config_unref(d.cfg);
 	return 0;
 }

@@ -48,6 +48,7 @@ static pthread_mutex_t job_work_lock = PTHREAD_MUTEX_INITIALIZER;
 struct prep {
 	struct request *rq;
 	struct daemon *d;
+	struct snapshot snap;           /* the settings it runs with, start to end */
 	/* from the request */
 	char *job;
 	char *user_arg;
@@ -83,6 +84,7 @@ struct prep {
 static void prep_free(struct prep *p)
 {
 	request_unref(p->rq);
+	snapshot_drop(&p->snap);
 	free(p->job);
 	free(p->user_arg);
 	edf_sources_free(p->sources, p->nsources);
@@ -195,7 +197,7 @@ static int resolve_edf(struct prep *p, alps_error **err)
 static int resolve_image_arg(struct prep *p, alps_error **err)
 {
 	struct image_ref ref;
-	if (ref_parse(p->image_arg, p->d->cfg->default_registry, &ref, err) < 0)
+	if (ref_parse(p->image_arg, p->snap.cfg->default_registry, &ref, err) < 0)
 		return -1;
 	p->image_ref = ref_format(&ref);
 	ref_free(&ref);
@@ -230,7 +232,7 @@ static void prep_build_locked(struct prep *p)
 {
 	struct job_mounts jm;
 	alps_error *err = NULL;
-	if (jobenv_mounts(p->d->cfg, p->edf, &jm, &err) < 0) {
+	if (jobenv_mounts(p->snap.cfg, p->edf, &jm, &err) < 0) {
 		p->err = err;
 		return;
 	}
@@ -245,14 +247,15 @@ static void prep_build_locked(struct prep *p)
 		ids[i] = p->img->layers[i].digest;
 	}
 	struct job_spec spec = {
-		.run_dir = p->d->cfg->run_dir, .job = p->job, .uid = p->uid, .gid = p->gid,
+		.run_dir = p->snap.cfg->run_dir, .job = p->job, .uid = p->uid, .gid = p->gid,
 		.groups = p->groups, .ngroups = p->ngroups, .user_name = p->user_name,
 		.layers = files, .layer_ids = ids, .nlayers = n, .image_sqsh = p->image_sqsh,
 		.writable = p->edf ? edf_writable(p->edf) : true,
 		.workdir = workdir,
 		.site_mounts = jm.site, .nsite_mounts = jm.nsite,
 		.mounts = jm.user, .nmounts = jm.nuser,
-		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
+		.devices = (const char *const *)p->snap.cfg->devices.v,
+		.ndevices = p->snap.cfg->devices.n,
 	};
 	int rc = ns_prepare(&spec, &p->ns, &err);
 	if (rc < 0 && err->code == ALPS_E_TIMEOUT) {
@@ -311,7 +314,7 @@ static void prep_built(void *arg)
 	    store_job_update_state(p->d->store, p->job, "ready", &err) < 0) {
 		/* The namespace is there but the table cannot say so: undo. */
 		alps_error *e2 = NULL;
-		if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
+		if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
 			alps_error_free(e2);
 		return prep_fail(p, err);
 	}
@@ -335,7 +338,7 @@ static int prep_fabric(struct prep *p, alps_error **err)
 	if (fabric_job_map(f, (const char *const *)p->nodes, p->nnodes, &map, &p->down, &p->ndown,
 			   err) < 0)
 		return -1;
-	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/maps", p->snap.cfg->run_dir);
 	if (mkdir_p(dir, 0755) < 0) {
 		json_decref(map);
 		return alps_fail_errno(err, "cannot create %s", dir);
@@ -480,9 +483,8 @@ static bool job_id_valid(const char *s)
 static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps_error **err)
 {
 	const struct ucred *peer = request_peer(p->rq);
-	struct daemon *d = p->d;
 	if (r->run) {
-		if (!d->cfg->allow_user_run && !request_peer_is_admin(p->rq))
+		if (!p->snap.cfg->allow_user_run && !request_peer_is_admin(p->rq))
 			return alps_fail(err, ALPS_E_PERMISSION,
 					 "'alps run' is disabled on this node (jobs.allow_user_run)");
 		static unsigned counter;
@@ -538,6 +540,7 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 	struct prep *p = xzalloc(sizeof(*p));
 	p->rq = request_ref(rq);
 	p->d = request_daemon(rq);
+	snapshot_take(p->d, &p->snap);
 	if (prep_from_request(p, req->prepare, err) < 0 ||
 	    work_submit(p->d, prep_resolve, prep_resolved, p, err) < 0) {
 		prep_free(p);
@@ -551,6 +554,7 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 struct rel {
 	struct request *rq;
 	struct daemon *d;
+	struct snapshot snap;
 	char *job;
 	bool was;
 	alps_error *err;
@@ -560,8 +564,8 @@ static void rel_work(void *arg)
 {
 	struct rel *r = arg;
 	pthread_mutex_lock(&job_work_lock);
-	job_release(r->d->cfg->run_dir, r->job, &r->err);
-	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
+	job_release(r->snap.cfg->run_dir, r->job, &r->err);
+	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->snap.cfg->run_dir, r->job);
 	unlink(map);
 	pthread_mutex_unlock(&job_work_lock);
 }
@@ -587,6 +591,7 @@ static void rel_done(void *arg)
 		request_finish(r->rq, &resp);
 	}
 	request_unref(r->rq);
+	snapshot_drop(&r->snap);
 	free(r->job);
 	free(r);
 }
@@ -610,10 +615,12 @@ int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 	struct rel *r = xzalloc(sizeof(*r));
 	r->rq = request_ref(rq);
 	r->d = d;
+	snapshot_take(d, &r->snap);
 	r->job = xstrdup(job);
 	r->was = known;
 	if (work_submit(d, rel_work, rel_done, r, err) < 0) {
 		request_unref(r->rq);
+		snapshot_drop(&r->snap);
 		free(r->job);
 		free(r);
 		return -1;

@@ -46,6 +46,7 @@
 
 #include "common/log.h"
 #include "daemon/image/squash.h"
+#include "daemon/work.h"
 
 #define READ_BUF_SIZE (1u << 20)       /* libarchive reads the tar in pieces this big */
 #define PROGRESS_EVERY (8ull << 20)
@@ -1711,12 +1712,27 @@ static void squash_free(struct squash *sq, bool failed)
 		close_keep_errno(sq->out.fd);
 }
 
+/* Compressor threads from the shared budget, if any: the layers converting
+ * at once never have more than it holds (libsquashfs 1.2 starts one worker
+ * even when asked for none, so each takes one at least).  With one,
+ * setup_input() starts no readahead thread either.  Returns how many to
+ * give back. */
+static unsigned budget_take(const struct squash_opts *o, struct settings *s)
+{
+	if (!o || !o->budget)
+		return 0;
+	unsigned got = thread_budget_take(o->budget, s->threads);
+	s->threads = got;
+	return got;
+}
+
 int squash_convert(struct stream *tar, const char *out_path, const struct squash_opts *opts,
 		   struct squash_result *res, alps_error **err)
 {
 	struct squash sq = { .in = tar, .out_path = out_path, .out.fd = -1 };
 	if (resolve_opts(opts, &sq.set, err) < 0)
 		return -1;
+	unsigned granted = budget_take(opts, &sq.set);
 	if (opts) {
 		sq.progress = opts->progress;
 		sq.progress_arg = opts->progress_arg;
@@ -1730,6 +1746,8 @@ int squash_convert(struct stream *tar, const char *out_path, const struct squash
 	/* A failed conversion leaves no file behind: it is ours (O_EXCL). */
 	if (ret < 0 && sq.created && unlink(out_path) < 0)
 		log_warn("squash: removing %s: %s", out_path, strerror(errno));
-	squash_free(&sq, ret < 0);
+	squash_free(&sq, ret < 0);      /* the compressor threads end here */
+	if (granted)
+		thread_budget_give(opts->budget, granted);
 	return ret;
 }
