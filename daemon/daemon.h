@@ -35,6 +35,8 @@ struct daemon {
 	pid_t pid;
 	int lock_fd;                 /* flock()ed state-dir lock */
 	const struct cmdline *cmdline;   /* for reloads */
+	bool reloading;              /* a reload is loading on the pool */
+	bool reload_again;           /* a SIGHUP came meanwhile */
 	bool stopping;               /* SIGTERM or SIGINT came */
 	uint64_t stop_ms;            /* monotonic time it came */
 };
