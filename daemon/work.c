@@ -69,16 +69,21 @@ static void *pool_main(void *arg)
 		t->fn(t->arg);
 		pthread_mutex_lock(&p->lock);
 		p->running--;
-		if (t->done) {
+		bool tell_loop = t->done != NULL;
+		if (tell_loop) {
 			t->next = p->done;
 			p->done = t;
-			/* Thread-safe: the base was made after
-			 * evthread_use_pthreads(). */
-			event_active(p->ev_done, EV_TIMEOUT, 0);
 		} else {
 			free(t);
 		}
 		pthread_cond_broadcast(&p->idle);
+		if (tell_loop) {
+			/* Outside our lock, which the loop takes inside its
+			 * own; thread-safe (evthread_use_pthreads()). */
+			pthread_mutex_unlock(&p->lock);
+			event_active(p->ev_done, EV_TIMEOUT, 0);
+			pthread_mutex_lock(&p->lock);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -217,15 +222,6 @@ void work_pool_free(struct work_pool *p)
 	pthread_cond_destroy(&p->more);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
-}
-
-size_t work_pending(const struct work_pool *p)
-{
-	struct work_pool *mp = (struct work_pool *)p;
-	pthread_mutex_lock(&mp->lock);
-	size_t n = p->queued + p->running;
-	pthread_mutex_unlock(&mp->lock);
-	return n;
 }
 
 unsigned work_pool_size(const struct work_pool *p)

@@ -49,8 +49,6 @@ void work_pool_run(struct work_pool *p, work_fn fn, void *arg);
  * the done() of each on the calling (loop) thread and end the threads. */
 void work_drain(struct daemon *d);
 void work_pool_free(struct work_pool *p);
-/* Tasks queued or running. */
-size_t work_pending(const struct work_pool *p);
 unsigned work_pool_size(const struct work_pool *p);
 
 /* The compressor budget of the pool's size.  take returns how many of
