@@ -362,12 +362,14 @@ static void reload_apply(struct daemon *d, struct config *c, struct topology *t)
 	alps_error *err = NULL;
 	if (c->workers != d->cfg->workers)
 		log_notice("daemon.workers takes effect at the next start");
+	/* A global that prepares read on the pool: written only on a change. */
+	if (c->prepare_timeout_s != d->cfg->prepare_timeout_s)
+		ns_set_prepare_timeout((unsigned)c->prepare_timeout_s * 1000u);
 	/* Work that took the old snapshot keeps it until it ends. */
 	config_unref(d->cfg);
 	d->cfg = c;
 	log_set_level((enum log_level)log_level_parse(c->log_level));
 	server_reconfigure(d->server);
-	ns_set_prepare_timeout((unsigned)c->prepare_timeout_s * 1000u);
 	topology_swap(d, t);
 	if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
 		log_error("fabric peers: %s (keeping the previous list)", err->msg);

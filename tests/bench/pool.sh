@@ -10,7 +10,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 runs=${1:-3}
 base=${2:-$(git -C "$top" rev-list -1 --grep='one bounded worker pool' HEAD)^}
 base=$(git -C "$top" rev-parse --short "$base")
-for tool in docker-registry umoci skopeo python3; do
+for tool in docker-registry umoci skopeo; do
 	command -v $tool >/dev/null || { echo "pool.sh: $tool is not installed" >&2; exit 1; }
 done
 
@@ -31,5 +31,5 @@ if [ ! -d "$src" ]; then
 fi
 build_tree "$src" "$top/build/bench-$base"
 
-python3 "$top/tests/bench/pool_bench.py" "$top/build/bench-pool-cache" \
+/usr/bin/python3 "$top/tests/bench/pool_bench.py" "$top/build/bench-pool-cache" \
 	"before-$base=$top/build/bench-$base" "after=$top/build/bench" --runs "$runs"
