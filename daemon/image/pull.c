@@ -195,6 +195,22 @@ static int check_diff_id(const struct layer_job *job, const struct squash_result
 	return 0;
 }
 
+/* The compressor threads a layer asks for: its share of the pool among the
+ * layers of its pull still to do.  A layer that took them all would make
+ * the next ones wait for the budget (libsquashfs's workers are fixed for
+ * a whole layer), and their downloads with them. */
+static unsigned layer_share(struct pull *pl)
+{
+	unsigned pool = work_pool_size(pl->p->d->pool);
+	pthread_mutex_lock(&pl->lock);
+	size_t left = pl->tasks_left;
+	pthread_mutex_unlock(&pl->lock);
+	unsigned ways = left < pool ? (unsigned)left : pool;
+	unsigned share = ways ? pool / ways : pool;
+	share = share < pl->opts.workers ? share : pl->opts.workers;
+	return share ? share : 1;
+}
+
 /* Stream one layer from the registry into a squashfs file and commit it. */
 static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **err)
 {
@@ -210,7 +226,7 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 	job_set(pl, job, "downloading");
 	struct squash_opts so = {
 		.compressor = pl->opts.compressor, .level = pl->opts.level,
-		.threads = pl->opts.workers, .max_entries = pl->opts.max_entries,
+		.threads = layer_share(pl), .max_entries = pl->opts.max_entries,
 		.max_tar_bytes = pl->opts.max_tar_bytes,
 		.budget = work_pool_budget(pl->p->d->pool),
 	};
