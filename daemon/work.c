@@ -19,6 +19,12 @@ struct task {
 	struct task *next;
 	work_fn fn, done;               /* done NULL: no completion on the loop */
 	void *arg;
+	bool heavy;                     /* work_pool_run(): a layer conversion */
+};
+
+/* A FIFO of tasks. */
+struct queue {
+	struct task *head, **tail;
 };
 
 struct thread_budget {
@@ -29,34 +35,54 @@ struct thread_budget {
 
 struct work_pool {
 	pthread_t *threads;
-	unsigned nthreads;
+	unsigned nthreads;              /* started: size + 1 */
+	unsigned size;                  /* as configured */
 	struct event *ev_done;          /* activated when tasks move to done */
 	struct thread_budget budget;
 
 	pthread_mutex_t lock;           /* guards what follows */
-	pthread_cond_t more;            /* queue not empty, or stopping */
+	pthread_cond_t more;            /* a task may start, or stopping */
 	pthread_cond_t idle;            /* a task ended */
-	struct task *head, **tail;      /* queued, FIFO */
+	struct queue light, heavy;      /* queued: requests' steps; conversions */
 	struct task *done;              /* ended, their done() still to run */
 	size_t queued, running;
+	unsigned heavy_running, heavy_max;
 	bool stopping;
 };
 
 /* ---- the threads ---- */
 
+static struct task *queue_pop(struct queue *q)
+{
+	struct task *t = q->head;
+	if (t) {
+		q->head = t->next;
+		if (!q->head)
+			q->tail = &q->head;
+	}
+	return t;
+}
+
+/* The next task a thread may start: requests' steps first; a conversion
+ * only while fewer than heavy_max (the pool's size) run: the one thread
+ * more is for requests' steps.  NULL once stopping and nothing is left. */
 static struct task *pool_next(struct work_pool *p)
 {
-	while (!p->head && !p->stopping)
+	for (;;) {
+		struct task *t = queue_pop(&p->light);
+		if (!t && p->heavy_running < p->heavy_max && (t = queue_pop(&p->heavy)))
+			p->heavy_running++;
+		if (t) {
+			p->queued--;
+			p->running++;
+			if (p->stopping && p->queued == 0)
+				pthread_cond_broadcast(&p->more);       /* the rest end */
+			return t;
+		}
+		if (p->stopping && p->queued == 0)
+			return NULL;
 		pthread_cond_wait(&p->more, &p->lock);
-	struct task *t = p->head;
-	if (!t)
-		return NULL;
-	p->head = t->next;
-	if (!p->head)
-		p->tail = &p->head;
-	p->queued--;
-	p->running++;
-	return t;
+	}
 }
 
 static void *pool_main(void *arg)
@@ -69,6 +95,10 @@ static void *pool_main(void *arg)
 		t->fn(t->arg);
 		pthread_mutex_lock(&p->lock);
 		p->running--;
+		if (t->heavy) {
+			p->heavy_running--;
+			pthread_cond_signal(&p->more);  /* a conversion may start */
+		}
 		bool tell_loop = t->done != NULL;
 		if (tell_loop) {
 			t->next = p->done;
@@ -120,7 +150,10 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	run_done(arg);
 }
 
-struct work_pool *work_pool_new(struct event_base *base, unsigned nthreads, alps_error **err)
+/* size threads for any task and one more for requests' steps only:
+ * those mostly wait (NSS, a namespace helper), and with it a prepare never
+ * waits behind layer conversions that fill the pool for minutes. */
+struct work_pool *work_pool_new(struct event_base *base, unsigned size, alps_error **err)
 {
 	struct work_pool *p = xzalloc(sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
@@ -128,32 +161,37 @@ struct work_pool *work_pool_new(struct event_base *base, unsigned nthreads, alps
 	pthread_cond_init(&p->idle, NULL);
 	pthread_mutex_init(&p->budget.lock, NULL);
 	pthread_cond_init(&p->budget.returned, NULL);
-	p->budget.free = nthreads;
-	p->tail = &p->head;
+	p->size = size;
+	p->budget.free = size;
+	p->heavy_max = size;
+	p->light.tail = &p->light.head;
+	p->heavy.tail = &p->heavy.head;
 	p->ev_done = event_new(base, -1, 0, on_done, p);
-	p->threads = xcalloc(nthreads, sizeof(*p->threads));
-	for (; p->nthreads < nthreads; p->nthreads++) {
+	p->threads = xcalloc(size + 1, sizeof(*p->threads));
+	for (; p->nthreads < size + 1; p->nthreads++) {
 		int rc = pthread_create(&p->threads[p->nthreads], NULL, pool_main, p);
-		if (rc != 0) {
-			if (p->nthreads > 0) {
-				log_warn("worker pool: %u of %u threads (%s)", p->nthreads, nthreads,
-					 strerror(rc));
-				break;
-			}
-			work_pool_free(p);
-			alps_fail_errnum(err, rc, "cannot start a worker thread");
-			return NULL;
+		if (rc == 0)
+			continue;
+		if (p->nthreads > 0) {
+			log_warn("worker pool: %u of %u threads (%s)", p->nthreads, size + 1,
+				 strerror(rc));
+			break;
 		}
+		work_pool_free(p);
+		alps_fail_errnum(err, rc, "cannot start a worker thread");
+		return NULL;
 	}
 	return p;
 }
 
 static void pool_push(struct work_pool *p, struct task *t)
 {
-	*p->tail = t;
-	p->tail = &t->next;
+	struct queue *q = t->heavy ? &p->heavy : &p->light;
+	*q->tail = t;
+	q->tail = &t->next;
 	p->queued++;
-	pthread_cond_signal(&p->more);
+	/* Every thread: the one woken must be one that may take it. */
+	pthread_cond_broadcast(&p->more);
 }
 
 int work_submit(struct daemon *d, work_fn fn, work_fn done, void *arg, alps_error **err)
@@ -178,7 +216,7 @@ void work_pool_run(struct work_pool *p, work_fn fn, void *arg)
 	bool stopping = p->stopping;
 	if (!stopping) {
 		struct task *t = xzalloc(sizeof(*t));
-		*t = (struct task){ .fn = fn, .arg = arg };
+		*t = (struct task){ .fn = fn, .arg = arg, .heavy = true };
 		pool_push(p, t);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -226,7 +264,7 @@ void work_pool_free(struct work_pool *p)
 
 unsigned work_pool_size(const struct work_pool *p)
 {
-	return p->nthreads;
+	return p->size;
 }
 
 /* ---- the compressor budget ---- */

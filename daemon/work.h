@@ -34,16 +34,20 @@ struct thread_budget;
 
 typedef void (*work_fn)(void *arg);
 
-/* The pool, its nthreads threads started; completions run on base's loop
- * (made after evthread_use_pthreads()).  NULL with err if no thread can be
- * had. */
-struct work_pool *work_pool_new(struct event_base *base, unsigned nthreads, alps_error **err);
+/* The pool of size threads (and one for requests' steps), started;
+ * completions run on base's loop (made after evthread_use_pthreads()).
+ * NULL with err if no thread can be had. */
+struct work_pool *work_pool_new(struct event_base *base, unsigned size, alps_error **err);
 /* Run fn(arg) on the pool and then done(arg) on the loop's thread.  Loop
  * thread only.  Fails once the pool is stopping. */
 int work_submit(struct daemon *d, work_fn fn, work_fn done, void *arg, alps_error **err);
-/* Run fn(arg) on the pool, with no completion on the loop: the caller
- * waits for it its own way.  Any thread but a pool thread (see the rule).
- * Once the pool is stopping fn runs at once on the calling thread. */
+/* Run fn(arg), a long CPU-heavy task (a layer conversion), on the pool,
+ * with no completion on the loop: the caller waits for it its own way.
+ * Any thread but a pool thread (see the rule).  Such tasks run after the
+ * queued steps of requests, at most the pool's size at once: the pool has
+ * one thread more, for requests' steps only, so that a prepare never
+ * waits behind a pull.  Once the pool is stopping fn runs at once on the
+ * calling thread. */
 void work_pool_run(struct work_pool *p, work_fn fn, void *arg);
 /* At stop: no new work; wait for what is queued and running, then run
  * the done() of each on the calling (loop) thread and end the threads. */
