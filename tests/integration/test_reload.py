@@ -267,3 +267,26 @@ def test_sigterm_gives_up_after_the_grace(daemon_factory, world, trickle):
     d.stop()
     d.check_log_clean()
     check_no_tsan(d)
+
+
+def test_prepare_does_not_wait_behind_conversions(daemon_factory, world, trickle):
+    # One conversion at a time: trickled layers keep it busy for seconds.
+    d = daemon_factory("[daemon]\nworkers = 1\n")
+    d.alps("pull", "--quiet", world.bb, check=True)
+    pulls = [subprocess.Popen([binary("alps"), "--socket", d.socket, "pull", "--quiet",
+                               ref.replace(world.registry.host, trickle)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for ref in world.pull_refs]
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    d.alps("prepare", "--job", "q1", "--user", str(NOBODY), "--image", world.bb, check=True)
+    took = time.monotonic() - t0
+    busy = sum(p.poll() is None for p in pulls)
+    for p in pulls:
+        assert p.wait(300) == 0, p.stderr.read()
+    assert busy > 0 and took < 5, (busy, took)
+    d.alps("release", "--job", "q1", check=True)
+    rc = d.stop()
+    d.check_log_clean()
+    check_no_tsan(d)
+    assert rc == 0
