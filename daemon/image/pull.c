@@ -17,7 +17,7 @@
 #include "daemon/daemon.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/store/store.h"
 #include "daemon/work.h"
 

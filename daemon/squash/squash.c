@@ -45,7 +45,7 @@
 #include <sqfs/xattr_writer.h>
 
 #include "common/log.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/work.h"
 
 #define READ_BUF_SIZE (1u << 20)       /* libarchive reads the tar in pieces this big */

@@ -21,8 +21,8 @@
  * Output file: squash_convert() creates out_path (O_EXCL), writes it, and
  * fsync()s it; the caller renames it into place.  On any error it unlinks
  * out_path itself, so a failed conversion leaves nothing behind. */
-#ifndef ALPS_DAEMON_IMAGE_SQUASH_H
-#define ALPS_DAEMON_IMAGE_SQUASH_H
+#ifndef ALPS_DAEMON_SQUASH_SQUASH_H
+#define ALPS_DAEMON_SQUASH_SQUASH_H
 
 #include <stdint.h>
 
