@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/toml.h"
 #include "common/util.h"
+#include "daemon/squash/squash.h"
 
 enum opt_type {
 	OPT_STRING,
@@ -488,8 +489,24 @@ int config_load_file(struct config *c, const char *path, bool required, alps_err
 	return 0;
 }
 
+/* The converter's own check, at load: a compressor it lacks or a level
+ * outside that compressor's range stops the daemon (or a reload) now,
+ * naming the key, rather than failing every pull later. */
+static int check_compressor(const struct config *c, alps_error **err)
+{
+	struct squash_opts so = { .compressor = c->compression };
+	if (squash_opts_check(&so, err) < 0)
+		return alps_error_prefix(err, "store.compression = '%s'", c->compression);
+	so.level = (int)c->compression_level;
+	if (squash_opts_check(&so, err) < 0)
+		return alps_error_prefix(err, "store.compression_level = %" PRId64, c->compression_level);
+	return 0;
+}
+
 int config_validate(const struct config *c, alps_error **err)
 {
+	if (check_compressor(c, err) < 0)
+		return -1;
 	if (strcmp(c->reserved_cores, "none") != 0 && strcmp(c->reserved_cores, "first-per-l3") != 0 &&
 	    strspn(c->reserved_cores, "0123456789,-") != strlen(c->reserved_cores))
 		return alps_fail(err, ALPS_E_INVALID,
