@@ -1,4 +1,4 @@
-/* op_job.c: Prepare, Release, Jobs, EdfCheck (Exec is in op_exec.c).
+/* op_job.c: Prepare, Release, Jobs (Exec is in op_exec.c).
  *
  * prepare, as a sequence of steps that alternate between a worker thread
  * (blocking: NSS, EDF parsing, building the namespace) and the loop (the
@@ -668,46 +668,5 @@ int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 	free(ptrs);
 	free(infos);
 	store_jobs_free(jobs, n);
-	return 0;
-}
-
-/* ---- edf check ---- */
-
-int op_edf_check(struct request *rq, const Alps__Request *req, alps_error **err)
-{
-	const Alps__EdfCheckRequest *r = req->edf_check;
-	if (!r || r->n_environment == 0)
-		return alps_fail(err, ALPS_E_INVALID, "edf check: no environment file given");
-	struct edf_source *src = xcalloc(r->n_environment, sizeof(*src));
-	for (size_t i = 0; i < r->n_environment; i++) {
-		src[i].name = r->environment[i]->path;
-		src[i].path = r->environment[i]->path;
-		src[i].content = r->environment[i]->content;
-		src[i].len = strlen(r->environment[i]->content);
-	}
-	struct edf_source_set set = { .v = src, .n = r->n_environment };
-	struct edf_loader loader = { .load = edf_source_load, .arg = &set };
-	struct edf *e = NULL;
-	struct edf_source *used = NULL;
-	size_t nused = 0;
-	int rc = edf_load_all(src[0].name, &loader, &e, &used, &nused, err);
-	free(src);
-	if (rc < 0)
-		return -1;
-	edf_sources_free(used, nused);
-	char *json = json_dumps(edf_to_json(e, true), JSON_COMPACT | JSON_SORT_KEYS);
-	size_t nw = 0;
-	char **warnings = edf_warnings(e, &nw);
-	Alps__EdfCheckReply er = ALPS__EDF_CHECK_REPLY__INIT;
-	er.merged_json = json;
-	er.warnings = warnings;
-	er.n_warnings = nw;
-	Alps__Response resp = ALPS__RESPONSE__INIT;
-	resp.payload_case = ALPS__RESPONSE__PAYLOAD_EDF_CHECK_REPLY;
-	resp.edf_check_reply = &er;
-	request_finish(rq, &resp);
-	edf_strv_free(warnings);
-	free(json);
-	edf_free(e);
 	return 0;
 }
