@@ -184,7 +184,7 @@ static const char *show_key(const struct key *key, size_t n, char *buf, size_t s
 /* ---- values and tables ---- */
 
 toml_value *tp_new_value(struct parser *ps, enum toml_type type, size_t off,
-			     enum origin origin, int depth)
+			 enum origin origin, int depth)
 {
 	struct node *n = xzalloc(sizeof(*n));
 

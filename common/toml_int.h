@@ -134,7 +134,7 @@ int ALPS_PRINTF(3, 4) tp_fail(struct parser *ps, size_t off, const char *fmt, ..
 const char *tp_describe(const struct parser *ps, size_t off, char *buf, size_t size);
 int tp_fail_found(struct parser *ps, const char *what);
 toml_value *tp_new_value(struct parser *ps, enum toml_type type, size_t off,
-			     enum origin origin, int depth);
+			 enum origin origin, int depth);
 void tp_skip_ws(struct parser *ps);
 bool tp_eat_newline(struct parser *ps);
 

@@ -213,7 +213,7 @@ const char *peer_state_name(enum peer_state s);
 enum peer_state peer_state(const struct fabric *f, const struct fabric_peer *p, uint64_t now);
 bool fabric_resolve_ipv4(const char *host, struct in_addr *out);
 int peers_load(const struct fabric *f, const struct config *cfg, struct fabric_peer **out,
-		      size_t *nout, alps_error **err);
+	       size_t *nout, alps_error **err);
 void peer_av_insert(struct fabric *f, struct fabric_peer *p);
 void tick_schedule(struct fabric *f);
 void fabric_on_tick(evutil_socket_t fd, short what, void *arg);
@@ -221,6 +221,6 @@ void fabric_on_tick(evutil_socket_t fd, short what, void *arg);
 /* fabric_map.c */
 void pins_expire(struct fabric *f, uint64_t now);
 void pin_store(struct fabric *f, const char *job, const char *reference, const char *digest,
-		      const char *from);
+	       const char *from);
 
 #endif

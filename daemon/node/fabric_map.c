@@ -25,7 +25,7 @@ static struct fabric_pin *pin_find(struct fabric *f, const char *job, const char
 
 /* Record a pin; a full table makes room by dropping its oldest entry. */
 void pin_store(struct fabric *f, const char *job, const char *reference, const char *digest,
-		      const char *from)
+	       const char *from)
 {
 	uint64_t now = now_monotonic_ms();
 	pins_expire(f, now);

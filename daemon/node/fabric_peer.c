@@ -132,7 +132,7 @@ static void strlist_release(struct strlist *l)
  * sorted by name.  Host names are resolved here (blocking; /etc/hosts on a
  * cluster). */
 int peers_load(const struct fabric *f, const struct config *cfg, struct fabric_peer **out,
-		      size_t *nout, alps_error **err)
+	       size_t *nout, alps_error **err)
 {
 	struct strlist file = { 0 };
 	const struct strlist *specs = &cfg->peers;

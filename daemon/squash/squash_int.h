@@ -168,11 +168,11 @@ void *sq_must(void *p, const char *what);
 /* squash_tree.c */
 void sq_ht_init(struct sq_htab *ht);
 struct sq_dentry *sq_ht_lookup(const struct sq_htab *ht, const struct sq_dentry *parent,
-				   const char *name, size_t len);
+			       const char *name, size_t len);
 struct sq_inode *sq_inode_new(struct squash *sq, uint32_t mode);
 struct sq_dentry *sq_dentry_alloc(const char *name, size_t len, struct sq_inode *ino);
 int sq_dentry_add(struct squash *sq, struct sq_dentry *dir, const char *name, size_t len,
-		      struct sq_inode *ino, struct sq_dentry **out, alps_error **err);
+		  struct sq_inode *ino, struct sq_dentry **out, alps_error **err);
 void sq_dentry_remove(struct squash *sq, struct sq_dentry *d);
 void sq_tree_free(struct squash *sq);
 

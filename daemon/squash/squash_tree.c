@@ -63,7 +63,7 @@ static uint64_t ht_hash(const struct sq_htab *ht, const struct sq_dentry *parent
 }
 
 struct sq_dentry *sq_ht_lookup(const struct sq_htab *ht, const struct sq_dentry *parent,
-				   const char *name, size_t len)
+			       const char *name, size_t len)
 {
 	uint64_t h = ht_hash(ht, parent, name, len);
 	for (struct sq_dentry *d = ht->buckets[h & ht->mask]; d; d = d->hnext) {
@@ -157,7 +157,7 @@ static int node_budget(struct squash *sq, alps_error **err)
 }
 
 int sq_dentry_add(struct squash *sq, struct sq_dentry *dir, const char *name, size_t len,
-		      struct sq_inode *ino, struct sq_dentry **out, alps_error **err)
+		  struct sq_inode *ino, struct sq_dentry **out, alps_error **err)
 {
 	if (node_budget(sq, err) < 0)
 		return -1;
