@@ -11,7 +11,8 @@
 #include "log.h"
 
 static const char *log_ident = "alps";
-static enum log_level log_level = LOG_LVL_INFO;
+/* Atomic: a reload sets it on the loop while every thread logs. */
+static _Atomic enum log_level log_level = LOG_LVL_INFO;
 static bool log_journal;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 

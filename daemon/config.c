@@ -17,6 +17,7 @@
 #include "common/toml.h"
 #include "common/util.h"
 #include "daemon/job/plan.h"
+#include "daemon/squash/squash.h"
 
 enum opt_type {
 	OPT_STRING,
@@ -79,8 +80,10 @@ static const struct option_def options[] = {
 	  "seconds a connection without traffic is kept (half-sent requests: frame_timeout)" },
 	{ "daemon.shutdown_grace", OPT_INT, OFF(shutdown_grace_s), "10", 0, 3600, NULL,
 	  "seconds in-flight requests get to finish at SIGTERM" },
-	{ "daemon.workers", OPT_INT, OFF(workers), "4", 1, 256, NULL,
-	  "worker threads for conversion and other heavy work" },
+	{ "daemon.workers", OPT_INT, OFF(workers), "0", 0, 256, NULL,
+	  "worker pool threads for prepares, layer conversions and other heavy work, and "
+	  "the squashfs compressor threads of all conversions together (0: one per CPU; "
+	  "read at start)" },
 
 	{ "store.max_size", OPT_SIZE, OFF(max_size), "0", 0, MAXI, NULL,
 	  "size limit of the layer store in bytes (0: none)" },
@@ -404,6 +407,7 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 struct config *config_new_defaults(void)
 {
 	struct config *c = xzalloc(sizeof(*c));
+	atomic_init(&c->refs, 1);
 	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
 		alps_error *err = NULL;
 		if (option_set_text(c, &options[i], options[i].def, &err) < 0)
@@ -419,10 +423,16 @@ static void registry_conf_clear(struct registry_conf *r)
 	strlist_clear(&r->mirrors);
 }
 
-void config_free(struct config *c)
+struct config *config_ref(struct config *c)
 {
-	if (!c)
-		return;
+	if (c)
+		atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	return c;
+}
+
+/* Every field, once no one refers to c. */
+static void config_destroy(struct config *c)
+{
 	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
 		void *field = (char *)c + options[i].offset;
 		switch (options[i].type) {
@@ -452,6 +462,19 @@ static int config_set_value(struct config *c, const struct option_def *o, const 
 
 /* A TOML value ("[\"/a:/b\"]", 6, true, "\"x\"") when value is one, else
  * the text as before (an unquoted path, 1 for true, "a,b" for a list). */
+void config_unref(struct config *c)
+{
+	/* acq_rel: the last holder sees every other holder's reads done
+	 * before it frees (the same as any reference count). */
+	if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+		config_destroy(c);
+}
+
+void config_free(struct config *c)
+{
+	config_unref(c);
+}
+
 int config_set(struct config *c, const char *key, const char *value, alps_error **err)
 {
 	const struct option_def *o = option_find(key);
@@ -683,8 +706,24 @@ int config_load_file(struct config *c, const char *path, bool required, alps_err
 	return rc;
 }
 
+/* The converter's own check, at load: a compressor it lacks or a level
+ * outside that compressor's range stops the daemon (or a reload) now,
+ * naming the key, rather than failing every pull later. */
+static int check_compressor(const struct config *c, alps_error **err)
+{
+	struct squash_opts so = { .compressor = c->compression };
+	if (squash_opts_check(&so, err) < 0)
+		return alps_error_prefix(err, "store.compression = '%s'", c->compression);
+	so.level = (int)c->compression_level;
+	if (squash_opts_check(&so, err) < 0)
+		return alps_error_prefix(err, "store.compression_level = %" PRId64, c->compression_level);
+	return 0;
+}
+
 int config_validate(const struct config *c, alps_error **err)
 {
+	if (check_compressor(c, err) < 0)
+		return -1;
 	if (strcmp(c->reserved_cores, "none") != 0 && strcmp(c->reserved_cores, "first-per-l3") != 0 &&
 	    strspn(c->reserved_cores, "0123456789,-") != strlen(c->reserved_cores))
 		return alps_fail(err, ALPS_E_INVALID,

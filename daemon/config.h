@@ -4,10 +4,18 @@
  * key ("section.name"), type, bounds, default and help.  A file is parsed
  * with the project's TOML parser; unknown keys and bad values are errors
  * that name the file, line and key.  Command-line options are applied on
- * top (config_set()). */
+ * top (config_set()).
+ *
+ * A loaded config is an immutable snapshot, shared by reference count:
+ * the daemon holds the current one, each piece of work takes a reference
+ * when it starts (config_ref) and drops it when it ends (config_unref); a
+ * reload builds a new config and swaps the daemon's pointer, so work that
+ * runs on other threads never sees one freed or changed under it.  Only
+ * the thread that built a config writes to it, before sharing it. */
 #ifndef ALPS_CONFIG_H
 #define ALPS_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +35,8 @@ struct registry_conf {
 };
 
 struct config {
+	atomic_uint refs;           /* see config_ref(); 1 when made */
+
 	/* [daemon] */
 	char *socket_path;
 	char *state_dir;            /* alps.db, layers/, tmp/ */
@@ -43,7 +53,7 @@ struct config {
 	int64_t idle_timeout_s;     /* no traffic */
 	int64_t frame_timeout_s;    /* first frame, or the rest of a frame begun */
 	int64_t shutdown_grace_s;   /* in-flight requests at SIGTERM */
-	int64_t workers;            /* worker pool for heavy work */
+	int64_t workers;            /* worker pool and compressor budget; 0 = CPUs */
 
 	/* [store] */
 	int64_t max_size;           /* bytes, 0 = unlimited */
@@ -117,8 +127,13 @@ struct config {
 	struct strlist amd_env;
 };
 
-/* A config with every default. */
+/* A config with every default, holding one reference (the caller's). */
 struct config *config_new_defaults(void);
+/* Another reference to c (NULL-safe); any thread. */
+struct config *config_ref(struct config *c);
+/* Drop a reference (NULL-safe); the last one frees c.  Any thread. */
+void config_unref(struct config *c);
+/* The same as config_unref(): for the maker of a config never shared. */
 void config_free(struct config *c);
 /* Load path on top of c.  A missing file is an error only if required. */
 int config_load_file(struct config *c, const char *path, bool required, alps_error **err);

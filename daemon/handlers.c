@@ -15,7 +15,6 @@ static const struct handler handler_table[] = {
 	{ ALPS__REQUEST__OP_EXEC, "exec", PRIV_USER, op_exec },
 	{ ALPS__REQUEST__OP_RELEASE, "release", PRIV_USER, op_release },
 	{ ALPS__REQUEST__OP_JOBS, "jobs", PRIV_USER, op_jobs },
-	{ ALPS__REQUEST__OP_EDF_CHECK, "edf check", PRIV_USER, op_edf_check },
 	/* The SPANK plugin in slurmstepd (root): a namespace fd for a task. */
 	{ ALPS__REQUEST__OP_ATTACH, "attach", PRIV_ADMIN, op_attach },
 	{ ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_topology },

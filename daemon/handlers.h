@@ -88,7 +88,6 @@ void exec_shutdown(void);
 int op_release(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_attach(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_edf_check(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_topology(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_place(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err);

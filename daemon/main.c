@@ -193,15 +193,24 @@ static void schedule_shutdown_tick(struct daemon *d)
 	event_base_once(d->base, -1, EV_TIMEOUT, on_shutdown_tick, d, &tv);
 }
 
+/* Milliseconds since the stop signal.  The clock is monotonic, but a
+ * subtraction of unsigned times must never wrap into a huge "waited". */
+static uint64_t ms_since_stop(const struct daemon *d)
+{
+	uint64_t now = now_monotonic_ms();
+	return now > d->stop_ms ? now - d->stop_ms : 0;
+}
+
 /* Wait for in-flight requests, within the grace period. */
 static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	uint64_t waited = now_monotonic_ms() - d->stop_ms;
+	uint64_t waited = ms_since_stop(d);
 	size_t busy = server_busy(d->server);
 	if (busy == 0 || waited >= (uint64_t)d->cfg->shutdown_grace_s * 1000) {
 		if (busy)
-			log_warn("stopping with %zu request(s) still in flight", busy);
+			log_warn("stopping with %zu request(s) still in flight after %llu ms",
+				 busy, (unsigned long long)waited);
 		event_base_loopexit(d->base, NULL);
 		return;
 	}
@@ -211,7 +220,7 @@ static void on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	if (d->stop_ms) {
+	if (d->stopping) {
 		log_notice("second signal: stopping now");
 		event_base_loopexit(d->base, NULL);
 		return;
@@ -219,29 +228,38 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_notice("%s: stopping (no new connections; %zu request(s) in flight)",
 		   sig == SIGTERM ? "SIGTERM" : "SIGINT", server_busy(d->server));
 	sd_notify_state("STOPPING=1");
-	d->stop_ms = now_monotonic_ms() | 1;
+	d->stopping = true;
+	d->stop_ms = now_monotonic_ms();
 	server_stop_accepting(d->server);
 	on_shutdown_tick(-1, 0, d);
 }
 
-/* The node's topology; a failure is logged and leaves the daemon serving
- * everything else (topology requests then say why).  On success the old
- * topology, if any, is replaced. */
-static void load_topology(struct daemon *d)
+/* The node's topology as c configures it, or NULL: a failure is logged
+ * and leaves the daemon serving everything else (topology requests then
+ * say why).  Blocking (hwloc reads /sys): at start-up or on the pool. */
+static struct topology *topology_from(const struct config *c, bool have_old)
 {
 	alps_error *err = NULL;
-	struct topology_opts o = topology_opts_from_config(d->cfg);
+	struct topology_opts o = topology_opts_from_config(c);
 	struct topology *t = NULL;
 	uint64_t t0 = now_monotonic_ms();
 	if (topology_load(&o, &t, &err) < 0) {
-		log_error("topology: %s%s", err->msg, d->topology ? " (keeping the previous one)" : "");
+		log_error("topology: %s%s", err->msg, have_old ? " (keeping the previous one)" : "");
 		alps_error_free(err);
-		return;
+		return NULL;
 	}
-	topology_free(d->topology);
-	d->topology = t;
-	log_info("topology loaded from %s in %llu ms", *d->cfg->topology_xml ? d->cfg->topology_xml
+	log_info("topology loaded from %s in %llu ms", *c->topology_xml ? c->topology_xml
 		 : "the live machine", (unsigned long long)(now_monotonic_ms() - t0));
+	return t;
+}
+
+/* Work that took the old topology keeps it until it ends. */
+static void topology_swap(struct daemon *d, struct topology *t)
+{
+	if (!t)
+		return;
+	topology_unref(d->topology);
+	d->topology = t;
 }
 
 static bool in_list(char **v, size_t n, const char *s)
@@ -322,32 +340,102 @@ static bool reload_allowed(const struct config *old, const struct config *new)
 	return ok;
 }
 
+/* A reload reads the file and loads the topology on the pool (both may
+ * block), then swaps them in on the loop.  Signals during one coalesce
+ * into one more: a SIGHUP storm never queues up reloads. */
+struct reload {
+	struct daemon *d;
+	struct config *cfg;             /* the new one, or NULL */
+	struct topology *topology;      /* loaded with it, or NULL */
+	alps_error *err;
+};
+
+static void reload_load(void *arg)
+{
+	struct reload *r = arg;
+	r->cfg = load_config(r->d->cmdline, &r->err);
+	if (r->cfg)
+		r->topology = topology_from(r->cfg, true);
+}
+
+static void reload_apply(struct daemon *d, struct config *c, struct topology *t)
+{
+	alps_error *err = NULL;
+	if (c->workers != d->cfg->workers)
+		log_notice("daemon.workers takes effect at the next start");
+	/* Work that took the old snapshot keeps it until it ends. */
+	config_unref(d->cfg);
+	d->cfg = c;
+	log_set_level((enum log_level)log_level_parse(c->log_level));
+	server_reconfigure(d->server);
+	topology_swap(d, t);
+	if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
+		log_error("fabric peers: %s (keeping the previous list)", err->msg);
+		alps_error_free(err);
+	}
+	log_notice("configuration reloaded from %s", d->cmdline->config_path);
+}
+
+static void reload_start(struct daemon *d);
+
+static void reload_done(void *arg)
+{
+	struct reload *r = arg;
+	struct daemon *d = r->d;
+	if (!r->cfg) {
+		log_error("reload failed, keeping the running configuration: %s", r->err->msg);
+	} else if (d->stopping || !reload_allowed(d->cfg, r->cfg)) {
+		config_unref(r->cfg);
+		topology_unref(r->topology);
+	} else {
+		reload_apply(d, r->cfg, r->topology);
+	}
+	alps_error_free(r->err);
+	free(r);
+	d->reloading = false;
+	if (d->reload_again && !d->stopping) {
+		d->reload_again = false;
+		reload_start(d);
+		return;
+	}
+	sd_notify_state("READY=1");
+}
+
+static void reload_start(struct daemon *d)
+{
+	struct reload *r = xzalloc(sizeof(*r));
+	r->d = d;
+	alps_error *err = NULL;
+	if (work_submit(d, reload_load, reload_done, r, &err) < 0) {
+		log_error("cannot reload: %s", err->msg);
+		alps_error_free(err);
+		free(r);
+		sd_notify_state("READY=1");
+		return;
+	}
+	d->reloading = true;
+}
+
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	const struct cmdline *cl = d->cmdline;
-	sd_notify_state("RELOADING=1");
-	alps_error *err = NULL;
-	struct config *c = load_config(cl, &err);
-	if (!c) {
-		log_error("reload failed, keeping the running configuration: %s", err->msg);
-		alps_error_free(err);
-	} else if (!reload_allowed(d->cfg, c)) {
-		config_free(c);
-	} else {
-		config_free(d->cfg);
-		d->cfg = c;
-		log_set_level((enum log_level)log_level_parse(c->log_level));
-		server_reconfigure(d->server);
-		load_topology(d);
-		if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
-			log_error("fabric peers: %s (keeping the previous list)", err->msg);
-			alps_error_free(err);
-			err = NULL;
-		}
-		log_notice("configuration reloaded from %s", cl->config_path);
+	if (d->stopping)
+		return;
+	if (d->reloading) {
+		d->reload_again = true;
+		return;
 	}
-	sd_notify_state("READY=1");
+	sd_notify_state("RELOADING=1");
+	reload_start(d);
+}
+
+/* daemon.workers, or one thread per online CPU. */
+static unsigned pool_threads(const struct config *c)
+{
+	if (c->workers > 0)
+		return (unsigned)c->workers;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
 /* Detach unless told not to: the parent exits once the child is ready (or
@@ -421,7 +509,7 @@ int main(int argc, char **argv)
 	if (registry_global_init(&err) < 0)
 		log_fatal("%s", err->msg);
 	reconcile_jobs(&d);
-	load_topology(&d);
+	d.topology = topology_from(d.cfg, false);
 
 	evthread_use_pthreads();
 	d.base = event_base_new();
@@ -435,6 +523,9 @@ int main(int argc, char **argv)
 		if (fabric_open(d.base, d.cfg, d.node_name, &d.fabric, &err) < 0)
 			log_fatal("fabric: %s", err->msg);
 	}
+	d.pool = work_pool_new(d.base, pool_threads(d.cfg), &err);
+	if (!d.pool)
+		log_fatal("%s", err->msg);
 	d.puller = puller_new(&d);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
@@ -457,16 +548,21 @@ int main(int argc, char **argv)
 	}
 
 	event_base_dispatch(d.base);
+	d.stopping = true;      /* a reload that ends while draining is dropped */
 
 	exec_shutdown();
 	server_free(d.server);
+	/* Pulls first give up, so that draining the pool of their layer
+	 * conversions is quick; then their threads are joined. */
+	puller_stop(d.puller);
 	work_drain(&d);
 	runjobs_stop();
 	puller_free(d.puller);
+	work_pool_free(d.pool);
 	fabric_close(d.fabric);
 	store_close(d.store);
 	registry_global_cleanup();
-	topology_free(d.topology);
+	topology_unref(d.topology);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
@@ -475,6 +571,6 @@ int main(int argc, char **argv)
 	close(d.lock_fd);
 	log_notice("stopped");
 	free(d.node_name);
-	config_free(d.cfg);
+	config_unref(d.cfg);
 	return 0;
 }

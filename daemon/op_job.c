@@ -1,4 +1,4 @@
-/* op_job.c: Prepare, Release, Jobs, EdfCheck (Exec is in op_exec.c).
+/* op_job.c: Prepare, Release, Jobs (Exec is in op_exec.c).
  *
  * prepare, as a sequence of steps that alternate between a worker thread
  * (blocking: NSS, EDF parsing, the store, files, building the namespace)
@@ -47,6 +47,7 @@
 struct prep {
 	struct request *rq;
 	struct daemon *d;
+	struct snapshot snap;           /* the settings it runs with, start to end */
 	/* from the request */
 	char *job;
 	char *user_arg;
@@ -93,6 +94,7 @@ struct prep {
 static void prep_free(struct prep *p)
 {
 	request_unref(p->rq);
+	snapshot_drop(&p->snap);
 	free(p->job);
 	free(p->user_arg);
 	edf_sources_free(p->sources, p->nsources);
@@ -216,7 +218,7 @@ static int resolve_edf(struct prep *p, alps_error **err)
 static int resolve_image_arg(struct prep *p, alps_error **err)
 {
 	struct image_ref ref;
-	if (ref_parse(p->image_arg, p->d->cfg->default_registry, &ref, err) < 0)
+	if (ref_parse(p->image_arg, p->snap.cfg->default_registry, &ref, err) < 0)
 		return -1;
 	p->image_ref = ref_format(&ref);
 	ref_free(&ref);
@@ -283,8 +285,8 @@ static void prep_resolve(void *arg)
  * the job's user (edf_site_mount); free with site_config_free. */
 static int site_config(const struct prep *p, struct config *c, alps_error **err)
 {
-	const struct strlist *dm = &p->d->cfg->default_mounts;
-	*c = *p->d->cfg;
+	const struct strlist *dm = &p->snap.cfg->default_mounts;
+	*c = *p->snap.cfg;
 	c->default_mounts.v = xcalloc(dm->n + 1, sizeof(char *));
 	c->default_mounts.n = 0;
 	char **env = prep_user_env(p);
@@ -301,11 +303,11 @@ static int site_config(const struct prep *p, struct config *c, alps_error **err)
  * failure releases it. */
 static int prep_hooks_run(struct prep *p, alps_error **err)
 {
-	_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", p->d->cfg->run_dir, p->job);
+	_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", p->snap.cfg->run_dir, p->job);
 	if (hooks_job_run_create(p->hooks, p->edf, p->job, bundle, err) == 0)
 		return 0;
 	alps_error *e2 = NULL;
-	if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
+	if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
 		alps_error_free(e2);
 	ns_result_free(&p->ns);
 	return -1;
@@ -341,18 +343,18 @@ static void prep_build(void *arg)
 		ids[i] = p->img->layers[i].digest;
 	}
 	struct job_spec spec = {
-		.run_dir = p->d->cfg->run_dir, .job = p->job, .uid = p->uid, .gid = p->gid,
+		.run_dir = p->snap.cfg->run_dir, .job = p->job, .uid = p->uid, .gid = p->gid,
 		.groups = p->groups, .ngroups = p->ngroups, .user_name = p->user_name,
 		.layers = files, .layer_ids = ids, .nlayers = n, .image_sqsh = p->image_sqsh,
 		.writable = p->edf ? edf_writable(p->edf) : true,
 		.workdir = workdir,
 		.site_mounts = jm.site, .nsite_mounts = jm.nsite,
 		.mounts = jm.user, .nmounts = jm.nuser,
-		.devices = (const char *const *)p->d->cfg->devices.v, .ndevices = p->d->cfg->devices.n,
+		.devices = (const char *const *)p->snap.cfg->devices.v, .ndevices = p->snap.cfg->devices.n,
 		.extra_devices = p->hooks->devices, .nextra_devices = p->hooks->ndevices,
-		.tmp_size = p->d->cfg->tmp_size, .shm_size = p->d->cfg->shm_size,
-		.upper_size = p->d->cfg->upper_size,
-		.prepare_timeout_ms = (unsigned)p->d->cfg->prepare_timeout_s * 1000u,
+		.tmp_size = p->snap.cfg->tmp_size, .shm_size = p->snap.cfg->shm_size,
+		.upper_size = p->snap.cfg->upper_size,
+		.prepare_timeout_ms = (unsigned)p->snap.cfg->prepare_timeout_s * 1000u,
 	};
 	if (ns_prepare(&spec, &p->ns, &err) < 0 || prep_hooks_run(p, &err) < 0)
 		p->err = err;
@@ -402,7 +404,7 @@ static void prep_built(void *arg)
 
 static int prep_write_map(struct prep *p, alps_error **err)
 {
-	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/maps", p->snap.cfg->run_dir);
 	if (mkdir_p(dir, 0755) < 0)
 		return alps_fail_errno(err, "cannot create %s", dir);
 	if (json_dump_file(p->map, p->map_path, JSON_INDENT(2) | JSON_SORT_KEYS) < 0)
@@ -444,7 +446,7 @@ static int prep_mark_ready(struct prep *p, alps_error **err)
 	    store_job_update_state(p->d->store, p->job, "ready", err) == 0)
 		return 0;
 	alps_error *e2 = NULL;
-	if (job_release(p->d->cfg->run_dir, p->job, &e2) < 0)
+	if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
 		alps_error_free(e2);
 	return -1;
 }
@@ -468,7 +470,7 @@ static void prep_setup(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
-	if (hooks_job_resolve(p->d->cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
+	if (hooks_job_resolve(p->snap.cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
 			      &err) < 0 || prep_record(p, &err) < 0)
 		p->err = err;
 	else
@@ -495,7 +497,7 @@ static int prep_fabric(struct prep *p, alps_error **err)
 	if (fabric_job_map(f, (const char *const *)p->nodes, p->nnodes, &map, &p->down, &p->ndown,
 			   err) < 0)
 		return -1;
-	_cleanup_free_ char *dir = xasprintf("%s/maps", p->d->cfg->run_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/maps", p->snap.cfg->run_dir);
 	/* Written by the setup step: no file system work on the loop. */
 	p->map_path = xasprintf("%s/%s.json", dir, p->job);
 	p->map = map;
@@ -621,9 +623,8 @@ static bool job_id_valid(const char *s)
 static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps_error **err)
 {
 	const struct ucred *peer = request_peer(p->rq);
-	struct daemon *d = p->d;
 	if (r->run) {
-		if (!d->cfg->allow_user_run && !request_peer_is_admin(p->rq))
+		if (!p->snap.cfg->allow_user_run && !request_peer_is_admin(p->rq))
 			return alps_fail(err, ALPS_E_PERMISSION,
 					 "'alps run' is disabled on this node (jobs.allow_user_run)");
 		static unsigned counter;
@@ -637,9 +638,9 @@ static int prep_from_request(struct prep *p, const Alps__PrepareRequest *r, alps
 					 "(root or the daemon's admin group); uid %u is neither",
 					 (unsigned)peer->uid);
 		if (!r->job || !job_id_valid(r->job))
-			return alps_fail(err, ALPS_E_INVALID, "invalid job id '%s': use letters, digits "
-					 "and _ . + - (at most %d)", r->job ? r->job : "",
-					 STORE_JOB_ID_MAX);
+			return alps_fail(err, ALPS_E_INVALID, "invalid job id '%.64s%s': use letters, "
+					 "digits and _ . + - (at most %d)", r->job ? r->job : "",
+					 r->job && strlen(r->job) > 64 ? "..." : "", STORE_JOB_ID_MAX);
 		if (!r->user || !*r->user)
 			return alps_fail(err, ALPS_E_INVALID, "prepare needs --user");
 		p->job = xstrdup(r->job);
@@ -722,6 +723,7 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 	struct prep *p = xzalloc(sizeof(*p));
 	p->rq = request_ref(rq);
 	p->d = request_daemon(rq);
+	snapshot_take(p->d, &p->snap);
 	if (prep_from_request(p, req->prepare, err) < 0 || prep_check(p, err) < 0 ||
 	    (p->run && runjob_admit(rq, p->job, request_peer(rq)->uid, err) < 0)) {
 		prep_free(p);
@@ -742,6 +744,7 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 struct rel {
 	struct request *rq;     /* NULL: a release the daemon decided (runjobs) */
 	struct daemon *d;
+	struct snapshot snap;
 	char *job;
 	char *why;              /* the daemon's reason, or NULL */
 	uid_t peer_uid;
@@ -777,16 +780,16 @@ static int rel_check(struct rel *r)
 static void rel_release(struct rel *r)
 {
 	/* SIGTERM and the grace need no lock: other jobs' work goes on. */
-	job_release_stop(r->d->cfg->run_dir, r->job, (unsigned)r->d->cfg->release_grace_s * 1000u);
+	job_release_stop(r->snap.cfg->run_dir, r->job, (unsigned)r->snap.cfg->release_grace_s * 1000u);
 	/* After a prepare of the same job still running, not in its middle. */
 	job_claim(r->job);
-	job_release(r->d->cfg->run_dir, r->job, &r->err);
+	job_release(r->snap.cfg->run_dir, r->job, &r->err);
 	job_unclaim(r->job);
 	if (r->was && !r->err) {
-		_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", r->d->cfg->run_dir, r->job);
+		_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", r->snap.cfg->run_dir, r->job);
 		hooks_release_run(r->env_json, r->job, bundle);
 	}
-	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->d->cfg->run_dir, r->job);
+	_cleanup_free_ char *map = xasprintf("%s/maps/%s.json", r->snap.cfg->run_dir, r->job);
 	unlink(map);
 }
 
@@ -836,6 +839,7 @@ static void rel_done(void *arg)
 			runjob_released(r->job);
 	}
 	request_unref(r->rq);
+	snapshot_drop(&r->snap);
 	free(r->job);
 	free(r->why);
 	free(r->env_json);
@@ -857,10 +861,12 @@ int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const char *job = req->release ? req->release->job : NULL;
 	if (!job || !job_id_valid(job))
-		return alps_fail(err, ALPS_E_INVALID, "invalid job id '%s'", job ? job : "");
+		return alps_fail(err, ALPS_E_INVALID, "invalid job id '%.64s%s'", job ? job : "",
+				 job && strlen(job) > 64 ? "..." : "");
 	struct rel *r = xzalloc(sizeof(*r));
 	r->rq = request_ref(rq);
 	r->d = request_daemon(rq);
+	snapshot_take(r->d, &r->snap);
 	r->job = xstrdup(job);
 	r->peer_uid = request_peer(rq)->uid;
 	r->admin = request_peer_is_admin(rq);
@@ -873,6 +879,7 @@ int job_release_background(struct daemon *d, const char *job, const char *why)
 {
 	struct rel *r = xzalloc(sizeof(*r));
 	r->d = d;
+	snapshot_take(d, &r->snap);
 	r->job = xstrdup(job);
 	r->why = xstrdup(why);
 	r->admin = true;
@@ -958,46 +965,5 @@ int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 		free(l);
 		return -1;
 	}
-	return 0;
-}
-
-/* ---- edf check ---- */
-
-int op_edf_check(struct request *rq, const Alps__Request *req, alps_error **err)
-{
-	const Alps__EdfCheckRequest *r = req->edf_check;
-	if (!r || r->n_environment == 0)
-		return alps_fail(err, ALPS_E_INVALID, "edf check: no environment file given");
-	struct edf_source *src = xcalloc(r->n_environment, sizeof(*src));
-	for (size_t i = 0; i < r->n_environment; i++) {
-		src[i].name = r->environment[i]->path;
-		src[i].path = r->environment[i]->path;
-		src[i].content = r->environment[i]->content;
-		src[i].len = strlen(r->environment[i]->content);
-	}
-	struct edf_source_set set = { .v = src, .n = r->n_environment };
-	struct edf_loader loader = { .load = edf_source_load, .arg = &set };
-	struct edf *e = NULL;
-	struct edf_source *used = NULL;
-	size_t nused = 0;
-	int rc = edf_load_all(src[0].name, &loader, &e, &used, &nused, err);
-	free(src);
-	if (rc < 0)
-		return -1;
-	edf_sources_free(used, nused);
-	char *json = json_dumps(edf_to_json(e, true), JSON_COMPACT | JSON_SORT_KEYS);
-	size_t nw = 0;
-	char **warnings = edf_warnings(e, &nw);
-	Alps__EdfCheckReply er = ALPS__EDF_CHECK_REPLY__INIT;
-	er.merged_json = json;
-	er.warnings = warnings;
-	er.n_warnings = nw;
-	Alps__Response resp = ALPS__RESPONSE__INIT;
-	resp.payload_case = ALPS__RESPONSE__PAYLOAD_EDF_CHECK_REPLY;
-	resp.edf_check_reply = &er;
-	request_finish(rq, &resp);
-	edf_strv_free(warnings);
-	free(json);
-	edf_free(e);
 	return 0;
 }

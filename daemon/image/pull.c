@@ -17,8 +17,9 @@
 #include "daemon/daemon.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/store/store.h"
+#include "daemon/work.h"
 
 #define PIPE_BYTES (8u << 20)          /* HTTP -> converter buffer per layer */
 #define TICK_MS 250                     /* progress to waiters */
@@ -30,6 +31,7 @@ struct waiter {
 };
 
 struct layer_job {
+	struct pull *pl;
 	const struct layer *layer;      /* in pl->img.manifest */
 	const char *diff_id;            /* in pl->img.config */
 	struct pull_layer_status st;    /* under pl->lock */
@@ -43,7 +45,6 @@ struct pull_opts {
 	int level;
 	unsigned workers;
 	uint64_t max_entries, max_tar_bytes;
-	unsigned parallel;
 };
 
 struct pull {
@@ -70,6 +71,9 @@ struct pull {
 	size_t njobs, next_job;
 	uint64_t last_done, last_tick_ms, rate_bps;
 	alps_error *err;                /* the first failure */
+
+	size_t tasks_left;              /* layer tasks on the pool not yet ended */
+	pthread_cond_t tasks_done;      /* tasks_left reached 0 */
 
 	/* Written by the pull thread before ev_done, read after. */
 	struct resolved_image img;
@@ -193,6 +197,22 @@ static int check_diff_id(const struct layer_job *job, const struct squash_result
 	return 0;
 }
 
+/* The compressor threads a layer asks for: its share of the pool among the
+ * layers of its pull still to do.  A layer that took them all would make
+ * the next ones wait for the budget (libsquashfs's workers are fixed for
+ * a whole layer), and their downloads with them. */
+static unsigned layer_share(struct pull *pl)
+{
+	unsigned pool = work_pool_size(pl->p->d->pool);
+	pthread_mutex_lock(&pl->lock);
+	size_t left = pl->tasks_left;
+	pthread_mutex_unlock(&pl->lock);
+	unsigned ways = left < pool ? (unsigned)left : pool;
+	unsigned share = ways ? pool / ways : pool;
+	share = share < pl->opts.workers ? share : pl->opts.workers;
+	return share ? share : 1;
+}
+
 /* Stream one layer from the registry into a squashfs file and commit it. */
 static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **err)
 {
@@ -208,8 +228,9 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 	job_set(pl, job, "downloading");
 	struct squash_opts so = {
 		.compressor = pl->opts.compressor, .level = pl->opts.level,
-		.threads = pl->opts.workers, .max_entries = pl->opts.max_entries,
+		.threads = layer_share(pl), .max_entries = pl->opts.max_entries,
 		.max_tar_bytes = pl->opts.max_tar_bytes,
+		.budget = work_pool_budget(pl->p->d->pool),
 	};
 	struct squash_result res;
 	int rc = -1;
@@ -327,46 +348,55 @@ static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps
 	return rc;
 }
 
-/* Worker: take layers one by one until none is left or one failed. */
-static void *layer_worker(void *arg)
+/* One layer, a task on the daemon's pool.  It waits only for its own
+ * download thread, a running conversion of the same layer (layer_claim)
+ * and the slots held by running conversions: never for a queued task. */
+static void layer_task(void *arg)
 {
-	struct pull *pl = arg;
-	for (;;) {
-		pthread_mutex_lock(&pl->lock);
-		struct layer_job *job = (!pl->err && pl->next_job < pl->njobs) ? &pl->jobs[pl->next_job++]
-										: NULL;
-		pthread_mutex_unlock(&pl->lock);
-		if (!job)
-			return NULL;
+	struct layer_job *job = arg;
+	struct pull *pl = job->pl;
+	pthread_mutex_lock(&pl->lock);
+	bool skip = pl->err != NULL;
+	pthread_mutex_unlock(&pl->lock);
+	alps_error *err = NULL;
+	bool fetched = false;
+	int rc = 0;
+	if (!skip) {
 		sem_wait(&pl->p->slots);
-		alps_error *err = NULL;
-		bool fetched = false;
-		int rc = layer_run(pl, job, &fetched, &err);
+		rc = layer_run(pl, job, &fetched, &err);
 		sem_post(&pl->p->slots);
-		pthread_mutex_lock(&pl->lock);
-		if (rc < 0) {
-			job->st.state = "failed";
-			if (!pl->err)
-				pl->err = err;
-			else
-				alps_error_free(err);
-		} else {
-			job->st.state = fetched ? "done" : "cached";
-			if (!fetched)
-				job->st.done = job->st.total;
-			pl->fetched += fetched;
-		}
-		pthread_mutex_unlock(&pl->lock);
 	}
+	pthread_mutex_lock(&pl->lock);
+	if (skip) {
+		/* another layer failed: this one stays "waiting" */
+	} else if (rc < 0) {
+		job->st.state = "failed";
+		if (!pl->err)
+			pl->err = err;
+		else
+			alps_error_free(err);
+	} else {
+		job->st.state = fetched ? "done" : "cached";
+		if (!fetched)
+			job->st.done = job->st.total;
+		pl->fetched += fetched;
+	}
+	if (--pl->tasks_left == 0)
+		pthread_cond_signal(&pl->tasks_done);
+	pthread_mutex_unlock(&pl->lock);
 }
 
 /* ---- the pull thread ---- */
 
+/* Every layer a task on the pool; the pull thread (not a pool thread)
+ * waits for them.  The pool's size and store.max_parallel_layers bound how
+ * many convert at once across all pulls. */
 static int pull_layers(struct pull *pl, alps_error **err)
 {
 	const struct manifest *m = &pl->img.manifest;
 	struct layer_job *jobs = xcalloc(m->nlayers, sizeof(*jobs));
 	for (size_t i = 0; i < m->nlayers; i++) {
+		jobs[i].pl = pl;
 		jobs[i].layer = &m->layers[i];
 		jobs[i].diff_id = i < pl->img.config.ndiff_ids ? pl->img.config.diff_ids[i] : NULL;
 		snprintf(jobs[i].st.digest, sizeof(jobs[i].st.digest), "%s", m->layers[i].desc.digest);
@@ -378,20 +408,13 @@ static int pull_layers(struct pull *pl, alps_error **err)
 	pl->jobs = jobs;
 	pl->njobs = m->nlayers;
 	pl->phase = "layers";
+	pl->tasks_left = m->nlayers;
 	pthread_mutex_unlock(&pl->lock);
-
-	size_t n = pl->opts.parallel < m->nlayers ? pl->opts.parallel : m->nlayers;
-	pthread_t *threads = xcalloc(n ? n : 1, sizeof(*threads));
-	size_t started = 0;
-	for (; started < n; started++)
-		if (pthread_create(&threads[started], NULL, layer_worker, pl) != 0)
-			break;
-	if (started == 0 && n > 0)
-		layer_worker(pl);       /* no thread to be had: do it here */
-	for (size_t i = 0; i < started; i++)
-		pthread_join(threads[i], NULL);
-	free(threads);
+	for (size_t i = 0; i < m->nlayers; i++)
+		work_pool_run(pl->p->d->pool, layer_task, &jobs[i]);
 	pthread_mutex_lock(&pl->lock);
+	while (pl->tasks_left > 0)
+		pthread_cond_wait(&pl->tasks_done, &pl->lock);
 	alps_error *e = pl->err;
 	pl->err = NULL;
 	pthread_mutex_unlock(&pl->lock);
@@ -526,6 +549,7 @@ static void pull_free(struct pull *pl)
 	free(pl->origin);
 	free(pl->opts.compressor);
 	alps_error_free(pl->err);
+	pthread_cond_destroy(&pl->tasks_done);
 	pthread_mutex_destroy(&pl->lock);
 	free(pl);
 }
@@ -605,10 +629,9 @@ static void opts_from_config(struct pull_opts *o, const struct config *c)
 {
 	o->compressor = xstrdup(c->compression);
 	o->level = (int)c->compression_level;
-	o->workers = (unsigned)(c->workers > 8 ? 8 : c->workers);
+	o->workers = 0;         /* set from the pool by pull_new() */
 	o->max_entries = (uint64_t)c->max_layer_entries;
 	o->max_tar_bytes = (uint64_t)c->max_layer_bytes;
-	o->parallel = (unsigned)c->max_parallel_layers;
 }
 
 /* Whether the user's credentials cover the image's registry: then the
@@ -624,6 +647,7 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	struct daemon *d = p->d;
 	struct pull *pl = xzalloc(sizeof(*pl));
 	pthread_mutex_init(&pl->lock, NULL);
+	pthread_cond_init(&pl->tasks_done, NULL);
 	pl->p = p;
 	pl->key = xstrdup(key);
 	pl->ref = *ref;
@@ -634,6 +658,11 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->uid = (int64_t)req->uid;
 	pl->origin = xasprintf("%s/%s", pl->ref.registry, pl->ref.repository);
 	opts_from_config(&pl->opts, d->cfg);
+	/* A layer asks for up to the pool's size in compressor threads (the
+	 * shared budget decides how many it gets), 8 at most: beyond that
+	 * one tar reader cannot keep them busy. */
+	unsigned pool = work_pool_size(d->pool);
+	pl->opts.workers = pool > 8 ? 8 : pool ? pool : 1;
 	if (req->platform && *req->platform) {
 		if (manifest_platform_parse(req->platform, &pl->platform, err) < 0)
 			goto fail;
@@ -713,14 +742,19 @@ struct puller *puller_new(struct daemon *d)
 	return p;
 }
 
-void puller_free(struct puller *p)
+void puller_stop(struct puller *p)
 {
-	if (!p)
-		return;
 	atomic_store(&p->stopping, true);
 	pthread_mutex_lock(&p->lock);
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+}
+
+void puller_free(struct puller *p)
+{
+	if (!p)
+		return;
+	puller_stop(p);
 	while (p->pulls) {
 		struct pull *pl = p->pulls;
 		p->pulls = pl->next;

@@ -64,6 +64,9 @@ struct pull_request {
 };
 
 struct puller *puller_new(struct daemon *d);
+/* At stop: running pulls give up soon (downloads end, layers not started
+ * are skipped); nothing waits here. */
+void puller_stop(struct puller *p);
 /* Cancel what is running, wait for the threads, free.  Waiters still
  * attached get their done() with ALPS_E_CANCELLED. */
 void puller_free(struct puller *p);

@@ -671,6 +671,7 @@ int topology_load(const struct topology_opts *opts, struct topology **out, alps_
 	if (live)
 		pin_pciaccess();
 	struct topology *t = xzalloc(sizeof(*t));
+	atomic_init(&t->refs, 1);
 	t->source = xstrdup(live ? "live" : opts->xml_path);
 	if (keep_options(t, opts, err) < 0 || load_hw(live ? NULL : opts->xml_path, &t->hw, err) < 0)
 		goto fail;
@@ -698,10 +699,28 @@ fail:
 	return -1;
 }
 
+static void topology_destroy(struct topology *t);
+
+struct topology *topology_ref(struct topology *t)
+{
+	if (t)
+		atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	return t;
+}
+
+void topology_unref(struct topology *t)
+{
+	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+		topology_destroy(t);
+}
+
 void topology_free(struct topology *t)
 {
-	if (!t)
-		return;
+	topology_unref(t);
+}
+
+static void topology_destroy(struct topology *t)
+{
 	for (size_t i = 0; i < t->npackages; i++)
 		hwloc_bitmap_free(t->packages[i].cpuset);
 	for (size_t i = 0; i < t->nnumas; i++)

@@ -2,7 +2,9 @@
  *
  * Loaded once at start-up (the live machine, or an hwloc XML file named in
  * the configuration: that is how tests run other machines' layouts) and
- * again on SIGHUP: load a new one, swap it in, free the old.  The model is
+ * again on SIGHUP: load a new one, swap it in, drop the old.  A loaded
+ * topology is immutable and shared by reference count: work that reads it
+ * off the loop takes a reference (topology_ref) and drops it at its end.  The model is
  * plain C structs: packages, NUMA nodes, L3 groups, cores, GPUs (NVIDIA, AMD,
  * Intel, told apart by PCI vendor and class) and NICs (network and
  * OpenFabrics devices, one per PCI function), each with its PCI locality.
@@ -19,6 +21,7 @@
 
 #include <hwloc.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -99,6 +102,7 @@ struct topology_nic {
 };
 
 struct topology {
+	atomic_uint refs;           /* see topology_ref(); 1 when loaded */
 	hwloc_topology_t hw;        /* owned */
 	char *source;               /* owned: "live" or the XML path */
 	bool first_thread_only;     /* hw_threads = "first" */
@@ -126,6 +130,11 @@ struct topology_opts topology_opts_from_config(const struct config *cfg);
  * ALPS_E_NOT_FOUND when hwloc cannot load, ALPS_E_INVALID for a bad
  * option (unknown CPU in reserved_cores, bad nic_env template...). */
 int topology_load(const struct topology_opts *opts, struct topology **out, alps_error **err);
+/* Another reference (NULL-safe); any thread. */
+struct topology *topology_ref(struct topology *topo);
+/* Drop a reference (NULL-safe); the last one frees.  topology_free() is
+ * the same, for the loader of one never shared. */
+void topology_unref(struct topology *topo);
 void topology_free(struct topology *topo);
 
 /* The GPU with this vendor's visible index, or NULL. */

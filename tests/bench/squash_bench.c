@@ -17,7 +17,7 @@
 
 #include "common/error.h"
 #include "common/util.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/image/stream.h"
 
 static ALPS_NORETURN void usage(void)

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/image/stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -46,7 +46,7 @@
 
 #include "common/error.h"
 #include "common/util.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/image/stream.h"
 
 #define T0 1609459200       /* 2021-01-01 00:00:00 UTC */

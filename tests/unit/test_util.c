@@ -201,6 +201,41 @@ static void test_config_errors(void **state)
 	}
 }
 
+/* What the converter would refuse is refused at load, naming the key: a
+ * compressor it does not have, a level outside that compressor's range. */
+static void test_config_compressor(void **state)
+{
+	static const struct {
+		const char *text, *want;        /* want NULL: accepted */
+	} cases[] = {
+		{ "[store]\ncompression = \"lzo\"\n", "store.compression = 'lzo'" },
+		{ "[store]\ncompression = \"gzip\"\ncompression_level = 22\n",
+		  "store.compression_level = 22" },
+		{ "[store]\ncompression = \"xz\"\ncompression_level = 12\n",
+		  "store.compression_level = 12" },
+		{ "[store]\ncompression = \"zstd\"\ncompression_level = 22\n", NULL },
+		{ "[store]\ncompression = \"gzip\"\ncompression_level = 0\n", NULL },
+		/* lz4 has no levels: any level > 0 selects LZ4 HC. */
+		{ "[store]\ncompression = \"lz4\"\ncompression_level = 9\n", NULL },
+		{ "[store]\ncompression = \"xz\"\ncompression_level = 9\n", NULL },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char *path = write_temp(cases[i].text);
+		struct config *c = config_new_defaults();
+		alps_error *err = NULL;
+		assert_int_equal(config_load_file(c, path, true, &err), 0);
+		int rc = config_validate(c, &err);
+		if (!cases[i].want && rc != 0)
+			fail_msg("case %zu refused: %s", i, err ? err->msg : "?");
+		if (cases[i].want && (rc != -1 || !err || !strstr(err->msg, cases[i].want)))
+			fail_msg("case %zu: '%s' lacks '%s'", i, err ? err->msg : "(accepted)", cases[i].want);
+		alps_error_free(err);
+		config_free(c);
+		unlink(path);
+		free(path);
+	}
+}
+
 static void test_config_missing_file(void **state)
 {
 	struct config *c = config_new_defaults();
@@ -222,6 +257,7 @@ int main(void)
 		cmocka_unit_test(test_config_defaults_and_set),
 		cmocka_unit_test(test_config_file),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_config_compressor),
 		cmocka_unit_test(test_config_missing_file),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);

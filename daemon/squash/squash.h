@@ -21,13 +21,15 @@
  * Output file: squash_convert() creates out_path (O_EXCL), writes it, and
  * fsync()s it; the caller renames it into place.  On any error it unlinks
  * out_path itself, so a failed conversion leaves nothing behind. */
-#ifndef ALPS_DAEMON_IMAGE_SQUASH_H
-#define ALPS_DAEMON_IMAGE_SQUASH_H
+#ifndef ALPS_DAEMON_SQUASH_SQUASH_H
+#define ALPS_DAEMON_SQUASH_SQUASH_H
 
 #include <stdint.h>
 
 #include "common/error.h"
 #include "daemon/image/stream.h"
+
+struct thread_budget;
 
 #define SQUASH_DEFAULT_COMPRESSOR "zstd"
 #define SQUASH_DEFAULT_ZSTD_LEVEL 3
@@ -48,6 +50,8 @@ struct squash_opts {
 				     * lz4: any level > 0 selects LZ4 HC */
 	unsigned block_size;        /* power of two, 4 KiB .. 1 MiB; 128 KiB */
 	unsigned threads;           /* compression workers; 0: online CPUs (max 8) */
+	struct thread_budget *budget;   /* NULL, or threads are taken from it
+					 * (work.h): fewer when it is short */
 	uint64_t max_entries;       /* tar entries and implied directories */
 	uint64_t max_tar_bytes;     /* uncompressed tar bytes, sparse holes included */
 	squash_progress_fn progress;
