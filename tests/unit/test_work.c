@@ -58,7 +58,10 @@ static void count_done(void *arg)
 	struct counters *c = arg;
 	/* done() runs on the loop's thread, after fn. */
 	assert_true(pthread_equal(pthread_self(), c->loop_thread));
-	assert_true(c->done < c->ran);
+	pthread_mutex_lock(&c->lock);
+	int ran = c->ran;
+	pthread_mutex_unlock(&c->lock);
+	assert_true(c->done < ran);
 	if (++c->done == 50)
 		event_base_loopbreak(c->d->base);
 }
