@@ -270,6 +270,62 @@ int store_gc(struct store *s, uint64_t max_bytes, struct store_removed *removed,
 	     alps_error **err);
 int store_df(struct store *s, struct store_usage *out, alps_error **err);
 
+/* ---- cache policy (store_gc.c) ---------------------------------------- *
+ *
+ * A collection plans in memory from one snapshot of the rows (which images
+ * go, least recently used first, and which layers that frees: a layer
+ * shared with an image that stays, or held by a pull, stays), then removes
+ * the chosen images one transaction each, re-checking pin and jobs, so the
+ * mutex is never kept for long.  A dry run only plans. */
+
+#define STORE_NO_TARGET UINT64_MAX
+
+struct store_gc_opts {
+	uint64_t target;        /* layers may take this much after; STORE_NO_TARGET: no goal */
+	uint64_t older_than_ms; /* > 0: images unused that long go whatever the size */
+	bool dry_run;
+};
+
+struct store_gc_item {
+	char *digest;           /* owned */
+	char *name;             /* owned: its first tag, or the digest */
+	uint64_t last_used_ms;
+	uint64_t bytes;         /* what its removal freed (would free) */
+};
+
+struct store_gc_report {
+	struct store_removed removed;   /* orphans included */
+	uint64_t used_before, used_after;
+	struct store_gc_item *items;    /* images removed (to be), in order */
+	size_t nitems;
+	char *kept;             /* owned, when over target after: what stays and why */
+};
+
+int store_collect_images(struct store *s, const struct store_gc_opts *o,
+			 struct store_gc_report *rep, alps_error **err);
+void store_gc_report_clear(struct store_gc_report *rep);
+
+/* Admission of a pull that will add about need bytes of layers under limit
+ * bytes (0: no limit): if the layers, plus what admitted pulls may still
+ * add, would pass the limit, collect down to low_water (or lower, as
+ * needed) first; ALPS_E_LIMIT, saying how much is needed and what is pinned
+ * or in use, if that is not enough.  Admitted, need is reserved until
+ * store_admit_end(s, need). */
+int store_admit(struct store *s, uint64_t need, uint64_t limit, uint64_t low_water,
+		alps_error **err);
+void store_admit_end(struct store *s, uint64_t need);
+/* Bytes reserved by admitted pulls. */
+uint64_t store_reserved(struct store *s);
+/* Size and free bytes of the file system holding the store. */
+int store_fs_usage(struct store *s, uint64_t *size, uint64_t *avail, alps_error **err);
+/* The byte limit of a store.max_size value: > 0 bytes, < 0 minus a
+ * percentage of the file system's size, 0 none (0). */
+int store_limit_bytes(struct store *s, int64_t max_size, uint64_t *out, alps_error **err);
+/* Pin or unpin an image named as for store_image_find() (any visibility);
+ * *digest (may be NULL; caller frees) is the image's. */
+int store_image_pin_named(struct store *s, const char *what, bool pinned, char **digest,
+			  alps_error **err);
+
 void store_image_free(struct store_image *img);
 void store_images_free(struct store_image *imgs, size_t n);
 

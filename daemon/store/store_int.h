@@ -31,6 +31,7 @@ struct store {
 	struct store_hold *holds;       /* owned; layers held by pulls */
 	size_t nholds;
 	uint64_t tmp_seq;
+	uint64_t reserved;      /* bytes admitted pulls may still add (store_admit()) */
 };
 
 void store_lock(struct store *s);
@@ -98,6 +99,25 @@ bool store_printable(const char *s, size_t max);
  * dropped.  A failure is logged, not returned: the rows are gone, so the
  * next start-up removes what is left. */
 void store_unlink_layer_files_locked(struct store *s, const struct store_strv *files);
+
+/* store_remove.c: a removal in progress. */
+struct removal {
+	struct store_removed counts;
+	struct store_strv files;        /* under layers/, to unlink after commit */
+};
+/* Inside a transaction: remove image digest (ALPS_E_BUSY naming the job
+ * if one uses it), dropping the layers that no image uses any more and no
+ * pull holds. */
+int store_remove_image_locked(struct store *s, const char *digest, struct removal *rm,
+			      alps_error **err);
+/* Inside a transaction: drop the rows of the layers of dead that no pull
+ * holds (their refcount is 0). */
+int store_drop_unused_locked(struct store *s, const struct store_strv *dead, struct removal *rm,
+			     alps_error **err);
+/* After store_tx() returned r: unlink the dropped files if it committed,
+ * add the counts to *total, clear *rm.  Returns r. */
+int store_removal_finish(struct store *s, int r, struct removal *rm,
+			 struct store_removed *total);
 
 /* store_image.c: uid in range (STORE_UID_ANY too if any_ok); a canonical
  * reference; *digest (caller frees) of the image uid may see that what
