@@ -1,0 +1,232 @@
+/* cmd_cache.c: alps gc, pin, unpin: the administrator's hold on the node's
+ * image cache. */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/client.h"
+#include "common/util.h"
+
+/* "90", "90s", "30m", "12h", "7d", "2w" in seconds; -1 if malformed. */
+static int parse_age(const char *s, uint64_t *out)
+{
+	static const struct {
+		char unit;
+		uint64_t secs;
+	} units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 }, { 'w', 604800 } };
+	char *end;
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	uint64_t mul = 1;
+	if (*end) {
+		size_t i = 0;
+		while (i < ARRAY_SIZE(units) && units[i].unit != *end)
+			i++;
+		if (i == ARRAY_SIZE(units) || end[1])
+			return -1;
+		mul = units[i].secs;
+	}
+	if (n > UINT64_MAX / 1000 / mul)
+		return -1;
+	*out = n * mul;
+	return 0;
+}
+
+/* ---- gc ---- */
+
+static void when(uint64_t ms, char *buf, size_t size)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	if (ms == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M", &tm) == 0)
+		snprintf(buf, size, "-");
+}
+
+static void gc_print(const Alps__GcReply *r)
+{
+	char a[32], b[32], c[32];
+	for (size_t i = 0; i < r->n_images; i++) {
+		const Alps__GcImage *im = r->images[i];
+		char used[32];
+		when(im->last_used_ms, used, sizeof(used));
+		printf("%s %s (%.19s, last used %s, frees %s)\n",
+		       r->dry_run ? "would remove" : "removed", im->name, im->digest, used,
+		       format_size(im->bytes_freed, a, sizeof(a)));
+	}
+	printf("%s %u image(s) and %u layer(s), %s; layers take %s, %s before\n",
+	       r->dry_run ? "would collect" : "collected", r->images_removed, r->layers_removed,
+	       format_size(r->bytes_freed, a, sizeof(a)), format_size(r->used_after, b, sizeof(b)),
+	       format_size(r->used_before, c, sizeof(c)));
+	if (r->kept && *r->kept)
+		printf("still over the target of %s: %s\n", format_size(r->target, a, sizeof(a)),
+		       r->kept);
+}
+
+static json_t *gc_json(const Alps__GcReply *r)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; i < r->n_images; i++)
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "name", r->images[i]->name,
+						     "digest", r->images[i]->digest, "last_used_ms",
+						     (json_int_t)r->images[i]->last_used_ms,
+						     "bytes_freed",
+						     (json_int_t)r->images[i]->bytes_freed));
+	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:i, s:i, s:I, s:o, s:s}", "ok", 1, "dry_run",
+			 (int)r->dry_run, "used_before", (json_int_t)r->used_before, "used_after",
+			 (json_int_t)r->used_after, "target", (json_int_t)r->target,
+			 "images_removed", (int)r->images_removed, "layers_removed",
+			 (int)r->layers_removed, "bytes_freed", (json_int_t)r->bytes_freed, "images",
+			 arr, "kept", r->kept ? r->kept : "");
+}
+
+static int gc_options(int argc, char **argv, Alps__GcRequest *g)
+{
+	static const struct option opts[] = {
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "max-size", required_argument, NULL, 'm' },
+		{ "older-than", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int opt;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "nm:o:", opts, NULL)) != -1) {
+		if (opt == 'n') {
+			g->dry_run = true;
+		} else if (opt == 'm') {
+			if (parse_size(optarg, &g->max_size) < 0) {
+				fprintf(stderr, "alps gc: --max-size wants a size such as 0, 512M or "
+					"10G, not '%s'\n", optarg);
+				return -1;
+			}
+			g->has_max_size = true;
+		} else if (opt == 'o') {
+			if (parse_age(optarg, &g->older_than_s) < 0 || g->older_than_s == 0) {
+				fprintf(stderr, "alps gc: --older-than wants an age such as 3600, 90m, "
+					"12h or 7d, not '%s'\n", optarg);
+				return -1;
+			}
+		} else {
+			return -1;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "alps gc: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+static int run_gc(struct client *cl, int argc, char **argv)
+{
+	Alps__GcRequest g = ALPS__GC_REQUEST__INIT;
+	if (gc_options(argc, argv, &g) < 0)
+		return EXIT_USAGE;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_GC;
+	req.gc = &g;
+	int rc = EXIT_OK;
+	Alps__Response *resp = client_call_ok(cl, &req, "gc", NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_GC_REPLY) {
+		alps__response__free_unpacked(resp, NULL);
+		fprintf(stderr, "alps gc: the daemon sent no gc reply\n");
+		return EXIT_FAILED;
+	}
+	if (cl->json)
+		client_print_json(gc_json(resp->gc_reply));
+	else
+		gc_print(resp->gc_reply);
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_gc = {
+	.name = "gc",
+	.summary = "Evict least recently used images from the store (admin).",
+	.usage = "[--dry-run] [--max-size SIZE] [--older-than AGE]",
+	.help = "  -n, --dry-run          say what would go, remove nothing\n"
+		"  -m, --max-size SIZE    collect until the layers take at most SIZE\n"
+		"                         (default: store.low_water of store.max_size)\n"
+		"  -o, --older-than AGE   also every image unused for AGE (90m, 12h, 7d)\n"
+		"Pinned images and images a job uses stay; so do layers other images use.",
+	.run = run_gc,
+};
+
+/* ---- pin, unpin ---- */
+
+static int pin_one(struct client *cl, const char *what, bool pinned)
+{
+	const char *op = pinned ? "pin" : "unpin";
+	Alps__PinRequest pr = ALPS__PIN_REQUEST__INIT;
+	pr.reference = (char *)what;
+	pr.pinned = pinned;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_PIN;
+	req.pin = &pr;
+	int rc = EXIT_OK;
+	Alps__Response *resp = client_call_ok(cl, &req, op, NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	const char *digest = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PIN_REPLY
+				     ? resp->pin_reply->digest : "";
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:s, s:b}", "ok", 1, "image", what, "digest",
+					    digest, "pinned", (int)pinned));
+	else
+		printf("%s %s (%s)\n", pinned ? "pinned" : "unpinned", what, digest);
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+static int run_pin_common(struct client *cl, int argc, char **argv, bool pinned)
+{
+	if (argc < 2) {
+		fprintf(stderr, "alps %s: give one or more images (reference or digest)\n",
+			pinned ? "pin" : "unpin");
+		return EXIT_USAGE;
+	}
+	int status = EXIT_OK;
+	for (int i = 1; i < argc; i++) {
+		int rc = pin_one(cl, argv[i], pinned);
+		if (rc != EXIT_OK)
+			status = rc;
+	}
+	return status;
+}
+
+static int run_pin(struct client *cl, int argc, char **argv)
+{
+	return run_pin_common(cl, argc, argv, true);
+}
+
+static int run_unpin(struct client *cl, int argc, char **argv)
+{
+	return run_pin_common(cl, argc, argv, false);
+}
+
+const struct command cmd_pin = {
+	.name = "pin",
+	.summary = "Keep images in the store: gc never evicts them (admin).",
+	.usage = "REFERENCE|DIGEST...",
+	.help = "",
+	.run = run_pin,
+};
+
+const struct command cmd_unpin = {
+	.name = "unpin",
+	.summary = "Let gc evict pinned images again (admin).",
+	.usage = "REFERENCE|DIGEST...",
+	.help = "",
+	.run = run_unpin,
+};
