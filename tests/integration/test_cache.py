@@ -1,0 +1,216 @@
+"""The cache over its life (issue 13): store.max_size and eviction, pins,
+alps gc, the timer, what a failed pull leaves.  Real alpsd, a real registry
+on loopback, images built with umoci and pushed with skopeo; layers are
+random bytes, so their squashfs sizes are known to within a few KiB."""
+import json
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import registry_fixture as rf
+from conftest import binary
+
+KIB = 1024
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    rf.require_tools("docker-registry", "umoci", "skopeo")
+    if os.geteuid() != 0:
+        pytest.skip("cache tests prepare jobs (mounts): run as root")
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("cacheworld")
+    w.registry = rf.Registry(w.dir).start()
+    w.refs = {}
+    w.layouts = {}
+    # Five images of one random 400 KiB layer each, and a large one.
+    for name, size in [("a", 400), ("b", 400), ("c", 400), ("d", 400), ("e", 400),
+                       ("big", 1200)]:
+        layout = rf.build_image(w.dir / name, name,
+                                [{f"data/{name}": rf.random_bytes(size * KIB, name)}])
+        rf.push(layout, name, w.registry.host, f"cache/{name}", "v1")
+        w.refs[name] = f"{w.registry.host}/cache/{name}:v1"
+        w.layouts[name] = layout
+    yield w
+    w.registry.stop()
+
+
+def images(d):
+    r = d.alps("--json", "images", check=True)
+    out = {}
+    for im in json.loads(r.stdout)["images"]:
+        for ref in im["references"]:
+            out[ref] = im
+    return out
+
+
+def layer_rows_and_files(d):
+    db = sqlite3.connect(os.path.join(d.state_dir, "alps.db"))
+    rows = {r[0] for r in db.execute("SELECT file FROM layers")}
+    used = db.execute("SELECT coalesce(sum(squashfs_size), 0) FROM layers").fetchone()[0]
+    db.close()
+    files = set(os.listdir(os.path.join(d.state_dir, "layers")))
+    return rows, files, used
+
+
+def store_consistent(d):
+    rows, files, used = layer_rows_and_files(d)
+    assert rows == files, (rows, files)
+    assert os.listdir(os.path.join(d.state_dir, "tmp")) == []
+    return used
+
+
+def pull(d, world, name, **kw):
+    return d.alps("pull", world.refs[name], **kw)
+
+
+def test_eviction_keeps_pinned_and_in_use(daemon_factory, world):
+    # 1500 KiB: three 400 KiB images fit, a fourth does not.
+    d = daemon_factory('[store]\nmax_size = "1500K"\nlow_water = 90\ngc_interval = 0\n')
+    for name in ("a", "b", "c"):
+        pull(d, world, name, check=True)
+    d.alps("pin", world.refs["a"], check=True)
+    d.alps("prepare", "--job", "cache1", "--user", "65534", "--image", world.refs["b"],
+           check=True)
+    assert images(d)[world.refs["a"]]["pinned"] is True
+    assert images(d)[world.refs["b"]]["pinned"] is False
+    r = d.alps("images", check=True)
+    assert any(world.refs["a"] in l and l.rstrip().endswith("yes") for l in r.stdout.splitlines())
+
+    # d needs room: c (idle, least recently used) goes; a (pinned), b (in use) stay.
+    pull(d, world, "d", check=True)
+    have = images(d)
+    assert world.refs["c"] not in have
+    for name in ("a", "b", "d"):
+        assert world.refs[name] in have
+    used = store_consistent(d)
+    assert used <= 1500 * KIB
+    assert "evicted 1 images to make room" in d.read_log()
+
+    # The large one cannot fit even with d evicted: refused before any
+    # download, naming what is pinned and what is in use.
+    before = len(world.registry.blob_gets())
+    r = pull(d, world, "big")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "needs about" in r.stderr and "limit" in r.stderr, r.stderr
+    assert world.refs["a"] in r.stderr and "job cache1" in r.stderr, r.stderr
+    big_layer = world.layouts["big"].manifest("big")["layers"][0]["digest"]
+    assert not [p for p in world.registry.blob_gets()[before:] if p.endswith(big_layer)]
+    assert world.refs["big"] not in images(d)
+    store_consistent(d)
+
+    d.alps("release", "--job", "cache1", check=True)
+    d.alps("unpin", world.refs["a"], check=True)
+    assert images(d)[world.refs["a"]]["pinned"] is False
+
+
+def test_gc_on_demand(daemon_factory, world):
+    d = daemon_factory("[store]\ngc_interval = 0\n")
+    for name in ("a", "b", "c"):
+        pull(d, world, name, check=True)
+        time.sleep(0.01)
+    d.alps("pin", world.refs["c"], check=True)
+    # Dry run: says what would go (a then b, least recently used first), removes nothing.
+    r = d.alps("--json", "gc", "--dry-run", "--max-size", "0", check=True)
+    j = json.loads(r.stdout)
+    assert j["dry_run"] is True
+    assert [i["name"] for i in j["images"]] == [world.refs["a"], world.refs["b"]]
+    assert world.refs["c"] in j["kept"]
+    assert len(images(d)) == 3
+    # --max-size: the least recently used goes until the rest fits.
+    used = store_consistent(d)
+    r = d.alps("--json", "gc", "--max-size", str(used - 100 * KIB), check=True)
+    j = json.loads(r.stdout)
+    assert [i["name"] for i in j["images"]] == [world.refs["a"]]
+    assert j["bytes_freed"] > 390 * KIB and j["used_after"] == store_consistent(d)
+    # --older-than: images unused that long go whatever the size.
+    r = d.alps("--json", "gc", "--older-than", "1h", check=True)
+    assert json.loads(r.stdout)["images"] == []
+    time.sleep(1.1)
+    r = d.alps("--json", "gc", "--older-than", "1s", check=True)
+    assert [i["name"] for i in json.loads(r.stdout)["images"]] == [world.refs["b"]]
+    assert set(images(d)) == {world.refs["c"]}
+    store_consistent(d)
+    # Bad input changes nothing.
+    for bad in (["--max-size", "lots"], ["--older-than", "-1h"], ["--older-than", "3x"],
+                ["extra"]):
+        r = d.alps("gc", *bad)
+        assert r.returncode == 2, (bad, r.stderr)
+    r = d.alps("pin", "sha256:" + "0" * 64)
+    assert r.returncode == 1 and "no such image" in r.stderr
+    assert set(images(d)) == {world.refs["c"]}
+
+
+def test_gc_pin_unpin_are_for_admins(daemon, world, users):
+    pull(daemon, world, "a", check=True)
+    for argv in (["pin", world.refs["a"]], ["unpin", world.refs["a"]], ["gc"],
+                 ["gc", "--max-size", "0"]):
+        r = users.attacker.run([binary("alps"), "--socket", daemon.socket] + argv)
+        assert r.returncode == 1 and "administrators" in r.stderr, (argv, r.stderr)
+    assert images(daemon)[world.refs["a"]]["pinned"] is False
+    assert world.refs["a"] in images(daemon)
+
+
+def test_timer_evicts_over_the_limit(daemon_factory, world):
+    d = daemon_factory("[store]\ngc_interval = 0\n")
+    for name in ("a", "b", "c"):
+        pull(d, world, name, check=True)
+        time.sleep(0.01)
+    d.stop()
+    # The limit lowered (a restart; a reload would do too): the timer brings
+    # the store down to the low-water mark, least recently used first.
+    with open(d.config, "w") as f:
+        f.write('[store]\nmax_size = "1000K"\nlow_water = 50\ngc_interval = 1\n')
+    d.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(images(d)) > 1:
+        time.sleep(0.2)
+    assert set(images(d)) == {world.refs["c"]}
+    assert store_consistent(d) <= 500 * KIB
+    assert "timed gc: over the limit" in d.read_log()
+
+
+def test_max_size_percentage(daemon_factory, world):
+    d = daemon_factory('[store]\nmax_size = "50%"\nlow_water = 80\ngc_interval = 0\n')
+    st = os.statvfs(d.state_dir)
+    fs = st.f_blocks * st.f_frsize
+    r = d.alps("--json", "gc", "--dry-run", check=True)
+    want = fs // 100 * 50
+    assert json.loads(r.stdout)["target"] == want // 100 * 80 + want % 100 * 80 // 100
+    for i, bad in enumerate(('"0%"', '"101%"', '"5%%"', '"x%"', "-5")):
+        bd = daemon_factory(f"[store]\nmax_size = {bad}\n", start=False, subdir=f"bad{i}")
+        with pytest.raises(RuntimeError, match="max_size"):
+            bd.start(timeout=5)
+
+
+def test_concurrent_pull_and_gc(daemon_factory, world):
+    d = daemon_factory("[store]\ngc_interval = 0\n")
+    stop = threading.Event()
+    failures = []
+
+    def collector():
+        while not stop.is_set():
+            r = d.alps("gc", "--max-size", "0")
+            if r.returncode != 0:
+                failures.append(r.stderr)
+
+    t = threading.Thread(target=collector)
+    t.start()
+    try:
+        for round_ in range(3):
+            for name in ("a", "b", "c", "d"):
+                r = pull(d, world, name)
+                if r.returncode != 0:
+                    failures.append(r.stderr)
+    finally:
+        stop.set()
+        t.join()
+    assert not failures, failures
+    d.alps("gc", "--max-size", "0", check=True)
+    assert images(d) == {}
+    rows, files, used = layer_rows_and_files(d)
+    assert rows == set() and files == set() and used == 0
+    d.check_log_clean()
