@@ -284,7 +284,25 @@ static struct store_hold *hold_find(struct store *s, const char *digest)
 
 bool store_held_locked(struct store *s, const char *digest)
 {
-	return hold_find(s, digest) != NULL;
+	if (hold_find(s, digest))
+		return true;
+	/* A pull holds what its manifest names, which may be an alias. */
+	struct store_strv aliases = { 0 };
+	int r = store_collect(s, &aliases, "SELECT digest FROM layer_aliases WHERE layer = ?1",
+			      digest, NULL);
+	bool held = r < 0;      /* in doubt, keep the layer */
+	for (size_t i = 0; !held && i < aliases.n; i++)
+		held = hold_find(s, aliases.v[i]) != NULL;
+	store_strv_clear(&aliases);
+	return held;
+}
+
+int store_canonical_locked(struct store *s, const char *digest, char **out, alps_error **err)
+{
+	return sql_text(s, err, out,
+			"SELECT digest FROM layers WHERE digest = ?1 UNION ALL "
+			"SELECT layer FROM layer_aliases WHERE digest = ?1 LIMIT 1",
+			"s", digest);
 }
 
 static void hold_locked(struct store *s, const char *digest)
@@ -366,7 +384,9 @@ int store_load_layer_locked(struct store *s, const char *digest, struct store_la
 {
 	*out = NULL;
 	sqlite3_stmt *st = sql_prepare(s, err, "SELECT " STORE_LAYER_COLS
-				       " FROM layers l WHERE l.digest = ?1", "s", digest);
+				       " FROM layers l WHERE l.digest = coalesce("
+				       "(SELECT layer FROM layer_aliases WHERE digest = ?1), ?1)",
+				       "s", digest);
 	if (!st)
 		return -1;
 	int r = sql_step(s, st, err);
@@ -488,8 +508,10 @@ static int commit_existing(struct store *s, const char *name, const char *digest
 	if (unlinkat(s->tmp_fd, name, 0) < 0 && errno != ENOENT)
 		log_warn("store %s: cannot remove tmp/%s: %s", s->dir, name, strerror(errno));
 	store_lock(s);
-	int r = sql_run(s, err, "UPDATE layers SET last_used_ms = ?2 WHERE digest = ?1", "si",
-			digest, (int64_t)now_realtime_ms());
+	int r = sql_run(s, err,
+			"UPDATE layers SET last_used_ms = ?2 WHERE digest = coalesce("
+			"(SELECT layer FROM layer_aliases WHERE digest = ?1), ?1)",
+			"si", digest, (int64_t)now_realtime_ms());
 	if (r == 0 && out)
 		r = store_load_layer_locked(s, digest, out, err);
 	store_unlock(s);
@@ -497,6 +519,41 @@ static int commit_existing(struct store *s, const char *name, const char *digest
 	if (r == 0 && out && !*out)
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "the layer was removed meanwhile");
 	return r;
+}
+
+/* Inside a transaction: make info->digest an alias of the layer with the
+ * same diff_id, if there is one (1), else 0. */
+static int alias_tx(struct store *s, void *arg, alps_error **err)
+{
+	const struct store_layer_info *info = arg;
+	_cleanup_free_ char *same = NULL;
+	int r = sql_text(s, err, &same,
+			 "SELECT digest FROM layers WHERE diff_id = ?1 ORDER BY digest LIMIT 1", "s",
+			 info->diff_id);
+	if (r <= 0)
+		return r;
+	if (sql_run(s, err,
+		    "INSERT INTO layer_aliases(digest, layer, media_type, compressed_size) "
+		    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(digest) DO NOTHING",
+		    "sssi", info->digest, same, info->media_type,
+		    (int64_t)info->compressed_size) < 0 ||
+	    store_stat_add_locked(s, "layers_deduplicated", 1, err) < 0)
+		return -1;
+	log_info("store %s: layer %s has the content of layer %s (diff_id %s): stored once",
+		 s->dir, info->digest, same, info->diff_id);
+	return 1;
+}
+
+/* 1 if the store has the layer, by digest, as an alias, or (made an alias
+ * now) by its uncompressed content; 0 if not. */
+static int layer_present_locked(struct store *s, const struct store_layer_info *info,
+				alps_error **err)
+{
+	_cleanup_free_ char *have = NULL;
+	int r = store_canonical_locked(s, info->digest, &have, err);
+	if (r != 0 || !info->diff_id)
+		return r;
+	return store_tx(s, alias_tx, (void *)info, err);
 }
 
 static int commit_layer(struct store *s, const char *name, const struct store_layer_info *info,
@@ -509,8 +566,7 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 	 * from unlinking it after our rename: removals unlink under the
 	 * mutex and skip held layers. */
 	store_lock(s);
-	int present = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s",
-			      info->digest);
+	int present = layer_present_locked(s, info, err);
 	if (present == 0) {
 		hold_locked(s, info->digest);
 		hold_find(s, info->digest)->publishing++;

@@ -51,6 +51,12 @@
  * the image from with credentials: a pull without credentials from another
  * origin never widens access (see store_image_commit()).
  *
+ * Layers by content.  A layer committed with a diff_id that a layer of the
+ * store already has (the same tar, compressed another way) is not stored
+ * again: its digest becomes an alias of that layer (schema version 4).
+ * Every function taking a layer digest accepts an alias and acts on the
+ * layer; a struct store_layer names the layer's own digest.
+ *
  * Layer reuse.  A layer is shared by digest, so knowing a private layer's
  * digest must not be enough to get it: a pull reuses a layer only if
  * store_layer_usable() says the puller may (the layer was fetched without
@@ -73,7 +79,7 @@
 #include "common/error.h"
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Viewer uid that sees every image and job (root, admins). */
 #define STORE_UID_ANY ((int64_t)-1)

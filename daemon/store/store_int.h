@@ -48,8 +48,11 @@ int store_fail_sql(struct store *s, alps_error **err, const char *what);
 int store_check_digest(const char *digest, const char *what, alps_error **err);
 /* Layer file name "<algo>-<hex>.sqfs" of a valid digest.  Caller frees. */
 char *store_layer_file(const char *digest);
-/* Is digest held by a pull? */
+/* Is layer digest (or an alias of it) held by a pull? */
 bool store_held_locked(struct store *s, const char *digest);
+/* *out: the digest of the layer row of digest (itself or, for an alias,
+ * its layer's; caller frees): 1, or 0 with *out NULL if neither. */
+int store_canonical_locked(struct store *s, const char *digest, char **out, alps_error **err);
 
 /* Statements.  fmt lists the parameters to bind, one letter each:
  * 's' const char * (NULL binds NULL), 'i' int64_t.  Parameters are numbered

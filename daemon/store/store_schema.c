@@ -118,6 +118,21 @@ static const char schema_v3[] =
 	"  PRIMARY KEY (layer, uid)"
 	") WITHOUT ROWID;";
 
+/* Version 4: layers deduplicated by their uncompressed content.  The same
+ * tar compressed two ways (gzip, zstd) has two blob digests and one
+ * diff_id: the second blob becomes an alias of the first one's layer, with
+ * no file of its own.  Images and access rows name the layer, never the
+ * alias. */
+static const char schema_v4[] =
+	"CREATE TABLE layer_aliases ("
+	"  digest          TEXT PRIMARY KEY NOT NULL,"
+	"  layer           TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,"
+	"  media_type      TEXT NOT NULL,"
+	"  compressed_size INTEGER NOT NULL CHECK (compressed_size >= 0)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX layer_aliases_layer ON layer_aliases(layer);"
+	"CREATE INDEX layers_diff_id ON layers(diff_id);";
+
 static const struct migration {
 	int version;            /* user_version after the step */
 	const char *sql;
@@ -125,6 +140,7 @@ static const struct migration {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
 	{ 3, schema_v3 },
+	{ 4, schema_v4 },
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == STORE_SCHEMA_VERSION,

@@ -311,3 +311,36 @@ def test_cancelled_pull_leaves_nothing_unseen(daemon_factory, world, tmp_path):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+# ---- layers deduplicated by content ----
+
+def test_gzip_zstd_twins_stored_once(daemon_factory, world, tmp_path):
+    layout = rf.build_image(tmp_path, "t", [{"twin/data": rf.random_bytes(500 * KIB, "twin")}])
+    # zstd first, to its own repository: skopeo would reuse the gzip blob.
+    rf.push(layout, "t", world.registry.host, "cache/twinz", "zst", compress="zstd")
+    rf.push(layout, "t", world.registry.host, "cache/twin", "gz")
+    gz = f"{world.registry.host}/cache/twin:gz"
+    zst = f"{world.registry.host}/cache/twinz:zst"
+    d = daemon_factory("[store]\ngc_interval = 0\n")
+    d.alps("pull", gz, check=True)
+    one = store_consistent(d)
+    r = d.alps("--json", "inspect", zst)
+    assert r.returncode == 1
+    d.alps("pull", zst, check=True)
+    have = images(d)
+    assert gz in have and zst in have and have[gz]["digest"] != have[zst]["digest"]
+    # Two blobs (gzip, zstd), one layer file, the same bytes counted once.
+    j = json.loads(d.alps("--json", "inspect", zst, check=True).stdout)
+    blobs = [l["digest"] for l in j["manifest"]["layers"]]
+    assert len(blobs) == 1 and "zstd" in j["manifest"]["layers"][0]["mediaType"]
+    assert len(os.listdir(os.path.join(d.state_dir, "layers"))) == 1
+    assert store_consistent(d) == one
+    assert "stored once" in d.read_log()
+    # Each image keeps it: rm of one leaves the other whole and usable.
+    d.alps("rm", gz, check=True)
+    assert store_consistent(d) == one
+    d.alps("prepare", "--job", "twin1", "--user", "65534", "--image", zst, check=True)
+    d.alps("release", "--job", "twin1", check=True)
+    d.alps("rm", zst, check=True)
+    assert store_consistent(d) == 0

@@ -4,6 +4,7 @@
  * a limit with reservations. */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -88,7 +89,7 @@ static char *expect_limit(int r, alps_error **err)
 	return msg;
 }
 
-static void commit_layer(struct store *s, unsigned seed, size_t size)
+static void commit_layer_diff(struct store *s, unsigned seed, size_t size, const char *diff_id)
 {
 	char digest[80], buf[512];
 	alps_error *err = NULL;
@@ -103,8 +104,14 @@ static void commit_layer(struct store *s, unsigned seed, size_t size)
 		left -= n;
 	}
 	close(fd);
-	struct store_layer_info info = { .digest = digest, .media_type = "x", .compressed_size = size };
+	struct store_layer_info info = { .digest = digest, .diff_id = diff_id, .media_type = "x",
+					 .compressed_size = size };
 	expect_ok(store_layer_commit(s, tmp, &info, NULL, &err), err);
+}
+
+static void commit_layer(struct store *s, unsigned seed, size_t size)
+{
+	commit_layer_diff(s, seed, size, NULL);
 }
 
 static void commit_image(struct store *s, unsigned seed, const unsigned *lseeds, size_t n,
@@ -337,6 +344,68 @@ static void test_limits_and_pins(void **state)
 	alps_error_free(err);
 }
 
+static size_t layer_files(const struct fixture *f)
+{
+	_cleanup_free_ char *p = xasprintf("%s/layers", f->dir);
+	_cleanup_closedir_ DIR *d = opendir(p);
+	size_t n = 0;
+	struct dirent *de;
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	return n;
+}
+
+/* The same tar compressed two ways: one file, the second digest an alias. */
+static void test_dedup_by_diff_id(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	char gz[80], zst[80], diff[80];
+	struct store_layer *l = NULL;
+	mkdigest(gz, 1);
+	mkdigest(zst, 2);
+	mkdigest(diff, 0x77);
+	commit_layer_diff(f->s, 1, 3000, diff);
+	commit_layer_diff(f->s, 2, 2500, diff);
+	assert_int_equal(layer_files(f), 1);
+	/* The alias resolves to the layer, whose digest it names. */
+	expect_ok(store_layer_get(f->s, zst, &l, &err), err);
+	assert_string_equal(l->digest, gz);
+	assert_int_equal(l->squashfs_size, 3000);
+	store_layer_free(l);
+	/* An image naming the alias uses the layer; access rows go to it. */
+	unsigned a[] = { 1 }, b[] = { 2 };
+	commit_image(f->s, 100, a, 1, TAG_A);
+	commit_image(f->s, 101, b, 1, TAG_B);
+	expect_ok(store_layer_allow(f->s, zst, 1234, &err), err);
+	bool ok = false;
+	expect_ok(store_layer_usable(f->s, gz, 1234, &ok, &err), err);
+	assert_true(ok);
+	struct store_image *img = NULL;
+	expect_ok(store_image_find(f->s, TAG_B, STORE_UID_ANY, &img, &err), err);
+	assert_string_equal(img->layers[0].digest, gz);
+	assert_int_equal(img->layers[0].refcount, 2);
+	store_image_free(img);
+	/* One image gone, the other keeps the file; a hold on the alias
+	 * keeps the layer once both are gone. */
+	expect_ok(store_image_remove(f->s, TAG_A, NULL, &err), err);
+	assert_int_equal(layer_files(f), 1);
+	expect_ok(store_layer_hold(f->s, zst, &err), err);
+	expect_ok(store_image_remove(f->s, TAG_B, NULL, &err), err);
+	expect_ok(store_gc(f->s, UINT64_MAX, NULL, &err), err);
+	assert_int_equal(layer_files(f), 1);
+	store_layer_release(f->s, zst);
+	expect_ok(store_gc(f->s, UINT64_MAX, NULL, &err), err);
+	assert_int_equal(layer_files(f), 0);
+	/* The alias went with its layer. */
+	assert_int_equal(store_layer_get(f->s, zst, &l, &err), -1);
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	alps_error_free(err);
+	err = NULL;
+	expect_ok(store_verify(f->s, &err), err);
+}
+
 int main(void)
 {
 	log_init("test_store_gc", getenv("STORE_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR, false);
@@ -346,6 +415,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_older_than, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits_and_pins, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dedup_by_diff_id, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("store_gc", tests, NULL, NULL);
 }
