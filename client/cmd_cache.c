@@ -230,3 +230,91 @@ const struct command cmd_unpin = {
 	.help = "",
 	.run = run_unpin,
 };
+
+/* ---- df ---- */
+
+static json_t *df_json(const Alps__DfReply *r)
+{
+	json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:I, s:I}", "ok", 1, "store_path",
+			      r->store_path, "store_bytes", (json_int_t)r->store_bytes, "limit",
+			      (json_int_t)r->limit, "low_water", (json_int_t)r->low_water, "fs_size",
+			      (json_int_t)r->fs_size, "fs_avail", (json_int_t)r->fs_avail);
+	json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "images",
+					    (json_int_t)r->images, "pinned_images",
+					    (json_int_t)r->pinned_images, "tags", (json_int_t)r->tags,
+					    "layers", (json_int_t)r->layers, "orphan_layers",
+					    (json_int_t)r->orphan_layers, "orphan_bytes",
+					    (json_int_t)r->orphan_bytes));
+	json_object_update_new(j, json_pack("{s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I}",
+					    "shared_bytes", (json_int_t)r->shared_bytes,
+					    "reclaimable_bytes", (json_int_t)r->reclaimable_bytes,
+					    "layer_hits", (json_int_t)r->layer_hits, "layer_misses",
+					    (json_int_t)r->layer_misses, "layers_deduplicated",
+					    (json_int_t)r->layers_deduplicated, "pulls_in_flight",
+					    (int)r->pulls_in_flight, "reserved_bytes",
+					    (json_int_t)r->reserved_bytes, "jobs",
+					    (json_int_t)r->jobs));
+	return j;
+}
+
+static void df_print(const Alps__DfReply *r)
+{
+	char a[32], b[32], c[32];
+	printf("store        %s\n", r->store_path);
+	if (r->limit)
+		printf("size         %s of a limit of %s (eviction down to %s)\n",
+		       format_size(r->store_bytes, a, sizeof(a)), format_size(r->limit, b, sizeof(b)),
+		       format_size(r->low_water, c, sizeof(c)));
+	else
+		printf("size         %s (no limit)\n", format_size(r->store_bytes, a, sizeof(a)));
+	printf("file system  %s, %s free\n", format_size(r->fs_size, a, sizeof(a)),
+	       format_size(r->fs_avail, b, sizeof(b)));
+	printf("images       %" PRIu64 " (%" PRIu64 " pinned), %" PRIu64 " tags, %" PRIu64
+	       " jobs\n", r->images, r->pinned_images, r->tags, r->jobs);
+	printf("layers       %" PRIu64 " (%" PRIu64 " of no image: %s), %" PRIu64
+	       " more stored once by content\n", r->layers, r->orphan_layers,
+	       format_size(r->orphan_bytes, a, sizeof(a)), r->layers_deduplicated);
+	printf("shared       %s in layers more than one image uses\n",
+	       format_size(r->shared_bytes, a, sizeof(a)));
+	printf("reclaimable  %s (alps gc --max-size 0; pinned and in-use images stay)\n",
+	       format_size(r->reclaimable_bytes, a, sizeof(a)));
+	printf("layer cache  %" PRIu64 " hits, %" PRIu64 " misses\n", r->layer_hits,
+	       r->layer_misses);
+	printf("pulls        %u in flight, %s reserved\n", r->pulls_in_flight,
+	       format_size(r->reserved_bytes, a, sizeof(a)));
+}
+
+static int run_df(struct client *cl, int argc, char **argv)
+{
+	if (argc > 1) {
+		fprintf(stderr, "alps df: unexpected argument '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	Alps__DfRequest dq = ALPS__DF_REQUEST__INIT;
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_DF;
+	req.df = &dq;
+	int rc = EXIT_OK;
+	Alps__Response *resp = client_call_ok(cl, &req, "df", NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_DF_REPLY) {
+		alps__response__free_unpacked(resp, NULL);
+		fprintf(stderr, "alps df: the daemon sent no df reply\n");
+		return EXIT_FAILED;
+	}
+	if (cl->json)
+		client_print_json(df_json(resp->df_reply));
+	else
+		df_print(resp->df_reply);
+	alps__response__free_unpacked(resp, NULL);
+	return EXIT_OK;
+}
+
+const struct command cmd_df = {
+	.name = "df",
+	.summary = "Show the store's size, limit, free space, sharing and cache counters.",
+	.usage = "",
+	.help = "",
+	.run = run_df,
+};

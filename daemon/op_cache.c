@@ -12,6 +12,7 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
+#include "daemon/image/pull.h"
 #include "daemon/store/store.h"
 #include "daemon/work.h"
 
@@ -45,6 +46,11 @@ struct cache_work {
 	uint64_t target;
 	struct store_gc_report rep;
 	char *digest;                   /* owned: pin's result */
+	/* df */
+	uint32_t pulls;                 /* taken on the loop */
+	struct store_usage usage;
+	uint64_t limit, low_water, fs_size, fs_avail, reclaimable, reserved;
+	int64_t hits, misses;
 	alps_error *err;
 };
 
@@ -218,6 +224,72 @@ int op_pin(struct request *rq, const Alps__Request *req, alps_error **err)
 	w->key = steal_pointer(&key);
 	w->pinned = p->pinned;
 	return cache_submit(rq, w, pin_work, pin_done, err);
+}
+
+/* ---- df ---- */
+
+static int df_collect(struct cache_work *w)
+{
+	struct store *s = w->store;
+	struct store_gc_opts dry = { .target = 0, .dry_run = true };
+	if (cache_limits(s, &w->policy, &w->limit, &w->low_water, &w->err) < 0 ||
+	    store_fs_usage(s, &w->fs_size, &w->fs_avail, &w->err) < 0 ||
+	    store_df(s, &w->usage, &w->err) < 0 ||
+	    store_stat_get(s, "layer_hits", &w->hits, &w->err) < 0 ||
+	    store_stat_get(s, "layer_misses", &w->misses, &w->err) < 0 ||
+	    store_collect_images(s, &dry, &w->rep, &w->err) < 0)
+		return -1;
+	w->reclaimable = w->rep.removed.bytes_freed;
+	w->reserved = store_reserved(s);
+	return 0;
+}
+
+static void df_work(void *arg)
+{
+	df_collect(arg);
+}
+
+static void df_done(void *arg)
+{
+	struct cache_work *w = arg;
+	if (cache_failed(w))
+		return;
+	const struct store_usage *u = &w->usage;
+	Alps__DfReply dr = ALPS__DF_REPLY__INIT;
+	dr.store_path = (char *)store_dir(w->store);
+	dr.store_bytes = u->total_bytes;
+	dr.limit = w->limit;
+	dr.low_water = w->limit ? w->low_water : 0;
+	dr.fs_size = w->fs_size;
+	dr.fs_avail = w->fs_avail;
+	dr.images = u->images;
+	dr.pinned_images = u->pinned_images;
+	dr.tags = u->tags;
+	dr.layers = u->layers;
+	dr.orphan_layers = u->orphan_layers;
+	dr.orphan_bytes = u->orphan_bytes;
+	dr.shared_bytes = u->shared_bytes;
+	dr.reclaimable_bytes = w->reclaimable;
+	dr.layer_hits = w->hits < 0 ? 0 : (uint64_t)w->hits;
+	dr.layer_misses = w->misses < 0 ? 0 : (uint64_t)w->misses;
+	dr.layers_deduplicated = u->aliases;
+	dr.pulls_in_flight = w->pulls;
+	dr.reserved_bytes = w->reserved;
+	dr.jobs = u->jobs;
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.payload_case = ALPS__RESPONSE__PAYLOAD_DF_REPLY;
+	resp.df_reply = &dr;
+	request_finish(w->rq, &resp);
+	cache_work_free(w);
+}
+
+/* Open to every user: sizes and counts, no names. */
+int op_df(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	(void)req;
+	struct cache_work *w = xzalloc(sizeof(*w));
+	w->pulls = (uint32_t)puller_active(request_daemon(rq)->puller);
+	return cache_submit(rq, w, df_work, df_done, err);
 }
 
 /* ---- the timer ---- */

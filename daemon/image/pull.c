@@ -468,6 +468,7 @@ static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
 {
 	struct store *st = pl->p->d->store;
 	const struct manifest *m = &pl->img.manifest;
+	int64_t hits = 0, misses = 0;
 	*need = 0;
 	for (size_t i = 0; i < m->nlayers; i++)
 		if (store_layer_hold(st, m->layers[i].desc.digest, err) < 0) {
@@ -482,6 +483,7 @@ static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
 			continue;
 		if (store_layer_get(st, m->layers[i].desc.digest, &have, err) == 0) {
 			store_layer_free(have);
+			hits++;
 			continue;
 		}
 		if ((*err)->code != ALPS_E_NOT_FOUND)
@@ -489,6 +491,14 @@ static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
 		alps_error_free(*err);
 		*err = NULL;
 		*need += m->layers[i].desc.size;
+		misses++;
+	}
+	/* For alps df; a counter that fails to count fails no pull. */
+	alps_error *e = NULL;
+	if (store_stat_bump(st, "layer_hits", hits, &e) < 0 ||
+	    store_stat_bump(st, "layer_misses", misses, &e) < 0) {
+		log_warn("%s", e->msg);
+		alps_error_free(e);
 	}
 	return 0;
 }
@@ -499,13 +509,10 @@ static int pull_admit(struct pull *pl, alps_error **err)
 {
 	struct store *st = pl->p->d->store;
 	uint64_t limit = 0, low = 0, need = 0;
-	if (cache_limits(st, &pl->opts.policy, &limit, &low, err) < 0)
+	if (cache_limits(st, &pl->opts.policy, &limit, &low, err) < 0 ||
+	    admit_need(pl, &need, err) < 0)
 		return -1;
-	if (limit == 0)
-		return 0;
-	if (admit_need(pl, &need, err) < 0)
-		return -1;
-	if (need == 0)
+	if (limit == 0 || need == 0)
 		return 0;
 	if (store_admit(st, need, limit, low, err) < 0)
 		return -1;

@@ -138,6 +138,8 @@ struct store_usage {
 	uint64_t orphan_layers; /* refcount 0: held by a pull or left by a crash */
 	uint64_t orphan_bytes;
 	uint64_t jobs;
+	uint64_t shared_bytes;  /* layers more than one image uses */
+	uint64_t aliases;       /* digests deduplicated onto another layer */
 };
 
 /* ---- opening ---------------------------------------------------------- */
@@ -395,5 +397,7 @@ void store_pulls_free(struct store_pull *pulls, size_t n);
  * "images_removed", "layers_removed", "bytes_freed".  *value is 0 for a
  * counter never touched. */
 int store_stat_get(struct store *s, const char *key, int64_t *value, alps_error **err);
+/* Add delta to counter key ("layer_hits", "layer_misses"). */
+int store_stat_bump(struct store *s, const char *key, int64_t delta, alps_error **err);
 
 #endif

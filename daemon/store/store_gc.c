@@ -507,3 +507,11 @@ int store_image_pin_named(struct store *s, const char *what, bool pinned, char *
 		*digest = steal_pointer(&d);
 	return 0;
 }
+
+int store_stat_bump(struct store *s, const char *key, int64_t delta, alps_error **err)
+{
+	store_lock(s);
+	int r = store_stat_add_locked(s, key, delta, err);
+	store_unlock(s);
+	return r < 0 ? store_ctx(s, err, "counting", key) : 0;
+}

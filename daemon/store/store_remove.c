@@ -172,7 +172,9 @@ static int df_locked(struct store *s, struct store_usage *out, alps_error **err)
 		" (SELECT count(*) FROM layers), (SELECT count(*) FROM images WHERE pinned = 1),"
 		" (SELECT count(*) FROM layers WHERE refcount = 0),"
 		" (SELECT coalesce(sum(squashfs_size), 0) FROM layers WHERE refcount = 0),"
-		" (SELECT count(*) FROM jobs)",
+		" (SELECT count(*) FROM jobs),"
+		" (SELECT coalesce(sum(squashfs_size), 0) FROM layers WHERE refcount > 1),"
+		" (SELECT count(*) FROM layer_aliases)",
 		NULL);
 	if (!st)
 		return -1;
@@ -186,6 +188,8 @@ static int df_locked(struct store *s, struct store_usage *out, alps_error **err)
 		out->orphan_layers = sql_col_u64(st, 5);
 		out->orphan_bytes = sql_col_u64(st, 6);
 		out->jobs = sql_col_u64(st, 7);
+		out->shared_bytes = sql_col_u64(st, 8);
+		out->aliases = sql_col_u64(st, 9);
 	}
 	sqlite3_finalize(st);
 	return r < 0 ? -1 : 0;

@@ -344,3 +344,58 @@ def test_gzip_zstd_twins_stored_once(daemon_factory, world, tmp_path):
     d.alps("release", "--job", "twin1", check=True)
     d.alps("rm", zst, check=True)
     assert store_consistent(d) == 0
+
+
+# ---- alps df ----
+
+def test_df_figures(daemon_factory, world, tmp_path, users):
+    import subprocess
+    layout = rf.build_image(tmp_path, "s", [{"s/one": rf.random_bytes(300 * KIB, "s1")},
+                                            {"s/two": rf.random_bytes(200 * KIB, "s2")}])
+    rf.push(layout, "s", world.registry.host, "cache/share", "a")
+
+    def add_top(root):
+        os.makedirs(f"{root}/top", exist_ok=True)
+        with open(f"{root}/top/b", "wb") as f:
+            f.write(rf.random_bytes(100 * KIB, "top"))
+
+    import images as imgs
+    imgs.umoci_modify(layout, "s", tmp_path, add_top, "share-b")
+    rf.push(layout, "s", world.registry.host, "cache/share", "b")
+    a, b = (f"{world.registry.host}/cache/share:{t}" for t in ("a", "b"))
+    d = daemon_factory('[store]\nmax_size = "100M"\nlow_water = 50\ngc_interval = 0\n')
+    d.alps("pull", a, check=True)
+    d.alps("pull", b, check=True)
+    d.alps("pull", a, check=True)
+    d.alps("pin", b, check=True)
+    j = json.loads(d.alps("--json", "df", check=True).stdout)
+    layers_dir = os.path.join(d.state_dir, "layers")
+    du = subprocess.run(["du", "-b", "-c"] + [os.path.join(layers_dir, f)
+                                               for f in os.listdir(layers_dir)],
+                        capture_output=True, text=True, check=True)
+    total = int(du.stdout.splitlines()[-1].split()[0])
+    assert j["store_bytes"] == total == store_consistent(d)
+    assert j["limit"] == 100 << 20 and j["low_water"] == 50 << 20
+    st = os.statvfs(d.state_dir)
+    assert j["fs_size"] == st.f_blocks * st.f_frsize
+    assert abs(j["fs_avail"] - st.f_bavail * st.f_frsize) < 64 << 20
+    assert (j["images"], j["pinned_images"], j["tags"], j["layers"]) == (2, 1, 2, 3)
+    assert j["orphan_layers"] == 0 and j["pulls_in_flight"] == 0 and j["reserved_bytes"] == 0
+    # The two bottom layers are shared; a is neither pinned nor in use, but
+    # its layers are all b's: gc would free nothing.
+    db = sqlite3.connect(os.path.join(d.state_dir, "alps.db"))
+    shared = db.execute("SELECT sum(squashfs_size) FROM layers WHERE refcount > 1").fetchone()[0]
+    db.close()
+    assert j["shared_bytes"] == shared and shared > 490 * KIB
+    assert j["reclaimable_bytes"] == 0
+    # Misses: 2 (a) + 1 (b's top); hits: 2 (b's bottom two) + 2 (a again).
+    assert (j["layer_misses"], j["layer_hits"]) == (3, 4)
+    d.alps("unpin", b, check=True)
+    j2 = json.loads(d.alps("--json", "df", check=True).stdout)
+    assert j2["reclaimable_bytes"] == total
+    dry = json.loads(d.alps("--json", "gc", "--dry-run", "--max-size", "0", check=True).stdout)
+    assert dry["bytes_freed"] == total
+    # Any user may look; the text form names the same figures.
+    r = users.attacker.run([binary("alps"), "--socket", d.socket, "df"])
+    assert r.returncode == 0 and "3 hits" not in r.stdout and "4 hits, 3 misses" in r.stdout
+    assert d.alps("df", "extra").returncode == 2
