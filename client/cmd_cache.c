@@ -318,3 +318,69 @@ const struct command cmd_df = {
 	.help = "",
 	.run = run_df,
 };
+
+/* ---- verify ---- */
+
+static void verify_output(struct client *cl, const Alps__VerifyReply *r)
+{
+	char a[32];
+	if (cl->json) {
+		json_t *bad = json_array();
+		for (size_t i = 0; i < r->n_damaged; i++)
+			json_array_append_new(bad, json_pack("{s:s, s:s}", "digest",
+							     r->damaged[i]->digest, "problem",
+							     r->damaged[i]->problem));
+		client_print_json(json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", r->n_damaged == 0,
+					    "layers_checked", (json_int_t)r->layers_checked,
+					    "bytes_checked", (json_int_t)r->bytes_checked,
+					    "checksums_recorded", (json_int_t)r->checksums_recorded,
+					    "damaged", bad));
+		return;
+	}
+	for (size_t i = 0; i < r->n_damaged; i++)
+		printf("damaged %s: %s\n", r->damaged[i]->digest, r->damaged[i]->problem);
+	printf("%" PRIu64 " layer(s), %s checked: %zu damaged", r->layers_checked,
+	       format_size(r->bytes_checked, a, sizeof(a)), r->n_damaged);
+	if (r->checksums_recorded)
+		printf(", %" PRIu64 " checksum(s) recorded for the first time",
+		       r->checksums_recorded);
+	printf("\n%s", r->n_damaged ? "damaged layers are fetched again by the next pull or "
+				      "prepare of an image using them\n" : "");
+}
+
+static int run_verify(struct client *cl, int argc, char **argv)
+{
+	if (argc > 2) {
+		fprintf(stderr, "alps verify: give at most one image\n");
+		return EXIT_USAGE;
+	}
+	Alps__VerifyRequest vq = ALPS__VERIFY_REQUEST__INIT;
+	vq.reference = argc == 2 ? argv[1] : (char *)"";
+	Alps__Request req = ALPS__REQUEST__INIT;
+	req.op_case = ALPS__REQUEST__OP_VERIFY;
+	req.verify = &vq;
+	int rc = EXIT_OK;
+	Alps__Response *resp = client_call_ok(cl, &req, "verify", NULL, NULL, &rc);
+	if (!resp)
+		return rc;
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_VERIFY_REPLY) {
+		alps__response__free_unpacked(resp, NULL);
+		fprintf(stderr, "alps verify: the daemon sent no verify reply\n");
+		return EXIT_FAILED;
+	}
+	verify_output(cl, resp->verify_reply);
+	rc = resp->verify_reply->n_damaged ? EXIT_FAILED : EXIT_OK;
+	alps__response__free_unpacked(resp, NULL);
+	return rc;
+}
+
+const struct command cmd_verify = {
+	.name = "verify",
+	.summary = "Re-check the store's layer files against their checksums (admin).",
+	.usage = "[REFERENCE|DIGEST]",
+	.help = "  Every layer (or the layers of one image): size, squashfs superblock and\n"
+		"  the sha256 recorded at conversion.  Damaged layers are marked; the next\n"
+		"  pull or prepare of an image using them fetches them again.  Exit status 1\n"
+		"  when one is damaged.",
+	.run = run_verify,
+};

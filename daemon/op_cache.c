@@ -51,6 +51,8 @@ struct cache_work {
 	struct store_usage usage;
 	uint64_t limit, low_water, fs_size, fs_avail, reclaimable, reserved;
 	int64_t hits, misses;
+	/* verify */
+	struct store_check_report check;
 	alps_error *err;
 };
 
@@ -61,6 +63,7 @@ static void cache_work_free(struct cache_work *w)
 	free(w->key);
 	free(w->digest);
 	store_gc_report_clear(&w->rep);
+	store_check_report_clear(&w->check);
 	alps_error_free(w->err);
 	free(w);
 }
@@ -290,6 +293,63 @@ int op_df(struct request *rq, const Alps__Request *req, alps_error **err)
 	struct cache_work *w = xzalloc(sizeof(*w));
 	w->pulls = (uint32_t)puller_active(request_daemon(rq)->puller);
 	return cache_submit(rq, w, df_work, df_done, err);
+}
+
+/* ---- verify ---- */
+
+static void verify_work(void *arg)
+{
+	struct cache_work *w = arg;
+	struct store_image *img = NULL;
+	if (w->key && store_image_find(w->store, w->key, STORE_UID_ANY, &img, &w->err) < 0)
+		return;
+	store_layers_check(w->store, img ? img->digest : NULL, &w->check, &w->err);
+	store_image_free(img);
+}
+
+static void verify_done(void *arg)
+{
+	struct cache_work *w = arg;
+	if (cache_failed(w))
+		return;
+	const struct store_check_report *c = &w->check;
+	Alps__LayerProblem *lp = xcalloc(c->nbad + 1, sizeof(*lp));
+	Alps__LayerProblem **lpp = xcalloc(c->nbad + 1, sizeof(*lpp));
+	for (size_t i = 0; i < c->nbad; i++) {
+		alps__layer_problem__init(&lp[i]);
+		lp[i].digest = c->bad[i].digest;
+		lp[i].problem = c->bad[i].problem;
+		lpp[i] = &lp[i];
+	}
+	log_notice("verify by uid %u: %zu layer(s) checked, %zu damaged", (unsigned)w->uid,
+		   c->checked, c->nbad);
+	Alps__VerifyReply vr = ALPS__VERIFY_REPLY__INIT;
+	vr.layers_checked = c->checked;
+	vr.bytes_checked = c->bytes;
+	vr.checksums_recorded = c->recorded;
+	vr.damaged = lpp;
+	vr.n_damaged = c->nbad;
+	Alps__Response resp = ALPS__RESPONSE__INIT;
+	resp.payload_case = ALPS__RESPONSE__PAYLOAD_VERIFY_REPLY;
+	resp.verify_reply = &vr;
+	request_finish(w->rq, &resp);
+	free(lpp);
+	free(lp);
+	cache_work_free(w);
+}
+
+int op_verify(struct request *rq, const Alps__Request *req, alps_error **err)
+{
+	const Alps__VerifyRequest *v = req->verify;
+	_cleanup_free_ char *key = NULL;
+	if (v && v->reference && *v->reference) {
+		key = cache_key(request_daemon(rq), v->reference, err);
+		if (!key)
+			return alps_error_prefix(err, "verify");
+	}
+	struct cache_work *w = xzalloc(sizeof(*w));
+	w->key = steal_pointer(&key);
+	return cache_submit(rq, w, verify_work, verify_done, err);
 }
 
 /* ---- the timer ---- */

@@ -101,6 +101,7 @@ struct store_layer {
 	uint64_t squashfs_size;
 	uint64_t last_used_ms;  /* wall clock */
 	uint32_t refcount;      /* images using it */
+	bool damaged;           /* store_layers_verify() found its file changed */
 };
 
 /* An image.  All fields owned. */
@@ -329,6 +330,31 @@ int store_fs_usage(struct store *s, uint64_t *size, uint64_t *avail, alps_error 
 /* The byte limit of a store.max_size value: > 0 bytes, < 0 minus a
  * percentage of the file system's size, 0 none (0). */
 int store_limit_bytes(struct store *s, int64_t max_size, uint64_t *out, alps_error **err);
+/* ---- integrity (store_check.c) ---------------------------------------- */
+
+struct store_layer_problem {
+	char *digest;           /* owned */
+	char *problem;          /* owned: what is wrong */
+};
+
+struct store_check_report {
+	size_t checked;
+	uint64_t bytes;
+	size_t recorded;        /* rows from before checksums: checksum recorded now */
+	struct store_layer_problem *bad;
+	size_t nbad;
+};
+
+/* Re-read every layer file (of image digest image, or all if NULL): its
+ * size, its squashfs superblock, and its sha256 against the checksum
+ * recorded at conversion.  A damaged layer is marked: store_layer_get()
+ * says it is not there (a pull fetches it again and store_layer_commit()
+ * replaces the file), and store_image_find() for a uid does not give out
+ * an image that uses it.  Slow: reads every byte, without the mutex. */
+int store_layers_check(struct store *s, const char *image, struct store_check_report *rep,
+		       alps_error **err);
+void store_check_report_clear(struct store_check_report *rep);
+
 /* Pin or unpin an image named as for store_image_find() (any visibility);
  * *digest (may be NULL; caller frees) is the image's. */
 int store_image_pin_named(struct store *s, const char *what, bool pinned, char **digest,

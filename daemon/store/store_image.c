@@ -386,6 +386,17 @@ int store_image_find(struct store *s, const char *what, int64_t uid, struct stor
 	if (r == 0)
 		r = load_image(s, digest, uid, true, img, err);
 	store_unlock(s);
+	/* What a user is given to mount (prepare) never has a layer a verify
+	 * found damaged: not found, a prepare pulls the image again, which
+	 * fetches that layer anew.  Admins (STORE_UID_ANY) see it as it is. */
+	for (size_t i = 0; r == 0 && uid != STORE_UID_ANY && i < img->nlayers; i++)
+		if (img->layers[i].damaged) {
+			r = alps_fail(err, ALPS_E_NOT_FOUND,
+				      "layer %s is damaged (alps verify found it); the next pull "
+				      "fetches it again", img->layers[i].digest);
+			store_image_free(img);
+			img = NULL;
+		}
 	if (r < 0) {
 		free(img);
 		return store_ctx(s, err, "looking up image", what);

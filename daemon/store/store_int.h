@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "common/digest.h"
 #include "daemon/store/store.h"
 
 struct store_hold {
@@ -43,6 +44,10 @@ int store_ctx(struct store *s, alps_error **err, const char *doing, const char *
 /* Fill *err with "<what>: <sqlite's last error on s->db>", the code taken
  * from sqlite's, and return -1. */
 int store_fail_sql(struct store *s, alps_error **err, const char *what);
+
+/* sha256 of the file open at fd, "sha256:<hex>".  Reads from offset 0
+ * with pread(). */
+int store_file_checksum(int fd, char out[DIGEST_STRLEN_MAX], alps_error **err);
 
 /* Validate digest ("what" names it in the message). */
 int store_check_digest(const char *digest, const char *what, alps_error **err);
@@ -151,7 +156,7 @@ int store_remove_entry(int dirfd, const char *name);
  * the order store_layer_from_row() reads from column col on. */
 #define STORE_LAYER_COLS \
 	"l.digest, l.diff_id, l.media_type, l.compressed_size, l.squashfs_size, " \
-	"l.file, l.refcount, l.last_used_ms"
+	"l.file, l.refcount, l.last_used_ms, l.damaged"
 void store_layer_from_row(struct store *s, sqlite3_stmt *st, int col, struct store_layer *l);
 /* *out = layer digest (caller frees), or NULL if there is none. */
 int store_load_layer_locked(struct store *s, const char *digest, struct store_layer **out,

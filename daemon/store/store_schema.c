@@ -118,7 +118,8 @@ static const char schema_v3[] =
 	"  PRIMARY KEY (layer, uid)"
 	") WITHOUT ROWID;";
 
-/* Version 4: layers deduplicated by their uncompressed content.  The same
+/* Version 4: layers deduplicated by their uncompressed content, and their
+ * integrity.  The same
  * tar compressed two ways (gzip, zstd) has two blob digests and one
  * diff_id: the second blob becomes an alias of the first one's layer, with
  * no file of its own.  Images and access rows name the layer, never the
@@ -131,7 +132,13 @@ static const char schema_v4[] =
 	"  compressed_size INTEGER NOT NULL CHECK (compressed_size >= 0)"
 	") WITHOUT ROWID;"
 	"CREATE INDEX layer_aliases_layer ON layer_aliases(layer);"
-	"CREATE INDEX layers_diff_id ON layers(diff_id);";
+	"CREATE INDEX layers_diff_id ON layers(diff_id);"
+	/* Integrity: checksum, the sha256 of the squashfs file as committed
+	 * (NULL for older rows until a verify records it); damaged, set by a
+	 * verify that found the file changed: the layer counts as missing
+	 * until a pull fetches it again. */
+	"ALTER TABLE layers ADD COLUMN checksum TEXT;"
+	"ALTER TABLE layers ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0 CHECK (damaged IN (0, 1));";
 
 static const struct migration {
 	int version;            /* user_version after the step */

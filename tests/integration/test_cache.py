@@ -399,3 +399,61 @@ def test_df_figures(daemon_factory, world, tmp_path, users):
     r = users.attacker.run([binary("alps"), "--socket", d.socket, "df"])
     assert r.returncode == 0 and "3 hits" not in r.stdout and "4 hits, 3 misses" in r.stdout
     assert d.alps("df", "extra").returncode == 2
+
+
+# ---- alps verify ----
+
+def layer_path(d, ref):
+    j = json.loads(d.alps("--json", "inspect", ref, check=True).stdout)
+    digest = j["manifest"]["layers"][0]["digest"]
+    return digest, os.path.join(d.state_dir, "layers", digest.replace(":", "-") + ".sqfs")
+
+
+def test_verify_flipped_byte_then_prepare_refetches(daemon_factory, world, users):
+    d = daemon_factory("[store]\ngc_interval = 0\n")
+    pull(d, world, "a", check=True)
+    pull(d, world, "b", check=True)
+    j = json.loads(d.alps("--json", "verify", check=True).stdout)
+    assert j["layers_checked"] == 2 and j["damaged"] == [] and j["checksums_recorded"] == 0
+    digest, path = layer_path(d, world.refs["a"])
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+    # Of one image: only its layer; of all: the damaged one is named.
+    r = d.alps("verify", world.refs["b"])
+    assert r.returncode == 0 and "1 layer(s)" in r.stdout
+    r = d.alps("--json", "verify")
+    assert r.returncode == 1
+    j = json.loads(r.stdout)
+    assert [x["digest"] for x in j["damaged"]] == [digest]
+    assert "checksum" in j["damaged"][0]["problem"]
+    # A user is not given the image to mount; prepare fetches the layer again.
+    r = users.victim.run([binary("alps"), "--socket", d.socket, "inspect", world.refs["a"]])
+    assert r.returncode == 1 and "damaged" in r.stderr
+    before = len(world.registry.blob_gets())
+    d.alps("prepare", "--job", "v1", "--user", "65534", "--image", world.refs["a"], check=True)
+    assert [p for p in world.registry.blob_gets()[before:] if p.endswith(digest)]
+    assert "fetched again and replaced" in d.read_log()
+    d.alps("release", "--job", "v1", check=True)
+    j = json.loads(d.alps("--json", "verify", check=True).stdout)
+    assert j["damaged"] == []
+    store_consistent(d)
+    # A broken superblock, and a truncated file: a pull repairs these too.
+    with open(path, "r+b") as f:
+        f.write(b"XXXX")
+    r = d.alps("verify", world.refs["a"])
+    assert r.returncode == 1 and "squashfs magic" in r.stdout
+    pull(d, world, "a", check=True)
+    assert d.alps("verify").returncode == 0
+    os.truncate(path, size - 10)
+    r = d.alps("verify")
+    assert r.returncode == 1 and f"size {size - 10}, recorded {size}" in r.stdout
+    pull(d, world, "a", check=True)
+    assert d.alps("verify").returncode == 0
+    # Admins only.
+    r = users.attacker.run([binary("alps"), "--socket", d.socket, "verify"])
+    assert r.returncode == 1 and "administrators" in r.stderr
+    assert d.alps("verify", "a", "b").returncode == 2
