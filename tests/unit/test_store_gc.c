@@ -406,6 +406,90 @@ static void test_dedup_by_diff_id(void **state)
 	expect_ok(store_verify(f->s, &err), err);
 }
 
+/* A layer whose file starts with a squashfs 4.0 superblock. */
+static void commit_squashfs(struct store *s, unsigned seed, size_t size)
+{
+	char digest[80];
+	alps_error *err = NULL;
+	unsigned char *buf = xzalloc(size);
+	mkdigest(digest, seed);
+	memcpy(buf, "hsqs", 4);
+	buf[28] = 4;                    /* version 4.0 */
+	for (int i = 0; i < 8; i++)     /* bytes used: all */
+		buf[40 + i] = (unsigned char)((uint64_t)size >> (8 * i));
+	buf[size - 1] = (unsigned char)seed;
+	_cleanup_free_ char *tmp = store_tmp_path(s);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write_all(fd, buf, size), 0);
+	close(fd);
+	free(buf);
+	struct store_layer_info info = { .digest = digest, .media_type = "x", .compressed_size = 1 };
+	expect_ok(store_layer_commit(s, tmp, &info, NULL, &err), err);
+}
+
+static void test_check_marks_and_replaces(void **state)
+{
+	struct fixture *f = *state;
+	alps_error *err = NULL;
+	struct store_check_report rep;
+	char d1[80], path[512];
+	struct store_image *img = NULL;
+	struct store_layer *l = NULL;
+	mkdigest(d1, 1);
+	commit_squashfs(f->s, 1, 8192);
+	commit_squashfs(f->s, 2, 4096);
+	unsigned a[] = { 1 };
+	commit_image(f->s, 100, a, 1, TAG_A);
+	expect_ok(store_layers_check(f->s, NULL, &rep, &err), err);
+	assert_int_equal(rep.checked, 2);
+	assert_int_equal(rep.nbad, 0);
+	assert_int_equal(rep.bytes, 8192 + 4096);
+	store_check_report_clear(&rep);
+
+	/* One byte flipped in the middle: only the checksum sees it. */
+	snprintf(path, sizeof(path), "%s/layers/sha256-%08x%056x.sqfs", f->dir, 1u, 0u);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "Z", 1, 5000), 1);
+	close(fd);
+	expect_ok(store_layers_check(f->s, NULL, &rep, &err), err);
+	assert_int_equal(rep.nbad, 1);
+	assert_string_equal(rep.bad[0].digest, d1);
+	assert_non_null(strstr(rep.bad[0].problem, "checksum"));
+	store_check_report_clear(&rep);
+
+	/* Marked: missing for pulls, not given to users, seen by admins. */
+	assert_int_equal(store_layer_get(f->s, d1, &l, &err), -1);
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	alps_error_free(err);
+	err = NULL;
+	assert_int_equal(store_image_find(f->s, TAG_A, 1000, &img, &err), -1);
+	assert_int_equal(err->code, ALPS_E_NOT_FOUND);
+	assert_non_null(strstr(err->msg, "damaged"));
+	alps_error_free(err);
+	err = NULL;
+	expect_ok(store_image_find(f->s, TAG_A, STORE_UID_ANY, &img, &err), err);
+	assert_true(img->layers[0].damaged);
+	store_image_free(img);
+
+	/* Fetched again: the file is replaced, the mark goes. */
+	commit_squashfs(f->s, 1, 8192);
+	expect_ok(store_layer_get(f->s, d1, &l, &err), err);
+	assert_false(l->damaged);
+	store_layer_free(l);
+	expect_ok(store_layers_check(f->s, NULL, &rep, &err), err);
+	assert_int_equal(rep.nbad, 0);
+	store_check_report_clear(&rep);
+
+	/* Rows from before checksums get one recorded at the first check. */
+	db_exec(f, "UPDATE layers SET checksum = NULL");
+	expect_ok(store_layers_check(f->s, NULL, &rep, &err), err);
+	assert_int_equal(rep.recorded, 2);
+	store_check_report_clear(&rep);
+	expect_ok(store_verify(f->s, &err), err);
+}
+
 int main(void)
 {
 	log_init("test_store_gc", getenv("STORE_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR, false);
@@ -416,6 +500,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits_and_pins, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dedup_by_diff_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_check_marks_and_replaces, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("store_gc", tests, NULL, NULL);
 }
