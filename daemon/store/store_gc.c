@@ -79,19 +79,44 @@ static int load_layers(struct store *s, struct plan *p, alps_error **err)
 	return r;
 }
 
-static int load_image_layers(struct store *s, struct plan *p, struct plan_image *img,
-			     alps_error **err)
+static int image_cmp(const void *key, const void *elem)
 {
-	struct store_strv v = { 0 };
-	int r = store_collect(s, &v, "SELECT DISTINCT layer FROM image_layers WHERE image = ?1",
-			      img->digest, err);
-	img->layers = xcalloc(v.n ? v.n : 1, sizeof(*img->layers));
-	for (size_t i = 0; r == 0 && i < v.n; i++) {
-		struct plan_layer *l = bsearch(v.v[i], p->layers, p->nlayers, sizeof(*l), layer_cmp);
-		if (l)
-			img->layers[img->nlayers++] = (size_t)(l - p->layers);
+	return strcmp(key, (*(struct plan_image *const *)elem)->digest);
+}
+
+static int image_ptr_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct plan_image *const *)a)->digest,
+		      (*(struct plan_image *const *)b)->digest);
+}
+
+/* One pass over image_layers (one query, not one per image: the plan is
+ * made under the mutex). */
+static int load_image_layers(struct store *s, struct plan *p, alps_error **err)
+{
+	struct plan_image **by_digest = xcalloc(p->nimages + 1, sizeof(*by_digest));
+	for (size_t i = 0; i < p->nimages; i++) {
+		by_digest[i] = &p->images[i];
+		by_digest[i]->layers = xcalloc(1, sizeof(size_t));
 	}
-	store_strv_clear(&v);
+	qsort(by_digest, p->nimages, sizeof(*by_digest), image_ptr_cmp);
+	sqlite3_stmt *st = sql_prepare(s, err, "SELECT DISTINCT image, layer FROM image_layers",
+				       NULL);
+	int r = st ? 0 : -1;
+	while (st && (r = sql_step(s, st, err)) > 0) {
+		const char *image = (const char *)sqlite3_column_text(st, 0);
+		const char *layer = (const char *)sqlite3_column_text(st, 1);
+		struct plan_image **img = image ? bsearch(image, by_digest, p->nimages,
+							  sizeof(*by_digest), image_cmp) : NULL;
+		struct plan_layer *l = layer ? bsearch(layer, p->layers, p->nlayers, sizeof(*l),
+						       layer_cmp) : NULL;
+		if (!img || !l)
+			continue;
+		(*img)->layers = xreallocarray((*img)->layers, (*img)->nlayers + 1, sizeof(size_t));
+		(*img)->layers[(*img)->nlayers++] = (size_t)(l - p->layers);
+	}
+	sqlite3_finalize(st);
+	free(by_digest);
 	return r;
 }
 
@@ -118,9 +143,7 @@ static int load_images(struct store *s, struct plan *p, alps_error **err)
 		img->name = sql_col_str(st, 4);
 	}
 	sqlite3_finalize(st);
-	for (size_t i = 0; r == 0 && i < p->nimages; i++)
-		r = load_image_layers(s, p, &p->images[i], err);
-	return r;
+	return r < 0 ? -1 : load_image_layers(s, p, err);
 }
 
 static int plan_load(struct store *s, struct plan *p, alps_error **err)
