@@ -1,17 +1,26 @@
-/* cmd_cache.c: alps gc, pin, unpin: the administrator's hold on the node's
- * image cache. */
+/* cmd_cache.c: alps gc, pin, unpin, df, verify: the administrator's hold on
+ * the node's image cache; alps squash: a directory into a squashfs file. */
 #include <config.h>
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client/client.h"
 #include "common/util.h"
+#include "daemon/image/squash.h"
+#include "daemon/image/stream.h"
 
 /* "90", "90s", "30m", "12h", "7d", "2w" in seconds; -1 if malformed. */
 static int parse_age(const char *s, uint64_t *out)
@@ -383,4 +392,187 @@ const struct command cmd_verify = {
 		"  pull or prepare of an image using them fetches them again.  Exit status 1\n"
 		"  when one is damaged.",
 	.run = run_verify,
+};
+
+/* ---- squash ----
+ *
+ * A directory into one squashfs file with the daemon's own writer
+ * (daemon/image/squash.c), as the user and without the daemon: a thread
+ * reads the tree with libarchive as a tar stream into a pipe, the writer
+ * converts the stream as it comes.  What the user cannot read fails the
+ * run, naming the path. */
+
+struct tar_writer {
+	char *root;             /* DIR without trailing '/' */
+	int fd;                 /* the pipe's write end; closed by the thread */
+	bool gone;              /* the writer stopped reading: stop too */
+	char *error;            /* owned: why the tree could not be read */
+};
+
+/* Into the pipe.  When the writer has given up (its error is the cause),
+ * the rest is dropped: a failed write would leave libarchive fatal, and
+ * some of its buffers are then never freed. */
+static la_ssize_t tar_write(struct archive *a, void *arg, const void *buf, size_t len)
+{
+	struct tar_writer *t = arg;
+	(void)a;
+	if (!t->gone && write_all(t->fd, buf, len) < 0)
+		t->gone = true;
+	return (la_ssize_t)len;
+}
+
+/* The name inside the image of a path under root; NULL for root itself. */
+static const char *tar_name(const struct tar_writer *t, const char *path)
+{
+	size_t n = strlen(t->root);
+	if (strncmp(path, t->root, n) != 0)
+		return path;
+	path += n;
+	while (*path == '/')
+		path++;
+	return *path ? path : NULL;
+}
+
+static int tar_copy_data(struct archive *disk, struct archive *tar)
+{
+	const void *buf;
+	size_t len;
+	la_int64_t off;
+	int r;
+	while ((r = archive_read_data_block(disk, &buf, &len, &off)) == ARCHIVE_OK)
+		if (archive_write_data(tar, buf, len) < 0)
+			return -1;
+	return r == ARCHIVE_EOF ? 0 : -1;
+}
+
+static int tar_entry(struct tar_writer *t, struct archive *disk, struct archive *tar,
+		     struct archive_entry_linkresolver *links, struct archive_entry *e)
+{
+	const char *name = tar_name(t, archive_entry_pathname(e));
+	if (!name)
+		return 0;
+	_cleanup_free_ char *rel = xstrdup(name);
+	archive_entry_set_pathname(e, rel);
+	struct archive_entry *spare = NULL;
+	archive_entry_linkify(links, &e, &spare);
+	if (e && archive_write_header(tar, e) < ARCHIVE_WARN)
+		return -1;
+	if (e && archive_entry_size(e) > 0 && !archive_entry_hardlink(e) &&
+	    tar_copy_data(disk, tar) < 0)
+		return -1;
+	return 0;
+}
+
+static void *tar_main(void *arg)
+{
+	struct tar_writer *t = arg;
+	struct archive *disk = archive_read_disk_new(), *tar = archive_write_new();
+	struct archive_entry_linkresolver *links = archive_entry_linkresolver_new();
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_linkresolver_set_strategy(links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+	archive_read_disk_set_symlink_physical(disk);
+	int r = archive_write_set_format_pax_restricted(tar);
+	if (r == ARCHIVE_OK)
+		r = archive_write_open(tar, t, NULL, tar_write, NULL);
+	struct archive *bad = r == ARCHIVE_OK ? NULL : tar;
+	if (!bad && archive_read_disk_open(disk, t->root) != ARCHIVE_OK)
+		bad = disk;
+	while (!bad && !t->gone) {
+		r = archive_read_next_header2(disk, e);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			bad = disk;
+		else if (archive_read_disk_descend(disk) < ARCHIVE_WARN)
+			bad = disk;
+		else if (tar_entry(t, disk, tar, links, e) < 0)
+			bad = archive_errno(disk) ? disk : tar;
+	}
+	if (bad)
+		t->error = xstrdup(archive_error_string(bad) ? archive_error_string(bad)
+							     : "cannot read the directory");
+	if (archive_write_close(tar) != ARCHIVE_OK && !t->error)
+		t->error = xstrdup(archive_error_string(tar));
+	archive_entry_free(e);
+	archive_entry_linkresolver_free(links);
+	archive_read_free(disk);
+	archive_write_free(tar);
+	close(t->fd);
+	return NULL;
+}
+
+static int squash_dir(const char *dir, const char *out, struct squash_result *res,
+		      alps_error **err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return alps_fail_errno(err, "pipe");
+	struct tar_writer t = { .root = xstrdup(dir), .fd = p[1] };
+	size_t n = strlen(t.root);
+	while (n > 1 && t.root[n - 1] == '/')
+		t.root[--n] = '\0';
+	pthread_t th;
+	if (pthread_create(&th, NULL, tar_main, &t) != 0) {
+		close(p[0]);
+		close(p[1]);
+		free(t.root);
+		return alps_fail(err, ALPS_E_INTERNAL, "cannot start a thread");
+	}
+	struct stream *s = stream_from_fd(p[0]);
+	int r = squash_convert(s, out, NULL, res, err);
+	stream_close(s);        /* closes p[0]: a writer still going stops */
+	pthread_join(th, NULL);
+	if (t.error && !t.gone) {
+		/* The tree's failure is the cause; the writer saw a short tar.
+		 * (gone: the writer failed first, its error is the cause.) */
+		if (r == 0)
+			unlink(out);
+		alps_error_free(*err);
+		*err = NULL;
+		r = alps_fail(err, ALPS_E_IO, "%s", t.error);
+	}
+	free(t.error);
+	free(t.root);
+	return r;
+}
+
+static int run_squash(struct client *cl, int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "alps squash: give a directory and the squashfs file to write\n");
+		return EXIT_USAGE;
+	}
+	struct stat st;
+	if (stat(argv[1], &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "alps squash: %s is not a directory\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	struct squash_result res;
+	alps_error *err = NULL;
+	/* The writer may give up early (the output exists): the tar thread
+	 * then gets EPIPE, not a signal that kills the client. */
+	signal(SIGPIPE, SIG_IGN);
+	if (squash_dir(argv[1], argv[2], &res, &err) < 0)
+		return client_fail(cl, "squash", err);
+	char a[32], b[32];
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:I, s:I, s:I}", "ok", 1, "file", argv[2],
+					    "entries", (json_int_t)res.entries, "input_bytes",
+					    (json_int_t)res.tar_bytes, "bytes",
+					    (json_int_t)res.out_bytes));
+	else
+		printf("%s: %llu entries, %s of files and metadata into %s\n", argv[2],
+		       (unsigned long long)res.entries, format_size(res.tar_bytes, a, sizeof(a)),
+		       format_size(res.out_bytes, b, sizeof(b)));
+	return EXIT_OK;
+}
+
+const struct command cmd_squash = {
+	.name = "squash",
+	.summary = "Pack a directory into one squashfs file (no daemon needed).",
+	.usage = "DIR FILE.sqsh",
+	.help = "  As you, with your rights: a Python venv, a conda installation or a dataset\n"
+		"  of many small files becomes one file for an EDF :sqsh mount.  zstd level 3,\n"
+		"  128 KiB blocks; FILE.sqsh must not exist.",
+	.run = run_squash,
 };
