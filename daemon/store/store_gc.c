@@ -412,8 +412,12 @@ int store_gc(struct store *s, uint64_t max_bytes, struct store_removed *removed,
 /* Reserve need if it fits: true if it did. */
 static bool try_reserve(struct store *s, uint64_t need, uint64_t limit, uint64_t *used)
 {
-	*used = used_bytes(s);
+	int64_t u = 0;
+	/* One hold of the mutex: two admissions cannot both take the room. */
 	store_lock(s);
+	if (sql_int(s, NULL, &u, "SELECT coalesce(sum(squashfs_size), 0) FROM layers", NULL) < 0)
+		u = 0;
+	*used = u < 0 ? 0 : (uint64_t)u;
 	bool ok = *used + s->reserved + need <= limit;
 	if (ok)
 		s->reserved += need;
