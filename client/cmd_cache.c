@@ -1,5 +1,6 @@
 /* cmd_cache.c: alps gc, pin, unpin, df, verify: the administrator's hold on
- * the node's image cache; alps squash: a directory into a squashfs file. */
+ * the node's image cache; alps squash / unsquash: a directory into a squashfs
+ * file and back, as the user. */
 #include <config.h>
 
 #include <archive.h>
@@ -18,6 +19,15 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include <sqfs/compressor.h>
+#include <sqfs/data_reader.h>
+#include <sqfs/dir_reader.h>
+#include <sqfs/id_table.h>
+#include <sqfs/inode.h>
+#include <sqfs/io.h>
+#include <sqfs/super.h>
+
+#include "common/log.h"
 #include "common/util.h"
 #include "daemon/image/squash.h"
 #include "daemon/image/stream.h"
@@ -575,4 +585,248 @@ const struct command cmd_squash = {
 		"  of many small files becomes one file for an EDF :sqsh mount.  zstd level 3,\n"
 		"  128 KiB blocks; FILE.sqsh must not exist.",
 	.run = run_squash,
+};
+
+/* ---- unsquash ----
+ *
+ * A squashfs file into a new directory, as the user, with libsquashfs's
+ * reader.  The file may be anyone's: every name is checked (no '/', '.' or
+ * '..'), every entry is created below a directory this run made and opened
+ * with O_NOFOLLOW, new files with O_EXCL, and no symbolic link is ever
+ * followed, so nothing lands outside DIR.  Owners are not restored (the
+ * user owns what they unpack), nor set-id bits; device nodes, fifos and
+ * sockets are skipped and counted. */
+
+struct unsq {
+	sqfs_data_reader_t *data;
+	uint64_t files, bytes, skipped;
+	struct {
+		uint32_t ino;
+		int dirfd;      /* borrowed: open while its directory is walked */
+		char *name;
+	} *links;               /* regular files with more than one link */
+	size_t nlinks;
+};
+
+static bool unsq_name_ok(const char *n)
+{
+	return *n && !strchr(n, '/') && strcmp(n, ".") != 0 && strcmp(n, "..") != 0;
+}
+
+static int unsq_file(struct unsq *u, int dirfd, const sqfs_tree_node_t *n, alps_error **err)
+{
+	const char *name = (const char *)n->name;
+	_cleanup_close_ int fd = openat(dirfd, name,
+					O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return alps_fail_errno(err, "cannot create %s", name);
+	sqfs_u64 size = 0, off = 0;
+	sqfs_inode_get_file_size(n->inode, &size);
+	char buf[1 << 16];
+	while (off < size) {
+		sqfs_s32 r = sqfs_data_reader_read(u->data, n->inode, off, buf, sizeof(buf));
+		if (r <= 0)
+			return alps_fail(err, ALPS_E_INTEGRITY, "cannot read the data of %s (%d)",
+					 name, (int)r);
+		if (write_all(fd, buf, (size_t)r) < 0)
+			return alps_fail_errno(err, "cannot write %s", name);
+		off += (sqfs_u64)r;
+	}
+	u->files++;
+	u->bytes += size;
+	struct timespec t[2] = { { .tv_sec = n->inode->base.mod_time },
+				 { .tv_sec = n->inode->base.mod_time } };
+	if (fchmod(fd, n->inode->base.mode & 0777) < 0 || futimens(fd, t) < 0)
+		return alps_fail_errno(err, "cannot set the mode of %s", name);
+	return 0;
+}
+
+static int unsq_link(const sqfs_tree_node_t *n, int dirfd, alps_error **err)
+{
+	const sqfs_inode_generic_t *ino = n->inode;
+	size_t len = ino->base.type == SQFS_INODE_EXT_SLINK ? ino->data.slink_ext.target_size
+							     : ino->data.slink.target_size;
+	if (len > ino->payload_bytes_used)
+		return alps_fail(err, ALPS_E_INTEGRITY, "symbolic link %s is malformed",
+				 (const char *)n->name);
+	_cleanup_free_ char *target = xstrndup((const char *)ino->extra, len);
+	struct timespec t[2] = { { .tv_sec = ino->base.mod_time }, { .tv_sec = ino->base.mod_time } };
+	if (symlinkat(target, dirfd, (const char *)n->name) < 0 ||
+	    utimensat(dirfd, (const char *)n->name, t, AT_SYMLINK_NOFOLLOW) < 0)
+		return alps_fail_errno(err, "cannot create %s", (const char *)n->name);
+	return 0;
+}
+
+static int unsq_dir(struct unsq *u, int dirfd, const sqfs_tree_node_t *dir, int depth,
+		    alps_error **err);
+
+/* A regular file seen before (same inode number): a hard link to it. */
+static int unsq_hardlink(struct unsq *u, int dirfd, const sqfs_tree_node_t *n, bool *done,
+			 alps_error **err)
+{
+	*done = false;
+	uint32_t ino = n->inode->base.inode_number;
+	for (size_t i = 0; i < u->nlinks; i++) {
+		if (u->links[i].ino != ino)
+			continue;
+		*done = true;
+		if (linkat(u->links[i].dirfd, u->links[i].name, dirfd, (const char *)n->name, 0) < 0)
+			return alps_fail_errno(err, "cannot link %s", (const char *)n->name);
+		return 0;
+	}
+	return 0;
+}
+
+static int unsq_entry(struct unsq *u, int dirfd, const sqfs_tree_node_t *n, int depth,
+		      alps_error **err)
+{
+	const char *name = (const char *)n->name;
+	mode_t mode = n->inode->base.mode;
+	bool done = false;
+	if (!unsq_name_ok(name)) {
+		_cleanup_free_ char *esc = log_escape(name, 300);
+		return alps_fail(err, ALPS_E_INVALID, "refusing the entry named '%s'", esc);
+	}
+	if (S_ISDIR(mode)) {
+		if (mkdirat(dirfd, name, 0700) < 0)
+			return alps_fail_errno(err, "cannot create %s", name);
+		_cleanup_close_ int fd = openat(dirfd, name,
+						O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || unsq_dir(u, fd, n, depth + 1, err) < 0)
+			return fd < 0 ? alps_fail_errno(err, "cannot open %s", name) : -1;
+		struct timespec t[2] = { { .tv_sec = n->inode->base.mod_time },
+					 { .tv_sec = n->inode->base.mod_time } };
+		if (fchmod(fd, mode & 01777) < 0 || futimens(fd, t) < 0)
+			return alps_fail_errno(err, "cannot set the mode of %s", name);
+		return 0;
+	}
+	if (S_ISLNK(mode))
+		return unsq_link(n, dirfd, err);
+	if (!S_ISREG(mode)) {
+		u->skipped++;
+		return 0;
+	}
+	if (unsq_hardlink(u, dirfd, n, &done, err) < 0 || done)
+		return done ? 0 : -1;
+	return unsq_file(u, dirfd, n, err);
+}
+
+static int unsq_dir(struct unsq *u, int dirfd, const sqfs_tree_node_t *dir, int depth,
+		    alps_error **err)
+{
+	if (depth > 256)
+		return alps_fail(err, ALPS_E_LIMIT, "directories nested deeper than 256");
+	size_t first = u->nlinks;
+	int r = 0;
+	for (const sqfs_tree_node_t *n = dir->children; r == 0 && n; n = n->next) {
+		r = unsq_entry(u, dirfd, n, depth, err);
+		if (r == 0 && S_ISREG(n->inode->base.mode)) {
+			u->links = xreallocarray(u->links, u->nlinks + 1, sizeof(*u->links));
+			u->links[u->nlinks].ino = n->inode->base.inode_number;
+			u->links[u->nlinks].dirfd = dirfd;
+			u->links[u->nlinks++].name = xstrdup((const char *)n->name);
+		}
+	}
+	/* Links across directories are made while both are open: forget this
+	 * directory's files as it closes. */
+	while (u->nlinks > first)
+		free(u->links[--u->nlinks].name);
+	return r;
+}
+
+struct unsq_fs {
+	sqfs_file_t *file;
+	sqfs_compressor_t *cmp;
+	sqfs_id_table_t *ids;
+	sqfs_dir_reader_t *dir;
+	sqfs_tree_node_t *root;
+};
+
+static void unsq_fs_close(struct unsq_fs *fs, struct unsq *u)
+{
+	sqfs_dir_tree_destroy(fs->root);
+	if (u->data)
+		sqfs_destroy(u->data);
+	if (fs->dir)
+		sqfs_destroy(fs->dir);
+	if (fs->ids)
+		sqfs_destroy(fs->ids);
+	if (fs->cmp)
+		sqfs_destroy(fs->cmp);
+	if (fs->file)
+		sqfs_destroy(fs->file);
+}
+
+static int unsq_open(const char *path, struct unsq_fs *fs, struct unsq *u, alps_error **err)
+{
+	sqfs_super_t super;
+	sqfs_compressor_config_t cfg;
+	int r;
+	fs->file = sqfs_open_file(path, SQFS_FILE_OPEN_READ_ONLY);
+	if (!fs->file)
+		return alps_fail_errno(err, "cannot open %s", path);
+	if ((r = sqfs_super_read(&super, fs->file)) != 0)
+		return alps_fail(err, ALPS_E_INVALID, "%s is not a squashfs file (%d)", path, r);
+	if (sqfs_compressor_config_init(&cfg, super.compression_id, super.block_size,
+					SQFS_COMP_FLAG_UNCOMPRESS) != 0 ||
+	    sqfs_compressor_create(&cfg, &fs->cmp) != 0)
+		return alps_fail(err, ALPS_E_UNSUPPORTED, "%s: its compressor is not supported", path);
+	if ((super.flags & SQFS_FLAG_COMPRESSOR_OPTIONS) &&
+	    fs->cmp->read_options(fs->cmp, fs->file) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY, "%s: bad compressor options", path);
+	fs->ids = sqfs_id_table_create(0);
+	fs->dir = sqfs_dir_reader_create(&super, fs->cmp, fs->file, 0);
+	u->data = sqfs_data_reader_create(fs->file, super.block_size, fs->cmp, 0);
+	if (!fs->ids || !fs->dir || !u->data)
+		return alps_fail(err, ALPS_E_INTERNAL, "out of memory");
+	if (sqfs_id_table_read(fs->ids, fs->file, &super, fs->cmp) != 0 ||
+	    sqfs_data_reader_load_fragment_table(u->data, &super) != 0 ||
+	    sqfs_dir_reader_get_full_hierarchy(fs->dir, fs->ids, NULL, 0, &fs->root) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY, "%s: cannot read its tables", path);
+	return 0;
+}
+
+static int run_unsquash(struct client *cl, int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "alps unsquash: give a squashfs file and a new directory\n");
+		return EXIT_USAGE;
+	}
+	struct unsq_fs fs = { 0 };
+	struct unsq u = { 0 };
+	alps_error *err = NULL;
+	int r = unsq_open(argv[1], &fs, &u, &err);
+	if (r == 0 && mkdir(argv[2], 0700) < 0)
+		r = alps_fail_errno(&err, "cannot create %s", argv[2]);
+	_cleanup_close_ int top = r == 0 ? open(argv[2], O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+						O_CLOEXEC) : -1;
+	if (r == 0 && top < 0)
+		r = alps_fail_errno(&err, "cannot open %s", argv[2]);
+	if (r == 0)
+		r = unsq_dir(&u, top, fs.root, 0, &err);
+	if (r == 0 && fchmod(top, fs.root->inode->base.mode & 01777) < 0)
+		r = alps_fail_errno(&err, "cannot set the mode of %s", argv[2]);
+	unsq_fs_close(&fs, &u);
+	free(u.links);
+	if (r < 0)
+		return client_fail(cl, "unsquash", err);
+	char a[32];
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:I, s:I, s:I}", "ok", 1, "dir", argv[2],
+					    "files", (json_int_t)u.files, "bytes",
+					    (json_int_t)u.bytes, "skipped", (json_int_t)u.skipped));
+	else
+		printf("%s: %llu files, %s%s\n", argv[2], (unsigned long long)u.files,
+		       format_size(u.bytes, a, sizeof(a)),
+		       u.skipped ? " (device nodes, fifos and sockets skipped)" : "");
+	return EXIT_OK;
+}
+
+const struct command cmd_unsquash = {
+	.name = "unsquash",
+	.summary = "Unpack a squashfs file into a new directory (no daemon needed).",
+	.usage = "FILE.sqsh DIR",
+	.help = "  As you: owners and set-id bits are not restored; device nodes, fifos and\n"
+		"  sockets are skipped; names with '/', '.' or '..' are refused.",
+	.run = run_unsquash,
 };

@@ -492,6 +492,16 @@ def test_squash_as_the_user(users, tmp_path):
     got, got_links = imgs.tree(ext)
     assert got == want
     assert got_links == want_links and want_links
+    # And back with alps unsquash, as the user: the same tree.
+    back = os.path.join(user.home, "sq-back")
+    subprocess.run(["rm", "-rf", back], check=True)
+    r = user.run([binary("alps"), "--json", "unsquash", out, back])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 302
+    got, got_links = imgs.tree(back)
+    assert got == want and got_links == want_links
+    r = user.run([binary("alps"), "unsquash", out, back])
+    assert r.returncode == 1 and "exists" in r.stderr
     # Again: the output exists, refused; a file the user cannot read fails
     # the run naming it, and leaves no output.
     r = user.run([binary("alps"), "squash", src, out])
@@ -533,3 +543,32 @@ def test_squash_python_venv_imports_from_the_mount(users, tmp_path):
     finally:
         subprocess.run(["umount", mnt], check=True)
         os.rmdir(mnt)
+
+
+def test_unsquash_someone_elses_file(users, tmp_path):
+    """A squashfs made by root with a device node, a set-uid root file and a
+    symbolic link out of the tree: the user gets their own files, no set-id
+    bit, no device, and nothing is written through the link."""
+    import subprocess
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "suid").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "d" / "suid", 0o4755)
+    os.symlink("/etc", src / "etc-link")
+    img = os.path.join(users.victim.home, "root-made.sqsh")   # root's file, 0644
+    subprocess.run(["rm", "-f", img], check=True)
+    subprocess.run(["mksquashfs", str(src), img, "-no-progress", "-quiet", "-p",
+                    "null c 666 0 0 1 3"], check=True, capture_output=True)
+    os.chmod(img, 0o644)
+    dest = os.path.join(users.victim.home, "unsq-x")
+    subprocess.run(["rm", "-rf", dest], check=True)
+    r = users.victim.run([binary("alps"), "--json", "unsquash", img, dest])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == 1
+    st = os.lstat(os.path.join(dest, "d", "suid"))
+    assert st.st_uid == users.victim.uid and st.st_mode & 0o7777 == 0o755
+    assert os.readlink(os.path.join(dest, "etc-link")) == "/etc"
+    assert not os.path.exists(os.path.join(dest, "null"))
+    r = users.victim.run([binary("alps"), "unsquash", "/etc/passwd", dest + "2"])
+    assert r.returncode == 1 and "not a squashfs file" in r.stderr
+    assert not os.path.exists(dest + "2")
