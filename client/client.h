@@ -57,6 +57,8 @@ extern const struct command cmd_pull;
 extern const struct command cmd_images;
 extern const struct command cmd_inspect;
 extern const struct command cmd_rm;
+extern const struct command cmd_gc, cmd_pin, cmd_unpin, cmd_df, cmd_verify, cmd_squash,
+	cmd_unsquash;
 extern const struct command cmd_prepare;
 extern const struct command cmd_exec;
 extern const struct command cmd_release;

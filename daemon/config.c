@@ -24,6 +24,7 @@ enum opt_type {
 	OPT_PATH,       /* absolute path */
 	OPT_INT,
 	OPT_SIZE,       /* integer bytes or "10G" */
+	OPT_SIZE_PCT,   /* OPT_SIZE, or "N%" of a file system: stored as -N */
 	OPT_BOOL,
 	OPT_ENUM,       /* one of choices */
 	OPT_LIST,       /* array of strings */
@@ -85,8 +86,12 @@ static const struct option_def options[] = {
 	  "the squashfs compressor threads of all conversions together (0: one per CPU; "
 	  "read at start)" },
 
-	{ "store.max_size", OPT_SIZE, OFF(max_size), "0", 0, MAXI, NULL,
-	  "size limit of the layer store in bytes (0: none)" },
+	{ "store.max_size", OPT_SIZE_PCT, OFF(max_size), "0", 0, MAXI, NULL,
+	  "size limit of the layer store: bytes, \"200G\" or \"80%\" of its file system (0: none)" },
+	{ "store.low_water", OPT_INT, OFF(low_water_pct), "90", 1, 100, NULL,
+	  "eviction goes down to this percentage of max_size" },
+	{ "store.gc_interval", OPT_INT, OFF(gc_interval_s), "600", 0, 604800, NULL,
+	  "seconds between collections of the store on a timer (0: none)" },
 	{ "store.compression", OPT_ENUM, OFF(compression), "zstd", 0, 0, compressors,
 	  "squashfs compressor of converted layers" },
 	{ "store.compression_level", OPT_INT, OFF(compression_level), "3", 0, 22, NULL,
@@ -380,6 +385,20 @@ static int option_set_text(struct config *c, const struct option_def *o, const c
 		*(int64_t *)field = n;
 		return 0;
 	}
+	case OPT_SIZE_PCT: {
+		size_t len = strlen(v);
+		if (len > 1 && v[len - 1] == '%') {
+			char *end;
+			errno = 0;
+			long pct = strtol(v, &end, 10);
+			if (errno || end != v + len - 1 || pct < 1 || pct > 100)
+				return alps_fail(err, ALPS_E_INVALID, "%s must be 1%% to 100%%, not '%s'",
+						 o->key, v);
+			*(int64_t *)field = -pct;
+			return 0;
+		}
+	}
+		/* fallthrough */
 	case OPT_SIZE: {
 		uint64_t n;
 		if (parse_size(v, &n) < 0 || n > INT64_MAX)
@@ -533,7 +552,7 @@ static int option_set_toml(struct config *c, const struct option_def *o, const t
 			break;
 		return option_set_text(c, o, v->u.str.ptr, err);
 	case TOML_INTEGER:
-		if (o->type != OPT_INT && o->type != OPT_SIZE)
+		if (o->type != OPT_INT && o->type != OPT_SIZE && o->type != OPT_SIZE_PCT)
 			break;
 		if (check_int(o, v->u.i, err) < 0)
 			return -1;
@@ -562,7 +581,8 @@ static int option_set_toml(struct config *c, const struct option_def *o, const t
 	}
 	static const char *want[] = {
 		[OPT_STRING] = "a string", [OPT_PATH] = "a path string", [OPT_INT] = "an integer",
-		[OPT_SIZE] = "an integer or a size string", [OPT_BOOL] = "true or false",
+		[OPT_SIZE] = "an integer or a size string",
+		[OPT_SIZE_PCT] = "an integer, a size string or a percentage", [OPT_BOOL] = "true or false",
 		[OPT_ENUM] = "a string", [OPT_LIST] = "an array of strings",
 	};
 	return alps_fail(err, ALPS_E_INVALID, "%s: must be %s, not %s", o->key, want[o->type],
@@ -793,6 +813,14 @@ static void print_option(FILE *out, const struct config *c, const struct option_
 	case OPT_SIZE:
 		fprintf(out, "%" PRId64, *(const int64_t *)field);
 		break;
+	case OPT_SIZE_PCT: {
+		int64_t n = *(const int64_t *)field;
+		if (n < 0)
+			fprintf(out, "\"%" PRId64 "%%\"", -n);
+		else
+			fprintf(out, "%" PRId64, n);
+		break;
+	}
 	case OPT_BOOL:
 		fputs(*(const bool *)field ? "true" : "false", out);
 		break;

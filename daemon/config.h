@@ -56,7 +56,9 @@ struct config {
 	int64_t workers;            /* worker pool and compressor budget; 0 = CPUs */
 
 	/* [store] */
-	int64_t max_size;           /* bytes, 0 = unlimited */
+	int64_t max_size;           /* bytes, 0 = unlimited, < 0: -percent of the file system */
+	int64_t low_water_pct;      /* eviction goes down to this % of max_size */
+	int64_t gc_interval_s;      /* collection timer; 0 = none */
 	char *compression;          /* squashfs compressor */
 	int64_t compression_level;
 	int64_t max_layer_entries;

@@ -10,6 +10,11 @@ static const struct handler handler_table[] = {
 	{ ALPS__REQUEST__OP_IMAGES, "images", PRIV_USER, op_images },
 	{ ALPS__REQUEST__OP_INSPECT, "inspect", PRIV_USER, op_inspect },
 	{ ALPS__REQUEST__OP_REMOVE, "rm", PRIV_ADMIN, op_remove },
+	{ ALPS__REQUEST__OP_GC, "gc", PRIV_ADMIN, op_gc },
+	{ ALPS__REQUEST__OP_PIN, "pin", PRIV_ADMIN, op_pin },
+	{ ALPS__REQUEST__OP_DF, "df", PRIV_USER, op_df },
+	/* Reads every layer: an admin's decision. */
+	{ ALPS__REQUEST__OP_VERIFY, "verify", PRIV_ADMIN, op_verify },
 	/* prepare and release check inside: users may 'alps run' their own. */
 	{ ALPS__REQUEST__OP_PREPARE, "prepare", PRIV_USER, op_prepare },
 	{ ALPS__REQUEST__OP_EXEC, "exec", PRIV_USER, op_exec },

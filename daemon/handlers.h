@@ -81,6 +81,10 @@ int op_pull(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_images(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_remove(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_gc(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_pin(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_df(struct request *rq, const Alps__Request *req, alps_error **err);
+int op_verify(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err);
 int op_exec(struct request *rq, const Alps__Request *req, alps_error **err);
 /* At stop: stop waiting for exec'd processes (they go on with their job). */

@@ -20,6 +20,7 @@
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/handlers.h"
+#include "daemon/cache.h"
 #include "daemon/runjobs.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
@@ -530,6 +531,7 @@ int main(int argc, char **argv)
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
 	runjobs_start(&d);
+	cache_start(&d);
 
 	struct event *ev_term = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
 	struct event *ev_int = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
@@ -556,6 +558,7 @@ int main(int argc, char **argv)
 	 * conversions is quick; then their threads are joined. */
 	puller_stop(d.puller);
 	work_drain(&d);
+	cache_stop();
 	runjobs_stop();
 	puller_free(d.puller);
 	work_pool_free(d.pool);

@@ -13,6 +13,7 @@
 
 #include "common/digest.h"
 #include "common/log.h"
+#include "daemon/image/manifest.h"
 #include "daemon/store/store_int.h"
 
 /* ---- locking and errors --------------------------------------------- */
@@ -284,7 +285,25 @@ static struct store_hold *hold_find(struct store *s, const char *digest)
 
 bool store_held_locked(struct store *s, const char *digest)
 {
-	return hold_find(s, digest) != NULL;
+	if (hold_find(s, digest))
+		return true;
+	/* A pull holds what its manifest names, which may be an alias. */
+	struct store_strv aliases = { 0 };
+	int r = store_collect(s, &aliases, "SELECT digest FROM layer_aliases WHERE layer = ?1",
+			      digest, NULL);
+	bool held = r < 0;      /* in doubt, keep the layer */
+	for (size_t i = 0; !held && i < aliases.n; i++)
+		held = hold_find(s, aliases.v[i]) != NULL;
+	store_strv_clear(&aliases);
+	return held;
+}
+
+int store_canonical_locked(struct store *s, const char *digest, char **out, alps_error **err)
+{
+	return sql_text(s, err, out,
+			"SELECT digest FROM layers WHERE digest = ?1 UNION ALL "
+			"SELECT layer FROM layer_aliases WHERE digest = ?1 LIMIT 1",
+			"s", digest);
 }
 
 static struct store_hold *hold_locked(struct store *s, const char *digest)
@@ -360,6 +379,7 @@ void store_layer_from_row(struct store *s, sqlite3_stmt *st, int col, struct sto
 	l->path = xasprintf("%s/%s", s->layers_dir, (const char *)sqlite3_column_text(st, col + 5));
 	l->refcount = (uint32_t)sqlite3_column_int64(st, col + 6);
 	l->last_used_ms = sql_col_u64(st, col + 7);
+	l->damaged = sqlite3_column_int(st, col + 8) != 0;
 }
 
 int store_load_layer_locked(struct store *s, const char *digest, struct store_layer **out,
@@ -367,7 +387,9 @@ int store_load_layer_locked(struct store *s, const char *digest, struct store_la
 {
 	*out = NULL;
 	sqlite3_stmt *st = sql_prepare(s, err, "SELECT " STORE_LAYER_COLS
-				       " FROM layers l WHERE l.digest = ?1", "s", digest);
+				       " FROM layers l WHERE l.digest = coalesce("
+				       "(SELECT layer FROM layer_aliases WHERE digest = ?1), ?1)",
+				       "s", digest);
 	if (!st)
 		return -1;
 	int r = sql_step(s, st, err);
@@ -388,8 +410,14 @@ int store_layer_get(struct store *s, const char *digest, struct store_layer **ou
 	store_lock(s);
 	int r = store_load_layer_locked(s, digest, out, err);
 	store_unlock(s);
-	if (r == 0 && !*out)
+	if (r == 0 && *out && (*out)->damaged) {
+		/* A pull fetches it again and store_layer_commit() replaces it. */
+		store_layer_free(*out);
+		*out = NULL;
+		r = alps_fail(err, ALPS_E_NOT_FOUND, "the layer is damaged (found by a verify)");
+	} else if (r == 0 && !*out) {
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "no such layer");
+	}
 	return r < 0 ? store_ctx(s, err, "looking up layer", digest) : 0;
 }
 
@@ -433,8 +461,31 @@ static int check_layer_info(const struct store_layer_info *info, alps_error **er
 /* Make tmp/name durable and visible as layers/file: fsync the data, rename,
  * fsync the directory.  Only after that may a row name the file.  Runs
  * without the mutex: fsync of a large layer takes a while. */
+int store_file_checksum(int fd, char out[DIGEST_STRLEN_MAX], alps_error **err)
+{
+	struct digester *d = digester_new(DIGEST_SHA256);
+	char buf[1 << 16];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof(buf), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			digester_free(d);
+			return alps_fail_errno(err, "cannot read");
+		}
+		if (n == 0)
+			break;
+		digester_update(d, buf, (size_t)n);
+		off += n;
+	}
+	digester_final(d, out);
+	digester_free(d);
+	return 0;
+}
+
 static int publish_file(struct store *s, const char *name, const char *file, uint64_t *size,
-			alps_error **err)
+			char checksum[DIGEST_STRLEN_MAX], alps_error **err)
 {
 	_cleanup_close_ int fd = openat(s->tmp_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	struct stat st;
@@ -449,6 +500,9 @@ static int publish_file(struct store *s, const char *name, const char *file, uin
 		return alps_fail_errno(err, "cannot chmod tmp/%s", name);
 	if (fsync(fd) < 0)
 		return alps_fail_errno(err, "cannot fsync tmp/%s", name);
+	/* Read back from the page cache, what alps verify compares with. */
+	if (store_file_checksum(fd, checksum, err) < 0)
+		return alps_error_prefix(err, "checksum of tmp/%s", name);
 	if (renameat(s->tmp_fd, name, s->layers_fd, file) < 0)
 		return alps_fail_errno(err, "cannot rename tmp/%s to layers/%s", name, file);
 	if (fsync(s->layers_fd) < 0)
@@ -461,6 +515,7 @@ struct layer_row {
 	const struct store_layer_info *info;
 	const char *file;
 	uint64_t size;
+	char checksum[DIGEST_STRLEN_MAX];
 };
 
 static int insert_layer_tx(struct store *s, void *arg, alps_error **err)
@@ -471,11 +526,11 @@ static int insert_layer_tx(struct store *s, void *arg, alps_error **err)
 	 * file is the same content, the first row stays. */
 	if (sql_run(s, err,
 		    "INSERT INTO layers(digest, diff_id, media_type, compressed_size, "
-		    "squashfs_size, file, refcount, last_used_ms) "
-		    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7) ON CONFLICT(digest) DO NOTHING",
-		    "sssiisi", info->digest, info->diff_id, info->media_type,
+		    "squashfs_size, file, refcount, last_used_ms, checksum) "
+		    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8) ON CONFLICT(digest) DO NOTHING",
+		    "sssiisis", info->digest, info->diff_id, info->media_type,
 		    (int64_t)info->compressed_size, (int64_t)row->size, row->file,
-		    (int64_t)now_realtime_ms()) < 0)
+		    (int64_t)now_realtime_ms(), row->checksum) < 0)
 		return -1;
 	if (sqlite3_changes(s->db) == 0)
 		return 0;
@@ -489,14 +544,88 @@ static int commit_existing(struct store *s, const char *name, const char *digest
 	if (unlinkat(s->tmp_fd, name, 0) < 0 && errno != ENOENT)
 		log_warn("store %s: cannot remove tmp/%s: %s", s->dir, name, strerror(errno));
 	store_lock(s);
-	int r = sql_run(s, err, "UPDATE layers SET last_used_ms = ?2 WHERE digest = ?1", "si",
-			digest, (int64_t)now_realtime_ms());
+	int r = sql_run(s, err,
+			"UPDATE layers SET last_used_ms = ?2 WHERE digest = coalesce("
+			"(SELECT layer FROM layer_aliases WHERE digest = ?1), ?1)",
+			"si", digest, (int64_t)now_realtime_ms());
 	if (r == 0 && out)
 		r = store_load_layer_locked(s, digest, out, err);
 	store_unlock(s);
 	/* Only if the caller did not hold the layer (see store.h). */
 	if (r == 0 && out && !*out)
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "the layer was removed meanwhile");
+	return r;
+}
+
+/* Inside a transaction: make info->digest an alias of the layer with the
+ * same diff_id, if there is one (1), else 0. */
+static int alias_tx(struct store *s, void *arg, alps_error **err)
+{
+	const struct store_layer_info *info = arg;
+	_cleanup_free_ char *same = NULL;
+	int r = sql_text(s, err, &same,
+			 "SELECT digest FROM layers WHERE diff_id = ?1 AND damaged = 0 "
+			 "ORDER BY digest LIMIT 1", "s",
+			 info->diff_id);
+	if (r <= 0)
+		return r;
+	if (sql_run(s, err,
+		    "INSERT INTO layer_aliases(digest, layer, media_type, compressed_size) "
+		    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(digest) DO NOTHING",
+		    "sssi", info->digest, same, info->media_type,
+		    (int64_t)info->compressed_size) < 0 ||
+	    store_stat_add_locked(s, "layers_deduplicated", 1, err) < 0)
+		return -1;
+	log_info("store %s: layer %s has the content of layer %s (diff_id %s): stored once",
+		 s->dir, info->digest, same, info->diff_id);
+	return 1;
+}
+
+/* 1 if the store has the layer, by digest, as an alias, or (made an alias
+ * now) by its uncompressed content; 0 if not. */
+static int layer_present_locked(struct store *s, const struct store_layer_info *info,
+				alps_error **err)
+{
+	_cleanup_free_ char *have = NULL;
+	int r = store_canonical_locked(s, info->digest, &have, err);
+	if (r != 0 || !info->diff_id)
+		return r;
+	return store_tx(s, alias_tx, (void *)info, err);
+}
+
+/* *digest: the layer of digest (or of the alias) if it is marked damaged,
+ * else NULL. */
+static int damaged_locked(struct store *s, const char *digest, char **out, alps_error **err)
+{
+	return sql_text(s, err, out,
+			"SELECT digest FROM layers WHERE damaged = 1 AND digest = coalesce("
+			"(SELECT layer FROM layer_aliases WHERE digest = ?1), ?1)",
+			"s", digest) < 0 ? -1 : 0;
+}
+
+/* A verify found layer digest damaged and a pull fetched it again: the new
+ * file takes the old one's place (a job that has the old one mounted keeps
+ * its inode), the row is whole again.  The caller took a hold. */
+static int replace_damaged(struct store *s, const char *name, const char *digest,
+			   struct store_layer **out, alps_error **err)
+{
+	_cleanup_free_ char *file = store_layer_file(digest);
+	char sum[DIGEST_STRLEN_MAX];
+	uint64_t size = 0;
+	int r = publish_file(s, name, file, &size, sum, err);
+	store_lock(s);
+	if (r == 0)
+		r = sql_run(s, err,
+			    "UPDATE layers SET squashfs_size = ?2, checksum = ?3, damaged = 0, "
+			    "last_used_ms = ?4 WHERE digest = ?1",
+			    "sisi", digest, (int64_t)size, sum, (int64_t)now_realtime_ms());
+	if (r == 0) {
+		log_notice("store %s: damaged layer %s fetched again and replaced", s->dir, digest);
+		if (out)
+			r = store_load_layer_locked(s, digest, out, err);
+	}
+	release_locked(s, digest);
+	store_unlock(s);
 	return r;
 }
 
@@ -510,18 +639,25 @@ static int commit_layer(struct store *s, const char *name, const struct store_la
 	 * from unlinking it after our rename: removals unlink under the
 	 * mutex and skip held layers. */
 	store_lock(s);
-	int present = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s",
-			      info->digest);
-	if (present == 0) {
+	_cleanup_free_ char *broken = NULL;
+	int present = layer_present_locked(s, info, err);
+	if (present > 0 && damaged_locked(s, info->digest, &broken, err) < 0)
+		present = -1;
+	/* (damaged_locked runs only for a present layer: broken is NULL when
+	 * present is 0.) */
+	if (present == 0)
 		hold_locked(s, info->digest)->publishing++;
-	}
+	else if (broken)
+		hold_locked(s, broken);
 	store_unlock(s);
 	if (present < 0)
 		return -1;
+	if (broken)
+		return replace_damaged(s, name, broken, out, err);
 	if (present > 0)
 		return commit_existing(s, name, info->digest, out, err);
 
-	int r = publish_file(s, name, file, &row.size, err);
+	int r = publish_file(s, name, file, &row.size, row.checksum, err);
 	store_lock(s);
 	bool published = r == 0;
 	if (r == 0)

@@ -51,6 +51,12 @@
  * the image from with credentials: a pull without credentials from another
  * origin never widens access (see store_image_commit()).
  *
+ * Layers by content.  A layer committed with a diff_id that a layer of the
+ * store already has (the same tar, compressed another way) is not stored
+ * again: its digest becomes an alias of that layer (schema version 4).
+ * Every function taking a layer digest accepts an alias and acts on the
+ * layer; a struct store_layer names the layer's own digest.
+ *
  * Layer reuse.  A layer is shared by digest, so knowing a private layer's
  * digest must not be enough to get it: a pull reuses a layer only if
  * store_layer_usable() says the puller may (the layer was fetched without
@@ -73,7 +79,7 @@
 #include "common/error.h"
 
 /* The schema version this code writes (PRAGMA user_version). */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Viewer uid that sees every image and job (root, admins). */
 #define STORE_UID_ANY ((int64_t)-1)
@@ -95,6 +101,7 @@ struct store_layer {
 	uint64_t squashfs_size;
 	uint64_t last_used_ms;  /* wall clock */
 	uint32_t refcount;      /* images using it */
+	bool damaged;           /* store_layers_verify() found its file changed */
 };
 
 /* An image.  All fields owned. */
@@ -132,6 +139,8 @@ struct store_usage {
 	uint64_t orphan_layers; /* refcount 0: held by a pull or left by a crash */
 	uint64_t orphan_bytes;
 	uint64_t jobs;
+	uint64_t shared_bytes;  /* layers more than one image uses */
+	uint64_t aliases;       /* digests deduplicated onto another layer */
 };
 
 /* ---- opening ---------------------------------------------------------- */
@@ -270,6 +279,87 @@ int store_gc(struct store *s, uint64_t max_bytes, struct store_removed *removed,
 	     alps_error **err);
 int store_df(struct store *s, struct store_usage *out, alps_error **err);
 
+/* ---- cache policy (store_gc.c) ---------------------------------------- *
+ *
+ * A collection plans in memory from one snapshot of the rows (which images
+ * go, least recently used first, and which layers that frees: a layer
+ * shared with an image that stays, or held by a pull, stays), then removes
+ * the chosen images one transaction each, re-checking pin and jobs, so the
+ * mutex is never kept for long.  A dry run only plans. */
+
+#define STORE_NO_TARGET UINT64_MAX
+
+struct store_gc_opts {
+	uint64_t target;        /* layers may take this much after; STORE_NO_TARGET: no goal */
+	uint64_t older_than_ms; /* > 0: images unused that long go whatever the size */
+	bool dry_run;
+};
+
+struct store_gc_item {
+	char *digest;           /* owned */
+	char *name;             /* owned: its first tag, or the digest */
+	uint64_t last_used_ms;
+	uint64_t bytes;         /* what its removal freed (would free) */
+};
+
+struct store_gc_report {
+	struct store_removed removed;   /* orphans included */
+	uint64_t used_before, used_after;
+	struct store_gc_item *items;    /* images removed (to be), in order */
+	size_t nitems;
+	char *kept;             /* owned, when over target after: what stays and why */
+};
+
+int store_collect_images(struct store *s, const struct store_gc_opts *o,
+			 struct store_gc_report *rep, alps_error **err);
+void store_gc_report_clear(struct store_gc_report *rep);
+
+/* Admission of a pull that will add about need bytes of layers under limit
+ * bytes (0: no limit): if the layers, plus what admitted pulls may still
+ * add, would pass the limit, collect down to low_water (or lower, as
+ * needed) first; ALPS_E_LIMIT, saying how much is needed and what is pinned
+ * or in use, if that is not enough.  Admitted, need is reserved until
+ * store_admit_end(s, need). */
+int store_admit(struct store *s, uint64_t need, uint64_t limit, uint64_t low_water,
+		alps_error **err);
+void store_admit_end(struct store *s, uint64_t need);
+/* Bytes reserved by admitted pulls. */
+uint64_t store_reserved(struct store *s);
+/* Size and free bytes of the file system holding the store. */
+int store_fs_usage(struct store *s, uint64_t *size, uint64_t *avail, alps_error **err);
+/* The byte limit of a store.max_size value: > 0 bytes, < 0 minus a
+ * percentage of the file system's size, 0 none (0). */
+int store_limit_bytes(struct store *s, int64_t max_size, uint64_t *out, alps_error **err);
+/* ---- integrity (store_check.c) ---------------------------------------- */
+
+struct store_layer_problem {
+	char *digest;           /* owned */
+	char *problem;          /* owned: what is wrong */
+};
+
+struct store_check_report {
+	size_t checked;
+	uint64_t bytes;
+	size_t recorded;        /* rows from before checksums: checksum recorded now */
+	struct store_layer_problem *bad;
+	size_t nbad;
+};
+
+/* Re-read every layer file (of image digest image, or all if NULL): its
+ * size, its squashfs superblock, and its sha256 against the checksum
+ * recorded at conversion.  A damaged layer is marked: store_layer_get()
+ * says it is not there (a pull fetches it again and store_layer_commit()
+ * replaces the file), and store_image_find() for a uid does not give out
+ * an image that uses it.  Slow: reads every byte, without the mutex. */
+int store_layers_check(struct store *s, const char *image, struct store_check_report *rep,
+		       alps_error **err);
+void store_check_report_clear(struct store_check_report *rep);
+
+/* Pin or unpin an image named as for store_image_find() (any visibility);
+ * *digest (may be NULL; caller frees) is the image's. */
+int store_image_pin_named(struct store *s, const char *what, bool pinned, char **digest,
+			  alps_error **err);
+
 void store_image_free(struct store_image *img);
 void store_images_free(struct store_image *imgs, size_t n);
 
@@ -333,5 +423,7 @@ void store_pulls_free(struct store_pull *pulls, size_t n);
  * "images_removed", "layers_removed", "bytes_freed".  *value is 0 for a
  * counter never touched. */
 int store_stat_get(struct store *s, const char *key, int64_t *value, alps_error **err);
+/* Add delta to counter key ("layer_hits", "layer_misses"). */
+int store_stat_bump(struct store *s, const char *key, int64_t delta, alps_error **err);
 
 #endif

@@ -100,13 +100,16 @@ int store_layer_usable(struct store *s, const char *digest, int64_t uid, bool *o
 	if (check_args(digest, "layer digest", uid, err) < 0)
 		return store_ctx(s, err, "checking access to a layer", NULL);
 	store_lock(s);
-	int r = sql_int(s, err, NULL,
+	_cleanup_free_ char *layer = NULL;
+	int r = store_canonical_locked(s, digest, &layer, err);
+	if (r > 0)
+		r = sql_int(s, err, NULL,
 			"SELECT 1 FROM layers l WHERE l.digest = ?1 AND ("
 			" EXISTS (SELECT 1 FROM layer_access la WHERE la.layer = ?1 AND"
 			"   la.uid IN (-1, ?2)) OR"
 			" EXISTS (SELECT 1 FROM image_layers il WHERE il.layer = ?1 AND "
 			USABLE_IMAGE("il.image", "?2") "))",
-			"si", digest, uid);
+			"si", layer, uid);
 	store_unlock(s);
 	if (r < 0)
 		return store_ctx(s, err, "checking access to layer", digest);
@@ -120,12 +123,13 @@ int store_layer_allow(struct store *s, const char *digest, int64_t uid, alps_err
 	    store_check_uid(uid, true, err) < 0)
 		return store_ctx(s, err, "recording access to a layer", NULL);
 	store_lock(s);
-	int r = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s", digest);
+	_cleanup_free_ char *layer = NULL;
+	int r = store_canonical_locked(s, digest, &layer, err);
 	if (r == 0)
 		r = alps_fail(err, ALPS_E_NOT_FOUND, "no such layer");
 	if (r > 0)
 		r = sql_run(s, err, "INSERT OR IGNORE INTO layer_access(layer, uid) VALUES (?1, ?2)",
-			    "si", digest, uid < 0 ? (int64_t)-1 : uid);
+			    "si", layer, uid < 0 ? (int64_t)-1 : uid);
 	store_unlock(s);
 	return r < 0 ? store_ctx(s, err, "recording access to layer", digest) : 0;
 }

@@ -77,15 +77,16 @@ static int insert_layers(struct store *s, const struct commit_arg *a, int64_t no
 {
 	const char *digest = a->rec->digest;
 	for (size_t i = 0; i < a->nlayers; i++) {
-		int r = sql_int(s, err, NULL, "SELECT 1 FROM layers WHERE digest = ?1", "s",
-				a->layers[i]);
+		/* An alias stands for its layer (see store.h). */
+		_cleanup_free_ char *layer = NULL;
+		int r = store_canonical_locked(s, a->layers[i], &layer, err);
 		if (r == 0)
 			r = alps_fail(err, ALPS_E_NOT_FOUND, "layer %s is not in the store",
 				      a->layers[i]);
 		if (r < 0 || sql_run(s, err,
 				     "INSERT INTO image_layers(image, position, layer) "
 				     "VALUES (?1, ?2, ?3)",
-				     "sis", digest, (int64_t)i, a->layers[i]) < 0)
+				     "sis", digest, (int64_t)i, layer) < 0)
 			return -1;
 	}
 	/* IN: a layer listed twice counts once. */
@@ -385,6 +386,17 @@ int store_image_find(struct store *s, const char *what, int64_t uid, struct stor
 	if (r == 0)
 		r = load_image(s, digest, uid, true, img, err);
 	store_unlock(s);
+	/* What a user is given to mount (prepare) never has a layer a verify
+	 * found damaged: not found, a prepare pulls the image again, which
+	 * fetches that layer anew.  Admins (STORE_UID_ANY) see it as it is. */
+	for (size_t i = 0; r == 0 && uid != STORE_UID_ANY && i < img->nlayers; i++)
+		if (img->layers[i].damaged) {
+			r = alps_fail(err, ALPS_E_NOT_FOUND,
+				      "layer %s is damaged (alps verify found it); the next pull "
+				      "fetches it again", img->layers[i].digest);
+			store_image_free(img);
+			img = NULL;
+		}
 	if (r < 0) {
 		free(img);
 		return store_ctx(s, err, "looking up image", what);

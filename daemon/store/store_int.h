@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "common/digest.h"
 #include "daemon/store/store.h"
 
 struct store_hold {
@@ -31,6 +32,7 @@ struct store {
 	struct store_hold *holds;       /* owned; layers held by pulls */
 	size_t nholds;
 	uint64_t tmp_seq;
+	uint64_t reserved;      /* bytes admitted pulls may still add (store_admit()) */
 };
 
 void store_lock(struct store *s);
@@ -43,12 +45,19 @@ int store_ctx(struct store *s, alps_error **err, const char *doing, const char *
  * from sqlite's, and return -1. */
 int store_fail_sql(struct store *s, alps_error **err, const char *what);
 
+/* sha256 of the file open at fd, "sha256:<hex>".  Reads from offset 0
+ * with pread(). */
+int store_file_checksum(int fd, char out[DIGEST_STRLEN_MAX], alps_error **err);
+
 /* Validate digest ("what" names it in the message). */
 int store_check_digest(const char *digest, const char *what, alps_error **err);
 /* Layer file name "<algo>-<hex>.sqfs" of a valid digest.  Caller frees. */
 char *store_layer_file(const char *digest);
-/* Is digest held by a pull? */
+/* Is layer digest (or an alias of it) held by a pull? */
 bool store_held_locked(struct store *s, const char *digest);
+/* *out: the digest of the layer row of digest (itself or, for an alias,
+ * its layer's; caller frees): 1, or 0 with *out NULL if neither. */
+int store_canonical_locked(struct store *s, const char *digest, char **out, alps_error **err);
 
 /* Statements.  fmt lists the parameters to bind, one letter each:
  * 's' const char * (NULL binds NULL), 'i' int64_t.  Parameters are numbered
@@ -99,6 +108,25 @@ bool store_printable(const char *s, size_t max);
  * next start-up removes what is left. */
 void store_unlink_layer_files_locked(struct store *s, const struct store_strv *files);
 
+/* store_remove.c: a removal in progress. */
+struct removal {
+	struct store_removed counts;
+	struct store_strv files;        /* under layers/, to unlink after commit */
+};
+/* Inside a transaction: remove image digest (ALPS_E_BUSY naming the job
+ * if one uses it), dropping the layers that no image uses any more and no
+ * pull holds. */
+int store_remove_image_locked(struct store *s, const char *digest, struct removal *rm,
+			      alps_error **err);
+/* Inside a transaction: drop the rows of the layers of dead that no pull
+ * holds (their refcount is 0). */
+int store_drop_unused_locked(struct store *s, const struct store_strv *dead, struct removal *rm,
+			     alps_error **err);
+/* After store_tx() returned r: unlink the dropped files if it committed,
+ * add the counts to *total, clear *rm.  Returns r. */
+int store_removal_finish(struct store *s, int r, struct removal *rm,
+			 struct store_removed *total);
+
 /* store_image.c: uid in range (STORE_UID_ANY too if any_ok); a canonical
  * reference; *digest (caller frees) of the image uid may see that what
  * names (see store_image_find()), or ALPS_E_NOT_FOUND. */
@@ -128,7 +156,7 @@ int store_remove_entry(int dirfd, const char *name);
  * the order store_layer_from_row() reads from column col on. */
 #define STORE_LAYER_COLS \
 	"l.digest, l.diff_id, l.media_type, l.compressed_size, l.squashfs_size, " \
-	"l.file, l.refcount, l.last_used_ms"
+	"l.file, l.refcount, l.last_used_ms, l.damaged"
 void store_layer_from_row(struct store *s, sqlite3_stmt *st, int col, struct store_layer *l);
 /* *out = layer digest (caller frees), or NULL if there is none. */
 int store_load_layer_locked(struct store *s, const char *digest, struct store_layer **out,

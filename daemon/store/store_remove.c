@@ -13,11 +13,6 @@
 #include "common/log.h"
 #include "daemon/store/store_int.h"
 
-struct removal {
-	struct store_removed counts;
-	struct store_strv files;        /* under layers/, to unlink after commit */
-};
-
 struct removal_arg {
 	const char *what;               /* a digest, a reference... */
 	struct removal rm;
@@ -42,8 +37,8 @@ static int drop_layer(struct store *s, const char *digest, struct removal *rm, a
 
 /* Drop the rows of unused layers dead, except those a pull holds: they stay
  * as orphans for the pull's image. */
-static int drop_unused_layers(struct store *s, const struct store_strv *dead,
-			      struct removal *rm, alps_error **err)
+int store_drop_unused_locked(struct store *s, const struct store_strv *dead, struct removal *rm,
+			     alps_error **err)
 {
 	for (size_t i = 0; i < dead->n; i++) {
 		if (store_held_locked(s, dead->v[i]))
@@ -54,8 +49,7 @@ static int drop_unused_layers(struct store *s, const struct store_strv *dead,
 	return 0;
 }
 
-/* Inside a transaction. */
-static int remove_image(struct store *s, const char *digest, struct removal *rm,
+int store_remove_image_locked(struct store *s, const char *digest, struct removal *rm,
 			alps_error **err)
 {
 	_cleanup_free_ char *job = NULL;
@@ -80,7 +74,7 @@ static int remove_image(struct store *s, const char *digest, struct removal *rm,
 	if (r == 0)
 		r = sql_run(s, err, "DELETE FROM images WHERE digest = ?1", "s", digest);
 	if (r == 0)
-		r = drop_unused_layers(s, &dead, rm, err);
+		r = store_drop_unused_locked(s, &dead, rm, err);
 	if (r == 0)
 		r = store_stat_add_locked(s, "images_removed", 1, err);
 	store_strv_clear(&dead);
@@ -91,8 +85,8 @@ static int remove_image(struct store *s, const char *digest, struct removal *rm,
 
 /* After store_tx() returned r: unlink the dropped files if it committed, add
  * the counts to *total, release the list. */
-static int removal_finish(struct store *s, int r, struct removal *rm,
-			  struct store_removed *total)
+int store_removal_finish(struct store *s, int r, struct removal *rm,
+			 struct store_removed *total)
 {
 	if (r >= 0) {
 		store_unlink_layer_files_locked(s, &rm->files);
@@ -117,7 +111,7 @@ static int untag_tx(struct store *s, void *arg, alps_error **err)
 	    sql_int(s, err, &left, "SELECT count(*) FROM tags WHERE image = ?1", "s", digest) < 0)
 		return -1;
 	/* A refusal (in use) rolls the tag's deletion back too. */
-	return left > 0 ? 0 : remove_image(s, digest, &a->rm, err);
+	return left > 0 ? 0 : store_remove_image_locked(s, digest, &a->rm, err);
 }
 
 static int remove_tx(struct store *s, void *arg, alps_error **err)
@@ -126,7 +120,7 @@ static int remove_tx(struct store *s, void *arg, alps_error **err)
 	_cleanup_free_ char *digest = NULL;
 	if (store_resolve_locked(s, a->what, STORE_UID_ANY, &digest, err) < 0)
 		return -1;
-	return remove_image(s, digest, &a->rm, err);
+	return store_remove_image_locked(s, digest, &a->rm, err);
 }
 
 static int run_removal(struct store *s, int (*fn)(struct store *, void *, alps_error **),
@@ -136,7 +130,7 @@ static int run_removal(struct store *s, int (*fn)(struct store *, void *, alps_e
 	struct store_removed total = { 0 };
 	store_lock(s);
 	int r = store_tx(s, fn, &a, err);
-	removal_finish(s, r, &a.rm, &total);
+	store_removal_finish(s, r, &a.rm, &total);
 	store_unlock(s);
 	if (removed)
 		*removed = total;
@@ -167,81 +161,6 @@ int store_image_remove(struct store *s, const char *what, struct store_removed *
 	return 0;
 }
 
-/* ---- collection ------------------------------------------------------- */
-
-static int gc_orphans_tx(struct store *s, void *arg, alps_error **err)
-{
-	struct removal *rm = arg;
-	struct store_strv dead = { 0 };
-	int r = store_collect(s, &dead, "SELECT digest FROM layers WHERE refcount = 0", NULL, err);
-	if (r == 0)
-		r = drop_unused_layers(s, &dead, rm, err);
-	store_strv_clear(&dead);
-	return r;
-}
-
-/* Remove the least recently used image that may go, if the layers take
- * more than max_bytes: 1 if one went, 0 if within the limit, -1 on error
- * (ALPS_E_LIMIT if no image may go). */
-static int gc_step_locked(struct store *s, uint64_t max_bytes, struct store_removed *total,
-			  alps_error **err)
-{
-	int64_t used = 0;
-	if (sql_int(s, err, &used, "SELECT coalesce(sum(squashfs_size), 0) FROM layers", NULL) < 0)
-		return -1;
-	if ((uint64_t)used <= max_bytes)
-		return 0;
-	struct removal_arg a = { 0 };
-	_cleanup_free_ char *victim = NULL;
-	if (sql_text(s, err, &victim,
-		     "SELECT digest FROM images i WHERE pinned = 0 AND NOT EXISTS "
-		     "(SELECT 1 FROM jobs j WHERE j.image = i.digest) "
-		     "ORDER BY last_used_ms, digest LIMIT 1",
-		     NULL) < 0)
-		return -1;
-	if (!victim) {
-		char have[32], limit[32];
-		return alps_fail(err, ALPS_E_LIMIT,
-				 "layers take %s, over the limit of %s, and every image left is "
-				 "pinned or in use by a job",
-				 format_size((uint64_t)used, have, sizeof(have)),
-				 format_size(max_bytes, limit, sizeof(limit)));
-	}
-	a.what = victim;
-	if (removal_finish(s, store_tx(s, remove_tx, &a, err), &a.rm, total) < 0)
-		return -1;
-	return 1;
-}
-
-int store_gc(struct store *s, uint64_t max_bytes, struct store_removed *removed,
-	     alps_error **err)
-{
-	struct store_removed total = { 0 };
-	struct removal rm = { 0 };
-	store_lock(s);
-	int r = removal_finish(s, store_tx(s, gc_orphans_tx, &rm, err), &rm, &total);
-	store_unlock(s);
-	/* One image per transaction, the mutex released between them: a large
-	 * collection must not stall the event loop's calls. */
-	while (r == 0) {
-		store_lock(s);
-		r = gc_step_locked(s, max_bytes, &total, err);
-		store_unlock(s);
-		if (r == 0)
-			break;
-		if (r > 0)
-			r = 0;
-	}
-	if (removed)
-		*removed = total;
-	if (total.images || total.layers) {
-		char freed[32];
-		log_info("store %s: collected %u images and %u layers, %s", s->dir, total.images,
-			 total.layers, format_size(total.bytes_freed, freed, sizeof(freed)));
-	}
-	return r < 0 ? store_ctx(s, err, "collecting", NULL) : 0;
-}
-
 /* ---- usage ------------------------------------------------------------ */
 
 static int df_locked(struct store *s, struct store_usage *out, alps_error **err)
@@ -253,7 +172,9 @@ static int df_locked(struct store *s, struct store_usage *out, alps_error **err)
 		" (SELECT count(*) FROM layers), (SELECT count(*) FROM images WHERE pinned = 1),"
 		" (SELECT count(*) FROM layers WHERE refcount = 0),"
 		" (SELECT coalesce(sum(squashfs_size), 0) FROM layers WHERE refcount = 0),"
-		" (SELECT count(*) FROM jobs)",
+		" (SELECT count(*) FROM jobs),"
+		" (SELECT coalesce(sum(squashfs_size), 0) FROM layers WHERE refcount > 1),"
+		" (SELECT count(*) FROM layer_aliases)",
 		NULL);
 	if (!st)
 		return -1;
@@ -267,6 +188,8 @@ static int df_locked(struct store *s, struct store_usage *out, alps_error **err)
 		out->orphan_layers = sql_col_u64(st, 5);
 		out->orphan_bytes = sql_col_u64(st, 6);
 		out->jobs = sql_col_u64(st, 7);
+		out->shared_bytes = sql_col_u64(st, 8);
+		out->aliases = sql_col_u64(st, 9);
 	}
 	sqlite3_finalize(st);
 	return r < 0 ? -1 : 0;

@@ -118,6 +118,28 @@ static const char schema_v3[] =
 	"  PRIMARY KEY (layer, uid)"
 	") WITHOUT ROWID;";
 
+/* Version 4: layers deduplicated by their uncompressed content, and their
+ * integrity.  The same
+ * tar compressed two ways (gzip, zstd) has two blob digests and one
+ * diff_id: the second blob becomes an alias of the first one's layer, with
+ * no file of its own.  Images and access rows name the layer, never the
+ * alias. */
+static const char schema_v4[] =
+	"CREATE TABLE layer_aliases ("
+	"  digest          TEXT PRIMARY KEY NOT NULL,"
+	"  layer           TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,"
+	"  media_type      TEXT NOT NULL,"
+	"  compressed_size INTEGER NOT NULL CHECK (compressed_size >= 0)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX layer_aliases_layer ON layer_aliases(layer);"
+	"CREATE INDEX layers_diff_id ON layers(diff_id);"
+	/* Integrity: checksum, the sha256 of the squashfs file as committed
+	 * (NULL for older rows until a verify records it); damaged, set by a
+	 * verify that found the file changed: the layer counts as missing
+	 * until a pull fetches it again. */
+	"ALTER TABLE layers ADD COLUMN checksum TEXT;"
+	"ALTER TABLE layers ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0 CHECK (damaged IN (0, 1));";
+
 static const struct migration {
 	int version;            /* user_version after the step */
 	const char *sql;
@@ -125,6 +147,7 @@ static const struct migration {
 	{ 1, schema_v1 },
 	{ 2, schema_v2 },
 	{ 3, schema_v3 },
+	{ 4, schema_v4 },
 };
 
 _Static_assert(ARRAY_SIZE(migrations) == STORE_SCHEMA_VERSION,
