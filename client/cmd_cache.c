@@ -29,7 +29,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/image/squash.h"
+#include "daemon/squash/squash.h"
 #include "daemon/image/stream.h"
 
 /* "90", "90s", "30m", "12h", "7d", "2w" in seconds; -1 if malformed. */
