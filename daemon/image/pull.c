@@ -13,13 +13,13 @@
 #include "common/log.h"
 #include "common/ref.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/squash/squash.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define PIPE_BYTES (8u << 20)          /* HTTP -> converter buffer per layer */
 #define TICK_MS 250                     /* progress to waiters */

@@ -27,20 +27,20 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/ref.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/hooks/hooks.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/place.h"
-#include "daemon/jobenv.h"
-#include "daemon/runjobs.h"
+#include "daemon/job/jobenv.h"
+#include "daemon/ops/runjobs.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define MAX_GROUPS 256
 
@@ -716,7 +716,7 @@ static int prep_check(struct prep *p, alps_error **err)
 	return 0;
 }
 
-int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	if (!req->prepare)
 		return alps_fail(err, ALPS_E_PROTOCOL, "prepare request without its body");
@@ -738,6 +738,11 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+/* Checks inside: users may 'alps run' their own. */
+const struct handler handler_prepare = {
+	ALPS__REQUEST__OP_PREPARE, "prepare", PRIV_USER, op_prepare,
+};
 
 /* ---- release ---- */
 
@@ -857,7 +862,7 @@ static int rel_submit(struct rel *r, alps_error **err)
 	return -1;
 }
 
-int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const char *job = req->release ? req->release->job : NULL;
 	if (!job || !job_id_valid(job))
@@ -874,6 +879,11 @@ int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 		runjob_releasing(job);
 	return rel_submit(r, err);
 }
+
+/* Checks inside: users may release their own 'alps run' jobs. */
+const struct handler handler_release = {
+	ALPS__REQUEST__OP_RELEASE, "release", PRIV_USER, op_release,
+};
 
 int job_release_background(struct daemon *d, const char *job, const char *why)
 {
@@ -954,7 +964,7 @@ static void jobs_done(void *arg)
 	free(l);
 }
 
-int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct jlist *l = xzalloc(sizeof(*l));
 	l->rq = request_ref(rq);
@@ -967,3 +977,7 @@ int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+const struct handler handler_jobs = {
+	ALPS__REQUEST__OP_JOBS, "jobs", PRIV_USER, op_jobs,
+};

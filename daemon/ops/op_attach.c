@@ -24,13 +24,13 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/jobenv.h"
-#include "daemon/slurmenv.h"
+#include "daemon/server/handlers.h"
+#include "daemon/job/jobenv.h"
+#include "daemon/job/slurmenv.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -200,7 +200,7 @@ static Alps__AttachRequest *copy_request(const Alps__AttachRequest *a)
 	return alps__attach_request__unpack(NULL, len, buf);
 }
 
-int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	if (check_request(req->attach, err) < 0)
 		return -1;
@@ -221,3 +221,8 @@ int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+/* The SPANK plugin in slurmstepd (root): a namespace fd for a task. */
+const struct handler handler_attach = {
+	ALPS__REQUEST__OP_ATTACH, "attach", PRIV_ADMIN, op_attach,
+};
