@@ -526,7 +526,7 @@ int main(int argc, char **argv)
 	d.pool = work_pool_new(d.base, pool_threads(d.cfg), &err);
 	if (!d.pool)
 		log_fatal("%s", err->msg);
-	d.puller = puller_new(&d);
+	d.puller = puller_new(d.base, d.store, d.pool, (unsigned)d.cfg->max_parallel_layers);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
 	runjobs_start(&d);

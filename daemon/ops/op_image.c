@@ -112,6 +112,7 @@ static int op_pull(struct request *rq, const Alps__Request *req, alps_error **er
 		creds[i].identity_token = pr->credentials[i]->identity_token;
 	}
 	struct pull_request preq = {
+		.cfg = d->cfg,
 		.reference = pr->reference, .platform = pr->platform,
 		.uid = request_peer(rq)->uid, .creds = creds, .ncreds = pr->n_credentials,
 	};

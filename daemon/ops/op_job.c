@@ -605,8 +605,9 @@ static void prep_resolved(void *arg)
 		fabric_lookup_pin(p->d->fabric, p->job, p->image_ref) : NULL;
 	_cleanup_free_ char *by_digest = pinned && !strchr(p->image_ref, '@') ?
 		xasprintf("%s@%s", p->image_ref, pinned) : NULL;
-	struct pull_request pr = { .reference = by_digest ? by_digest : p->image_ref,
-				   .uid = p->uid };
+	struct pull_request pr = {
+		.cfg = p->snap.cfg, .reference = by_digest ? by_digest : p->image_ref, .uid = p->uid,
+	};
 	if (puller_pull(p->d->puller, &pr, &prep_pull_ops, p, &err) < 0)
 		return prep_fail(p, err);
 }
