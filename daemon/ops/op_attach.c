@@ -89,8 +89,9 @@ static void attach_lookup(void *arg)
 			  a->job, (unsigned)at->job->uid, (unsigned)a->uid);
 		return;
 	}
-	if (strcmp(at->job->state, "ready") != 0) {
-		alps_fail(&at->err, ALPS_E_BUSY, "job %s is %s, not ready", a->job, at->job->state);
+	if (at->job->state != STORE_JOB_READY) {
+		alps_fail(&at->err, ALPS_E_BUSY, "job %s is %s, not ready", a->job,
+			  store_job_state_name(at->job->state));
 		return;
 	}
 	at->nsfd = open_pin(at->run_dir, a->job, &at->err);

@@ -165,8 +165,9 @@ static int find_job(struct xe *x, struct store_job **job, alps_error **err)
 	if (x->uid != (*job)->uid && !x->admin)
 		return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not "
 				 "enter it", x->job, (unsigned)(*job)->uid, (unsigned)x->uid);
-	if (strcmp((*job)->state, "ready") != 0)
-		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job, (*job)->state);
+	if ((*job)->state != STORE_JOB_READY)
+		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job,
+				 store_job_state_name((*job)->state));
 	return 0;
 }
 

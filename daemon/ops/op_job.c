@@ -427,7 +427,7 @@ static int prep_record(struct prep *p, alps_error **err)
 	}
 	struct store_job row = {
 		.id = p->job, .uid = p->uid, .user = p->user_name,
-		.image_digest = p->img ? p->img->digest : NULL, .state = (char *)"preparing",
+		.image_digest = p->img ? p->img->digest : NULL, .state = STORE_JOB_PREPARING,
 		.environment_json = p->env_json, .mounts = NULL,
 	};
 	if (store_job_insert(p->d->store, &row, err) < 0)
@@ -443,7 +443,7 @@ static int prep_mark_ready(struct prep *p, alps_error **err)
 {
 	_cleanup_free_ char *mounts = jobenv_mounts_text(&p->ns);
 	if (store_job_set_mounts(p->d->store, p->job, mounts, err) == 0 &&
-	    store_job_update_state(p->d->store, p->job, "ready", err) == 0)
+	    store_job_update_state(p->d->store, p->job, STORE_JOB_READY, err) == 0)
 		return 0;
 	alps_error *e2 = NULL;
 	if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
@@ -576,7 +576,7 @@ static void prep_existing(struct prep *p)
 	const struct store_job *job = p->existing;
 	_cleanup_free_ char *fp = jobenv_fingerprint(job->environment_json);
 	bool same = fp && p->fingerprint && strcmp(fp, p->fingerprint) == 0;
-	if (same && strcmp(job->state, "ready") == 0) {
+	if (same && job->state == STORE_JOB_READY) {
 		prep_reply(p, true);
 		prep_free(p);
 		return;
@@ -931,7 +931,7 @@ static void jobs_reply(struct request *rq, const struct store_job *jobs, size_t 
 		infos[i].uid = (uint32_t)jobs[i].uid;
 		infos[i].user = jobs[i].user;
 		infos[i].image = jobs[i].image_digest ? jobs[i].image_digest : (char *)"";
-		infos[i].state = jobs[i].state;
+		infos[i].state = (char *)store_job_state_name(jobs[i].state);
 		infos[i].created_ms = jobs[i].created_ms;
 		size_t nm = 0;
 		mounts[i] = jobenv_split_lines(jobs[i].mounts, &nm);
