@@ -1,5 +1,5 @@
 /* digest.c: see digest.h. */
-#include "config.h"
+#include <config.h>
 
 #include <string.h>
 

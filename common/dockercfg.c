@@ -1,5 +1,5 @@
 /* dockercfg.c: see dockercfg.h. */
-#include "config.h"
+#include <config.h>
 
 #include <jansson.h>
 #include <stdlib.h>

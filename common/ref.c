@@ -1,5 +1,5 @@
 /* ref.c: image references (see ref.h for the grammar). */
-#include "config.h"
+#include <config.h>
 
 #include <arpa/inet.h>
 #include <stdlib.h>

@@ -15,7 +15,7 @@
  * This file is the parser proper; strings (and the UTF-8 check) are in
  * toml_string.c, numbers, dates and times in toml_number.c, what they share
  * (peek_at() among it) in toml_int.h. */
-#include "config.h"
+#include <config.h>
 
 #include "common/toml_int.h"
 

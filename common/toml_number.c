@@ -1,6 +1,6 @@
 /* toml_number.c: integers, floats, and the four kinds of dates and
  * times. */
-#include "config.h"
+#include <config.h>
 
 #include "common/toml_int.h"
 

@@ -1,6 +1,6 @@
 /* toml_string.c: UTF-8 (checked once, up front) and the four kinds
  * of TOML strings. */
-#include "config.h"
+#include <config.h>
 
 #include "common/toml_int.h"
 

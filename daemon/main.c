@@ -17,19 +17,19 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/cache.h"
-#include "daemon/runjobs.h"
+#include "daemon/server/handlers.h"
+#include "daemon/ops/runjobs.h"
+#include "daemon/ops/cache.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/topology.h"
-#include "daemon/sdnotify.h"
-#include "daemon/server.h"
+#include "daemon/server/sdnotify.h"
+#include "daemon/server/server.h"
 #include "daemon/store/store.h"
 
 struct cmdline {
@@ -527,7 +527,7 @@ int main(int argc, char **argv)
 	d.pool = work_pool_new(d.base, pool_threads(d.cfg), &err);
 	if (!d.pool)
 		log_fatal("%s", err->msg);
-	d.puller = puller_new(&d);
+	d.puller = puller_new(d.base, d.store, d.pool, (unsigned)d.cfg->max_parallel_layers);
 	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
 		log_fatal("%s", err->msg);
 	runjobs_start(&d);

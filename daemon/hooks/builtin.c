@@ -26,7 +26,7 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/hooks/hooks.h"
 
 /* An annotation "true" or "false"; dflt when absent. */

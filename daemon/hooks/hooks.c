@@ -9,11 +9,11 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/hooks/cdi.h"
 #include "daemon/hooks/hooks.h"
 #include "daemon/hooks/oci.h"
-#include "daemon/jobenv.h"
+#include "daemon/job/jobenv.h"
 
 #define HOOK_MAX_ITEMS 4096     /* devices, mounts, variables of one job */
 

@@ -15,7 +15,7 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/hooks/cdi.h"
 #include "daemon/hooks/hooks.h"
 #include "daemon/hooks/oci.h"

@@ -1,5 +1,5 @@
 /* manifest.c: see manifest.h. */
-#include "config.h"
+#include <config.h>
 
 #include <inttypes.h>
 #include <jansson.h>

@@ -13,14 +13,13 @@
 #include "common/log.h"
 #include "common/ref.h"
 #include "common/util.h"
-#include "daemon/cache.h"
-#include "daemon/config.h"
-#include "daemon/daemon.h"
+#include "daemon/store/policy.h"
+#include "daemon/settings.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/squash/squash.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define PIPE_BYTES (8u << 20)          /* HTTP -> converter buffer per layer */
 #define TICK_MS 250                     /* progress to waiters */
@@ -93,7 +92,9 @@ struct inflight {
 };
 
 struct puller {
-	struct daemon *d;
+	struct event_base *base;
+	struct store *store;
+	struct work_pool *pool;
 	struct pull *pulls;             /* loop thread only */
 	size_t npulls;
 	atomic_bool stopping;
@@ -209,7 +210,7 @@ static int check_diff_id(const struct layer_job *job, const struct squash_result
  * a whole layer), and their downloads with them. */
 static unsigned layer_share(struct pull *pl)
 {
-	unsigned pool = work_pool_size(pl->p->d->pool);
+	unsigned pool = work_pool_size(pl->p->pool);
 	pthread_mutex_lock(&pl->lock);
 	size_t left = pl->tasks_left;
 	pthread_mutex_unlock(&pl->lock);
@@ -222,7 +223,7 @@ static unsigned layer_share(struct pull *pl)
 /* Stream one layer from the registry into a squashfs file and commit it. */
 static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **err)
 {
-	struct store *st = pl->p->d->store;
+	struct store *st = pl->p->store;
 	const struct layer *l = job->layer;
 	_cleanup_free_ char *tmp = store_tmp_path(st);
 	struct fetch_ctx fc = { .pl = pl, .job = job, .cb = chanbuf_new(PIPE_BYTES) };
@@ -236,7 +237,7 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 		.compressor = pl->opts.compressor, .level = pl->opts.level,
 		.threads = layer_share(pl), .max_entries = pl->opts.max_entries,
 		.max_tar_bytes = pl->opts.max_tar_bytes,
-		.budget = work_pool_budget(pl->p->d->pool),
+		.budget = work_pool_budget(pl->p->pool),
 	};
 	struct squash_result res;
 	int rc = -1;
@@ -299,7 +300,7 @@ static int prove_access(struct pull *pl, struct layer_job *job, alps_error **err
 	job_set(pl, job, "verifying");
 	if (registry_fetch_layer(pl->session, &l->desc, count_sink, &fc, err) < 0)
 		return alps_error_prefix(err, "layer %s", l->desc.digest);
-	return store_layer_allow(pl->p->d->store, l->desc.digest, pl->owner, err);
+	return store_layer_allow(pl->p->store, l->desc.digest, pl->owner, err);
 }
 
 /* A layer the store has serves this pull only if its content is what the
@@ -314,7 +315,7 @@ static int cached_check(struct pull *pl, struct layer_job *job, const struct sto
 				 "layer %s: its uncompressed content is %s, but the image config "
 				 "says %s", digest, have->diff_id, job->diff_id);
 	bool ok = false;
-	if (store_layer_usable(pl->p->d->store, digest, pl->uid, &ok, err) < 0)
+	if (store_layer_usable(pl->p->store, digest, pl->uid, &ok, err) < 0)
 		return -1;
 	if (ok)
 		return 0;
@@ -329,14 +330,14 @@ static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps
 {
 	struct puller *p = pl->p;
 	const char *digest = job->layer->desc.digest;
-	if (store_layer_hold(p->d->store, digest, err) < 0)
+	if (store_layer_hold(p->store, digest, err) < 0)
 		return -1;
 	job->held = true;
 	for (;;) {
 		if (atomic_load(&p->stopping))
 			return alps_fail(err, ALPS_E_CANCELLED, "alpsd is stopping");
 		struct store_layer *have = NULL;
-		if (store_layer_get(p->d->store, digest, &have, err) == 0) {
+		if (store_layer_get(p->store, digest, &have, err) == 0) {
 			int rc = cached_check(pl, job, have, fetched, err);
 			store_layer_free(have);
 			return rc;
@@ -417,7 +418,7 @@ static int pull_layers(struct pull *pl, alps_error **err)
 	pl->tasks_left = m->nlayers;
 	pthread_mutex_unlock(&pl->lock);
 	for (size_t i = 0; i < m->nlayers; i++)
-		work_pool_run(pl->p->d->pool, layer_task, &jobs[i]);
+		work_pool_run(pl->p->pool, layer_task, &jobs[i]);
 	pthread_mutex_lock(&pl->lock);
 	while (pl->tasks_left > 0)
 		pthread_cond_wait(&pl->tasks_done, &pl->lock);
@@ -461,7 +462,7 @@ static int pull_commit(struct pull *pl, alps_error **err)
 	}
 	struct store_origin from = { .origin = pl->origin, .uid = pl->uid,
 				     .private = pl->owner != STORE_PUBLIC };
-	int rc = store_image_commit(pl->p->d->store, &rec, digests, img->manifest.nlayers, tag,
+	int rc = store_image_commit(pl->p->store, &rec, digests, img->manifest.nlayers, tag,
 				    &from, err);
 	free(digests);
 	return rc;
@@ -471,7 +472,7 @@ static void pull_release_holds(struct pull *pl)
 {
 	for (size_t i = 0; i < pl->njobs; i++)
 		if (pl->jobs[i].held)
-			store_layer_release(pl->p->d->store, pl->jobs[i].layer->desc.digest);
+			store_layer_release(pl->p->store, pl->jobs[i].layer->desc.digest);
 }
 
 /* ---- admission under store.max_size ---- */
@@ -489,7 +490,7 @@ static bool layer_seen(const struct manifest *m, size_t i)
  * first: an eviction to make room must not take one this pull reuses. */
 static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
 {
-	struct store *st = pl->p->d->store;
+	struct store *st = pl->p->store;
 	const struct manifest *m = &pl->img.manifest;
 	int64_t hits = 0, misses = 0;
 	*need = 0;
@@ -530,7 +531,7 @@ static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
  * the pull needs and what stays. */
 static int pull_admit(struct pull *pl, alps_error **err)
 {
-	struct store *st = pl->p->d->store;
+	struct store *st = pl->p->store;
 	uint64_t limit = 0, low = 0, need = 0;
 	if (cache_limits(st, &pl->opts.policy, &limit, &low, err) < 0 ||
 	    admit_need(pl, &need, err) < 0)
@@ -545,7 +546,7 @@ static int pull_admit(struct pull *pl, alps_error **err)
 
 static void pull_admit_end(struct pull *pl)
 {
-	struct store *st = pl->p->d->store;
+	struct store *st = pl->p->store;
 	const struct manifest *m = &pl->img.manifest;
 	if (pl->admit_held)
 		for (size_t i = 0; i < m->nlayers; i++)
@@ -701,9 +702,9 @@ static int config_from_store(void *arg, const char *manifest_digest, const char 
 	struct puller *p = pl->p;
 	struct store_image *img = NULL;
 	bool ok = false;
-	if (store_image_usable(p->d->store, manifest_digest, pl->uid, &ok, NULL) < 0 || !ok)
+	if (store_image_usable(p->store, manifest_digest, pl->uid, &ok, NULL) < 0 || !ok)
 		return -1;
-	if (store_image_find(p->d->store, manifest_digest, STORE_UID_ANY, &img, NULL) < 0)
+	if (store_image_find(p->store, manifest_digest, STORE_UID_ANY, &img, NULL) < 0)
 		return -1;
 	int rc = -1;
 	if (img->config_json && img->config_digest && strcmp(img->config_digest, config_digest) == 0) {
@@ -736,7 +737,6 @@ static bool has_creds_for(const struct pull_request *req, const char *host)
 static int pull_new(struct puller *p, const struct pull_request *req, const char *key,
 		    struct image_ref *ref, struct pull **out, alps_error **err)
 {
-	struct daemon *d = p->d;
 	struct pull *pl = xzalloc(sizeof(*pl));
 	pthread_mutex_init(&pl->lock, NULL);
 	pthread_cond_init(&pl->tasks_done, NULL);
@@ -749,23 +749,23 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->owner = has_creds_for(req, pl->ref.registry) ? (int64_t)req->uid : STORE_PUBLIC;
 	pl->uid = (int64_t)req->uid;
 	pl->origin = xasprintf("%s/%s", pl->ref.registry, pl->ref.repository);
-	opts_from_config(&pl->opts, d->cfg);
+	opts_from_config(&pl->opts, req->cfg);
 	/* A layer asks for up to the pool's size in compressor threads (the
 	 * shared budget decides how many it gets), 8 at most: beyond that
 	 * one tar reader cannot keep them busy. */
-	unsigned pool = work_pool_size(d->pool);
+	unsigned pool = work_pool_size(p->pool);
 	pl->opts.workers = pool > 8 ? 8 : pool ? pool : 1;
 	if (req->platform && *req->platform) {
 		if (manifest_platform_parse(req->platform, &pl->platform, err) < 0)
 			goto fail;
 		pl->has_platform = true;
 	}
-	pl->session = registry_session_new(d->cfg, &pl->ref, req->creds, req->ncreds, err);
+	pl->session = registry_session_new(req->cfg, &pl->ref, req->creds, req->ncreds, err);
 	if (!pl->session)
 		goto fail;
 	registry_set_config_source(pl->session, config_from_store, pl);
-	pl->ev_done = event_new(d->base, -1, 0, on_done, pl);
-	pl->ev_tick = event_new(d->base, -1, EV_PERSIST, on_tick, pl);
+	pl->ev_done = event_new(p->base, -1, 0, on_done, pl);
+	pl->ev_tick = event_new(p->base, -1, EV_PERSIST, on_tick, pl);
 	*out = pl;
 	return 0;
 fail:
@@ -779,7 +779,7 @@ int puller_pull(struct puller *p, const struct pull_request *req,
 	if (atomic_load(&p->stopping))
 		return alps_fail(err, ALPS_E_UNAVAILABLE, "alpsd is stopping");
 	struct image_ref ref;
-	if (ref_parse(req->reference, p->d->cfg->default_registry, &ref, err) < 0)
+	if (ref_parse(req->reference, req->cfg->default_registry, &ref, err) < 0)
 		return -1;
 	_cleanup_free_ char *canon = ref_format(&ref);
 	bool private = has_creds_for(req, ref.registry);
@@ -823,12 +823,15 @@ size_t puller_active(const struct puller *p)
 	return p->npulls;
 }
 
-struct puller *puller_new(struct daemon *d)
+struct puller *puller_new(struct event_base *base, struct store *store, struct work_pool *pool,
+			  unsigned max_parallel)
 {
 	struct puller *p = xzalloc(sizeof(*p));
-	p->d = d;
+	p->base = base;
+	p->store = store;
+	p->pool = pool;
 	atomic_init(&p->stopping, false);
-	sem_init(&p->slots, 0, (unsigned)d->cfg->max_parallel_layers);
+	sem_init(&p->slots, 0, max_parallel);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	return p;

@@ -21,8 +21,11 @@
 #include "common/dockercfg.h"
 #include "common/error.h"
 
-struct daemon;
+struct config;
+struct event_base;
 struct puller;
+struct store;
+struct work_pool;
 
 struct pull_layer_status {
 	char digest[80];
@@ -56,6 +59,7 @@ struct pull_waiter_ops {
 };
 
 struct pull_request {
+	const struct config *cfg;               /* the settings it starts with (copied) */
 	const char *reference;
 	const char *platform;                   /* "" or NULL: config / node */
 	uid_t uid;                              /* who asks */
@@ -63,7 +67,11 @@ struct pull_request {
 	size_t ncreds;
 };
 
-struct puller *puller_new(struct daemon *d);
+/* Pulls run on pool (conversions) and threads of their own (downloads),
+ * commit to store, and report on base's loop; at most max_parallel
+ * layers convert at once over all pulls. */
+struct puller *puller_new(struct event_base *base, struct store *store, struct work_pool *pool,
+			  unsigned max_parallel);
 /* At stop: running pulls give up soon (downloads end, layers not started
  * are skipped); nothing waits here. */
 void puller_stop(struct puller *p);

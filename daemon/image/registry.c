@@ -4,7 +4,7 @@
  * how; here), one HTTP exchange on a curl easy handle (struct xfer,
  * registry_http.c), the retry and re-authentication loop around it and the
  * token flow (registry_auth.c), then manifests, blobs and resolution (here). */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/image/registry_int.h"
 

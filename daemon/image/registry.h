@@ -36,7 +36,7 @@
 #include "common/dockercfg.h"
 #include "common/error.h"
 #include "common/ref.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "manifest.h"
 
 struct registry_session;

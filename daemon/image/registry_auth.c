@@ -1,6 +1,6 @@
 /* registry_auth.c: authentication: challenges, the token flow, and
  * xfer_run(), the retry and re-authentication loop around one exchange. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/image/registry_int.h"
 

@@ -1,6 +1,6 @@
 /* registry_http.c: one HTTP exchange on a curl easy handle (struct
  * xfer): its options, its header and body callbacks, and what its failure means. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/image/registry_int.h"
 

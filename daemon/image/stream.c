@@ -1,5 +1,5 @@
 /* stream.c: byte sources, decompressors and the chanbuf (see stream.h). */
-#include "config.h"
+#include <config.h>
 
 #include <errno.h>
 #include <pthread.h>

@@ -29,7 +29,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/fabric_msg.h"
 

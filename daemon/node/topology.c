@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/node/place.h"
 #include "daemon/node/topology.h"
 

@@ -19,10 +19,10 @@
  * The files: this one drives a conversion (options, the writers, the end);
  * squash_tar.c reads the tar into the tree of squash_tree.c, squash_write.c
  * writes that tree and the tables, squash_out.c is the output file. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/squash/squash_int.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 /* --- errors --- */
 

@@ -34,7 +34,7 @@
 
 #include "common/log.h"
 #include "daemon/squash/squash.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define READ_BUF_SIZE (1u << 20)       /* libarchive reads the tar in pieces this big */
 #define PROGRESS_EVERY (8ull << 20)

@@ -1,5 +1,5 @@
 /* squash_out.c: the output file as libsquashfs sees it (struct out_file). */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/squash/squash_int.h"
 

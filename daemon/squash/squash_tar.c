@@ -1,6 +1,6 @@
 /* squash_tar.c: reading the tar: each entry checked, normalised and
  * placed in the tree; regular file data goes to the block processor. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/squash/squash_int.h"
 

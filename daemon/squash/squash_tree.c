@@ -1,6 +1,6 @@
 /* squash_tree.c: the in-memory tree of a layer: dentries (names, in a
  * keyed hash table by parent and name) and the inodes they point at. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/squash/squash_int.h"
 

@@ -1,6 +1,6 @@
 /* squash_write.c: writing the tree after the tar: inodes children
  * first, directories, then the fragment, id and xattr tables and the superblock. */
-#include "config.h"
+#include <config.h>
 
 #include "daemon/squash/squash_int.h"
 

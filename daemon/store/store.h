@@ -365,13 +365,22 @@ void store_images_free(struct store_image *imgs, size_t n);
 
 /* ---- jobs ------------------------------------------------------------- */
 
+/* Where a job is; stored as its name. */
+enum store_job_state {
+	STORE_JOB_UNKNOWN = 0,  /* a row this code cannot read the state of */
+	STORE_JOB_PREPARING,    /* the row exists, the namespace is being built */
+	STORE_JOB_READY,        /* prepared: exec and attach may enter */
+};
+/* "preparing", "ready" ("unknown" for anything else). */
+const char *store_job_state_name(enum store_job_state s);
+
 /* A job's row.  All fields owned (borrowed in store_job_insert()). */
 struct store_job {
 	char *id;               /* [A-Za-z0-9_.+-], at most STORE_JOB_ID_MAX */
 	uid_t uid;
 	char *user;
 	char *image_digest;     /* the image it uses, or NULL */
-	char *state;            /* the job module's words: "preparing", "ready"... */
+	enum store_job_state state;
 	uint64_t created_ms;    /* 0 in store_job_insert(): now */
 	char *environment_json; /* may be NULL */
 	char *mounts;           /* may be NULL */
@@ -387,7 +396,8 @@ int store_job_get(struct store *s, const char *id, struct store_job **out, alps_
  * store_jobs_free(*out, *n). */
 int store_job_list(struct store *s, int64_t uid, struct store_job **out, size_t *n,
 		   alps_error **err);
-int store_job_update_state(struct store *s, const char *id, const char *state, alps_error **err);
+int store_job_update_state(struct store *s, const char *id, enum store_job_state state,
+			   alps_error **err);
 /* ALPS_E_NOT_FOUND if absent. */
 int store_job_delete(struct store *s, const char *id, alps_error **err);
 /* Record the job's mounts (text, one a line) once its namespace exists. */

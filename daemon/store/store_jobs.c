@@ -31,11 +31,30 @@ static int check_job_id(const char *id, alps_error **err)
 			 esc, STORE_JOB_ID_MAX - 1);
 }
 
-static int check_state(const char *state, alps_error **err)
+static const char *const state_names[] = {
+	[STORE_JOB_UNKNOWN] = "unknown",
+	[STORE_JOB_PREPARING] = "preparing",
+	[STORE_JOB_READY] = "ready",
+};
+
+const char *store_job_state_name(enum store_job_state s)
 {
-	if (state && store_printable(state, 32))
+	return (unsigned)s < ARRAY_SIZE(state_names) ? state_names[s] : state_names[0];
+}
+
+static enum store_job_state state_parse(const char *name)
+{
+	for (size_t i = 1; name && i < ARRAY_SIZE(state_names); i++)
+		if (strcmp(state_names[i], name) == 0)
+			return (enum store_job_state)i;
+	return STORE_JOB_UNKNOWN;
+}
+
+static int check_state(enum store_job_state state, alps_error **err)
+{
+	if (state == STORE_JOB_PREPARING || state == STORE_JOB_READY)
 		return 0;
-	return alps_fail(err, ALPS_E_INVALID, "job state missing or not printable");
+	return alps_fail(err, ALPS_E_INVALID, "job state %d is not one a job can be in", (int)state);
 }
 
 static int check_job(const struct store_job *job, alps_error **err)
@@ -69,7 +88,7 @@ static int insert_job_tx(struct store *s, void *arg, alps_error **err)
 	return sql_run(s, err,
 		       "INSERT INTO jobs(" JOB_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 		       "sisssiss", job->id, (int64_t)job->uid, job->user, job->image_digest,
-		       job->state, job->created_ms ? (int64_t)job->created_ms : now,
+		       store_job_state_name(job->state), job->created_ms ? (int64_t)job->created_ms : now,
 		       job->environment_json, job->mounts);
 }
 
@@ -89,7 +108,8 @@ static void job_from_row(sqlite3_stmt *st, struct store_job *job)
 	job->uid = (uid_t)sqlite3_column_int64(st, 1);
 	job->user = sql_col_str(st, 2);
 	job->image_digest = sql_col_str(st, 3);
-	job->state = sql_col_str(st, 4);
+	_cleanup_free_ char *state = sql_col_str(st, 4);
+	job->state = state_parse(state);
 	job->created_ms = sql_col_u64(st, 5);
 	job->environment_json = sql_col_str(st, 6);
 	job->mounts = sql_col_str(st, 7);
@@ -100,7 +120,6 @@ static void job_clear(struct store_job *job)
 	free(job->id);
 	free(job->user);
 	free(job->image_digest);
-	free(job->state);
 	free(job->environment_json);
 	free(job->mounts);
 	memset(job, 0, sizeof(*job));
@@ -189,13 +208,15 @@ int store_job_list(struct store *s, int64_t uid, struct store_job **out, size_t 
 
 struct job_arg {
 	const char *id;
-	const char *state;
+	enum store_job_state state;     /* update_state_tx */
+	const char *text;               /* update_mounts_tx */
 };
 
 static int update_state_tx(struct store *s, void *arg, alps_error **err)
 {
 	const struct job_arg *a = arg;
-	if (sql_run(s, err, "UPDATE jobs SET state = ?2 WHERE id = ?1", "ss", a->id, a->state) < 0)
+	if (sql_run(s, err, "UPDATE jobs SET state = ?2 WHERE id = ?1", "ss", a->id,
+		    store_job_state_name(a->state)) < 0)
 		return -1;
 	return sqlite3_changes(s->db) ? 0 : alps_fail(err, ALPS_E_NOT_FOUND, "no such job");
 }
@@ -214,39 +235,41 @@ static int delete_tx(struct store *s, void *arg, alps_error **err)
 }
 
 static int run_job_tx(struct store *s, int (*fn)(struct store *, void *, alps_error **),
-		      const char *doing, const char *id, const char *state, alps_error **err)
+		      const char *doing, const struct job_arg *a, alps_error **err)
 {
-	struct job_arg a = { id, state };
-	if (check_job_id(id, err) < 0 || (fn == update_state_tx && check_state(state, err) < 0))
+	if (check_job_id(a->id, err) < 0 || (fn == update_state_tx && check_state(a->state, err) < 0))
 		return store_ctx(s, err, doing, NULL);
 	store_lock(s);
-	int r = store_tx(s, fn, &a, err);
+	int r = store_tx(s, fn, (void *)a, err);
 	store_unlock(s);
-	return r < 0 ? store_ctx(s, err, doing, id) : 0;
+	return r < 0 ? store_ctx(s, err, doing, a->id) : 0;
 }
 
-int store_job_update_state(struct store *s, const char *id, const char *state, alps_error **err)
+int store_job_update_state(struct store *s, const char *id, enum store_job_state state,
+			   alps_error **err)
 {
-	return run_job_tx(s, update_state_tx, "updating job", id, state, err);
+	struct job_arg a = { .id = id, .state = state };
+	return run_job_tx(s, update_state_tx, "updating job", &a, err);
 }
 
 static int update_mounts_tx(struct store *s, void *arg, alps_error **err)
 {
 	const struct job_arg *a = arg;
-	if (sql_run(s, err, "UPDATE jobs SET mounts = ?2 WHERE id = ?1", "ss", a->id, a->state) < 0)
+	if (sql_run(s, err, "UPDATE jobs SET mounts = ?2 WHERE id = ?1", "ss", a->id, a->text) < 0)
 		return -1;
 	return sqlite3_changes(s->db) ? 0 : alps_fail(err, ALPS_E_NOT_FOUND, "no such job");
 }
 
 int store_job_set_mounts(struct store *s, const char *id, const char *mounts, alps_error **err)
 {
-	/* The text goes through the state slot of job_arg; it is not a state. */
-	return run_job_tx(s, update_mounts_tx, "recording the mounts of job", id, mounts, err);
+	struct job_arg a = { .id = id, .text = mounts };
+	return run_job_tx(s, update_mounts_tx, "recording the mounts of job", &a, err);
 }
 
 int store_job_delete(struct store *s, const char *id, alps_error **err)
 {
-	return run_job_tx(s, delete_tx, "deleting job", id, NULL, err);
+	struct job_arg a = { .id = id };
+	return run_job_tx(s, delete_tx, "deleting job", &a, err);
 }
 
 int store_image_in_use(struct store *s, const char *digest, char **job_id, alps_error **err)

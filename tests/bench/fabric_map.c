@@ -39,7 +39,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/node/fabric.h"
 
 #define PHASE_TIMEOUT_S 60

@@ -260,7 +260,7 @@ if [ "$do_profile" = 1 ]; then
 	# libcrypto), and the whole conversion (squash_bench: inflate, tar,
 	# diff_id, squashfs with daemon.workers threads).
 	cat >"$dir/stages.c" <<'EOF'
-#include "config.h"
+#include <config.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

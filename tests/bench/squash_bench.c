@@ -7,7 +7,7 @@
  * Prints throughput against the compressed and the uncompressed size, the
  * output size and the diff_id.  OUT.sqfs is replaced on each run.  With -d,
  * only decompresses (the input side alone). */
-#include "config.h"
+#include <config.h>
 
 #include <fcntl.h>
 #include <getopt.h>

@@ -7,7 +7,7 @@
  * nodes below /dev, env entries NAME=VALUE, bounded counts.
  *
  *	./fuzz_cdi tests/fuzz/corpus/cdi */
-#include "config.h"
+#include <config.h>
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  *
  *	clang -fsanitize=fuzzer,address,undefined -I. ... tests/fuzz/fuzz_toml.c
  *	./fuzz_toml tests/fuzz/corpus/toml */
-#include "config.h"
+#include <config.h>
 
 #include <stdlib.h>
 #include <string.h>

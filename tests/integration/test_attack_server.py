@@ -23,7 +23,7 @@ SRCDIR = os.environ.get("ALPS_SRCDIR",
 # A 64-core node: 'place' for 64 tasks answers about 12 KB for a 6-byte request.
 TOPOLOGY = os.path.join(SRCDIR, "tests", "data", "topologies", "mpibind-eas-tioga.xml")
 
-# The shipped defaults of daemon.* (daemon/config.c), which these tests check.
+# The shipped defaults of daemon.* (daemon/settings.c), which these tests check.
 MAX_QUEUED_OUTPUT_PER_UID = 16 << 20
 MAX_INPUT_PER_UID = 16 << 20
 MAX_CONNECTIONS_PER_UID = 128

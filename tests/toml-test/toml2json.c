@@ -5,7 +5,7 @@
  * is {"type": T, "value": "text"}.  An invalid document prints its error on
  * stderr and exits 1; any other failure exits 2, so that the runner can
  * tell a rejection from a crash. */
-#include "config.h"
+#include <config.h>
 
 #include <inttypes.h>
 #include <math.h>

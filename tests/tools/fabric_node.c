@@ -37,7 +37,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/node/fabric.h"
 
 struct tool {

@@ -3,7 +3,7 @@
  * them into OUTDIR/blobs/<algo>/<hex> (an OCI layout's blob names).  Prints
  * a JSON summary on stdout; on failure {"error": {...}} and exit status 1.
  * The integration tests drive the client with it. */
-#include "config.h"
+#include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 #include "common/dockercfg.h"
 #include "common/log.h"
 #include "common/ref.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/image/registry.h"
 
 struct options {

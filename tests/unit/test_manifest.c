@@ -1,5 +1,5 @@
 /* test_manifest.c: manifests, indexes, image configs, platforms, digests. */
-#include "config.h"
+#include <config.h>
 
 #include <setjmp.h>
 #include <stdarg.h>

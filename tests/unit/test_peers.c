@@ -12,8 +12,8 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "daemon/config.h"
-#include "daemon/peers.h"
+#include "daemon/settings.h"
+#include "daemon/server/peers.h"
 
 static struct config *limits(int64_t max, int64_t reserved, int64_t per_uid)
 {

@@ -1,5 +1,5 @@
 /* test_ref.c: image references, digests and enroot's form. */
-#include "config.h"
+#include <config.h>
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* test_slurm.c: Slurm host list expressions (common/hostlist.h) and the
- * per-task variables of Slurm tasks (daemon/slurmenv.h). */
+ * per-task variables of Slurm tasks (daemon/job/slurmenv.h). */
 #include <config.h>
 
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 #include "common/error.h"
 #include "common/edf.h"
 #include "common/hostlist.h"
-#include "daemon/slurmenv.h"
+#include "daemon/job/slurmenv.h"
 
 /* Expand expr and compare with the space-separated want. */
 static void expect(const char *expr, const char *want)

@@ -427,7 +427,7 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(img->nlayers, 1);
 	assert_int_equal(img->layers[0].refcount, 1);
 	struct store_job job = { .id = "77", .uid = 1234, .user = "alice", .image_digest = digest,
-				 .state = "ready" };
+				 .state = STORE_JOB_READY };
 	expect_ok(store_job_insert(f->s, &job, &err), err);
 	store_image_free(img);
 	verify(f->s);
@@ -824,7 +824,7 @@ static void test_repair(void **state)
 	commit_image(f->s, 100, a, 2, TAG_A, STORE_PUBLIC);
 	commit_image(f->s, 101, b, 1, TAG_B, STORE_PUBLIC);
 	commit_image(f->s, 102, c, 1, TAG_C, STORE_PUBLIC);
-	struct store_job job = { .id = "9", .uid = 1, .user = "u", .state = "ready",
+	struct store_job job = { .id = "9", .uid = 1, .user = "u", .state = STORE_JOB_READY,
 				 .image_digest = "sha256:00000064" "00000000000000000000000000000000000000000000000000000000" };
 	expect_ok(store_job_insert(f->s, &job, &err), err);
 	store_close(f->s);
@@ -893,7 +893,7 @@ static void test_remove_busy(void **state)
 	unsigned a[] = { 1 };
 	commit_image(f->s, 100, a, 1, TAG_A, STORE_PUBLIC);
 	struct store_job job = { .id = "4242_7", .uid = 1000, .user = "alice",
-				 .image_digest = digest, .state = "ready" };
+				 .image_digest = digest, .state = STORE_JOB_READY };
 	expect_ok(store_job_insert(f->s, &job, &err), err);
 	expect_ok(store_image_in_use(f->s, digest, &job_id, &err), err);
 	assert_string_equal(job_id, "4242_7");
@@ -1371,9 +1371,9 @@ static void test_jobs(void **state)
 	unsigned a[] = { 1 };
 	commit_image(f->s, 100, a, 1, TAG_A, STORE_PUBLIC);
 	struct store_job j1 = { .id = "100", .uid = 1000, .user = "alice", .image_digest = digest,
-				.state = "preparing", .environment_json = "{\"image\":\"x\"}",
+				.state = STORE_JOB_PREPARING, .environment_json = "{\"image\":\"x\"}",
 				.mounts = "/scratch:/scratch" };
-	struct store_job j2 = { .id = "101+1", .uid = 2000, .user = "bob", .state = "preparing",
+	struct store_job j2 = { .id = "101+1", .uid = 2000, .user = "bob", .state = STORE_JOB_PREPARING,
 				.created_ms = 5 };
 	expect_ok(store_job_insert(f->s, &j1, &err), err);
 	expect_ok(store_job_insert(f->s, &j2, &err), err);
@@ -1400,9 +1400,10 @@ static void test_jobs(void **state)
 	assert_string_equal(job->environment_json, "{\"image\":\"x\"}");
 	assert_true(job->created_ms > 5);
 	store_job_free(job);
-	expect_ok(store_job_update_state(f->s, "100", "ready", &err), err);
+	expect_ok(store_job_update_state(f->s, "100", STORE_JOB_READY, &err), err);
 	expect_ok(store_job_get(f->s, "100", &job, &err), err);
-	assert_string_equal(job->state, "ready");
+	assert_int_equal(job->state, STORE_JOB_READY);
+	assert_string_equal(store_job_state_name(job->state), "ready");
 	store_job_free(job);
 
 	expect_ok(store_job_list(f->s, STORE_UID_ANY, &jobs, &n, &err), err);
@@ -1419,7 +1420,7 @@ static void test_jobs(void **state)
 	free(msg);
 	msg = expect_fail(store_job_get(f->s, "101+1", &job, &err), err, ALPS_E_NOT_FOUND);
 	free(msg);
-	msg = expect_fail(store_job_update_state(f->s, "nope", "ready", &err), err,
+	msg = expect_fail(store_job_update_state(f->s, "nope", STORE_JOB_READY, &err), err,
 			  ALPS_E_NOT_FOUND);
 	verify(f->s);
 }

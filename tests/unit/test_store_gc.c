@@ -233,7 +233,7 @@ static void test_pinned_held_and_in_use_stay(void **state)
 	char img_b[80];
 	mkdigest(img_b, 101);
 	struct store_job job = { .id = "77", .uid = 1000, .user = "u", .image_digest = img_b,
-				 .state = "ready" };
+				 .state = STORE_JOB_READY };
 	expect_ok(store_job_insert(f->s, &job, &err), err);
 	/* A pull holds layer 3. */
 	mkdigest(d3, 3);

@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/node/place.h"
 #include "daemon/node/topology.h"
 

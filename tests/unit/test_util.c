@@ -15,7 +15,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 
 static void test_parse_size(void **state)
 {

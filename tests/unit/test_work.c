@@ -15,9 +15,9 @@
 
 #include "common/error.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 struct counters {
 	pthread_mutex_t lock;

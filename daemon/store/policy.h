@@ -1,17 +1,16 @@
-/* cache.h: the cache policy of the store as the daemon applies it
- * (op_cache.c): the limit store.max_size (bytes, or a percentage of the
- * store's file system) and the low-water mark store.low_water that an
- * eviction goes down to, applied before a pull that would cross the limit
- * (pull.c), on a timer (store.gc_interval) and by `alps gc`. */
-#ifndef ALPS_DAEMON_CACHE_H
-#define ALPS_DAEMON_CACHE_H
+/* policy.h: the cache policy of the store as the daemon applies it: the
+ * limit store.max_size (bytes, or a percentage of the store's file system)
+ * and the low-water mark store.low_water that an eviction goes down to,
+ * applied before a pull that would cross the limit (image/pull.c), on a
+ * timer (store.gc_interval) and by `alps gc` (ops/op_cache.c). */
+#ifndef ALPS_STORE_POLICY_H
+#define ALPS_STORE_POLICY_H
 
 #include <stdint.h>
 
 #include "common/error.h"
 
 struct config;
-struct daemon;
 struct store;
 
 /* What the policy needs from the configuration, copied on the loop: a
@@ -26,9 +25,5 @@ void cache_policy_from(struct cache_policy *p, const struct config *c);
  * (statvfs for a percentage): workers and pull threads only. */
 int cache_limits(struct store *s, const struct cache_policy *p, uint64_t *limit,
 		 uint64_t *low_water, alps_error **err);
-
-/* Arm the collection timer / drop it (loop thread). */
-void cache_start(struct daemon *d);
-void cache_stop(void);
 
 #endif

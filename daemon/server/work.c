@@ -10,10 +10,10 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
 #include "daemon/node/topology.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 struct task {
 	struct task *next;

@@ -6,12 +6,12 @@
 
 #include "common/log.h"
 #include "common/ref.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 /* Who the store shows images to: everyone's for admins. */
 static int64_t viewer(struct request *rq)
@@ -97,7 +97,7 @@ static const struct pull_waiter_ops pull_request_ops = {
 	.done = pull_done,
 };
 
-int op_pull(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_pull(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct daemon *d = request_daemon(rq);
 	const Alps__PullRequest *pr = req->pull;
@@ -112,6 +112,7 @@ int op_pull(struct request *rq, const Alps__Request *req, alps_error **err)
 		creds[i].identity_token = pr->credentials[i]->identity_token;
 	}
 	struct pull_request preq = {
+		.cfg = d->cfg,
 		.reference = pr->reference, .platform = pr->platform,
 		.uid = request_peer(rq)->uid, .creds = creds, .ncreds = pr->n_credentials,
 	};
@@ -121,6 +122,10 @@ int op_pull(struct request *rq, const Alps__Request *req, alps_error **err)
 		request_unref(rq);
 	return rc;
 }
+
+const struct handler handler_pull = {
+	ALPS__REQUEST__OP_PULL, "pull", PRIV_USER, op_pull,
+};
 
 /* ---- store calls off the loop ----
  *
@@ -243,11 +248,15 @@ static void images_done(void *arg)
 	image_work_free(w);
 }
 
-int op_images(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_images(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct image_work *w = xzalloc(sizeof(*w));
 	return image_work_submit(rq, w, images_work, images_done, err);
 }
+
+const struct handler handler_images = {
+	ALPS__REQUEST__OP_IMAGES, "images", PRIV_USER, op_images,
+};
 
 static void inspect_work(void *arg)
 {
@@ -293,12 +302,16 @@ static void inspect_done(void *arg)
 	image_work_free(w);
 }
 
-int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct image_work *w = image_work_named(
 		rq, req->inspect ? req->inspect->reference : NULL, "inspect", err);
 	return w ? image_work_submit(rq, w, inspect_work, inspect_done, err) : -1;
 }
+
+const struct handler handler_inspect = {
+	ALPS__REQUEST__OP_INSPECT, "inspect", PRIV_USER, op_inspect,
+};
 
 /* ---- rm ---- */
 
@@ -331,9 +344,13 @@ static void remove_done(void *arg)
 	image_work_free(w);
 }
 
-int op_remove(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_remove(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct image_work *w = image_work_named(
 		rq, req->remove ? req->remove->reference : NULL, "rm", err);
 	return w ? image_work_submit(rq, w, remove_work, remove_done, err) : -1;
 }
+
+const struct handler handler_remove = {
+	ALPS__REQUEST__OP_REMOVE, "rm", PRIV_ADMIN, op_remove,
+};

@@ -6,8 +6,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
-#include "daemon/peers.h"
+#include "daemon/settings.h"
+#include "daemon/server/peers.h"
 
 static struct peer_uid *peer_find(const struct peer_table *t, uid_t uid)
 {

@@ -74,26 +74,27 @@ void request_fail(struct request *rq, alps_error *err);
 /* Send fds with the next response. */
 void request_attach_fds(struct request *rq, const int *fds, size_t nfds);
 
-/* Handlers, one file per group (op_*.c). */
-int op_hello(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_status(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_pull(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_images(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_inspect(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_remove(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_gc(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_pin(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_df(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_verify(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_exec(struct request *rq, const Alps__Request *req, alps_error **err);
+/* The operations, one descriptor each, defined beside their handler in
+ * daemon/ops/op_*.c and gathered in handlers.c's table. */
+extern const struct handler handler_hello,
+	handler_status,
+	handler_pull,
+	handler_images,
+	handler_inspect,
+	handler_remove,
+	handler_gc,
+	handler_pin,
+	handler_df,
+	handler_verify,
+	handler_prepare,
+	handler_exec,
+	handler_release,
+	handler_jobs,
+	handler_attach,
+	handler_topology,
+	handler_place,
+	handler_endpoints;
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
-int op_release(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_attach(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_topology(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_place(struct request *rq, const Alps__Request *req, alps_error **err);
-int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err);
 
 #endif

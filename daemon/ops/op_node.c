@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/node/place.h"
 #include "daemon/node/topology.h"
 
@@ -32,7 +32,7 @@ static char *dump_json(json_t *j, const char *what, alps_error **err)
 	return s;
 }
 
-int op_topology(struct request *rq, const Alps__Request *req ALPS_UNUSED, alps_error **err)
+static int op_topology(struct request *rq, const Alps__Request *req ALPS_UNUSED, alps_error **err)
 {
 	struct daemon *d = request_daemon(rq);
 	if (need_topology(d, err) < 0)
@@ -50,7 +50,11 @@ int op_topology(struct request *rq, const Alps__Request *req ALPS_UNUSED, alps_e
 	return 0;
 }
 
-int op_place(struct request *rq, const Alps__Request *req, alps_error **err)
+const struct handler handler_topology = {
+	ALPS__REQUEST__OP_TOPOLOGY, "topology", PRIV_USER, op_topology,
+};
+
+static int op_place(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct daemon *d = request_daemon(rq);
 	const Alps__PlaceRequest *pr = req->place;
@@ -75,3 +79,7 @@ int op_place(struct request *rq, const Alps__Request *req, alps_error **err)
 	free(text);
 	return 0;
 }
+
+const struct handler handler_place = {
+	ALPS__REQUEST__OP_PLACE, "place", PRIV_USER, op_place,
+};

@@ -10,7 +10,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/server_int.h"
+#include "daemon/server/server_int.h"
 
 /* ---- requests ---- */
 

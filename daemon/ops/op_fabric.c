@@ -5,13 +5,13 @@
 #include <stdlib.h>
 
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/node/fabric.h"
 
 /* The reply is JSON (see fabric_to_json()); with the fabric disabled it
  * still is, so that `alps endpoints --json` always parses.  Admins also
  * get each endpoint's fi_info, which is long and only for diagnosis. */
-int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct daemon *d = request_daemon(rq);
 	json_t *o;
@@ -34,3 +34,7 @@ int op_endpoints(struct request *rq, const Alps__Request *req, alps_error **err)
 	free(text);
 	return 0;
 }
+
+const struct handler handler_endpoints = {
+	ALPS__REQUEST__OP_ENDPOINTS, "endpoints", PRIV_USER, op_endpoints,
+};

@@ -24,13 +24,13 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/jobenv.h"
-#include "daemon/slurmenv.h"
+#include "daemon/server/handlers.h"
+#include "daemon/job/jobenv.h"
+#include "daemon/job/slurmenv.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
@@ -89,8 +89,9 @@ static void attach_lookup(void *arg)
 			  a->job, (unsigned)at->job->uid, (unsigned)a->uid);
 		return;
 	}
-	if (strcmp(at->job->state, "ready") != 0) {
-		alps_fail(&at->err, ALPS_E_BUSY, "job %s is %s, not ready", a->job, at->job->state);
+	if (at->job->state != STORE_JOB_READY) {
+		alps_fail(&at->err, ALPS_E_BUSY, "job %s is %s, not ready", a->job,
+			  store_job_state_name(at->job->state));
 		return;
 	}
 	at->nsfd = open_pin(at->run_dir, a->job, &at->err);
@@ -200,7 +201,7 @@ static Alps__AttachRequest *copy_request(const Alps__AttachRequest *a)
 	return alps__attach_request__unpack(NULL, len, buf);
 }
 
-int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	if (check_request(req->attach, err) < 0)
 		return -1;
@@ -221,3 +222,8 @@ int op_attach(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+/* The SPANK plugin in slurmstepd (root): a namespace fd for a task. */
+const struct handler handler_attach = {
+	ALPS__REQUEST__OP_ATTACH, "attach", PRIV_ADMIN, op_attach,
+};

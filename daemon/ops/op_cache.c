@@ -8,29 +8,14 @@
 
 #include "common/log.h"
 #include "common/ref.h"
-#include "daemon/cache.h"
-#include "daemon/config.h"
+#include "daemon/ops/cache.h"
+#include "daemon/store/policy.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
-
-int cache_limits(struct store *s, const struct cache_policy *p, uint64_t *limit,
-		 uint64_t *low_water, alps_error **err)
-{
-	if (store_limit_bytes(s, p->max_size, limit, err) < 0)
-		return -1;
-	*low_water = *limit / 100 * (uint64_t)p->low_water_pct +
-		     *limit % 100 * (uint64_t)p->low_water_pct / 100;
-	return 0;
-}
-
-void cache_policy_from(struct cache_policy *p, const struct config *c)
-{
-	p->max_size = c->max_size;
-	p->low_water_pct = c->low_water_pct;
-}
+#include "daemon/server/work.h"
 
 /* ---- work ---- */
 
@@ -157,7 +142,7 @@ static void gc_done(void *arg)
 	cache_work_free(w);
 }
 
-int op_gc(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_gc(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const Alps__GcRequest *g = req->gc;
 	if (!g)
@@ -171,6 +156,10 @@ int op_gc(struct request *rq, const Alps__Request *req, alps_error **err)
 	w->target = g->max_size;
 	return cache_submit(rq, w, gc_work, gc_done, err);
 }
+
+const struct handler handler_gc = {
+	ALPS__REQUEST__OP_GC, "gc", PRIV_ADMIN, op_gc,
+};
 
 /* ---- pin, unpin ---- */
 
@@ -214,7 +203,7 @@ static char *cache_key(struct daemon *d, const char *text, alps_error **err)
 	return s;
 }
 
-int op_pin(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_pin(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const Alps__PinRequest *p = req->pin;
 	const char *op = p && p->pinned ? "pin" : "unpin";
@@ -228,6 +217,11 @@ int op_pin(struct request *rq, const Alps__Request *req, alps_error **err)
 	w->pinned = p->pinned;
 	return cache_submit(rq, w, pin_work, pin_done, err);
 }
+
+/* pin and unpin (PinRequest.pinned). */
+const struct handler handler_pin = {
+	ALPS__REQUEST__OP_PIN, "pin", PRIV_ADMIN, op_pin,
+};
 
 /* ---- df ---- */
 
@@ -287,13 +281,17 @@ static void df_done(void *arg)
 }
 
 /* Open to every user: sizes and counts, no names. */
-int op_df(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_df(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	(void)req;
 	struct cache_work *w = xzalloc(sizeof(*w));
 	w->pulls = (uint32_t)puller_active(request_daemon(rq)->puller);
 	return cache_submit(rq, w, df_work, df_done, err);
 }
+
+const struct handler handler_df = {
+	ALPS__REQUEST__OP_DF, "df", PRIV_USER, op_df,
+};
 
 /* ---- verify ---- */
 
@@ -338,7 +336,7 @@ static void verify_done(void *arg)
 	cache_work_free(w);
 }
 
-int op_verify(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_verify(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const Alps__VerifyRequest *v = req->verify;
 	_cleanup_free_ char *key = NULL;
@@ -351,6 +349,11 @@ int op_verify(struct request *rq, const Alps__Request *req, alps_error **err)
 	w->key = steal_pointer(&key);
 	return cache_submit(rq, w, verify_work, verify_done, err);
 }
+
+/* Reads every layer: an admin's decision. */
+const struct handler handler_verify = {
+	ALPS__REQUEST__OP_VERIFY, "verify", PRIV_ADMIN, op_verify,
+};
 
 /* ---- the timer ---- */
 

@@ -5,7 +5,7 @@
 
 #include "common/hostlist.h"
 #include "common/util.h"
-#include "daemon/slurmenv.h"
+#include "daemon/job/slurmenv.h"
 
 uint32_t slurmenv_master_port(uint32_t job_id, uint32_t port_min, uint32_t port_max)
 {

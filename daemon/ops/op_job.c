@@ -27,20 +27,20 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/ref.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/hooks/hooks.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/image/pull.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/place.h"
-#include "daemon/jobenv.h"
-#include "daemon/runjobs.h"
+#include "daemon/job/jobenv.h"
+#include "daemon/ops/runjobs.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define MAX_GROUPS 256
 
@@ -427,7 +427,7 @@ static int prep_record(struct prep *p, alps_error **err)
 	}
 	struct store_job row = {
 		.id = p->job, .uid = p->uid, .user = p->user_name,
-		.image_digest = p->img ? p->img->digest : NULL, .state = (char *)"preparing",
+		.image_digest = p->img ? p->img->digest : NULL, .state = STORE_JOB_PREPARING,
 		.environment_json = p->env_json, .mounts = NULL,
 	};
 	if (store_job_insert(p->d->store, &row, err) < 0)
@@ -443,7 +443,7 @@ static int prep_mark_ready(struct prep *p, alps_error **err)
 {
 	_cleanup_free_ char *mounts = jobenv_mounts_text(&p->ns);
 	if (store_job_set_mounts(p->d->store, p->job, mounts, err) == 0 &&
-	    store_job_update_state(p->d->store, p->job, "ready", err) == 0)
+	    store_job_update_state(p->d->store, p->job, STORE_JOB_READY, err) == 0)
 		return 0;
 	alps_error *e2 = NULL;
 	if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
@@ -576,7 +576,7 @@ static void prep_existing(struct prep *p)
 	const struct store_job *job = p->existing;
 	_cleanup_free_ char *fp = jobenv_fingerprint(job->environment_json);
 	bool same = fp && p->fingerprint && strcmp(fp, p->fingerprint) == 0;
-	if (same && strcmp(job->state, "ready") == 0) {
+	if (same && job->state == STORE_JOB_READY) {
 		prep_reply(p, true);
 		prep_free(p);
 		return;
@@ -605,8 +605,9 @@ static void prep_resolved(void *arg)
 		fabric_lookup_pin(p->d->fabric, p->job, p->image_ref) : NULL;
 	_cleanup_free_ char *by_digest = pinned && !strchr(p->image_ref, '@') ?
 		xasprintf("%s@%s", p->image_ref, pinned) : NULL;
-	struct pull_request pr = { .reference = by_digest ? by_digest : p->image_ref,
-				   .uid = p->uid };
+	struct pull_request pr = {
+		.cfg = p->snap.cfg, .reference = by_digest ? by_digest : p->image_ref, .uid = p->uid,
+	};
 	if (puller_pull(p->d->puller, &pr, &prep_pull_ops, p, &err) < 0)
 		return prep_fail(p, err);
 }
@@ -716,7 +717,7 @@ static int prep_check(struct prep *p, alps_error **err)
 	return 0;
 }
 
-int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	if (!req->prepare)
 		return alps_fail(err, ALPS_E_PROTOCOL, "prepare request without its body");
@@ -738,6 +739,11 @@ int op_prepare(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+/* Checks inside: users may 'alps run' their own. */
+const struct handler handler_prepare = {
+	ALPS__REQUEST__OP_PREPARE, "prepare", PRIV_USER, op_prepare,
+};
 
 /* ---- release ---- */
 
@@ -857,7 +863,7 @@ static int rel_submit(struct rel *r, alps_error **err)
 	return -1;
 }
 
-int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const char *job = req->release ? req->release->job : NULL;
 	if (!job || !job_id_valid(job))
@@ -874,6 +880,11 @@ int op_release(struct request *rq, const Alps__Request *req, alps_error **err)
 		runjob_releasing(job);
 	return rel_submit(r, err);
 }
+
+/* Checks inside: users may release their own 'alps run' jobs. */
+const struct handler handler_release = {
+	ALPS__REQUEST__OP_RELEASE, "release", PRIV_USER, op_release,
+};
 
 int job_release_background(struct daemon *d, const char *job, const char *why)
 {
@@ -920,7 +931,7 @@ static void jobs_reply(struct request *rq, const struct store_job *jobs, size_t 
 		infos[i].uid = (uint32_t)jobs[i].uid;
 		infos[i].user = jobs[i].user;
 		infos[i].image = jobs[i].image_digest ? jobs[i].image_digest : (char *)"";
-		infos[i].state = jobs[i].state;
+		infos[i].state = (char *)store_job_state_name(jobs[i].state);
 		infos[i].created_ms = jobs[i].created_ms;
 		size_t nm = 0;
 		mounts[i] = jobenv_split_lines(jobs[i].mounts, &nm);
@@ -954,7 +965,7 @@ static void jobs_done(void *arg)
 	free(l);
 }
 
-int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct jlist *l = xzalloc(sizeof(*l));
 	l->rq = request_ref(rq);
@@ -967,3 +978,7 @@ int op_jobs(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+const struct handler handler_jobs = {
+	ALPS__REQUEST__OP_JOBS, "jobs", PRIV_USER, op_jobs,
+};

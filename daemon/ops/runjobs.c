@@ -13,12 +13,12 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/runjobs.h"
+#include "daemon/server/handlers.h"
+#include "daemon/ops/runjobs.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 /* The reaper looks this often at most, and at least once a minute (so a
  * reload that shortens jobs.run_ttl takes effect within a minute). */

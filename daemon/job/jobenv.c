@@ -8,10 +8,10 @@
 
 #include "common/edf.h"
 #include "common/log.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/job/ns.h"
 #include "daemon/job/plan.h"
-#include "daemon/jobenv.h"
+#include "daemon/job/jobenv.h"
 #include "daemon/node/place.h"
 #include "daemon/node/topology.h"
 #include "daemon/store/store.h"

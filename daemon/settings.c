@@ -1,6 +1,6 @@
 /* config.c: the option table and the TOML loader (see config.h). */
 #include <config.h>
-#include "daemon/config.h"
+#include "daemon/settings.h"
 
 #include <ctype.h>
 #include <errno.h>

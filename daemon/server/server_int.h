@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "daemon/handlers.h"
-#include "daemon/peers.h"
+#include "daemon/server/handlers.h"
+#include "daemon/server/peers.h"
 #include "proto/frame.h"
 
 /* Caps on work done for one wake-up, so that no peer starves the others. */

@@ -14,14 +14,14 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/peers.h"
-#include "daemon/server.h"
+#include "daemon/server/handlers.h"
+#include "daemon/server/peers.h"
+#include "daemon/server/server.h"
 #include "proto/frame.h"
 
-#include "daemon/server_int.h"
+#include "daemon/server/server_int.h"
 
 static void conn_close(struct conn *c);
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);

@@ -29,16 +29,16 @@
 
 #include "common/edf.h"
 #include "common/log.h"
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
+#include "daemon/server/handlers.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/exec.h"
 #include "daemon/job/plan.h"
 #include "daemon/job/sys.h"
-#include "daemon/jobenv.h"
+#include "daemon/job/jobenv.h"
 #include "daemon/store/store.h"
-#include "daemon/work.h"
+#include "daemon/server/work.h"
 
 #define MAX_PEER_GROUPS 256
 
@@ -165,8 +165,9 @@ static int find_job(struct xe *x, struct store_job **job, alps_error **err)
 	if (x->uid != (*job)->uid && !x->admin)
 		return alps_fail(err, ALPS_E_PERMISSION, "job %s belongs to uid %u; uid %u may not "
 				 "enter it", x->job, (unsigned)(*job)->uid, (unsigned)x->uid);
-	if (strcmp((*job)->state, "ready") != 0)
-		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job, (*job)->state);
+	if ((*job)->state != STORE_JOB_READY)
+		return alps_fail(err, ALPS_E_BUSY, "job %s is %s, not ready", x->job,
+				 store_job_state_name((*job)->state));
 	return 0;
 }
 
@@ -313,7 +314,7 @@ static struct xe *xe_new(struct request *rq, const Alps__ExecRequest *x, const i
 	return e;
 }
 
-int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	const Alps__ExecRequest *x = req->exec;
 	int fds[3] = { -1, -1, -1 };
@@ -334,3 +335,7 @@ int op_exec(struct request *rq, const Alps__Request *req, alps_error **err)
 	}
 	return 0;
 }
+
+const struct handler handler_exec = {
+	ALPS__REQUEST__OP_EXEC, "exec", PRIV_USER, op_exec,
+};

@@ -4,12 +4,12 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "daemon/config.h"
+#include "daemon/settings.h"
 #include "daemon/daemon.h"
-#include "daemon/handlers.h"
-#include "daemon/server.h"
+#include "daemon/server/handlers.h"
+#include "daemon/server/server.h"
 
-int op_hello(struct request *rq, const Alps__Request *req, alps_error **err)
+static int op_hello(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	/* The version was checked by the server before dispatch. */
 	Alps__HelloReply hello = ALPS__HELLO_REPLY__INIT;
@@ -22,7 +22,11 @@ int op_hello(struct request *rq, const Alps__Request *req, alps_error **err)
 	return 0;
 }
 
-int op_status(struct request *rq, const Alps__Request *req, alps_error **err)
+const struct handler handler_hello = {
+	ALPS__REQUEST__OP_HELLO, "hello", PRIV_USER, op_hello,
+};
+
+static int op_status(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	struct daemon *d = request_daemon(rq);
 	struct rusage ru;
@@ -46,3 +50,7 @@ int op_status(struct request *rq, const Alps__Request *req, alps_error **err)
 	request_finish(rq, &resp);
 	return 0;
 }
+
+const struct handler handler_status = {
+	ALPS__REQUEST__OP_STATUS, "status", PRIV_USER, op_status,
+};
