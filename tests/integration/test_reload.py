@@ -44,15 +44,8 @@ def check_no_tsan(d):
         assert at < 0, f"ThreadSanitizer report in alpsd log:\n{text[at:at + 12000]}"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
-    if os.geteuid() != 0:
-        pytest.skip("job containers need root")
-    w = type("World", (), {})()
-    w.dir = tmp_path_factory.mktemp("reloadworld")
-    os.chmod(w.dir, 0o755)
-    w.registry = rf.Registry(w.dir).start()
+def build_world(w):
+    """The images, pushed to w.registry."""
     host = w.registry.host
     layout = rf.build_image(w.dir, "bb", [{"etc/base": b"base\n"}])
     images.umoci_modify(layout, "bb", w.dir, images.busybox_root, "bb")
@@ -76,12 +69,29 @@ def world(tmp_path_factory):
         w.pull_refs.append(f"{host}/test/pulled:v{i}")
     slow = rf.build_image(w.dir / "slow", "s", [{"s": rf.random_bytes(3 << 20, "slow")}])
     rf.push(slow, "s", host, "test/slow", "v1")
-    yield w
-    w.registry.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
+    if os.geteuid() != 0:
+        pytest.skip("job containers need root")
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("reloadworld")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    try:
+        build_world(w)
+        yield w
+    finally:
+        w.registry.stop()
 
 
 # Two configurations the reloads alternate between: strings a prepare or a
 # pull reads (a freed one would show under ASan) change each time.
+# jobs.prepare_timeout stays: it is still a module global of the namespace
+# code, written on the loop (TSan sees that race until the job spec carries
+# it).
 CONFIGS = [
     '[daemon]\nshutdown_grace = 20\n[jobs]\nprepare_timeout = 60\n'
     '[registry]\ntimeout = 60\ndefault = "docker.io"\n',
