@@ -193,16 +193,22 @@ def test_exec_refused_when_the_cgroup_cannot_be_joined(daemon_factory, bbworld, 
 
 # ---- item 11: release ends what unshared itself ------------------------------
 
-def loops_of(state_dir):
+def loops_of(run_dir):
+    """The loop devices of the daemon's layer mounts (below its run dir).
+    Their backing_file names no store path (the store attaches layers
+    through a detached mount), so they are found by the mount table."""
     out = []
-    for dev in os.listdir("/sys/block"):
-        try:
-            with open(f"/sys/block/{dev}/loop/backing_file") as f:
-                if f.read().startswith(state_dir):
-                    out.append(dev)
-        except OSError:
-            pass
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point, source = left.split()[4], right.split()[1]
+            if point.startswith(run_dir + "/") and source.startswith("/dev/loop"):
+                out.append(os.path.basename(source))
     return out
+
+
+def attached(loops):
+    return [l for l in loops if os.path.exists(f"/sys/block/{l}/loop/backing_file")]
 
 
 def test_release_ends_unshared_processes(daemon_factory, bbworld, users):
@@ -217,7 +223,8 @@ def test_release_ends_unshared_processes(daemon_factory, bbworld, users):
     pids = subprocess.run(["pgrep", "-u", str(u.uid), "-x", "sleep"], capture_output=True,
                           text=True).stdout.split()
     assert pids, "the unshared process did not start"
-    assert loops_of(d.state_dir)
+    loops = loops_of(d.run_dir)
+    assert loops
     d.alps("release", "--job", "904", check=True)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
@@ -226,7 +233,7 @@ def test_release_ends_unshared_processes(daemon_factory, bbworld, users):
     for p in alive:
         os.kill(int(p), signal.SIGKILL)
     assert not alive, "a process of the job survived release"
-    assert loops_of(d.state_dir) == [], "loop devices still attached after release"
+    assert attached(loops) == [], "loop devices still attached after release"
 
 
 def test_release_terms_then_kills(daemon_factory, bbworld, users):

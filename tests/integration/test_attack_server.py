@@ -98,18 +98,29 @@ sys.stdin.read()
 
 def big_reply_request(pb, kind):
     """A request any user may send whose reply is large: 'place' answers
-    12 KB for 6 bytes (and costs the loop some CPU); 'release' of an
-    invalid job id echoes the id in its error (256 KiB, cheap to make)."""
+    12 KB for 6 bytes (and costs the loop some CPU).  ('release' of an
+    invalid 256 KiB job id used to echo the id in its error: see
+    test_errors_do_not_echo_large_input.)"""
     req = pb.Request()
     req.id = 1
-    if kind == "place":
-        req.place.tasks = 64
-    else:
-        req.release.job = "x" * (256 << 10) + "/"
+    req.place.tasks = 64
     return req
 
 
-@pytest.mark.parametrize("kind", ["place", "release"])
+def test_errors_do_not_echo_large_input(daemon, pb):
+    """An error names what was wrong without copying it whole: a reply an
+    attacker could make as large as the input it sends."""
+    for field in ("release", "prepare"):
+        req = pb.Request()
+        req.id = 1
+        getattr(req, field).job = "x" * (256 << 10) + "/"
+        with daemon.conn() as c:
+            _, resp = c.call(req)
+        assert resp.status != 0
+        assert len(resp.SerializeToString()) < 1024, (field, len(resp.message))
+
+
+@pytest.mark.parametrize("kind", ["place"])
 def test_unread_replies_do_not_grow_the_daemon(daemon_factory, users, pb, kind):
     # ASan keeps 256 MiB of freed blocks by default: that would be measured
     # too, and is no memory the daemon holds for anyone.

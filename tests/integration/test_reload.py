@@ -218,7 +218,7 @@ def wait_progress(p, timeout=30):
         if not line:
             return False
         ev = json.loads(line)
-        if ev.get("event") == "progress" and ev.get("done", 0) > 0:
+        if ev.get("event") == "progress" and ev.get("compressed_done", 0) > 0:
             return True
     return False
 
