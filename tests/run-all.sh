@@ -39,6 +39,22 @@ for f in "$build"/tests/*/*.log "$build"/tests/*.log; do
 		echo "--- $f (tail)"; tail -40 "$f"; } ;; esac
 done
 
+# The reload storm again, against a ThreadSanitizer build of the daemon
+# and its helpers (ASan and TSan cannot share a build).  ALPS_TSAN=0 skips.
+if [ "${ALPS_TSAN:-1}" != 0 ]; then
+	step "ThreadSanitizer: the reload storm (tests/integration/test_reload.py)"
+	tsan=$top/build/tsan
+	mkdir -p "$tsan"
+	if (cd "$tsan" && "$top/configure" -q --enable-tsan) &&
+	   make -C "$tsan" -j"$jobs" -s alpsd alps libexec/alps-nshelper libexec/alps-enter >/dev/null; then
+		ALPS_SRCDIR=$top ALPS_BUILDDIR=$build ALPS_TSAN_BUILDDIR=$tsan \
+			/usr/bin/python3 -m pytest -q -p no:cacheprovider -o junit_family=xunit1 \
+			--junitxml="$junit/pytest-tsan.xml" tests/integration/test_reload.py || status=1
+	else
+		echo "the TSan build failed"; status=1
+	fi
+fi
+
 if [ "${FUZZ_SECONDS:-20}" != 0 ] && command -v clang >/dev/null; then
 	step "fuzzing (${FUZZ_SECONDS:-20} s per target)"
 	tests/fuzz/run.sh "$top/build/fuzz" "$junit" "${FUZZ_SECONDS:-20}" || status=1

@@ -52,13 +52,13 @@ static int parse_site_mount(struct job_mounts *m, const char *spec, struct user_
 	return 0;
 }
 
-int jobenv_mounts(const struct config *cfg, const struct edf *edf, struct job_mounts *out,
+int jobenv_mounts(const struct strlist *site, const struct edf *edf, struct job_mounts *out,
 		  alps_error **err)
 {
 	memset(out, 0, sizeof(*out));
-	out->site = xcalloc(cfg->default_mounts.n + 1, sizeof(*out->site));
-	for (size_t i = 0; i < cfg->default_mounts.n; i++) {
-		if (parse_site_mount(out, cfg->default_mounts.v[i], &out->site[i], err) < 0) {
+	out->site = xcalloc(site->n + 1, sizeof(*out->site));
+	for (size_t i = 0; i < site->n; i++) {
+		if (parse_site_mount(out, site->v[i], &out->site[i], err) < 0) {
 			jobenv_mounts_free(out);
 			return -1;
 		}

@@ -11,6 +11,7 @@
 #include "common/error.h"
 
 struct config;
+struct strlist;
 struct edf;
 struct ns_mount;
 struct ns_result;
@@ -27,7 +28,8 @@ struct job_mounts {
 	size_t nstrings;
 };
 
-int jobenv_mounts(const struct config *cfg, const struct edf *edf, struct job_mounts *out,
+/* site: jobs.default_mounts as expanded for the job's user. */
+int jobenv_mounts(const struct strlist *site, const struct edf *edf, struct job_mounts *out,
 		  alps_error **err);
 void jobenv_mounts_free(struct job_mounts *m);
 /* One more site mount (a file the daemon wrote, such as the fabric map). */

@@ -281,20 +281,20 @@ static void prep_resolve(void *arg)
 
 /* ---- build (worker) ---- */
 
-/* c: the daemon's configuration with jobs.default_mounts expanded for
- * the job's user (edf_site_mount); free with site_config_free. */
-static int site_config(const struct prep *p, struct config *c, alps_error **err)
+/* out: jobs.default_mounts expanded for the job's user (edf_site_mount);
+ * the caller frees out->v with edf_strv_free.  (Only the list is copied:
+ * the settings snapshot is shared with other threads.) */
+static int site_mounts(const struct prep *p, struct strlist *out, alps_error **err)
 {
 	const struct strlist *dm = &p->snap.cfg->default_mounts;
-	*c = *p->snap.cfg;
-	c->default_mounts.v = xcalloc(dm->n + 1, sizeof(char *));
-	c->default_mounts.n = 0;
+	out->v = xcalloc(dm->n + 1, sizeof(char *));
+	out->n = 0;
 	char **env = prep_user_env(p);
 	int rc = 0;
 	for (size_t i = 0; i < dm->n && rc == 0; i++)
-		if ((rc = edf_site_mount(dm->v[i], i, (const char *const *)env,
-					 &c->default_mounts.v[i], err)) == 0)
-			c->default_mounts.n++;
+		if ((rc = edf_site_mount(dm->v[i], i, (const char *const *)env, &out->v[i],
+					 err)) == 0)
+			out->n++;
 	edf_strv_free(env);
 	return rc;
 }
@@ -322,11 +322,11 @@ static void prep_build(void *arg)
 	struct prep *p = arg;
 	struct job_mounts jm;
 	alps_error *err = NULL;
-	struct config site;
-	int rc = site_config(p, &site, &err);
+	struct strlist site;
+	int rc = site_mounts(p, &site, &err);
 	if (rc == 0)
 		rc = jobenv_mounts(&site, p->edf, &jm, &err);
-	edf_strv_free(site.default_mounts.v);
+	edf_strv_free(site.v);
 	if (rc < 0) {
 		p->err = err;
 		return;
