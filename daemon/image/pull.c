@@ -68,7 +68,7 @@ struct pull {
 	struct waiter *waiters;         /* loop thread only */
 
 	pthread_mutex_t lock;           /* guards what follows */
-	const char *phase;
+	enum pull_phase phase;
 	struct layer_job *jobs;
 	size_t njobs, next_job;
 	uint64_t last_done, last_tick_ms, rate_bps;
@@ -149,7 +149,27 @@ static void layer_unclaim(struct puller *p, const char *digest)
 
 /* ---- one layer ---- */
 
-static void job_set(struct pull *pl, struct layer_job *job, const char *state)
+static const char *const layer_state_names[] = {
+	[PULL_LAYER_WAITING] = "waiting", [PULL_LAYER_DOWNLOADING] = "downloading",
+	[PULL_LAYER_VERIFYING] = "verifying", [PULL_LAYER_CACHED] = "cached",
+	[PULL_LAYER_DONE] = "done", [PULL_LAYER_FAILED] = "failed",
+};
+
+static const char *const phase_names[] = {
+	[PULL_RESOLVING] = "resolving", [PULL_LAYERS] = "layers", [PULL_COMMITTING] = "committing",
+};
+
+const char *pull_layer_state_name(enum pull_layer_state s)
+{
+	return (unsigned)s < ARRAY_SIZE(layer_state_names) ? layer_state_names[s] : "?";
+}
+
+const char *pull_phase_name(enum pull_phase p)
+{
+	return (unsigned)p < ARRAY_SIZE(phase_names) ? phase_names[p] : "?";
+}
+
+static void job_set(struct pull *pl, struct layer_job *job, enum pull_layer_state state)
 {
 	pthread_mutex_lock(&pl->lock);
 	job->st.state = state;
@@ -232,7 +252,7 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 		chanbuf_unref(fc.cb);
 		return alps_fail_errno(err, "cannot start a download thread");
 	}
-	job_set(pl, job, "downloading");
+	job_set(pl, job, PULL_LAYER_DOWNLOADING);
 	struct squash_opts so = {
 		.compressor = pl->opts.compressor, .level = pl->opts.level,
 		.threads = layer_share(pl), .max_entries = pl->opts.max_entries,
@@ -297,7 +317,7 @@ static int prove_access(struct pull *pl, struct layer_job *job, alps_error **err
 	struct fetch_ctx fc = { .pl = pl, .job = job };
 	log_info("layer %s: in the store, but uid %lld has not fetched it: fetching it again to "
 		 "prove access", l->desc.digest, (long long)pl->uid);
-	job_set(pl, job, "verifying");
+	job_set(pl, job, PULL_LAYER_VERIFYING);
 	if (registry_fetch_layer(pl->session, &l->desc, count_sink, &fc, err) < 0)
 		return alps_error_prefix(err, "layer %s", l->desc.digest);
 	return store_layer_allow(pl->p->store, l->desc.digest, pl->owner, err);
@@ -377,13 +397,13 @@ static void layer_task(void *arg)
 	if (skip) {
 		/* another layer failed: this one stays "waiting" */
 	} else if (rc < 0) {
-		job->st.state = "failed";
+		job->st.state = PULL_LAYER_FAILED;
 		if (!pl->err)
 			pl->err = err;
 		else
 			alps_error_free(err);
 	} else {
-		job->st.state = fetched ? "done" : "cached";
+		job->st.state = fetched ? PULL_LAYER_DONE : PULL_LAYER_CACHED;
 		if (!fetched)
 			job->st.done = job->st.total;
 		pl->fetched += fetched;
@@ -408,13 +428,13 @@ static int pull_layers(struct pull *pl, alps_error **err)
 		jobs[i].diff_id = i < pl->img.config.ndiff_ids ? pl->img.config.diff_ids[i] : NULL;
 		snprintf(jobs[i].st.digest, sizeof(jobs[i].st.digest), "%s", m->layers[i].desc.digest);
 		jobs[i].st.total = m->layers[i].desc.size;
-		jobs[i].st.state = "waiting";
+		jobs[i].st.state = PULL_LAYER_WAITING;
 		pl->size += m->layers[i].desc.size;
 	}
 	pthread_mutex_lock(&pl->lock);
 	pl->jobs = jobs;
 	pl->njobs = m->nlayers;
-	pl->phase = "layers";
+	pl->phase = PULL_LAYERS;
 	pl->tasks_left = m->nlayers;
 	pthread_mutex_unlock(&pl->lock);
 	for (size_t i = 0; i < m->nlayers; i++)
@@ -436,7 +456,7 @@ static int pull_commit(struct pull *pl, alps_error **err)
 {
 	const struct resolved_image *img = &pl->img;
 	pthread_mutex_lock(&pl->lock);
-	pl->phase = "committing";
+	pl->phase = PULL_COMMITTING;
 	pthread_mutex_unlock(&pl->lock);
 	_cleanup_free_ char *platform = manifest_platform_format(&img->platform);
 	_cleanup_free_ char *manifest = xstrndup(img->manifest_bytes, img->manifest_len);
@@ -591,12 +611,12 @@ static void pull_snapshot_send(struct pull *pl)
 	uint64_t done = 0, total = 0;
 	for (size_t i = 0; i < n; i++) {
 		ls[i] = pl->jobs[i].st;
-		if (strcmp(ls[i].state, "cached") != 0) {
+		if (ls[i].state != PULL_LAYER_CACHED) {
 			done += ls[i].done;
 			total += ls[i].total;
 		}
 	}
-	const char *phase = pl->phase;
+	enum pull_phase phase = pl->phase;
 	uint64_t now = now_monotonic_ms();
 	if (pl->last_tick_ms && now > pl->last_tick_ms) {
 		uint64_t inst = (done - pl->last_done) * 1000 / (now - pl->last_tick_ms);
@@ -745,7 +765,7 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	pl->ref = *ref;
 	memset(ref, 0, sizeof(*ref));
 	pl->reference = ref_format(&pl->ref);
-	pl->phase = "resolving";
+	pl->phase = PULL_RESOLVING;
 	pl->owner = has_creds_for(req, pl->ref.registry) ? (int64_t)req->uid : STORE_PUBLIC;
 	pl->uid = (int64_t)req->uid;
 	pl->origin = xasprintf("%s/%s", pl->ref.registry, pl->ref.repository);

@@ -27,16 +27,36 @@ struct puller;
 struct store;
 struct work_pool;
 
+enum pull_layer_state {
+	PULL_LAYER_WAITING = 0,
+	PULL_LAYER_DOWNLOADING,
+	PULL_LAYER_VERIFYING,   /* a cached layer fetched again to prove access */
+	PULL_LAYER_CACHED,
+	PULL_LAYER_DONE,
+	PULL_LAYER_FAILED,
+};
+
+enum pull_phase {
+	PULL_RESOLVING = 0,
+	PULL_LAYERS,
+	PULL_COMMITTING,
+};
+
+/* The words the protocol and logs use: "waiting", "downloading"...;
+ * "resolving", "layers", "committing". */
+const char *pull_layer_state_name(enum pull_layer_state s);
+const char *pull_phase_name(enum pull_phase p);
+
 struct pull_layer_status {
 	char digest[80];
 	uint64_t done, total;
-	const char *state;      /* "waiting", "downloading", "cached", "done", "failed" */
+	enum pull_layer_state state;
 };
 
 /* A snapshot, valid during the progress callback only. */
 struct pull_status {
 	const char *reference;
-	const char *phase;      /* "resolving", "layers", "committing" */
+	enum pull_phase phase;
 	struct pull_layer_status *layers;
 	size_t nlayers;
 	uint64_t done, total;   /* compressed bytes of layers to fetch */

@@ -51,7 +51,7 @@ static void pull_progress(void *arg, const struct pull_status *st)
 		lp[i].digest = st->layers[i].digest;
 		lp[i].bytes_done = st->layers[i].done;
 		lp[i].bytes_total = st->layers[i].total;
-		lp[i].state = (char *)st->layers[i].state;
+		lp[i].state = (char *)pull_layer_state_name(st->layers[i].state);
 		lpp[i] = &lp[i];
 	}
 	Alps__PullProgress pp = ALPS__PULL_PROGRESS__INIT;
@@ -61,7 +61,7 @@ static void pull_progress(void *arg, const struct pull_status *st)
 	pp.bytes_total = st->total;
 	pp.rate_bps = st->rate_bps;
 	pp.eta_ms = st->eta_ms;
-	pp.phase = (char *)st->phase;
+	pp.phase = (char *)pull_phase_name(st->phase);
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS;
 	resp.pull_progress = &pp;

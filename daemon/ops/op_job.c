@@ -544,7 +544,7 @@ static void prep_pull_progress(void *arg, const struct pull_status *st)
 	pp.bytes_total = st->total;
 	pp.rate_bps = st->rate_bps;
 	pp.eta_ms = st->eta_ms;
-	pp.phase = (char *)st->phase;
+	pp.phase = (char *)pull_phase_name(st->phase);
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS;
 	resp.pull_progress = &pp;
