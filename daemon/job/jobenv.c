@@ -124,6 +124,54 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img)
 	return out;
 }
 
+/* The EDF annotations that switch a group of a Slurm task's variables. */
+static const char *const slurm_switches[] = { "rank_env", "master_env", "placement_env" };
+#define SLURM_SWITCH_PREFIX "com.alps.slurm."
+
+int jobenv_check_annotations(const struct edf *edf, alps_error **err)
+{
+	for (size_t i = 0; edf && i < edf->nannotations; i++) {
+		const struct edf_var *a = &edf->annotations[i];
+		if (!str_has_prefix(a->key, SLURM_SWITCH_PREFIX))
+			continue;
+		const char *name = a->key + strlen(SLURM_SWITCH_PREFIX);
+		bool known = false;
+		for (size_t k = 0; k < ARRAY_SIZE(slurm_switches); k++)
+			known = known || strcmp(name, slurm_switches[k]) == 0;
+		if (!known)
+			return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: annotations.%s: unknown (%s"
+					 "rank_env, master_env or placement_env)", a->loc.file,
+					 a->loc.line, a->loc.col, a->key, SLURM_SWITCH_PREFIX);
+		if (strcmp(a->value, "true") != 0 && strcmp(a->value, "false") != 0)
+			return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: annotations.%s: \"true\" or "
+					 "\"false\", not \"%s\"", a->loc.file, a->loc.line, a->loc.col,
+					 a->key, a->value);
+	}
+	return 0;
+}
+
+/* {"rank_env": false, ...}: what the job's EDF says, for attach. */
+static json_t *slurm_switches_json(const struct edf *edf)
+{
+	json_t *o = json_object();
+	for (size_t k = 0; k < ARRAY_SIZE(slurm_switches); k++) {
+		_cleanup_free_ char *key = xasprintf(SLURM_SWITCH_PREFIX "%s", slurm_switches[k]);
+		const char *v = edf ? edf_annotation_get(edf, key) : NULL;
+		if (v)
+			json_object_set_new(o, slurm_switches[k], json_boolean(strcmp(v, "true") == 0));
+	}
+	return o;
+}
+
+bool jobenv_slurm_switch(const char *env_json, const char *name, bool site_default)
+{
+	json_t *j = env_json ? json_loads(env_json, 0, NULL) : NULL;
+	json_t *v = json_object_get(json_object_get(j, "slurm"), name);
+	bool on = json_is_boolean(v) ? json_is_true(v) : site_default;
+	json_decref(j);
+	return on;
+}
+
 char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
 		  uint32_t tasks, const char *fabric_map)
 {
@@ -138,6 +186,7 @@ char *jobenv_json(const struct edf *edf, const struct store_image *img, const ch
 			      edf_env, "workdir", wd, "tasks", (json_int_t)tasks);
 	if (fabric_map)
 		json_object_set_new(j, "fabric_map", json_string(fabric_map));
+	json_object_set_new(j, "slurm", slurm_switches_json(edf));
 	json_decref(c);
 	char *s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);

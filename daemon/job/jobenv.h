@@ -45,6 +45,13 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img);
  * workdir, tasks.  Caller frees. */
 char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
 		  uint32_t tasks, const char *fabric_map);
+/* The annotations com.alps.slurm.{rank_env,master_env,placement_env}:
+ * known names, "true" or "false"; an error names file, line and key. */
+int jobenv_check_annotations(const struct edf *edf, alps_error **err);
+/* Whether a group of a Slurm task's variables is on for the job: its EDF's
+ * annotation when it has one, else the site's setting. */
+bool jobenv_slurm_switch(const char *env_json, const char *name, bool site_default);
+
 /* The fingerprint in a row's environment_json, or NULL.  Caller frees. */
 char *jobenv_fingerprint(const char *env_json);
 

@@ -105,16 +105,19 @@ static char **task_env(struct attach *at, alps_error **err)
 	const char **caller = xcalloc(a->n_env + 1, sizeof(char *));
 	for (size_t i = 0; i < a->n_env; i++)
 		caller[i] = a->env[i];
-	char **env = jobenv_exec_env(at->job->environment_json, caller,
-				     cfg->slurm_placement_env ? at->d->topology : NULL, a->job,
-				     a->local_rank);
+	const char *ej = at->job->environment_json;
+	char **env = jobenv_exec_env(ej, caller,
+				     jobenv_slurm_switch(ej, "placement_env", cfg->slurm_placement_env)
+					     ? at->d->topology : NULL,
+				     a->job, a->local_rank);
 	free(caller);
 	struct slurm_task t = {
 		.job_id = a->slurm_job_id, .local_rank = a->local_rank,
 		.global_rank = a->global_rank, .ntasks = a->ntasks, .nodelist = a->nodelist,
 	};
 	struct slurmenv_conf sc = {
-		.ranks = cfg->slurm_rank_env, .master = cfg->slurm_master_env,
+		.ranks = jobenv_slurm_switch(ej, "rank_env", cfg->slurm_rank_env),
+		.master = jobenv_slurm_switch(ej, "master_env", cfg->slurm_master_env),
 		.port_min = (uint32_t)cfg->slurm_master_port_min,
 		.port_max = (uint32_t)cfg->slurm_master_port_max,
 	};

@@ -470,7 +470,8 @@ static void prep_setup(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
-	if (hooks_job_resolve(p->snap.cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
+	if (jobenv_check_annotations(p->edf, &err) < 0 ||
+	    hooks_job_resolve(p->snap.cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
 			      &err) < 0 || prep_record(p, &err) < 0)
 		p->err = err;
 	else

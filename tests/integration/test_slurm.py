@@ -150,6 +150,24 @@ def test_tasks_share_one_container_with_slurm_binding(world):
     wait_no_jobs(world)
 
 
+def test_env_groups_switched_by_annotation(world):
+    """A site's defaults for the task variables can be turned off per
+    environment: com.alps.slurm.{rank_env,master_env,placement_env}."""
+    v = world.users.victim
+    user_edf(world, v, "nomaster.toml", f'image = "{world.ref}"\n[annotations]\n'
+             'com.alps.slurm.master_env = "false"\n')
+    r = world.slurm.run(["srun", "-n", "1", "--environment=nomaster", "sh", "-c",
+                         'echo "R=$RANK M=${MASTER_ADDR:-none} P=${MASTER_PORT:-none}"'], user=v)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "R=0 M=none P=none"
+    wait_no_jobs(world)
+    bad = user_edf(world, v, "badswitch.toml", f'image = "{world.ref}"\n[annotations]\n'
+                   'com.alps.slurm.rank_env = "no"\n')
+    r = world.daemon.alps("prepare", "--job", "sw1", "--user", v.name, "--environment", bad)
+    assert r.returncode == 1 and "com.alps.slurm.rank_env" in r.stderr and '"no"' in r.stderr
+    assert jobs(world) == []
+
+
 def test_sbatch_steps_share_the_container_script_on_host(world):
     v = world.users.victim
     user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
