@@ -9,6 +9,7 @@
 #include "daemon/settings.h"
 #include "daemon/daemon.h"
 #include "daemon/server/handlers.h"
+#include "daemon/ops/ops.h"
 #include "daemon/image/pull.h"
 #include "daemon/store/store.h"
 #include "daemon/server/work.h"
@@ -39,16 +40,14 @@ static char *image_key(struct daemon *d, const char *text, bool *is_digest, alps
 
 /* ---- pull ---- */
 
-static void pull_progress(void *arg, const struct pull_status *st)
+void ops_send_pull_progress(struct request *rq, const struct pull_status *st, bool layers)
 {
-	struct request *rq = arg;
-	if (!request_connected(rq))
-		return;
-	Alps__LayerProgress *lp = xcalloc(st->nlayers ? st->nlayers : 1, sizeof(*lp));
-	Alps__LayerProgress **lpp = xcalloc(st->nlayers ? st->nlayers : 1, sizeof(*lpp));
-	for (size_t i = 0; i < st->nlayers; i++) {
+	size_t n = layers ? st->nlayers : 0;
+	Alps__LayerProgress *lp = xcalloc(n ? n : 1, sizeof(*lp));
+	Alps__LayerProgress **lpp = xcalloc(n ? n : 1, sizeof(*lpp));
+	for (size_t i = 0; i < n; i++) {
 		alps__layer_progress__init(&lp[i]);
-		lp[i].digest = st->layers[i].digest;
+		lp[i].digest = (char *)st->layers[i].digest;
 		lp[i].bytes_done = st->layers[i].done;
 		lp[i].bytes_total = st->layers[i].total;
 		lp[i].state = (char *)pull_layer_state_name(st->layers[i].state);
@@ -56,7 +55,7 @@ static void pull_progress(void *arg, const struct pull_status *st)
 	}
 	Alps__PullProgress pp = ALPS__PULL_PROGRESS__INIT;
 	pp.layers = lpp;
-	pp.n_layers = st->nlayers;
+	pp.n_layers = n;
 	pp.bytes_done = st->done;
 	pp.bytes_total = st->total;
 	pp.rate_bps = st->rate_bps;
@@ -68,6 +67,13 @@ static void pull_progress(void *arg, const struct pull_status *st)
 	request_progress(rq, &resp);
 	free(lpp);
 	free(lp);
+}
+
+static void pull_progress(void *arg, const struct pull_status *st)
+{
+	struct request *rq = arg;
+	if (request_connected(rq))
+		ops_send_pull_progress(rq, st, true);
 }
 
 static void pull_done(void *arg, const struct pull_result *res, const alps_error *err)

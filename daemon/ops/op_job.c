@@ -31,6 +31,7 @@
 #include "daemon/hooks/hooks.h"
 #include "daemon/daemon.h"
 #include "daemon/server/handlers.h"
+#include "daemon/ops/ops.h"
 #include "daemon/image/pull.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/ns.h"
@@ -540,16 +541,8 @@ static void prep_image_found(void *arg)
 static void prep_pull_progress(void *arg, const struct pull_status *st)
 {
 	struct prep *p = arg;
-	Alps__PullProgress pp = ALPS__PULL_PROGRESS__INIT;
-	pp.bytes_done = st->done;
-	pp.bytes_total = st->total;
-	pp.rate_bps = st->rate_bps;
-	pp.eta_ms = st->eta_ms;
-	pp.phase = (char *)pull_phase_name(st->phase);
-	Alps__Response resp = ALPS__RESPONSE__INIT;
-	resp.payload_case = ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS;
-	resp.pull_progress = &pp;
-	request_progress(p->rq, &resp);
+	/* A prolog's log gets the phases and totals, not every layer. */
+	ops_send_pull_progress(p->rq, st, false);
 }
 
 static void prep_pull_done(void *arg, const struct pull_result *res, const alps_error *err)
