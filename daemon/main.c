@@ -471,12 +471,86 @@ static int daemonize(int *ready_fd)
 	return 0;
 }
 
+/* The state directory, the store, the jobs left from before, the
+ * topology (fatal on failure: start-up only). */
+static void open_state(struct daemon *d)
+{
+	alps_error *err = NULL;
+	d->pid = getpid();
+	d->start_ms = now_monotonic_ms();
+	raise_fd_limit();
+	signal(SIGPIPE, SIG_IGN);
+	if (lock_state_dir(d, &err) < 0)
+		log_fatal("%s", err->msg);
+	if (store_open(d->cfg->state_dir, &d->store, &err) < 0)
+		log_fatal("%s", err->msg);
+	if (registry_global_init(&err) < 0)
+		log_fatal("%s", err->msg);
+	reconcile_jobs(d);
+	d->topology = topology_from(d->cfg, false);
+}
+
+/* The loop and what runs on it: fabric, pool, puller, server, timers. */
+static void start_services(struct daemon *d, int listen_fd)
+{
+	alps_error *err = NULL;
+	evthread_use_pthreads();
+	d->base = event_base_new();
+	if (!d->base)
+		log_fatal("cannot create the event loop");
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	d->node_name = xstrdup(*d->cfg->fabric_node ? d->cfg->fabric_node : host);
+	/* Before threads: it may set a libfabric variable in environ. */
+	if (d->cfg->fabric_enabled && fabric_open(d->base, d->cfg, d->node_name, &d->fabric, &err) < 0)
+		log_fatal("fabric: %s", err->msg);
+	d->pool = work_pool_new(d->base, pool_threads(d->cfg), &err);
+	if (!d->pool)
+		log_fatal("%s", err->msg);
+	d->puller = puller_new(d->base, d->store, d->pool, (unsigned)d->cfg->max_parallel_layers);
+	if (server_start(d, d->cfg->socket_path, listen_fd, &d->server, &err) < 0)
+		log_fatal("%s", err->msg);
+	runjobs_start(d);
+	cache_start(d);
+}
+
+static void tell_ready(const struct daemon *d, int ready_fd)
+{
+	log_notice("alpsd %s ready on %s (store %s, pid %d)", PACKAGE_VERSION,
+		   d->cfg->socket_path, d->cfg->state_dir, (int)d->pid);
+	sd_notify_state("READY=1");
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "R", 1) != 1)
+			log_warn("cannot tell the parent we are ready: %s", strerror(errno));
+		close(ready_fd);
+	}
+}
+
+/* In the reverse order of the start, once the loop has ended. */
+static void stop_services(struct daemon *d)
+{
+	d->stopping = true;     /* a reload that ends while draining is dropped */
+	exec_shutdown();
+	server_free(d->server);
+	/* Pulls first give up, so that draining the pool of their layer
+	 * conversions is quick; then their threads are joined. */
+	puller_stop(d->puller);
+	work_drain(d);
+	cache_stop();
+	runjobs_stop();
+	puller_free(d->puller);
+	work_pool_free(d->pool);
+	fabric_close(d->fabric);
+	store_close(d->store);
+	registry_global_cleanup();
+	topology_unref(d->topology);
+}
+
 int main(int argc, char **argv)
 {
 	struct cmdline cl = { 0 };
 	parse_cmdline(argc, argv, &cl);
-	bool journal = getenv("JOURNAL_STREAM") != NULL;
-	log_init("alpsd", LOG_LVL_INFO, journal);
+	log_init("alpsd", LOG_LVL_INFO, getenv("JOURNAL_STREAM") != NULL);
 
 	alps_error *err = NULL;
 	struct daemon d = { .lock_fd = -1, .cmdline = &cl };
@@ -494,44 +568,11 @@ int main(int argc, char **argv)
 	log_set_level((enum log_level)log_level_parse(d.cfg->log_level));
 
 	int listen_fd = sd_listen_fd();
-	bool under_systemd = getenv("NOTIFY_SOCKET") != NULL;
 	int ready_fd = -1;
-	if (!cl.foreground && !under_systemd)
+	if (!cl.foreground && getenv("NOTIFY_SOCKET") == NULL)
 		daemonize(&ready_fd);
-
-	d.pid = getpid();
-	d.start_ms = now_monotonic_ms();
-	raise_fd_limit();
-	signal(SIGPIPE, SIG_IGN);
-	if (lock_state_dir(&d, &err) < 0)
-		log_fatal("%s", err->msg);
-	if (store_open(d.cfg->state_dir, &d.store, &err) < 0)
-		log_fatal("%s", err->msg);
-	if (registry_global_init(&err) < 0)
-		log_fatal("%s", err->msg);
-	reconcile_jobs(&d);
-	d.topology = topology_from(d.cfg, false);
-
-	evthread_use_pthreads();
-	d.base = event_base_new();
-	if (!d.base)
-		log_fatal("cannot create the event loop");
-	char host[256] = "";
-	gethostname(host, sizeof(host) - 1);
-	d.node_name = xstrdup(*d.cfg->fabric_node ? d.cfg->fabric_node : host);
-	if (d.cfg->fabric_enabled) {
-		/* Before threads: it may set a libfabric variable in environ. */
-		if (fabric_open(d.base, d.cfg, d.node_name, &d.fabric, &err) < 0)
-			log_fatal("fabric: %s", err->msg);
-	}
-	d.pool = work_pool_new(d.base, pool_threads(d.cfg), &err);
-	if (!d.pool)
-		log_fatal("%s", err->msg);
-	d.puller = puller_new(d.base, d.store, d.pool, (unsigned)d.cfg->max_parallel_layers);
-	if (server_start(&d, d.cfg->socket_path, listen_fd, &d.server, &err) < 0)
-		log_fatal("%s", err->msg);
-	runjobs_start(&d);
-	cache_start(&d);
+	open_state(&d);
+	start_services(&d, listen_fd);
 
 	struct event *ev_term = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
 	struct event *ev_int = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
@@ -539,33 +580,11 @@ int main(int argc, char **argv)
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
 	event_add(ev_hup, NULL);
-
-	log_notice("alpsd %s ready on %s (store %s, pid %d)", PACKAGE_VERSION,
-		   d.cfg->socket_path, d.cfg->state_dir, (int)d.pid);
-	sd_notify_state("READY=1");
-	if (ready_fd >= 0) {
-		if (write(ready_fd, "R", 1) != 1)
-			log_warn("cannot tell the parent we are ready: %s", strerror(errno));
-		close(ready_fd);
-	}
+	tell_ready(&d, ready_fd);
 
 	event_base_dispatch(d.base);
-	d.stopping = true;      /* a reload that ends while draining is dropped */
 
-	exec_shutdown();
-	server_free(d.server);
-	/* Pulls first give up, so that draining the pool of their layer
-	 * conversions is quick; then their threads are joined. */
-	puller_stop(d.puller);
-	work_drain(&d);
-	cache_stop();
-	runjobs_stop();
-	puller_free(d.puller);
-	work_pool_free(d.pool);
-	fabric_close(d.fabric);
-	store_close(d.store);
-	registry_global_cleanup();
-	topology_unref(d.topology);
+	stop_services(&d);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
