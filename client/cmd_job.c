@@ -6,12 +6,14 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -426,6 +428,33 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
 }
 
+/* alpsd went away (stopped, restarted, killed) while the command ran: the
+ * command goes on with its job.  Keep relaying signals and wait for it
+ * (it runs as us, so a pidfd works), then say plainly that its status is
+ * not known, rather than returning as if it had ended. */
+static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
+{
+	fprintf(stderr, "alps exec: lost alpsd while pid %d ran (%s); waiting for it to end\n",
+		(int)pid, err ? err->msg : "connection closed");
+	alps_error_free(err);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd >= 0) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		while (poll(&p, 1, -1) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+	}
+	relay_pid = 0;
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "code", "unavailable",
+					    "message", "alpsd went away: the command's exit status "
+					    "is unknown", "pid", (int)pid));
+	else
+		fprintf(stderr, "alps exec: pid %d ended; its exit status is unknown (alpsd was "
+			"not there to see it)\n", (int)pid);
+	return 125;
+}
+
 int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **argv)
 {
 	char cwd[4096];
@@ -449,6 +478,9 @@ int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **
 	start_status = 0;
 	const int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
 	Alps__Response *resp = wire_call(&cl->wire, &req, fds, 3, on_exec_progress, NULL, -1, &err);
+	pid_t started = relay_pid;
+	if (!resp && started > 0)
+		return exec_lost(cl, started, err);
 	relay_pid = 0;
 	if (!resp) {
 		client_fail(cl, "exec", err);

@@ -375,3 +375,23 @@ def test_stop_with_a_running_exec(daemon_factory, bbworld):
     d.start()                       # the job survived; release ends its process
     d.alps("release", "--job", "120", check=True)
     assert mounts_under(d.run_dir + "/jobs") == []
+
+
+def test_exec_outlives_the_daemon_and_says_so(jd):
+    """A daemon that goes away while a command runs does not orphan it
+    silently: the client waits for the command to end, then says that its
+    status is unknown (exit 125)."""
+    prepare(jd, "190", "--image", jd.ref)
+    p = subprocess.Popen([binary("alps"), "--socket", jd.socket, "exec", "--job", "190", "--",
+                          "sh", "-c", "sleep 2; echo done"], user=NOBODY, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    t0 = time.monotonic()
+    jd.stop(signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert out.strip() == "done", (out, err)
+    assert time.monotonic() - t0 > 0.5          # it waited for the command
+    assert p.returncode == 125 and "lost alpsd while pid" in err, err
+    assert "exit status is unknown" in err
+    jd.start()
+    jd.alps("release", "--job", "190", check=True)
