@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/exectty.h"
 #include "client/job.h"
 #include "common/edf.h"
 
@@ -385,9 +386,14 @@ static volatile pid_t relay_pid;
 /* From a progress reply before an error: 126 or 127 (see exec_exit_code). */
 static int start_status;
 
+static volatile bool relay_tty;
+
 static void relay_signal(int sig)
 {
-	if (relay_pid > 0)
+	/* With a pseudo-terminal the kernel tells the command of a new size. */
+	if (sig == SIGWINCH && relay_tty)
+		exectty_winch();
+	else if (relay_pid > 0)
 		kill(relay_pid, sig);
 }
 
@@ -434,8 +440,9 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
  * not known, rather than returning as if it had ended. */
 static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 {
-	fprintf(stderr, "alps exec: lost alpsd while pid %d ran (%s); waiting for it to end\n",
-		(int)pid, err ? err->msg : "connection closed");
+	if (!relay_tty)
+		fprintf(stderr, "alps exec: lost alpsd while pid %d ran (%s); waiting for it to "
+			"end\n", (int)pid, err ? err->msg : "connection closed");
 	alps_error_free(err);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd >= 0) {
@@ -445,6 +452,9 @@ static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 		close(pidfd);
 	}
 	relay_pid = 0;
+	if (relay_tty)
+		exectty_stop();
+	relay_tty = false;
 	if (cl->json)
 		client_print_json(json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "code", "unavailable",
 					    "message", "alpsd went away: the command's exit status "
@@ -474,14 +484,26 @@ int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **
 		client_fail(cl, "exec", err);
 		return 125;
 	}
-	install_relays();
 	start_status = 0;
-	const int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
+	int fds[3] = { STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO };
+	if (exectty_wanted() && !cl->json) {
+		int slave;
+		if (exectty_start(&slave, &err) < 0) {
+			client_fail(cl, "exec", err);
+			return 125;
+		}
+		fds[0] = fds[1] = fds[2] = slave;
+		x.tty = relay_tty = true;
+	}
+	install_relays();
 	Alps__Response *resp = wire_call(&cl->wire, &req, fds, 3, on_exec_progress, NULL, -1, &err);
 	pid_t started = relay_pid;
 	if (!resp && started > 0)
 		return exec_lost(cl, started, err);
 	relay_pid = 0;
+	if (relay_tty)
+		exectty_stop();
+	relay_tty = false;
 	if (!resp) {
 		client_fail(cl, "exec", err);
 		return 125;

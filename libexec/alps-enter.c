@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -58,6 +59,7 @@ struct enter_req {
 	bool have_oom;
 	mode_t umask;
 	const char *workdir;
+	bool tty;
 	char **argv, **envp;
 	size_t argc, envc;
 };
@@ -161,6 +163,7 @@ static void parse_record(struct enter_req *r, char tag, char *v)
 		break;
 	}
 	case 'w': r->workdir = v; break;
+	case 't': r->tty = num(v, 0, 1) == 1; break;
 	case 'A': push(&r->argv, &r->argc, v); break;
 	case 'E': push(&r->envp, &r->envc, v); break;
 	default: fail(ENTER_STAGE_REQUEST, EINVAL, 0);
@@ -315,5 +318,10 @@ int main(int argc, char **argv)
 		fail(ENTER_STAGE_CREDS, errno, 0);
 	if (chdir(r.workdir) < 0)
 		fail(ENTER_STAGE_CHDIR, errno, 0);
+	/* A session of its own with the client's pseudo-terminal as its
+	 * controlling terminal: job control, ^C and the window size work as
+	 * in a local shell.  (As the user: the tty is the user's.) */
+	if (r.tty && (setsid() < 0 || ioctl(STDIN_FILENO, TIOCSCTTY, 0) < 0))
+		fail(ENTER_STAGE_TTY, errno, 0);
 	fail(ENTER_STAGE_EXEC, exec_command(&r), 0);
 }

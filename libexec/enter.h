@@ -14,6 +14,7 @@
  *   'C' a CPU of the affinity (repeated; none: left alone)
  *   'n' nice  'o' oom_score_adj  'm' umask (octal)
  *   'w' workdir (text)  'A' an argv element (repeated)  'E' an environment entry (repeated)
+ *   't' 1: fd 0 is a pseudo-terminal, made the controlling terminal of a new session
  * The command is looked up in the PATH of its environment (inside the
  * container), like execvp.
  *
@@ -38,6 +39,7 @@ enum enter_stage {
 	ENTER_STAGE_SETNS,      /* entering the job's mount namespace */
 	ENTER_STAGE_CREDS,      /* becoming the user */
 	ENTER_STAGE_CHDIR,      /* the workdir */
+	ENTER_STAGE_TTY,        /* the controlling terminal */
 	ENTER_STAGE_EXEC,       /* execve (errnum ENOENT: not found) */
 	ENTER_STAGE_COUNT
 };

@@ -223,6 +223,8 @@ static void request_build(struct buf *b, const struct exec_spec *s, size_t ncgro
 	if (s->peer)
 		peer_records(b, s->peer);
 	rec(b, 'w', "%s", s->workdir ? s->workdir : "/");
+	if (s->tty)
+		rec(b, 't', "%d", 1);
 	for (const char *const *a = s->argv; *a; a++)
 		rec(b, 'A', "%s", *a);
 	for (const char *const *e = s->envp; e && *e; e++)
@@ -442,6 +444,7 @@ static const char *const stage_names[] = {
 	[ENTER_STAGE_SETNS] = "entering the job's namespace",
 	[ENTER_STAGE_CREDS] = "becoming the user",
 	[ENTER_STAGE_CHDIR] = "entering the workdir",
+	[ENTER_STAGE_TTY] = "taking the terminal as its controlling terminal",
 	[ENTER_STAGE_EXEC] = "exec",
 };
 

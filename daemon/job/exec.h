@@ -61,6 +61,8 @@ struct exec_spec {
 	int stdout_fd;
 	int stderr_fd;
 	const char *workdir;            /* NULL: "/" */
+	bool tty;                       /* stdin is a pseudo-terminal the process takes as its
+					 * controlling terminal, in a session of its own */
 	unsigned timeout_ms;            /* 0: 30 s */
 	int *start_status;              /* out, may be NULL: an EXEC_STATUS_* on failure */
 };

@@ -115,7 +115,9 @@ static void on_exit_ready(evutil_socket_t fd, short what, void *arg)
 struct xe {
 	struct request *rq;
 	struct daemon *d;
+	struct snapshot snap;       /* the settings and topology the worker reads */
 	char *job;
+	bool tty;                   /* the client's pseudo-terminal: its controlling tty */
 	int fds[3];
 	int peer_pidfd;
 	uid_t uid;
@@ -149,6 +151,7 @@ static void xe_free(struct xe *x)
 	edf_strv_free(x->env);
 	free(x->workdir);
 	alps_error_free(x->err);
+	snapshot_drop(&x->snap);
 	free(x);
 }
 
@@ -180,7 +183,7 @@ static int job_env(struct xe *x, alps_error **err)
 		return -1;
 	}
 	x->env = jobenv_exec_env(job->environment_json, (const char *const *)x->caller_env,
-				 x->d->topology, job->id, x->local_rank);
+				 x->snap.topology, job->id, x->local_rank);
 	/* The EDF's workdir, else the image's, else "/" (recorded at prepare).
 	 * The caller's own cwd is a host path: it means nothing inside. */
 	x->workdir = jobenv_exec_workdir(job->environment_json);
@@ -197,11 +200,12 @@ static void exec_work(void *arg)
 	if (job_env(x, &x->err) < 0 || exec_peer_read(x->peer_pidfd, &peer, &x->err) < 0)
 		return;
 	struct exec_spec spec = {
-		.run_dir = x->d->cfg->run_dir, .job = x->job, .uid = x->uid, .gid = x->gid,
+		.run_dir = x->snap.cfg->run_dir, .job = x->job, .uid = x->uid, .gid = x->gid,
 		.groups = x->groups, .ngroups = x->ngroups, .peer = &peer,
 		.argv = (const char *const *)x->argv, .envp = (const char *const *)x->env,
 		.stdin_fd = x->fds[0], .stdout_fd = x->fds[1], .stderr_fd = x->fds[2],
-		.workdir = x->workdir, .timeout_ms = (unsigned)x->d->cfg->exec_timeout_s * 1000u,
+		.workdir = x->workdir, .timeout_ms = (unsigned)x->snap.cfg->exec_timeout_s * 1000u,
+		.tty = x->tty,
 		.start_status = &x->start_status,
 	};
 	job_exec_spawn(&spec, &x->pid, &x->err);
@@ -300,7 +304,9 @@ static struct xe *xe_new(struct request *rq, const Alps__ExecRequest *x, const i
 	struct xe *e = xzalloc(sizeof(*e));
 	e->rq = request_ref(rq);
 	e->d = request_daemon(rq);
+	snapshot_take(e->d, &e->snap);
 	e->job = xstrdup(x->job);
+	e->tty = x->tty;
 	memcpy(e->fds, fds, sizeof(e->fds));
 	e->peer_pidfd = -1;
 	e->uid = peer->uid;

@@ -371,9 +371,14 @@ def test_stop_with_a_running_exec(daemon_factory, bbworld):
     time.sleep(1.0)
     assert d.stop() == 0            # in-flight exec cut after the grace, nothing leaked
     d.check_log_clean()
-    assert p.wait(20) != 0          # the client learns the daemon went away
+    # The client learns the daemon went away, says so, and goes on waiting
+    # for the command, which belongs to its job and goes on too.
+    time.sleep(1)
+    assert p.poll() is None
     d.start()                       # the job survived; release ends its process
     d.alps("release", "--job", "120", check=True)
+    assert p.wait(20) == 125
+    assert "lost alpsd while pid" in p.stderr.read()
     assert mounts_under(d.run_dir + "/jobs") == []
 
 
@@ -395,3 +400,50 @@ def test_exec_outlives_the_daemon_and_says_so(jd):
     assert "exit status is unknown" in err
     jd.start()
     jd.alps("release", "--job", "190", check=True)
+
+
+def test_exec_on_a_terminal_gets_one(jd):
+    """On a terminal, exec gives the command a pseudo-terminal as its
+    controlling terminal (a session of its own): tty_nr is set, input
+    typed on the caller's terminal reaches it, ^C reaches it as SIGINT."""
+    import pty
+    import select
+    prepare(jd, "191", "--image", jd.ref)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([binary("alps"), "--socket", jd.socket, "exec", "--job", "191", "--",
+                          "sh", "-c", "test -t 0 && echo TTY; cut -d' ' -f7 /proc/self/stat; "
+                          "read x; echo got:$x; trap 'echo INT; exit 3' INT; "
+                          "echo waiting; while :; do sleep 0.1; done"],
+                         stdin=slave, stdout=slave, stderr=slave, user=NOBODY,
+                         start_new_session=True)
+    os.close(slave)
+    out = b""
+
+    def read_until(token, timeout=20):
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while token not in out and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+        return token in out
+
+    try:
+        assert read_until(b"TTY"), out
+        os.write(master, b"hello\n")
+        assert read_until(b"got:hello"), out
+        assert read_until(b"waiting"), out
+        os.write(master, b"\x03")             # ^C, typed
+        assert read_until(b"INT"), out
+        assert p.wait(20) == 3, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    lines = out.decode(errors="replace").replace("\r", "").splitlines()
+    tty_nr = lines[lines.index("TTY") + 1].strip()
+    assert tty_nr != "0", out
+    jd.alps("release", "--job", "191", check=True)
