@@ -157,12 +157,14 @@ def test_restart_releases_run_job_whose_client_died(daemon_factory, world, users
     try:
         wait_for("the run job", lambda: len(run_jobs(d, att.uid)) == 1)
         wait_for("its command", lambda: sleepers(att.uid, "303"))
-        # The daemon dies; its client loses the connection, cannot release
-        # (no daemon), and exits: the job is left to the next start.
+        # The daemon dies; its client (which would wait for its command)
+        # dies too while no daemon is there to release the job: the job is
+        # left to the next start.
         os.kill(d.pid, signal.SIGKILL)
         d.proc.wait()
         d.log.close()
         d.proc = None
+        p.kill()
         p.wait(30)
         assert sleepers(att.uid, "303"), "the command should outlive the daemon"
         d.start()
