@@ -295,7 +295,7 @@ def test_cancelled_pull_leaves_nothing_unseen(daemon_factory, world, tmp_path):
             if not line:
                 break
             ev = json.loads(line)
-            if ev.get("event") == "progress" and ev["done"] > 1 << 20:
+            if ev.get("event") == "progress" and ev["compressed_done"] > 1 << 20:
                 break
         assert d.stop(signal.SIGTERM) == 0
         p.wait(30)
