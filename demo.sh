@@ -16,7 +16,7 @@ build=$top/build/demo
 if [ ! -x configure ] || [ configure.ac -nt configure ]; then autoreconf -fi >/dev/null 2>&1; fi
 mkdir -p "$build"
 [ -f "$build/Makefile" ] || (cd "$build" && "$top/configure" -q)
-make -C "$build" -s -j"$(nproc)" alps alpsd >/dev/null
+make -C "$build" -s -j"$(nproc)" alps alpsd libexec/alps-nshelper libexec/alps-enter >/dev/null
 
 demo=${ALPS_DEMO_DIR:-/tmp/alps-demo}
 sock=$demo/alpsd.sock
@@ -68,7 +68,9 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$oci:demo" "docker://127.0.0.1:
 ref=127.0.0.1:$port/demo/busybox:1.0
 
 echo "== alpsd (store $demo/state, socket $sock)"
-"$build/alpsd" --foreground --socket "$sock" --state-dir "$demo/state" \
+# The helpers of this build tree (installed ones live in libexec/alps/).
+ALPS_NSHELPER=$build/libexec/alps-nshelper ALPS_ENTER_PATH=$build/libexec/alps-enter \
+	"$build/alpsd" --foreground --socket "$sock" --state-dir "$demo/state" \
 	--run-dir "$demo/run" >"$demo/alpsd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
