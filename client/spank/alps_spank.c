@@ -299,13 +299,17 @@ static int remote_post_opt(spank_t sp)
 	if (!st.container)
 		goto fail;
 	slurmjob_set_string(&req->job, NULL);
-	int rc = prepare(req, st.container, uid, tasks, &err);
+	/* No task count at prepare: Slurm may run more tasks than the node can
+	 * place (--overcommit), which must not fail the step; placement is
+	 * per task, at attach. */
+	(void)tasks;
+	int rc = prepare(req, st.container, uid, 0, &err);
 	if (rc == 1 && !st.name) {
 		/* The prolog prepared another environment for the job. */
 		free(st.container);
 		st.container = xasprintf("%u.step%u", (unsigned)job, (unsigned)step);
 		st.step_private = true;
-		rc = prepare(req, st.container, uid, tasks, &err);
+		rc = prepare(req, st.container, uid, 0, &err);
 	}
 	if (rc == 1)
 		alps_fail(&err, ALPS_E_CONFLICT, "container %s exists with another environment",
@@ -347,8 +351,9 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 static int attach_request(spank_t sp, uid_t uid, Alps__AttachRequest *a, char ***envp)
 {
 	int id;
-	uint32_t gid = 0, ntasks = 0, job = 0;
+	uint32_t gid = 0, ntasks = 0, job = 0, local = 0;
 	if (spank_get_item(sp, S_TASK_ID, &id) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &local) != ESPANK_SUCCESS ||
 	    spank_get_item(sp, S_TASK_GLOBAL_ID, &gid) != ESPANK_SUCCESS ||
 	    spank_get_item(sp, S_JOB_TOTAL_TASK_COUNT, &ntasks) != ESPANK_SUCCESS ||
 	    spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
@@ -362,6 +367,7 @@ static int attach_request(spank_t sp, uid_t uid, Alps__AttachRequest *a, char **
 	a->global_rank = gid;
 	a->ntasks = ntasks;
 	a->slurm_job_id = job;
+	a->local_tasks = local;
 	return 0;
 }
 

@@ -254,6 +254,13 @@ static void env_put(struct envlist *e, const char *kv)
 char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
 		       const struct topology *topo, const char *job, uint32_t local_rank)
 {
+	return jobenv_task_env(env_json, caller_env, topo, job, local_rank, 0);
+}
+
+char **jobenv_task_env(const char *env_json, const char *const *caller_env,
+		       const struct topology *topo, const char *job, uint32_t local_rank,
+		       uint32_t local_tasks)
+{
 	struct envlist e = { .v = xcalloc(1, sizeof(char *)), .n = 0 };
 	for (size_t i = 0; caller_env && caller_env[i]; i++)
 		env_put(&e, caller_env[i]);
@@ -269,7 +276,8 @@ char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
 		if (k && val)
 			env_set(&e, k, strlen(k), *val ? val : NULL);
 	}
-	json_int_t tasks = json_integer_value(json_object_get(j, "tasks"));
+	json_int_t tasks = local_tasks ? (json_int_t)local_tasks
+				       : json_integer_value(json_object_get(j, "tasks"));
 	if (topo && tasks > 0 && local_rank < (uint32_t)tasks) {
 		struct place_plan *plan = NULL;
 		alps_error *err = NULL;

@@ -60,6 +60,12 @@ char *jobenv_fingerprint(const char *env_json);
  * [env] (an empty value unsets), then the rank's placement, then ALPS_*. */
 char **jobenv_exec_env(const char *env_json, const char *const *caller_env,
 		       const struct topology *topo, const char *job, uint32_t local_rank);
+/* The same with the node's task count given (a Slurm step's, known only at
+ * attach), instead of the one recorded at prepare; 0: the recorded one.
+ * Tasks the node cannot place get no placement variables (logged). */
+char **jobenv_task_env(const char *env_json, const char *const *caller_env,
+		       const struct topology *topo, const char *job, uint32_t local_rank,
+		       uint32_t local_tasks);
 /* The workdir recorded at prepare.  Caller frees. */
 char *jobenv_exec_workdir(const char *env_json);
 

@@ -106,10 +106,10 @@ static char **task_env(struct attach *at, alps_error **err)
 	for (size_t i = 0; i < a->n_env; i++)
 		caller[i] = a->env[i];
 	const char *ej = at->job->environment_json;
-	char **env = jobenv_exec_env(ej, caller,
+	char **env = jobenv_task_env(ej, caller,
 				     jobenv_slurm_switch(ej, "placement_env", cfg->slurm_placement_env)
 					     ? at->d->topology : NULL,
-				     a->job, a->local_rank);
+				     a->job, a->local_rank, a->local_tasks);
 	free(caller);
 	struct slurm_task t = {
 		.job_id = a->slurm_job_id, .local_rank = a->local_rank,

@@ -102,7 +102,8 @@ def main():
                 t0 = time.perf_counter()
                 r = slurm.run(argv(i), user=user)
                 dt = time.perf_counter() - t0
-                if r.returncode != 0:
+                # srun exits 0 even when a task's launch failed: read it.
+                if r.returncode != 0 or "launch failed" in r.stderr:
                     raise RuntimeError(f"{name} run {i}: {r.stderr}" + slurm.run(
                         ["squeue", "-h", "-o", "%i %T %r"]).stdout + f" jobs {plain_job} {alps_job}" + slurm.logs())
                 times[name].append(dt)
@@ -113,10 +114,15 @@ def main():
             med = statistics.median(xs)
             print(f"{name:10} {med * 1000:10.1f} {pct(xs, 90) * 1000:8.1f} "
                   f"{(med - base) * 1000:+10.1f}")
-        for j in (plain_job, alps_job):
-            slurm.run(["scancel", j])
     finally:
         if slurm:
+            # Every job ended (and its epilog run) before slurmd stops, or
+            # their batch steps would outlive it.
+            slurm.run(["scancel", "--full", "--user", user.name])
+            for _ in range(300):
+                if not slurm.run(["squeue", "-h"]).stdout.strip():
+                    break
+                time.sleep(0.1)
             slurm.stop()
         if daemon:
             daemon.alps("epilog", env={"SLURM_JOB_ID": "0"})

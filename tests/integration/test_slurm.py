@@ -150,6 +150,21 @@ def test_tasks_share_one_container_with_slurm_binding(world):
     wait_no_jobs(world)
 
 
+def test_more_tasks_than_cores(world):
+    """Slurm may run more tasks than the node has cores (--overcommit): the
+    step runs; only the placement variables are left out."""
+    v = world.users.victim
+    user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
+    n = 2 * (os.cpu_count() or 2) + 1
+    r = world.slurm.run(["srun", "-n", str(n), "-O", "--environment=bb", "sh", "-c",
+                         'echo "$RANK $(head -1 /etc/os-release)"'], user=v)
+    assert r.returncode == 0, r.stderr
+    lines = sorted(r.stdout.splitlines(), key=lambda l: int(l.split()[0]))
+    assert [int(l.split()[0]) for l in lines] == list(range(n)), r.stdout + r.stderr
+    assert all("alps busybox" in l for l in lines), r.stdout
+    wait_no_jobs(world)
+
+
 def test_env_groups_switched_by_annotation(world):
     """A site's defaults for the task variables can be turned off per
     environment: com.alps.slurm.{rank_env,master_env,placement_env}."""
