@@ -162,40 +162,8 @@ def test_sighup_storm_during_prepares_and_pulls(daemon_factory, world):
     assert rc == 0
 
 
-class _TrickleHandler(http.server.BaseHTTPRequestHandler):
-    """Forward to the registry; blob bodies trickle (64 KiB / 20 ms)."""
-
-    def log_message(self, *a):
-        pass
-
-    def _forward(self, body):
-        up = http.client.HTTPConnection(self.server.upstream, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-        up.request(self.command, self.path, headers=headers)
-        r = up.getresponse()
-        self.send_response(r.status)
-        for k, v in r.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection"):
-                self.send_header(k, v)
-        self.end_headers()
-        slow = "/blobs/" in self.path
-        try:
-            while body:
-                chunk = r.read(65536)
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                if slow:
-                    time.sleep(0.02)
-        except OSError:
-            pass
-        up.close()
-
-    def do_GET(self):
-        self._forward(True)
-
-    def do_HEAD(self):
-        self._forward(False)
+# Blob bodies trickle (64 KiB / 20 ms): test_pull's forwarding proxy.
+from test_pull import _SlowHandler as _TrickleHandler  # noqa: E402
 
 
 @pytest.fixture
