@@ -6,7 +6,6 @@ flight (the daemon waits for them, within daemon.shutdown_grace).
 With ALPS_TSAN_BUILDDIR set (a build configured with --enable-tsan), the
 daemon and client of that build run instead, and the log must hold no
 ThreadSanitizer report either.  Root only (jobs mount)."""
-import http.client
 import http.server
 import json
 import os
