@@ -293,3 +293,24 @@ def test_plugin_inert_with_daemon_down(world):
         assert r.returncode == 0, r.stderr
     finally:
         world.daemon.start()
+
+
+def test_attach_is_refused_to_users(world, pb):
+    """Attach hands out a job's mount namespace: only root (slurmstepd) may
+    ask, whatever job and uid the request names."""
+    v, a = world.users.victim, world.users.attacker
+    path = user_edf(world, v, "bb.toml", f'image = "{world.ref}"\n')
+    world.daemon.alps("prepare", "--job", "att1", "--user", v.name, "--environment", path,
+                      check=True)
+    script = (
+        "import sys; sys.path.insert(0, %r); import alpsclient; alpsclient.load_proto(%r);"
+        "c = alpsclient.Conn(%r); r = c.pb.Request(); r.attach.job = 'att1';"
+        "r.attach.uid = %d; r.attach.ntasks = 1; resp = c.call(r)[1];"
+        "print(resp.status, resp.message)"
+    ) % (os.path.dirname(__file__), os.environ.get("ALPS_SRCDIR", "."), world.daemon.socket,
+         v.uid)
+    r = a.run(["/usr/bin/python3", "-c", script], cwd="/")
+    assert r.returncode == 0, r.stderr
+    code, msg = r.stdout.split(" ", 1)
+    assert int(code) == pb.PERMISSION_DENIED and "administrators" in msg, r.stdout
+    world.daemon.alps("release", "--job", "att1", check=True)
