@@ -207,6 +207,13 @@ static const struct option_def options[] = {
 	  "host device nodes (glob patterns) of the AMD GPU hook" },
 	{ "hooks.amd.env", OPT_LIST, OFF(amd_env), "", 0, 0, NULL,
 	  "VAR=value set by the AMD GPU hook" },
+	{ "hooks.pmix.enabled", OPT_BOOL, OFF(pmix_enabled), "false", 0, 0, NULL,
+	  "the PMIx hook's default when an EDF does not set com.hooks.pmix.enabled" },
+	{ "hooks.pmix.directories", OPT_LIST, OFF(pmix_dirs), "/var/spool/slurmd", 0, 0, NULL,
+	  "host directories bound (same path, writable) for srun --mpi=pmix: SlurmdSpoolDir, "
+	  "PMIxCliTmpDirBase" },
+	{ "hooks.pmix.env", OPT_LIST, OFF(pmix_env), "", 0, 0, NULL,
+	  "VAR=value set by the PMIx hook" },
 };
 
 static const struct option_def *option_find(const char *key)

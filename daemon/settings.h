@@ -127,6 +127,9 @@ struct config {
 	bool amd_enabled;                   /* [hooks.amd] */
 	struct strlist amd_devices;
 	struct strlist amd_env;
+	bool pmix_enabled;                  /* [hooks.pmix] (hooks/pmix.c) */
+	struct strlist pmix_dirs;           /* host dirs of Slurm's PMIx servers */
+	struct strlist pmix_env;
 };
 
 /* A config with every default, holding one reference (the caller's). */

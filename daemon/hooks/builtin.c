@@ -45,6 +45,12 @@ static int flag(const struct edf *edf, const char *key, bool dflt, bool *on, alp
 			 esc);
 }
 
+int hook_annotation_flag(const struct edf *edf, const char *key, bool dflt, bool *on,
+			 alps_error **err)
+{
+	return flag(edf, key, dflt, on, err);
+}
+
 static int add_env_list(struct hook_job *hj, const struct strlist *env, const char *opt,
 			alps_error **err)
 {
@@ -202,5 +208,5 @@ int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_j
 		return -1;
 	if (on_amd && amd(cfg, hj, err) < 0)
 		return -1;
-	return 0;
+	return hooks_pmix(cfg, edf, hj, err);
 }

@@ -243,7 +243,7 @@ char *hooks_job_env_json(const struct hook_job *hj, char *env_json)
 {
 	json_error_t jerr;
 	json_t *poststop = oci_hooks_to_json(hj ? hj->oci : NULL, OCI_STAGE_POSTSTOP);
-	bool any = hj && (hj->nenv || hj->lib_dir || json_array_size(poststop));
+	bool any = hj && (hj->nenv || hj->lib_dir || hj->pmix || json_array_size(poststop));
 	json_t *j = any ? json_loads(env_json, 0, &jerr) : NULL;
 	json_t *edf_env = json_object_get(j, "edf_env");
 	if (json_is_array(edf_env)) {
@@ -251,6 +251,7 @@ char *hooks_job_env_json(const struct hook_job *hj, char *env_json)
 			json_object_set(j, "oci_poststop", poststop);
 			json_object_set(j, "oci_annotations", hj->annotations);
 		}
+		hooks_pmix_mark(hj, j);
 		json_t *pairs = hook_pairs(hj, j);
 		if (hj->lib_dir)
 			fix_edf_ld_path(hj, edf_env);

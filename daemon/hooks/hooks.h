@@ -47,6 +47,7 @@ struct hook_job {
 	struct json_t *annotations;     /* the EDF's, for the hooks' state */
 	char **warnings;                /* for the prepare reply */
 	size_t nwarnings;
+	bool pmix;                      /* the PMIx hook is on (pmix.c) */
 };
 
 /* The label an image that ships its own network stack (libfabric, NCCL
@@ -76,6 +77,22 @@ void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm);
 /* Built-in hooks (builtin.c): add what the annotations turn on. */
 int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
 		  alps_error **err);
+
+/* The PMIx hook (pmix.c): SlurmdSpoolDir & co. bound for srun --mpi=pmix. */
+int hooks_pmix(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
+	       alps_error **err);
+/* Records in the job's env_json object that the PMIx hook is on. */
+void hooks_pmix_mark(const struct hook_job *hj, struct json_t *env_obj);
+/* At attach: the task's (caller's, ncaller "K=V") PMIX_* and SLURM_PMIX*
+ * variables over env when the job has the PMIx hook on.  Takes env,
+ * returns it. */
+char **hooks_pmix_task_env(const char *env_json, char *const *caller, size_t ncaller,
+			   char **env);
+
+/* An annotation "true" or "false" (else an error naming it); dflt when
+ * the EDF does not set it. */
+int hook_annotation_flag(const struct edf *edf, const char *key, bool dflt, bool *on,
+			 alps_error **err);
 
 /* Helpers for builtin.c and hooks.c. */
 int hook_add_device(struct hook_job *hj, const char *host, const char *path, alps_error **err);

@@ -283,8 +283,12 @@ char **jobenv_task_env(const char *env_json, const char *const *caller_env,
 		alps_error *err = NULL;
 		if (place_plan_new(topo, (unsigned)tasks, 0, &plan, &err) == 0) {
 			char **pe = place_plan_env(plan, local_rank);
-			for (size_t k = 0; pe && pe[k]; k++)
+			for (size_t k = 0; pe && pe[k]; k++) {
 				env_put(&e, pe[k]);
+				/* The NVIDIA container toolkit's name for the same GPUs. */
+				if (str_has_prefix(pe[k], "CUDA_VISIBLE_DEVICES="))
+					env_set(&e, "NVIDIA_VISIBLE_DEVICES", 22, pe[k] + 21);
+			}
 			place_env_free(pe);
 			place_plan_free(plan);
 		} else {

@@ -27,6 +27,7 @@
 #include "daemon/settings.h"
 #include "daemon/daemon.h"
 #include "daemon/server/handlers.h"
+#include "daemon/hooks/hooks.h"
 #include "daemon/job/jobenv.h"
 #include "daemon/job/slurmenv.h"
 #include "daemon/store/store.h"
@@ -148,7 +149,7 @@ static char **task_env(struct attach *at, alps_error **err)
 	}
 	env[n] = NULL;
 	free(extra);
-	return env;
+	return hooks_pmix_task_env(ej, a->env, a->n_env, env);
 }
 
 static void attach_reply(void *arg)

@@ -1,0 +1,141 @@
+"""Slurm tasks and the host (doc/hooks.md, doc/slurm.md): `srun --mpi=pmix`
+in the container with the PMIx hook (Debian 12's Slurm has mpi/pmix_v4,
+with libpmix-dev for the library it opens), per-rank GPU variables from the
+placement plan of a DGX-2 topology, and a site EDF preset found by srun.
+Real single-node Slurm (slurm_fixture.py), real alpsd, real registry; root
+only."""
+import os
+import shutil
+import tempfile
+
+import pytest
+
+import images
+import registry_fixture as rf
+import slurm_fixture as sf
+from conftest import SRCDIR, Daemon, binary, unmount_under
+
+DGX2 = os.path.join(SRCDIR, "tests", "data", "topologies", "hwloc-nvidiaDGX2.xml")
+PMIX_LIB = "/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so"
+
+
+@pytest.fixture(scope="module")
+def world(pb, users):
+    sf.require_slurm()
+    rf.require_tools("docker-registry", "umoci", "skopeo", "busybox")
+    w = type("World", (), {})()
+    w.dir = tempfile.mkdtemp(prefix="alps-pmix-", dir="/tmp")
+    os.chmod(w.dir, 0o755)
+    w.registry = rf.Registry(w.dir).start()
+    layout = rf.build_image(w.dir, "bb", [{"etc/base": b"base\n"}],
+                            config={"config.env": ["PATH=/bin:/usr/bin",
+                                                   "PMIX_SERVER_TMPDIR=/stale/from/image"]})
+    images.umoci_modify(layout, "bb", w.dir, lambda root: images.busybox_root(root), "bb")
+    rf.push(layout, "bb", w.registry.host, "test/pm", "v1")
+    w.ref = f"{w.registry.host}/test/pm:v1"
+    s = os.path.join(w.dir, "s")
+    os.makedirs(os.path.join(s, "spool"))
+    os.makedirs(os.path.join(s, "pmixcli"), mode=0o1777)
+    os.chmod(os.path.join(s, "pmixcli"), 0o1777)
+    # The client side's directory where the hook binds it (mpi.conf is
+    # read from slurm.conf's directory).
+    with open(os.path.join(s, "mpi.conf"), "w") as f:
+        f.write(f"PMIxCliTmpDirBase={s}/pmixcli\n")
+    os.makedirs(os.path.join(w.dir, "d"))
+    conf = (f'[topology]\nxml = "{DGX2}"\n'
+            f'[hooks.pmix]\ndirectories = ["{s}/spool", "{s}/pmixcli"]\n')
+    w.daemon = Daemon(os.path.join(w.dir, "d"), conf).start()
+    w.daemon.alps("pull", "--quiet", w.ref, check=True)
+    w.slurm = sf.Slurm(s, binary("alps"), binary("alps_spank.so"), w.daemon.socket)
+    w.users = users
+    try:
+        w.slurm.start()
+    except Exception:
+        w.slurm.stop()
+        w.daemon.stop()
+        w.registry.stop()
+        raise
+    yield w
+    w.slurm.stop()
+    rc = w.daemon.stop()
+    w.daemon.check_log_clean()
+    w.registry.stop()
+    unmount_under(w.dir)
+    shutil.rmtree(w.dir, ignore_errors=True)
+    assert rc == 0
+
+
+def user_edf(user, name, text):
+    d = os.path.join(user.home, ".edf")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    for p in (d, path):
+        os.chown(p, user.uid, user.gid)
+    return path
+
+
+# PMIx 4's server listens on loopback TCP (PMIX_SERVER_URI*); what a client
+# needs from the file system is the server's directory with its data store
+# (PMIX_DSTORE_*_BASE_PATH) and, next to it in SlurmdSpoolDir, the step's
+# own socket (stepd.slurm.pmix.JOB.STEP).
+PROBE = ('echo "task=$SLURM_PROCID ns=$PMIX_NAMESPACE rank=$PMIX_RANK tmp=$PMIX_SERVER_TMPDIR '
+         'ds=$PMIX_DSTORE_21_BASE_PATH cuda=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES"; '
+         'test -d "$PMIX_DSTORE_21_BASE_PATH" && echo "dstore=$SLURM_PROCID"; '
+         'spool=$(dirname "$PMIX_SERVER_TMPDIR"); '
+         'for s in $(find "$spool" -maxdepth 1 -type s 2>/dev/null); do echo "sock=$s"; done')
+
+
+def tasks(out):
+    """{task: {key: value}} of the probe's lines."""
+    t = {}
+    for line in out.splitlines():
+        if line.startswith("task="):
+            kv = dict(f.split("=", 1) for f in line.split())
+            t[int(kv["task"])] = kv
+    return t
+
+
+def test_srun_mpi_pmix_in_container(world):
+    r = world.slurm.run(["srun", "--mpi=list"])
+    if "pmix" not in r.stdout + r.stderr or not os.path.exists(PMIX_LIB):
+        pytest.skip("Slurm has no mpi/pmix here (libpmix-dev missing?)")
+    v = world.users.victim
+    user_edf(v, "pm.toml", f'image = "{world.ref}"\n[annotations]\n'
+             '"com.hooks.pmix.enabled" = "true"\n[env]\nPMIX_RANK = "99"\n')
+    r = world.slurm.run(["srun", "-n", "2", "--mpi=pmix", "--environment=pm", "sh", "-c",
+                         PROBE], user=v)
+    assert r.returncode == 0, r.stderr + world.slurm.logs()
+    t = tasks(r.stdout)
+    assert sorted(t) == [0, 1], r.stdout
+    for rank, kv in t.items():
+        # Slurm's step values, not the image's or the EDF's.
+        assert kv["rank"] == str(rank), r.stdout
+        assert kv["ns"].startswith("slurm.pmix."), r.stdout
+        assert "/spool/" in kv["tmp"] and "pmix." in kv["tmp"], r.stdout
+        # The server's data store and the step's socket are there, inside.
+        assert f"dstore={rank}" in r.stdout.splitlines(), r.stdout
+        assert kv["ds"].startswith(kv["tmp"]), r.stdout
+        assert any(line.startswith("sock=") and "stepd.slurm.pmix." in line
+                   for line in r.stdout.splitlines()), r.stdout
+        # Per-rank GPUs of the DGX-2's placement (16 GPUs, 2 tasks).
+        assert kv["cuda"] == kv["nv"] != "", r.stdout
+    assert t[0]["cuda"] != t[1]["cuda"] and len(t[0]["cuda"].split(",")) == 8, r.stdout
+
+
+def test_pmix_hook_off_hides_the_server(world):
+    r = world.slurm.run(["srun", "--mpi=list"])
+    if "pmix" not in r.stdout + r.stderr or not os.path.exists(PMIX_LIB):
+        pytest.skip("Slurm has no mpi/pmix here")
+    v = world.users.victim
+    user_edf(v, "nopm.toml", f'image = "{world.ref}"\n')
+    r = world.slurm.run(["srun", "-n", "1", "--mpi=pmix", "--environment=nopm", "sh", "-c",
+                         PROBE], user=v)
+    assert r.returncode == 0, r.stderr + world.slurm.logs()
+    t = tasks(r.stdout)
+    assert "sock=" not in r.stdout and "dstore=" not in r.stdout, r.stdout
+    # Slurm sets the PMIx variables after the plugin's attach (in the
+    # task, as the user), so they name the step's server even here; only
+    # its files are out of reach.
+    assert t[0]["ns"].startswith("slurm.pmix."), r.stdout
