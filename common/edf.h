@@ -310,6 +310,17 @@ struct edf_file_world {
 int edf_file_load(void *arg, const char *name, char **resolved, char **content, size_t *len,
 		  alps_error **err);
 
+/* The site's directory of preset EDFs, searched for bare names after
+ * EDF_PATH (default ~/.edf): a site ships base environments there
+ * ("lumi-ai") and users name them.  It counts only if it and the file are
+ * root's and writable by no one else.  Its place: edf_set_site_dir()
+ * (the SPANK plugin's edf_site_dir= argument), else $ALPS_EDF_SITE_DIR,
+ * else EDF_SITE_DIR; "" turns the search off. */
+#define EDF_SITE_DIR "/etc/alps/edf"
+#define EDF_SITE_DIR_ENV "ALPS_EDF_SITE_DIR"
+void edf_set_site_dir(const char *dir);
+const char *edf_site_dir(void);
+
 /* The job user's world for expansion: caller_env (the job's environment
  * as the caller passes it, may be NULL) with USER, LOGNAME, HOME and UID
  * set from the user database entry of uid (name and home; home NULL: HOME

@@ -23,7 +23,7 @@
 
 /* Read a whole EDF from fd.  The size is checked while reading as well as
  * before, because a file can grow in between. */
-static int read_fd(int fd, const char *path, char **content, size_t *len, alps_error **err)
+int edf_read_fd(int fd, const char *path, char **content, size_t *len, alps_error **err)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -59,13 +59,13 @@ static int try_read(const char *path, char **resolved, char **content, size_t *l
 		    alps_error **err)
 {
 	_cleanup_free_ char *esc = log_escape(path, 300);
-	/* O_NONBLOCK: opening a FIFO must not hang; read_fd refuses it. */
+	/* O_NONBLOCK: opening a FIFO must not hang; edf_read_fd refuses it. */
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
 		return 1;
 	if (fd < 0)
 		return alps_fail_errno(err, "opening %s", esc);
-	if (read_fd(fd, esc, content, len, err) < 0)
+	if (edf_read_fd(fd, esc, content, len, err) < 0)
 		return -1;
 	char *real = realpath(path, NULL);
 	*resolved = real ? real : xstrdup(path);
@@ -135,8 +135,8 @@ static int not_found(const char *name, const char *file, struct searched *s, alp
 	return rc;
 }
 
-/* A bare name: NAME.toml in each directory of EDF_PATH (default ~/.edf);
- * empty entries are skipped, as in PATH they would mean the working
+/* A bare name: NAME.toml in each directory of EDF_PATH (default ~/.edf),
+ * then in the site's directory (edf_site.c); empty entries are skipped, as in PATH they would mean the working
  * directory, which bare names deliberately do not search. */
 static int load_search(const struct edf_file_world *w, const char *name, char **resolved,
 		       char **content, size_t *len, alps_error **err)
@@ -167,6 +167,15 @@ static int load_search(const struct edf_file_world *w, const char *name, char **
 		}
 		searched_add(&s, path);
 	}
+	/* The site's presets come last: the user's file of the same name wins. */
+	_cleanup_free_ char *note = NULL;
+	int rc = edf_site_search(file, resolved, content, len, &note, err);
+	if (rc <= 0) {
+		free(s.list);
+		return rc;
+	}
+	if (note)
+		searched_add(&s, note);
 	return not_found(name, file, &s, err);
 }
 

@@ -80,4 +80,13 @@ bool has_squashfs_suffix(const char *s);
 /* A workdir that is final must be absolute. */
 int workdir_check(const struct edf *e, alps_error **err);
 
+/* ---- edf_files.c, edf_site.c ---- */
+/* Read a whole EDF (at most EDF_MAX_SIZE) from fd; path names it. */
+int edf_read_fd(int fd, const char *path, char **content, size_t *len, alps_error **err);
+/* file (NAME.toml) in the site's directory (edf_site_dir): 0 read, 1 not
+ * there or left out (*note says where it was looked for and why it was
+ * left out; caller frees), -1 on another error. */
+int edf_site_search(const char *file, char **resolved, char **content, size_t *len,
+		    char **note, alps_error **err);
+
 #endif

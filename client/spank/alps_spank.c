@@ -22,7 +22,9 @@
  *   socket=PATH          alpsd's socket (default /run/alps/alpsd.sock)
  *   batch=host|container the batch script on the host (default: its
  *                        sruns inherit --environment) or in the container
- *   timeout=SECONDS      bound on a prepare at step start (default 600) */
+ *   timeout=SECONDS      bound on a prepare at step start (default 600)
+ *   edf_site_dir=PATH    the site's preset EDFs (default $ALPS_EDF_SITE_DIR,
+ *                        else /etc/alps/edf; see edf_site_dir in edf.h) */
 #include <config.h>
 
 #include <errno.h>
@@ -149,6 +151,8 @@ static int parse_args(int ac, char **av)
 			st.batch_in_container = false;
 		} else if (strcmp(av[i], "batch=container") == 0) {
 			st.batch_in_container = true;
+		} else if (strncmp(av[i], "edf_site_dir=", 13) == 0) {
+			edf_set_site_dir(av[i] + 13);
 		} else if (strncmp(av[i], "timeout=", 8) == 0) {
 			char *end;
 			long v = strtol(av[i] + 8, &end, 10);
@@ -159,7 +163,7 @@ static int parse_args(int ac, char **av)
 			st.timeout_s = (int)v;
 		} else {
 			slurm_error("alps: plugstack.conf: unknown argument '%s' (socket=, batch=, "
-				    "timeout=)", av[i]);
+				    "timeout=, edf_site_dir=)", av[i]);
 			return -1;
 		}
 	}

@@ -139,3 +139,23 @@ def test_pmix_hook_off_hides_the_server(world):
     # task, as the user), so they name the step's server even here; only
     # its files are out of reach.
     assert t[0]["ns"].startswith("slurm.pmix."), r.stdout
+
+
+def test_site_preset_through_srun(world):
+    """srun --environment=NAME finds the site's preset after ~/.edf, and a
+    user's EDF builds on it with base_environment (doc/edf.md)."""
+    v = world.users.victim
+    site = os.path.join(world.dir, "site-edf")
+    os.makedirs(site, mode=0o755, exist_ok=True)
+    with open(os.path.join(site, "lumi-ai.toml"), "w") as f:
+        f.write(f'image = "{world.ref}"\n[env]\nNCCL_SOCKET_IFNAME = "hsn0"\n')
+    os.chmod(os.path.join(site, "lumi-ai.toml"), 0o644)
+    user_edf(v, "mine.toml", 'base_environment = "lumi-ai"\n[env]\nMINE = "1"\n')
+    env = {"ALPS_EDF_SITE_DIR": site}
+    for name in ("lumi-ai", "mine"):
+        r = world.slurm.run(["srun", "-n", "1", f"--environment={name}", "sh", "-c",
+                             'echo "if=$NCCL_SOCKET_IFNAME mine=$MINE"; cat /etc/os-release'],
+                            user=v, env=env)
+        assert r.returncode == 0, r.stderr + world.slurm.logs()
+        assert "if=hsn0" in r.stdout and "alps busybox" in r.stdout, r.stdout
+    assert "mine=1" in r.stdout
