@@ -159,3 +159,46 @@ def test_site_preset_through_srun(world):
         assert r.returncode == 0, r.stderr + world.slurm.logs()
         assert "if=hsn0" in r.stdout and "alps busybox" in r.stdout, r.stdout
     assert "mine=1" in r.stdout
+
+
+def _exec_rank_env(d, ref, user, tasks, rank):
+    edf = os.path.join(d.dir, "gpu.toml")
+    with open(edf, "w") as f:
+        f.write(f'image = "{ref}"\n')
+    os.chmod(edf, 0o644)
+    job = f"gpu{tasks}"
+    d.alps("prepare", "--job", job, "--user", str(user.uid), "--environment", edf,
+           "--tasks", str(tasks), check=True)
+    try:
+        r = d.alps("exec", "--job", job, "--rank", str(rank), "--", "sh", "-c",
+                   'echo "cuda=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES '
+                   'rocr=$ROCR_VISIBLE_DEVICES"', user=user.uid)
+        assert r.returncode == 0, r.stderr
+        return dict(f.split("=", 1) for f in r.stdout.split())
+    finally:
+        d.alps("release", "--job", job, check=True)
+
+
+def test_exec_rank_visible_devices_nvidia(world):
+    """alps exec --rank: the rank's GPUs of the placement plan (DGX-2: 16
+    NVIDIA GPUs, 4 tasks: 4 each) under both NVIDIA names."""
+    e = _exec_rank_env(world.daemon, world.ref, world.users.victim, 4, 2)
+    assert e["cuda"] == e["nv"] == "8,9,10,11", e
+    assert e["rocr"] == "", e
+
+
+def test_exec_rank_visible_devices_amd(world):
+    """The same on an AMD node (Tioga: MI250X GCDs): ROCR_VISIBLE_DEVICES."""
+    tioga = os.path.join(SRCDIR, "tests", "data", "topologies", "mpibind-eas-tioga.xml")
+    dd = os.path.join(world.dir, "amd")
+    os.makedirs(dd)
+    d = Daemon(dd, f'[topology]\nxml = "{tioga}"\n').start()
+    try:
+        d.alps("pull", "--quiet", world.ref, check=True)
+        e = _exec_rank_env(d, world.ref, world.users.victim, 8, 3)
+        assert e["rocr"] != "" and "," not in e["rocr"], e
+        assert e["cuda"] == e["nv"] == "", e
+    finally:
+        rc = d.stop()
+        d.check_log_clean()
+    assert rc == 0
