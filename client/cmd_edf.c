@@ -9,7 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "client/edf_hostcheck.h"
 #include "client/job.h"
+#include "daemon/settings.h"
 
 struct check_out {
 	json_t *warnings;       /* strings */
@@ -65,6 +67,8 @@ static void check_image_ref(struct client *cl, const struct edf *e, struct check
 		w = xasprintf("%s:%d:%d: image: %s is not in this node's store (%s); prepare "
 			      "pulls it", e->image.loc.file, e->image.loc.line, e->image.loc.col,
 			      ref, resp->message ? resp->message : "not found");
+	else if (resp->payload_case == ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY)
+		edf_check_nccl_image(e, resp->inspect_reply->config_json, o->warnings);
 	if (w)
 		json_array_append_new(o->warnings, json_string(w));
 	free(w);
@@ -106,6 +110,7 @@ static int run_edf(struct client *cl, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "image", no_argument, NULL, 'i' },
+		{ "cdi-dir", required_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -117,16 +122,32 @@ static int run_edf(struct client *cl, int argc, char **argv)
 					       : "unknown subcommand (only 'check')");
 	bool image = false;
 	int opt;
-	while ((opt = command_getopt(cl, argc - 1, argv + 1, "ji", opts)) != -1) {
-		if (opt == 'j')
+	/* The CDI directories: hooks.cdi_dirs' default unless given. */
+	struct config *defaults = config_new_defaults();
+	const char **cdi = xcalloc(argc + defaults->cdi_dirs.n + 1, sizeof(char *));
+	size_t ncdi = 0;
+	while ((opt = command_getopt(cl, argc - 1, argv + 1, "jic:", opts)) != -1) {
+		if (opt == 'j') {
 			cl->json = true;
-		else if (opt == 'i')
+		} else if (opt == 'i') {
 			image = true;
-		else
+		} else if (opt == 'c') {
+			cdi[ncdi++] = optarg;
+		} else {
+			free(cdi);
+			config_unref(defaults);
 			return command_opt_exit(opt);
+		}
 	}
-	if (optind + 1 != argc - 1)
+	for (size_t i = 0; ncdi == 0 && i < defaults->cdi_dirs.n; i++)
+		cdi[i] = defaults->cdi_dirs.v[i];
+	if (ncdi == 0)
+		ncdi = defaults->cdi_dirs.n;
+	if (optind + 1 != argc - 1) {
+		free(cdi);
+		config_unref(defaults);
 		return usage_error(cl, "give exactly one FILE");
+	}
 	const char *file = argv[optind + 1];
 	struct check_out o = { .warnings = json_array(), .errors = json_array() };
 	struct user_world w = { 0 };
@@ -145,6 +166,7 @@ static int run_edf(struct client *cl, int argc, char **argv)
 		for (size_t i = 0; warnings[i]; i++)
 			json_array_append_new(o.warnings, json_string(warnings[i]));
 		edf_strv_free(warnings);
+		edf_check_cdi(e, cdi, ncdi, o.warnings);
 		if (image) {
 			check_sources(e, &o);
 			check_image_ref(cl, e, &o);
@@ -169,19 +191,24 @@ static int run_edf(struct client *cl, int argc, char **argv)
 	json_decref(o.errors);
 	edf_free(e);
 	edf_sources_free(src, n);
+	free(cdi);
+	config_unref(defaults);
 	return rc;
 }
 
 const struct command cmd_edf = {
 	.name = "edf",
 	.summary = "Check an environment definition file and show the merged result.",
-	.usage = "check [--json] [--image] FILE",
+	.usage = "check [--json] [--image] [--cdi-dir DIR]... FILE",
 	.help = "Validates FILE and its base_environment chain (read with your rights) as\n"
 		"prepare would, in your environment and working directory: every error\n"
 		"with FILE:LINE:COL and key, warnings for likely mistakes, then the merged\n"
 		"environment as text (as JSON with --json).\n"
 		"  -i, --image   also check that the image is in the node's store and that\n"
-		"                mount sources exist (warnings)\n"
+		"                mount sources exist, and the NCCL plugin's variant against\n"
+		"                the image's CUDA/ROCm (warnings)\n"
+		"  -c, --cdi-dir DIR  CDI spec directory for the devices' check (repeat;\n"
+		"                default: hooks.cdi_dirs' default, /etc/cdi, /var/run/cdi)\n"
 		"  -j, --json    machine-readable output\n"
 		"See alps-edf(5).\n",
 	.run = run_edf,

@@ -504,3 +504,58 @@ def test_attack_user_names_host_devices(hd):
         assert "not a regular file of root's that only root can write" in r.stderr, r.stderr
     finally:
         os.unlink(path)
+
+
+def test_edf_check_warns_about_devices_and_nccl_variant(hd):
+    """alps edf check, as a user: a device no CDI spec defines (naming the
+    directories searched, hooks.cdi_dirs' default or --cdi-dir), and an NCCL
+    plugin variant that does not match the CUDA/ROCm the cached image
+    declares (--image)."""
+    import pathlib
+    from conftest import binary
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="alps-chk-", dir="/tmp"))
+    os.chmod(tmp_path, 0o755)
+    try:
+        _check_devices_and_variant(hd, tmp_path, binary)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _check_devices_and_variant(hd, tmp_path, binary):
+    cdi = tmp_path / "cdi"
+    cdi.mkdir()
+    os.chmod(cdi, 0o755)
+    spec = {"cdiVersion": "0.6.0", "kind": "check.org/gpu",
+            "devices": [{"name": "0", "containerEdits": {"env": ["G=0"]}}]}
+    (cdi / "check.json").write_text(json.dumps(spec))
+    os.chmod(cdi / "check.json", 0o644)
+    w = hd.w
+    layout = rf.build_image(str(tmp_path), "cu", [{"etc/x": b"x\n"}],
+                            config={"config.env": ["PATH=/bin", "CUDA_VERSION=12.4.1"]})
+    rf.push(layout, "cu", w.registry.host, "test/cu", "v1")
+    ref = f"{w.registry.host}/test/cu:v1"
+    hd.alps("pull", "--quiet", ref, check=True)
+
+    def check(text, *opts):
+        p = tmp_path / "chk.toml"
+        p.write_text(f'image = "{ref}"\n' + text)
+        os.chmod(p, 0o644)
+        r = subprocess.run([binary("alps"), "--socket", hd.socket, "edf", "check", "--json",
+                            *opts, str(p)], capture_output=True, text=True, user=NOBODY)
+        j = json.loads(r.stdout)
+        assert j["ok"], r.stdout + r.stderr
+        return "\n".join(j["warnings"])
+
+    devs = 'devices = ["check.org/gpu=0", "check.org/gpu=9"]\n'
+    out = check(devs, "--cdi-dir", str(cdi))
+    assert "check.org/gpu=9 is in no spec" in out and str(cdi) in out, out
+    assert "gpu=0" not in out, out
+    out = check(devs)
+    assert "searched /etc/cdi, /var/run/cdi" in out, out
+    nccl = '[annotations]\n"com.hooks.aws_ofi_nccl.enabled" = "true"\n' \
+           '"com.hooks.aws_ofi_nccl.variant" = "{}"\n'
+    out = check(nccl.format("cuda13"), "--image")
+    assert "the image has cuda 12.4.1 (env CUDA_VERSION)" in out, out
+    out = check(nccl.format("rocm6"), "--image")
+    assert "the image has cuda 12.4.1 (env CUDA_VERSION), not rocm" in out, out
+    assert "aws_ofi_nccl.variant" not in check(nccl.format("cuda12"), "--image")
