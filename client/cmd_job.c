@@ -614,6 +614,38 @@ const struct command cmd_release = {
 
 /* ---- jobs ---- */
 
+static json_t *hooks_json(Alps__HookRun *const *h, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:s}", "name", h[i]->name,
+						   "result", h[i]->result, "duration_ms",
+						   (json_int_t)h[i]->duration_ms, "output",
+						   h[i]->output));
+	return a;
+}
+
+/* "cxi pmix oci:10-x.json(warned)": the hooks, with any result but ok. */
+static char *hooks_summary(Alps__HookRun *const *h, size_t n)
+{
+	char *s = xstrdup(n ? "" : "-");
+	for (size_t i = 0; i < n; i++) {
+		/* An OCI hook is named by its file's path: its file name will do. */
+		const char *slash = strrchr(h[i]->name, '/');
+		_cleanup_free_ char *name = str_has_prefix(h[i]->name, "oci /") && slash
+			? xasprintf("oci %s", slash + 1) : xstrdup(h[i]->name);
+		for (char *c = name; *c; c++)
+			if (*c == ' ')
+				*c = ':';
+		bool ok = strcmp(h[i]->result, "ok") == 0;
+		char *next = xasprintf("%s%s%s%s%s%s", s, i ? " " : "", name, ok ? "" : "(",
+				       ok ? "" : h[i]->result, ok ? "" : ")");
+		free(s);
+		s = next;
+	}
+	return s;
+}
+
 static int run_jobs(struct client *cl, int argc, char **argv)
 {
 	int rc = command_operands(cl, argc, argv, 0, 0, "");
@@ -638,17 +670,20 @@ static int run_jobs(struct client *cl, int argc, char **argv)
 		for (size_t i = 0; i < r->n_jobs; i++) {
 			const Alps__JobInfo *j = r->jobs[i];
 			json_t *m = mounts_json(j->mounts, j->n_mounts);
-			json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:o}", "job",
-				j->job, "uid", (int)j->uid, "user", j->user, "image", j->image, "state",
-				j->state, "created_ms", (json_int_t)j->created_ms, "mounts", m));
+			json_array_append_new(arr, json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:o, s:o}",
+				"job", j->job, "uid", (int)j->uid, "user", j->user, "image", j->image,
+				"state", j->state, "created_ms", (json_int_t)j->created_ms, "mounts", m,
+				"hooks", hooks_json(j->hooks, j->n_hooks)));
 		}
 		client_print_json(json_pack("{s:b, s:o}", "ok", 1, "jobs", arr));
 	} else {
-		printf("%-24s %-12s %-8s %-19s %s\n", "JOB", "USER", "STATE", "IMAGE", "MOUNTS");
+		printf("%-24s %-12s %-8s %-19s %-6s %s\n", "JOB", "USER", "STATE", "IMAGE", "MOUNTS",
+		       "HOOKS");
 		for (size_t i = 0; i < r->n_jobs; i++) {
 			const Alps__JobInfo *j = r->jobs[i];
-			printf("%-24s %-12s %-8s %-19.19s %zu\n", j->job, j->user, j->state,
-			       *j->image ? j->image : "-", j->n_mounts);
+			_cleanup_free_ char *hooks = hooks_summary(j->hooks, j->n_hooks);
+			printf("%-24s %-12s %-8s %-19.19s %-6zu %s\n", j->job, j->user, j->state,
+			       *j->image ? j->image : "-", j->n_mounts, hooks);
 		}
 	}
 	alps__response__free_unpacked(resp, NULL);

@@ -145,14 +145,21 @@ int hooks_job_resolve(const struct config *cfg, const struct edf *edf, const cha
 	struct hook_job *hj = xzalloc(sizeof(*hj));
 	*out = NULL;
 	hj->annotations = oci_annotations(edf);
+	hj->runs = json_array();
+	uint64_t t0 = now_monotonic_ms();
 	if (add_cdi(cfg, edf, hj, err) < 0 || hooks_builtin(cfg, edf, hj, err) < 0 ||
 	    oci_hooks_select(cfg, edf, hj, &hj->oci, err) < 0) {
 		hooks_job_free(hj);
 		return -1;
 	}
 	check_image(hj, image_config);
-	for (size_t i = 0; i < hj->nwhat; i++)
+	uint64_t ms = now_monotonic_ms() - t0;
+	for (size_t i = 0; i < hj->nwhat; i++) {
 		log_info("host integration: %s", hj->what[i]);
+		bool warned = hj->nwarnings && strcmp(hj->what[i], "cxi") == 0;
+		hook_record(hj->runs, hj->what[i], warned ? "warned" : "ok", ms,
+			    warned ? hj->warnings[0] : "");
+	}
 	*out = hj;
 	return 0;
 }
@@ -183,6 +190,7 @@ void hooks_job_free(struct hook_job *hj)
 	free(hj->lib_dir);
 	oci_hooks_free(hj->oci);
 	json_decref(hj->annotations);
+	json_decref(hj->runs);
 	free(hj);
 }
 
@@ -277,7 +285,8 @@ int hooks_job_run_create(const struct hook_job *hj, const struct edf *edf, const
 			 const char *bundle, alps_error **err)
 {
 	(void)edf;
-	return oci_hooks_run(hj->oci, OCI_STAGE_CREATE, job, bundle, 0, hj->annotations, err);
+	return oci_hooks_run_rec(hj->oci, OCI_STAGE_CREATE, job, bundle, 0, hj->annotations,
+				 hj->runs, err);
 }
 
 void hooks_release_run(const char *env_json, const char *job, const char *bundle)

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 #include "daemon/job/plan.h"
@@ -48,6 +49,7 @@ struct hook_job {
 	char **warnings;                /* for the prepare reply */
 	size_t nwarnings;
 	bool pmix;                      /* the PMIx hook is on (pmix.c) */
+	struct json_t *runs;            /* what each hook did (hookrec.c) */
 };
 
 /* The label an image that ships its own network stack (libfabric, NCCL
@@ -88,6 +90,22 @@ void hooks_pmix_mark(const struct hook_job *hj, struct json_t *env_obj);
  * returns it. */
 char **hooks_pmix_task_env(const char *env_json, char *const *caller, size_t ncaller,
 			   char **env);
+
+/* ---- records of what hooks did, for `alps jobs` (hookrec.c) ---- */
+/* The last lines of a hook's output (at most 5 lines, 1 KiB), each
+ * escaped; caller frees. */
+char *hook_output_tail(const char *out);
+/* Append {name, result ("ok", "warned", "failed"), duration_ms, output}
+ * to runs (NULL: nothing). */
+void hook_record(struct json_t *runs, const char *name, const char *result, uint64_t ms,
+		 const char *output);
+/* env_json with hj's records.  Takes env_json, returns the new text. */
+char *hooks_job_record_runs(const struct hook_job *hj, char *env_json);
+/* The records of a job row's env_json as HookRun messages (proto/wire.h);
+ * free with hooks_runs_info_free. */
+struct Alps__HookRun;
+size_t hooks_runs_info(const char *env_json, struct Alps__HookRun ***out);
+void hooks_runs_info_free(struct Alps__HookRun **v, size_t n);
 
 /* An annotation "true" or "false" (else an error naming it); dflt when
  * the EDF does not set it. */

@@ -78,6 +78,11 @@ void oci_hooks_free(struct oci_hooks *hooks);
 struct json_t;
 int oci_hooks_run(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
 		  const char *bundle, pid_t pid, struct json_t *annotations, alps_error **err);
+/* The same, appending each hook's record (hook_record in hooks.h: name
+ * "oci FILE", result, duration, last lines of output) to record. */
+int oci_hooks_run_rec(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
+		      const char *bundle, pid_t pid, struct json_t *annotations,
+		      struct json_t *record, alps_error **err);
 /* The EDF's annotations as an object.  Caller decrefs. */
 struct json_t *oci_annotations(const struct edf *edf);
 

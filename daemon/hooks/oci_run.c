@@ -22,6 +22,7 @@
 #include "common/edf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/hooks/hooks.h"
 #include "daemon/hooks/oci.h"
 #include "daemon/job/sys.h"
 
@@ -149,10 +150,27 @@ static int supervise(struct run *r, int in_fd, const char *state, alps_error **e
 	return rc;
 }
 
-static int run_one(const struct oci_hook *h, const char *state, alps_error **err)
+/* What the hook did, for `alps jobs` (hookrec.c). */
+static void record_run(const struct run *r, json_t *record, uint64_t t0, int rc,
+		       const alps_error *err)
+{
+	if (!record)
+		return;
+	_cleanup_free_ char *name = xasprintf("oci %s", r->hook->name);
+	_cleanup_free_ char *tail = hook_output_tail(r->output);
+	if (rc < 0 && err && !*tail) {
+		free(tail);
+		tail = log_escape(err->msg, 1024);
+	}
+	hook_record(record, name, rc == 0 ? "ok" : "failed", now_monotonic_ms() - t0, tail);
+}
+
+static int run_one(const struct oci_hook *h, const char *state, json_t *record,
+		   alps_error **err)
 {
 	int in[2], out[2];
 	struct run r = { .hook = h, .pidfd = -1 };
+	uint64_t t0 = now_monotonic_ms();
 	if (pipe2(in, O_CLOEXEC) < 0)
 		return alps_fail_errno(err, "pipe() for OCI hook %s", h->name);
 	if (pipe2(out, O_CLOEXEC) < 0) {
@@ -169,6 +187,7 @@ static int run_one(const struct oci_hook *h, const char *state, alps_error **err
 	else
 		close(in[1]);
 	close(r.out);
+	record_run(&r, record, t0, rc, rc < 0 ? *err : NULL);
 	return rc;
 }
 
@@ -198,13 +217,20 @@ static char *state_json(const char *job, const char *bundle, pid_t pid, json_t *
 int oci_hooks_run(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
 		  const char *bundle, pid_t pid, json_t *annotations, alps_error **err)
 {
+	return oci_hooks_run_rec(hooks, stage, job, bundle, pid, annotations, NULL, err);
+}
+
+int oci_hooks_run_rec(const struct oci_hooks *hooks, enum oci_stage stage, const char *job,
+		      const char *bundle, pid_t pid, json_t *annotations, json_t *record,
+		      alps_error **err)
+{
 	if (!hooks)
 		return 0;
 	_cleanup_free_ char *state = state_json(job, bundle, pid, annotations, stage);
 	for (size_t i = 0; i < hooks->n; i++) {
 		if (!(hooks->v[i].stages & stage))
 			continue;
-		if (run_one(&hooks->v[i], state, err) < 0)
+		if (run_one(&hooks->v[i], state, record, err) < 0)
 			return -1;
 		log_info("job %s: OCI hook %s ran", job, hooks->v[i].name);
 	}

@@ -305,8 +305,16 @@ static int site_mounts(const struct prep *p, struct strlist *out, alps_error **e
 static int prep_hooks_run(struct prep *p, alps_error **err)
 {
 	_cleanup_free_ char *bundle = xasprintf("%s/jobs/%s", p->snap.cfg->run_dir, p->job);
-	if (hooks_job_run_create(p->hooks, p->edf, p->job, bundle, err) == 0)
+	if (hooks_job_run_create(p->hooks, p->edf, p->job, bundle, err) == 0) {
+		/* What the hooks did, for `alps jobs`; losing it fails nothing. */
+		alps_error *e2 = NULL;
+		p->env_json = hooks_job_record_runs(p->hooks, p->env_json);
+		if (store_job_set_environment(p->d->store, p->job, p->env_json, &e2) < 0) {
+			log_warn("job %s: cannot record its hooks: %s", p->job, e2->msg);
+			alps_error_free(e2);
+		}
 		return 0;
+	}
 	alps_error *e2 = NULL;
 	if (job_release(p->snap.cfg->run_dir, p->job, &e2) < 0)
 		alps_error_free(e2);
@@ -931,6 +939,7 @@ static void jobs_reply(struct request *rq, const struct store_job *jobs, size_t 
 		mounts[i] = jobenv_split_lines(jobs[i].mounts, &nm);
 		infos[i].mounts = mounts[i];
 		infos[i].n_mounts = nm;
+		infos[i].n_hooks = hooks_runs_info(jobs[i].environment_json, &infos[i].hooks);
 		ptrs[i] = &infos[i];
 	}
 	Alps__JobsReply jr = ALPS__JOBS_REPLY__INIT;
@@ -940,8 +949,10 @@ static void jobs_reply(struct request *rq, const struct store_job *jobs, size_t 
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_JOBS_REPLY;
 	resp.jobs_reply = &jr;
 	request_finish(rq, &resp);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		edf_strv_free(mounts[i]);
+		hooks_runs_info_free(infos[i].hooks, infos[i].n_hooks);
+	}
 	free(mounts);
 	free(ptrs);
 	free(infos);

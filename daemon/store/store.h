@@ -402,6 +402,9 @@ int store_job_update_state(struct store *s, const char *id, enum store_job_state
 int store_job_delete(struct store *s, const char *id, alps_error **err);
 /* Record the job's mounts (text, one a line) once its namespace exists. */
 int store_job_set_mounts(struct store *s, const char *id, const char *mounts, alps_error **err);
+/* Replace the job's environment_json (what its hooks did, once they ran). */
+int store_job_set_environment(struct store *s, const char *id, const char *env_json,
+			      alps_error **err);
 /* *job_id: a job using image digest (caller frees), or NULL. */
 int store_image_in_use(struct store *s, const char *digest, char **job_id, alps_error **err);
 void store_job_free(struct store_job *job);

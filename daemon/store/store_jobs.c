@@ -266,6 +266,22 @@ int store_job_set_mounts(struct store *s, const char *id, const char *mounts, al
 	return run_job_tx(s, update_mounts_tx, "recording the mounts of job", &a, err);
 }
 
+static int update_env_tx(struct store *s, void *arg, alps_error **err)
+{
+	const struct job_arg *a = arg;
+	if (sql_run(s, err, "UPDATE jobs SET environment_json = ?2 WHERE id = ?1", "ss", a->id,
+		    a->text) < 0)
+		return -1;
+	return sqlite3_changes(s->db) ? 0 : alps_fail(err, ALPS_E_NOT_FOUND, "no such job");
+}
+
+int store_job_set_environment(struct store *s, const char *id, const char *env_json,
+			      alps_error **err)
+{
+	struct job_arg a = { .id = id, .text = env_json };
+	return run_job_tx(s, update_env_tx, "recording the environment of job", &a, err);
+}
+
 int store_job_delete(struct store *s, const char *id, alps_error **err)
 {
 	struct job_arg a = { .id = id };

@@ -559,3 +559,38 @@ def _check_devices_and_variant(hd, tmp_path, binary):
     out = check(nccl.format("rocm6"), "--image")
     assert "the image has cuda 12.4.1 (env CUDA_VERSION), not rocm" in out, out
     assert "aws_ofi_nccl.variant" not in check(nccl.format("cuda12"), "--image")
+
+
+def test_jobs_show_what_hooks_did(hd):
+    """alps jobs (text and --json, doc/json.md): each hook's name, result,
+    duration and an OCI hook's last lines of output; a warned hook says so."""
+    from test_json import check
+    _hook(hd, "40-talk", 'for i in 1 2 3 4 5 6 7; do echo "line $i"; done\nprintf "\\033[1m"\n',
+          {"annotations": {r"^com\.example\.hook$": "^talk$"}})
+    hd.alps("pull", "--quiet", hd.w.bundled_ref, check=True)
+    e = _edf(hd, "hk40.toml", '[annotations]\n"com.hooks.cxi.enabled" = "true"\n'
+             '"com.example.hook" = "talk"\n')
+    with open(e) as f:
+        text = f.read().replace(hd.w.ref, hd.w.bundled_ref)
+    with open(e, "w") as f:
+        f.write(text)
+    hd.alps("prepare", "--job", "hk40", "--user", str(NOBODY), "--environment", e, check=True)
+    _prepare(hd, "hk41", "")
+    try:
+        j = json.loads(hd.alps("--json", "jobs", check=True).stdout)
+        check(j, "jobs")
+        jobs = {x["job"]: x for x in j["jobs"]}
+        assert jobs["hk41"]["hooks"] == [], jobs["hk41"]
+        h = {x["name"]: x for x in jobs["hk40"]["hooks"]}
+        assert h["cxi"]["result"] == "warned" and "own network stack" in h["cxi"]["output"], h
+        talk = h["oci " + os.path.join(hd.oci, "40-talk.json")]
+        assert talk["result"] == "ok" and talk["duration_ms"] >= 0, talk
+        assert talk["output"].splitlines() == ["line 4", "line 5", "line 6", "line 7",
+                                               "\\x1b[1m"], talk
+        text = hd.alps("jobs", check=True).stdout
+        line = next(ln for ln in text.splitlines() if ln.startswith("hk40 "))
+        assert "HOOKS" in text and line.endswith("cxi(warned) oci:40-talk.json"), text
+    finally:
+        _release(hd, "hk40")
+        _release(hd, "hk41")
+        os.unlink(os.path.join(hd.oci, "40-talk.json"))
