@@ -202,3 +202,34 @@ def test_exec_rank_visible_devices_amd(world):
         rc = d.stop()
         d.check_log_clean()
     assert rc == 0
+
+
+def test_attach_keeps_the_tasks_pmix_variables(world):
+    """PMIx variables already in the task's environment at attach win over
+    the image's and the EDF's when the job has the PMIx hook on; without
+    the hook the usual order (image, then EDF, over the task's) stands."""
+    v = world.users.victim
+    on = user_edf(v, "pmon.toml", f'image = "{world.ref}"\n[annotations]\n'
+                  '"com.hooks.pmix.enabled" = "true"\n[env]\nPMIX_RANK = "99"\n')
+    off = user_edf(v, "pmoff.toml", f'image = "{world.ref}"\n[env]\nPMIX_RANK = "99"\n')
+    got = {}
+    for job, edf in (("pma1", on), ("pma2", off)):
+        world.daemon.alps("prepare", "--job", job, "--user", v.name, "--environment", edf,
+                          check=True)
+        try:
+            with world.daemon.conn() as c:
+                r = c.pb.Request()
+                r.attach.job, r.attach.uid, r.attach.ntasks = job, v.uid, 1
+                r.attach.nodelist, r.attach.slurm_job_id = "n1", 7
+                r.attach.env.extend(["PMIX_SERVER_TMPDIR=/live", "PMIX_RANK=3",
+                                     "SLURM_PMIXP_ABORT_AGENT_PORT=1234"])
+                resp = c.call(r)[1]
+                assert resp.status == 0, resp.message
+                got[job] = dict(e.split("=", 1) for e in resp.attach_reply.env)
+        finally:
+            world.daemon.alps("release", "--job", job, check=True)
+    assert got["pma1"]["PMIX_SERVER_TMPDIR"] == "/live", got["pma1"]
+    assert got["pma1"]["PMIX_RANK"] == "3"
+    assert got["pma1"]["SLURM_PMIXP_ABORT_AGENT_PORT"] == "1234"
+    assert got["pma2"]["PMIX_SERVER_TMPDIR"] == "/stale/from/image", got["pma2"]
+    assert got["pma2"]["PMIX_RANK"] == "99"
