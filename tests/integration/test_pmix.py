@@ -233,3 +233,45 @@ def test_attach_keeps_the_tasks_pmix_variables(world):
     assert got["pma1"]["SLURM_PMIXP_ABORT_AGENT_PORT"] == "1234"
     assert got["pma2"]["PMIX_SERVER_TMPDIR"] == "/stale/from/image", got["pma2"]
     assert got["pma2"]["PMIX_RANK"] == "99"
+
+
+def test_pmix_site_default_annotation_off_and_missing_dir(world):
+    """[hooks.pmix] enabled = true: every job gets the directories unless
+    its EDF says "false"; a directory missing on the host fails the prepare
+    naming the option."""
+    v = world.users.victim
+    spool = os.path.join(world.dir, "s", "spool")
+    dd = os.path.join(world.dir, "site-on")
+    os.makedirs(dd)
+    d = Daemon(dd, f'[hooks.pmix]\nenabled = true\ndirectories = ["{spool}"]\n').start()
+    try:
+        d.alps("pull", "--quiet", world.ref, check=True)
+        seen = {}
+        for job, ann in (("pmd1", ""), ("pmd2", '[annotations]\n"com.hooks.pmix.enabled" = '
+                                                '"false"\n')):
+            edf = user_edf(v, f"{job}.toml", f'image = "{world.ref}"\n{ann}')
+            d.alps("prepare", "--job", job, "--user", v.name, "--environment", edf, check=True)
+            r = d.alps("exec", "--job", job, "--", "sh", "-c", f"test -d {spool} && echo yes",
+                       user=v.uid)
+            seen[job] = r.stdout.strip()
+            d.alps("release", "--job", job, check=True)
+        assert seen == {"pmd1": "yes", "pmd2": ""}, seen
+    finally:
+        rc = d.stop()
+        d.check_log_clean()
+    assert rc == 0
+    dd = os.path.join(world.dir, "site-missing")
+    os.makedirs(dd)
+    d = Daemon(dd, '[hooks.pmix]\nenabled = true\ndirectories = ["/nonexistent/slurmd"]\n')
+    d.start()
+    try:
+        d.alps("pull", "--quiet", world.ref, check=True)
+        edf = user_edf(v, "pmd3.toml", f'image = "{world.ref}"\n')
+        r = d.alps("prepare", "--job", "pmd3", "--user", v.name, "--environment", edf)
+        assert r.returncode != 0
+        assert "the pmix hook: the host directory /nonexistent/slurmd is missing" in r.stderr
+        assert "hooks.pmix.directories" in r.stderr, r.stderr
+    finally:
+        rc = d.stop()
+        d.check_log_clean()
+    assert rc == 0
