@@ -11,7 +11,6 @@
 
 #include "client/edf_hostcheck.h"
 #include "client/job.h"
-#include "daemon/settings.h"
 
 struct check_out {
 	json_t *warnings;       /* strings */
@@ -122,32 +121,20 @@ static int run_edf(struct client *cl, int argc, char **argv)
 					       : "unknown subcommand (only 'check')");
 	bool image = false;
 	int opt;
-	/* The CDI directories: hooks.cdi_dirs' default unless given. */
-	struct config *defaults = config_new_defaults();
-	const char **cdi = xcalloc(argc + defaults->cdi_dirs.n + 1, sizeof(char *));
+	_cleanup_free_ const char **cdi = xcalloc((size_t)argc + 1, sizeof(char *));
 	size_t ncdi = 0;
 	while ((opt = command_getopt(cl, argc - 1, argv + 1, "jic:", opts)) != -1) {
-		if (opt == 'j') {
+		if (opt == 'j')
 			cl->json = true;
-		} else if (opt == 'i') {
+		else if (opt == 'i')
 			image = true;
-		} else if (opt == 'c') {
+		else if (opt == 'c')
 			cdi[ncdi++] = optarg;
-		} else {
-			free(cdi);
-			config_unref(defaults);
+		else
 			return command_opt_exit(opt);
-		}
 	}
-	for (size_t i = 0; ncdi == 0 && i < defaults->cdi_dirs.n; i++)
-		cdi[i] = defaults->cdi_dirs.v[i];
-	if (ncdi == 0)
-		ncdi = defaults->cdi_dirs.n;
-	if (optind + 1 != argc - 1) {
-		free(cdi);
-		config_unref(defaults);
+	if (optind + 1 != argc - 1)
 		return usage_error(cl, "give exactly one FILE");
-	}
 	const char *file = argv[optind + 1];
 	struct check_out o = { .warnings = json_array(), .errors = json_array() };
 	struct user_world w = { 0 };
@@ -191,8 +178,6 @@ static int run_edf(struct client *cl, int argc, char **argv)
 	json_decref(o.errors);
 	edf_free(e);
 	edf_sources_free(src, n);
-	free(cdi);
-	config_unref(defaults);
 	return rc;
 }
 

@@ -17,6 +17,7 @@
 #include "common/edf.h"
 #include "common/util.h"
 #include "daemon/hooks/cdi.h"
+#include "daemon/settings.h"
 
 static void warn(json_t *warnings, char *msg)
 {
@@ -29,6 +30,12 @@ void edf_check_cdi(const struct edf *e, const char *const *dirs, size_t ndirs,
 {
 	if (e->ndevices == 0)
 		return;
+	/* None given: hooks.cdi_dirs' default, as alpsd has it. */
+	struct config *defaults = ndirs ? NULL : config_new_defaults();
+	if (defaults) {
+		dirs = (const char *const *)defaults->cdi_dirs.v;
+		ndirs = defaults->cdi_dirs.n;
+	}
 	struct cdi_registry *reg = cdi_registry_load(dirs, ndirs);
 	for (size_t i = 0; i < e->ndevices; i++) {
 		const struct edf_string *d = &e->devices[i];
@@ -42,6 +49,7 @@ void edf_check_cdi(const struct edf *e, const char *const *dirs, size_t ndirs,
 		cdi_edits_clear(&ed);
 	}
 	cdi_registry_free(reg);
+	config_unref(defaults);
 }
 
 /* ---- the NCCL plugin's variant and the image ---- */

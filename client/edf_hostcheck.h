@@ -8,8 +8,8 @@
 struct edf;
 struct json_t;
 
-/* A warning for each device of e that the CDI specs of dirs do not
- * define, naming the directories and files searched. */
+/* A warning for each device of e that the CDI specs of dirs (none:
+ * hooks.cdi_dirs' default) do not define, naming what was searched. */
 void edf_check_cdi(const struct edf *e, const char *const *dirs, size_t ndirs,
 		   struct json_t *warnings);
 /* A warning when com.hooks.aws_ofi_nccl.variant ("cuda12", "rocm6")
