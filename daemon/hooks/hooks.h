@@ -33,6 +33,12 @@ struct hook_mount {
 	bool ro;
 };
 
+/* A host library injected into lib_dir (inject.h). */
+struct hook_lib {
+	char *host;             /* real path on the host */
+	char *name;             /* its name in lib_dir */
+};
+
 struct hook_job {
 	struct job_device *devices;     /* owned, strings too */
 	size_t ndevices;
@@ -41,6 +47,9 @@ struct hook_job {
 	char **env;                     /* "VAR=value"; a later one wins */
 	size_t nenv;
 	char *lib_dir;                  /* injected libraries: first on LD_LIBRARY_PATH */
+	struct hook_lib *libs;          /* what goes into lib_dir (hooks_job_inject) */
+	size_t nlibs;
+	bool mpi;                       /* the MPI hook is on (mpi.c) */
 	char **what;                    /* "cdi vendor.com/gpu=0", "cxi"... for the log */
 	size_t nwhat;
 	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
@@ -77,11 +86,18 @@ void hooks_job_add_mounts(const struct hook_job *hj, struct job_mounts *jm);
 int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
 		  alps_error **err);
 
+/* The MPI hook (mpi.c): its environment; the libraries are found and
+ * checked against the image by hooks_job_inject (inject.h). */
+int hooks_mpi(const struct config *cfg, struct hook_job *hj, alps_error **err);
+
 /* Helpers for builtin.c and hooks.c. */
 int hook_add_device(struct hook_job *hj, const char *host, const char *path, alps_error **err);
 int hook_add_mount(struct hook_job *hj, const char *host, const char *path, bool ro,
 		   alps_error **err);
 void hook_add_env(struct hook_job *hj, const char *kv);
+/* host (a real path) into lib_dir as name; the same name twice must be
+ * the same file. */
+int hook_add_lib(struct hook_job *hj, const char *host, const char *name, alps_error **err);
 void hook_add_what(struct hook_job *hj, const char *what);
 
 #endif
