@@ -168,7 +168,7 @@ char *imgtree_read(const struct imgtree *t, const char *path, size_t max)
 	_cleanup_free_ char *real = imgtree_resolve(t, path, &i);
 	if (!real || !real[1])
 		return NULL;
-	_cleanup_close_ int fd = layer_open(t->fds[i], real + 1, O_RDONLY | O_NOFOLLOW);
+	_cleanup_close_ int fd = layer_open(t->fds[i], real + 1, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		return NULL;

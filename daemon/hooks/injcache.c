@@ -126,8 +126,10 @@ static int copy_lib(const char *host, const char *dst, alps_error **err)
 			return alps_fail_errno(err, "cannot write %s", dst);
 	if (n < 0)
 		return alps_fail_errno(err, "cannot read the host library %s", host);
-	if (fchmod(out, 0755) < 0)
-		return alps_fail_errno(err, "cannot chmod %s", dst);
+	/* The entry outlives a crash (STATE_DIR): its files are whole when
+	 * the rename publishes it. */
+	if (fchmod(out, 0755) < 0 || fdatasync(out) < 0)
+		return alps_fail_errno(err, "cannot write %s", dst);
 	return 0;
 }
 
@@ -185,19 +187,11 @@ static int build_in(const struct config *cfg, const struct hook_job *hj,
 }
 
 /* Build the entry dir; an entry another prepare finished first wins. */
-static int build(const struct config *cfg, struct hook_job *hj, const struct inject_image *img,
-		 const char *dir, struct mpi_lib **mpi, size_t *nmpi, alps_error **err)
+static int build_dir(const struct config *cfg, const struct hook_job *hj,
+		     const struct inject_image *img, const char *dir, const struct mpi_lib *mpi,
+		     size_t nmpi, alps_error **err)
 {
 	static atomic_uint counter;
-	if (hj->mpi) {
-		struct imgtree t;
-		if (imgtree_open(&t, cfg->run_dir, img, err) < 0)
-			return -1;
-		int rc = mpi_image_check(&t, img->config_json, mpi, nmpi, err);
-		imgtree_close(&t);
-		if (rc < 0)
-			return -1;
-	}
 	_cleanup_free_ char *parent = xstrdup(dir);
 	*strrchr(parent, '/') = '\0';
 	if (mkdir_p(parent, 0755) < 0)
@@ -205,7 +199,7 @@ static int build(const struct config *cfg, struct hook_job *hj, const struct inj
 	_cleanup_free_ char *tmp = xasprintf("%s/.build-%s-%d-%u", parent, strrchr(dir, '/') + 1,
 					     (int)getpid(), atomic_fetch_add(&counter, 1));
 	uint64_t t0 = now_monotonic_ms();
-	if (build_in(cfg, hj, img, tmp, *mpi, *nmpi, err) < 0) {
+	if (build_in(cfg, hj, img, tmp, mpi, nmpi, err) < 0) {
 		rm_tree(tmp);
 		return alps_error_prefix(err, "the injection cache");
 	}
@@ -218,6 +212,21 @@ static int build(const struct config *cfg, struct hook_job *hj, const struct inj
 	log_notice("injection cache: built %s in %llu ms", dir,
 		   (unsigned long long)(now_monotonic_ms() - t0));
 	return 0;
+}
+
+/* The MPI check, then the entry dir. */
+static int build(const struct config *cfg, struct hook_job *hj, const struct inject_image *img,
+		 const char *dir, struct mpi_lib **mpi, size_t *nmpi, alps_error **err)
+{
+	/* The layers stay mounted for the ldconfig namespace too. */
+	struct imgtree t;
+	if (imgtree_open(&t, cfg->run_dir, img, err) < 0)
+		return -1;
+	int rc = hj->mpi ? mpi_image_check(&t, img->config_json, mpi, nmpi, err) : 0;
+	if (rc == 0)
+		rc = build_dir(cfg, hj, img, dir, *mpi, *nmpi, err);
+	imgtree_close(&t);
+	return rc;
 }
 
 /* ---- using an entry ---- */
@@ -278,11 +287,19 @@ int hooks_job_inject(const struct config *cfg, struct hook_job *hj,
 	_cleanup_free_ char *key = entry_key(hj, img, mpi, nmpi);
 	_cleanup_free_ char *idir = image_dir(cfg->state_dir, img->digest);
 	_cleanup_free_ char *dir = xasprintf("%s/%s", idir, key);
-	int rc = 0;
-	if (access(dir, F_OK) == 0)
-		log_notice("injection cache: reusing %s", dir);
-	else
-		rc = build(cfg, hj, img, dir, &mpi, &nmpi, err);
+	alps_error *e = NULL;
+	if (access(dir, F_OK) == 0) {
+		if (add_entry_mounts(hj, dir, &e) == 0) {
+			log_notice("injection cache: reusing %s", dir);
+			mpi_libs_free(mpi, nmpi);
+			return 0;
+		}
+		/* A crash between the copies and the rename's reaching the disk. */
+		log_warn("%s: built again", e->msg);
+		alps_error_free(e);
+		rm_tree(dir);
+	}
+	int rc = build(cfg, hj, img, dir, &mpi, &nmpi, err);
 	mpi_libs_free(mpi, nmpi);
 	if (rc < 0)
 		return -1;

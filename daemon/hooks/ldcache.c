@@ -157,6 +157,8 @@ static int take_cache(const struct ldcache_run *r, const char *out, char **why,
 			return alps_fail_errno(err, "cannot write %s", dst);
 		off += n;
 	}
+	if (fdatasync(o) < 0)
+		return alps_fail_errno(err, "cannot write %s", dst);
 	return 1;
 }
 
