@@ -172,8 +172,14 @@ static int run_in_ns(const struct ldcache_run *r, const char *job, const char *o
 	unlink(logp);
 	int rc = run_ldconfig(r, job, logfd, why, err);
 	if (rc == 1) {
-		rc = take_cache(r, out, why, err);
 		log_notice("injection cache: the image's ldconfig ran for %s", r->entry);
+		rc = take_cache(r, out, why, err);
+	}
+	if (rc == 0 && *why && !str_has_prefix(*why, "the image's ldconfig failed")) {
+		_cleanup_free_ char *said = read_log(logfd);
+		char *w = xasprintf("%s%s%s", *why, *said ? ": " : "", said);
+		free(*why);
+		*why = w;
 	}
 	return rc;
 }

@@ -50,6 +50,18 @@ int main(void) { printf("fabric=%s\n", fab_who()); return 0; }
 '''
 
 
+# An image's ldconfig that tries to leave its box: change the injected
+# libraries, write the image's root, and hand the daemon the host's own
+# ld.so.cache (which has glibc's magic) through a link.
+EVIL_LDCONFIG = """#!/bin/sh
+echo "uid=$(id -u)"
+echo x > /opt/alps/lib/libfabric.so.1 || echo "lib: refused"
+touch /etc/evil || echo "root: refused"
+ln -s /etc/ld.so.cache /run/alps-ldcache/ld.so.cache
+exit 0
+"""
+
+
 def _cc(*args):
     subprocess.run(["cc", *args], check=True)
 
@@ -119,8 +131,15 @@ def world(tmp_path_factory):
     def alpine(root):
         images.busybox_root(root, 'NAME="Alpine-like"\nID=alpine\n')
 
+    def hostile(root):
+        images.busybox_root(root)
+        os.makedirs(f"{root}/sbin")
+        with open(f"{root}/sbin/ldconfig", "w") as f:
+            f.write(EVIL_LDCONFIG)
+        os.chmod(f"{root}/sbin/ldconfig", 0o755)
+
     w.refs = {}
-    for tag, content in (("mpi", glibc), ("musl", alpine)):
+    for tag, content in (("mpi", glibc), ("musl", alpine), ("evil", hostile)):
         layout = rf.build_image(w.dir, tag, [{"etc/base": b"base\n"}],
                                 config={"config.env": ["PATH=/bin:/usr/bin:/sbin"]})
         images.umoci_modify(layout, tag, w.dir, content, tag)
@@ -296,3 +315,24 @@ def test_cache_reused_then_invalidated_then_collected(md):
     assert os.listdir(cache) == []
     for ref in md.w.refs.values():
         md.alps("pull", "--quiet", ref, check=True)
+
+
+def test_attack_image_ldconfig_stays_in_its_box(md):
+    """A hostile image's ldconfig runs as nobody in a read-only tree: the
+    node's cached libraries stay the host's, and a link it leaves as its
+    ld.so.cache (to the host's own cache) is not followed by the daemon."""
+    _prepare(md, "e1", {"cxi": "true"}, image="evil")
+    try:
+        r = _exec(md, "e1", "sh", "-c", "ls /etc/ld.so.cache /etc/evil; ls /opt/alps/lib")
+        assert "/etc/ld.so.cache" in r.stderr and "/etc/evil" in r.stderr, r.stdout + r.stderr
+        assert r.stdout.split() == ["libcxi.so.1", "libfabric.so.1"], r.stdout
+    finally:
+        _release(md, "e1")
+    log = md.read_log()
+    assert "wrote no glibc ld.so.cache" in log, log[-3000:]
+    assert "uid=65534" in log and "lib: refused" in log and "root: refused" in log, log[-3000:]
+    with open(f"{md.w.host}/lib/libfabric.so.1.2.3", "rb") as f:
+        host = f.read()
+    entries = [os.path.join(dp, n) for dp, _, fs in os.walk(os.path.join(md.state_dir, "injcache"))
+               for n in fs if n == "libfabric.so.1"]
+    assert entries and all(open(e, "rb").read() == host for e in entries)
