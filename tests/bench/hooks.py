@@ -5,7 +5,7 @@ first job of an image on the node (the injection cache is emptied before
 each: copies and the image's ldconfig) and for the next jobs (the cache
 entry reused), against the same prepare with no hook.  A job holds the
 layers mounted throughout, as on a node running jobs.  Medians and p90 of N
-runs; never pass/fail.
+runs, the three kinds interleaved; never pass/fail.
 
     sudo tests/bench/hooks.py [--runs 15] [--build DIR]
 
@@ -120,17 +120,23 @@ def start(build, work, host):
     return d, alps
 
 
-def measure(alps, work, e, runs, cold):
-    times = []
+def prepare_release(alps, e, job):
+    dt = timed(alps + ["prepare", "--job", job, "--user", "nobody", "--environment", e])[0]
+    timed(alps + ["release", "--job", job])
+    return dt
+
+
+def measure(alps, work, on, off, runs):
+    """Interleaved, so that a change of the machine's load hits all three."""
+    none, first, nxt = [], [], []
     for i in range(runs):
-        if cold:
-            for entry in glob.glob(f"{work}/state/injcache/*"):
-                shutil.rmtree(entry)
-        job = f"j{i}"
-        times.append(timed(alps + ["prepare", "--job", job, "--user", "nobody",
-                                   "--environment", e])[0])
-        timed(alps + ["release", "--job", job])
-    return times
+        none.append(prepare_release(alps, off, f"n{i}"))
+        for entry in glob.glob(f"{work}/state/injcache/*"):
+            shutil.rmtree(entry)
+        first.append(prepare_release(alps, on, f"f{i}"))
+        nxt.append(prepare_release(alps, on, f"x{i}"))
+    return [("no hook", none), ("every hook, first job on the node (cache built)", first),
+            ("every hook, next job (cache reused)", nxt)]
 
 
 def main():
@@ -154,10 +160,7 @@ def main():
         timed(alps + ["pull", "--quiet", ref])
         on, off = edf(work, ref, "on", True), edf(work, ref, "off", False)
         timed(alps + ["prepare", "--job", "hold", "--user", "nobody", "--environment", off])
-        rows = [("no hook", measure(alps, work, off, a.runs, False)),
-                ("every hook, first job on the node (cache built)",
-                 measure(alps, work, on, a.runs, True)),
-                ("every hook, next job (cache reused)", measure(alps, work, on, a.runs, False))]
+        rows = measure(alps, work, on, off, a.runs)
         timed(alps + ["release", "--job", "hold"])
         base = statistics.median(rows[0][1])
         print(f"alps prepare, {a.runs} runs each, layers mounted, "
