@@ -8,6 +8,7 @@
  *
  *	struct hook_job *hj;
  *	if (hooks_job_resolve(cfg, edf, &hj, err) < 0) ...
+ *	hooks_job_inject(cfg, hj, &image, err);          (libraries: inject.h)
  *	env_json = hooks_job_env_json(hj, env_json);     (the job's environment)
  *	hooks_job_add_mounts(hj, &jm);                   (site mounts)
  *	spec.extra_devices = hj->devices ...

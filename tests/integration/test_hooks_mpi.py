@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+import time
 
 import pytest
 
@@ -138,8 +139,15 @@ def world(tmp_path_factory):
             f.write(EVIL_LDCONFIG)
         os.chmod(f"{root}/sbin/ldconfig", 0o755)
 
+    def slow(root):
+        images.busybox_root(root)
+        os.makedirs(f"{root}/sbin")
+        with open(f"{root}/sbin/ldconfig", "w") as f:
+            f.write("#!/bin/sh\nexec sleep 60\n")
+        os.chmod(f"{root}/sbin/ldconfig", 0o755)
+
     w.refs = {}
-    for tag, content in (("mpi", glibc), ("musl", alpine), ("evil", hostile)):
+    for tag, content in (("mpi", glibc), ("musl", alpine), ("evil", hostile), ("slow", slow)):
         layout = rf.build_image(w.dir, tag, [{"etc/base": b"base\n"}],
                                 config={"config.env": ["PATH=/bin:/usr/bin:/sbin"]})
         images.umoci_modify(layout, tag, w.dir, content, tag)
@@ -239,7 +247,7 @@ def test_mpi_off_keeps_the_image_library(md):
     ("libmpi.so.12=HOST/v13/libmpi.so.13", "(version 13.0.0, {host}/v13/libmpi.so.13.0.0) is "
      "not ABI-compatible with the image's (version 12.1.1, " + MULTI + "/libmpi.so.12.1.1): "
      "the major versions differ"),
-])
+], ids=["minor", "major"])
 def test_mpi_incompatible_refused(world, daemon_factory, lib, why):
     w = world
     entry = lib.replace("HOST", w.host) if "=" in lib else f"{w.host}/{lib}"
@@ -336,3 +344,22 @@ def test_attack_image_ldconfig_stays_in_its_box(md):
     entries = [os.path.join(dp, n) for dp, _, fs in os.walk(os.path.join(md.state_dir, "injcache"))
                for n in fs if n == "libfabric.so.1"]
     assert entries and all(open(e, "rb").read() == host for e in entries)
+
+
+def test_ldconfig_time_limit(world, daemon_factory):
+    w = world
+    d = daemon_factory(config_text="[hooks]\nldconfig_timeout = 1\n" +
+                       _conf(w, f"{w.host}/ok/libmpi.so.12"), subdir="slow")
+    d.alps("pull", "--quiet", w.refs["slow"], check=True)
+    d.w, d.tmp = w, d.dir
+    os.chmod(d.dir, 0o755)
+    t0 = time.monotonic()
+    r = _prepare(d, "s1", {"cxi": "true"}, image="slow", check=False)
+    assert r.returncode != 0 and time.monotonic() - t0 < 15
+    assert "the image's ldconfig was killed after its time limit of 1 s " \
+           "(hooks.ldconfig_timeout)" in r.stderr, r.stderr
+    # nothing left: no entry, no build directory, no namespace of the build
+    cache = os.path.join(d.state_dir, "injcache")
+    assert not os.path.exists(cache) or all(not os.listdir(os.path.join(cache, x))
+                                            for x in os.listdir(cache))
+    assert os.listdir(os.path.join(d.run_dir, "jobs")) == []
