@@ -41,8 +41,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return 0;
 }
 
-/* rm -rf, never following a link. */
-static void rm_tree(const char *path)
+void inject_rm_tree(const char *path)
 {
 	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
@@ -58,7 +57,7 @@ void injcache_drop_image(const char *state_dir, const char *digest)
 		return;
 	_cleanup_free_ char *dir = image_dir(state_dir, digest);
 	if (access(dir, F_OK) == 0) {
-		rm_tree(dir);
+		inject_rm_tree(dir);
 		log_info("injection cache: the entries of image %s are gone with it", digest);
 	}
 }
@@ -85,9 +84,11 @@ static char *entry_key(const struct hook_job *hj, const struct inject_image *img
 		       const struct mpi_lib *mpi, size_t nmpi)
 {
 	json_t *what = json_array(), *libs = json_array(), *m = json_array();
+	static const char *const injecting[] = { "cxi", "aws_ofi_nccl", "mpi" };
 	for (size_t i = 0; i < hj->nwhat; i++)
-		if (strncmp(hj->what[i], "cdi ", 4) != 0)
-			json_array_append_new(what, json_string(hj->what[i]));
+		for (size_t j = 0; j < ARRAY_SIZE(injecting); j++)
+			if (str_has_prefix(hj->what[i], injecting[j]))
+				json_array_append_new(what, json_string(hj->what[i]));
 	for (size_t i = 0; i < hj->nlibs; i++)
 		json_array_append_new(libs, file_fp(hj->libs[i].name, hj->libs[i].host));
 	for (size_t i = 0; i < nmpi; i++) {
@@ -200,12 +201,12 @@ static int build_dir(const struct config *cfg, const struct hook_job *hj,
 					     (int)getpid(), atomic_fetch_add(&counter, 1));
 	uint64_t t0 = now_monotonic_ms();
 	if (build_in(cfg, hj, img, tmp, mpi, nmpi, err) < 0) {
-		rm_tree(tmp);
+		inject_rm_tree(tmp);
 		return alps_error_prefix(err, "the injection cache");
 	}
 	if (rename(tmp, dir) < 0) {
 		int e = errno;
-		rm_tree(tmp);
+		inject_rm_tree(tmp);
 		if (e != EEXIST && e != ENOTEMPTY)
 			return alps_fail(err, ALPS_E_IO, "cannot rename %s: %s", tmp, strerror(e));
 	}
@@ -297,7 +298,7 @@ int hooks_job_inject(const struct config *cfg, struct hook_job *hj,
 		/* A crash between the copies and the rename's reaching the disk. */
 		log_warn("%s: built again", e->msg);
 		alps_error_free(e);
-		rm_tree(dir);
+		inject_rm_tree(dir);
 	}
 	int rc = build(cfg, hj, img, dir, &mpi, &nmpi, err);
 	mpi_libs_free(mpi, nmpi);

@@ -45,6 +45,9 @@ struct inject_image {
 int hooks_job_inject(const struct config *cfg, struct hook_job *hj,
 		     const struct inject_image *img, alps_error **err);
 
+/* rm -rf, never following a link nor crossing a mount. */
+void inject_rm_tree(const char *path);
+
 /* Remove the entries of an image (the store removed it).  Logs failures. */
 void injcache_drop_image(const char *state_dir, const char *digest);
 

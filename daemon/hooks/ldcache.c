@@ -203,11 +203,9 @@ int ldcache_build(const struct ldcache_run *r, char **why, alps_error **err)
 		alps_error_free(e2);
 	}
 	ns_result_free(&ns);
-	/* out holds what nobody wrote: emptied as root, links not followed. */
-	_cleanup_free_ char *cache = xasprintf("%s/ld.so.cache", out);
-	unlink(cache);
-	if (rmdir(out) < 0 && errno != ENOENT)
-		log_warn("injection cache: %s is not empty: left for the image's removal", out);
+	/* What nobody wrote there, its writer gone (released): links not
+	 * followed. */
+	inject_rm_tree(out);
 	if (rc == 0)
 		log_notice("injection cache: no ld.so.cache for %s: %s", r->entry, *why);
 	return rc;
