@@ -178,8 +178,7 @@ static int build_in(const struct config *cfg, const struct hook_job *hj,
 		return alps_fail_errno(err, "cannot create %s", tmp);
 	if (copy_all(hj, tmp, mpi, nmpi, err) < 0)
 		return -1;
-	struct ldcache_run run = { .cfg = cfg, .img = img, .entry = tmp, .mpi = mpi, .nmpi = nmpi,
-				   .lib_dir = hj->lib_dir };
+	struct ldcache_run run = { .cfg = cfg, .img = img, .entry = tmp, .lib_dir = hj->lib_dir };
 	_cleanup_free_ char *why = NULL;
 	int rc = ldcache_build(&run, &why, err);
 	if (rc < 0)

@@ -103,8 +103,6 @@ struct ldcache_run {
 	const struct config *cfg;
 	const struct inject_image *img;
 	const char *entry;      /* the entry being built: lib/, mpi/ */
-	const struct mpi_lib *mpi;
-	size_t nmpi;
 	const char *lib_dir;    /* hooks.lib_dir: first in the cache */
 };
 

@@ -47,14 +47,11 @@ static int build_ns(const struct ldcache_run *r, const char *job, const char *ou
 	const struct config *cfg = r->cfg;
 	struct job_mounts jm = { 0 };
 	_cleanup_free_ char *lib = xasprintf("%s/lib", r->entry);
+	/* The MPI libraries are not bound over the image's here: ldconfig
+	 * names a file by its own soname, and Cray's (libmpi_gnu_123.so.12)
+	 * is not the image's (libmpi.so.12).  The cache keeps the image's
+	 * names and paths; in the job, those paths are the host's files. */
 	jobenv_mounts_add_site(&jm, lib, r->lib_dir, true);
-	char **srcs = xcalloc(r->nmpi + 1, sizeof(char *));
-	for (size_t i = 0; i < r->nmpi; i++) {
-		if (r->mpi[i].dependency)
-			continue;
-		srcs[i] = xasprintf("%s/mpi/%s", r->entry, r->mpi[i].soname);
-		jobenv_mounts_add_site(&jm, srcs[i], r->mpi[i].image_path, true);
-	}
 	jobenv_mounts_add_site(&jm, out, OUT_DIR, false);
 	struct job_spec spec = {
 		.run_dir = cfg->run_dir, .job = job, .uid = INJECT_UID, .gid = INJECT_UID,
@@ -67,9 +64,6 @@ static int build_ns(const struct ldcache_run *r, const char *job, const char *ou
 	};
 	int rc = ns_prepare(&spec, ns, err);
 	jobenv_mounts_free(&jm);
-	for (size_t i = 0; i < r->nmpi; i++)
-		free(srcs[i]);
-	free(srcs);
 	return rc;
 }
 

@@ -21,6 +21,9 @@ from test_hooks import _stack
 
 NOBODY = 65534
 MULTI = "/usr/lib/x86_64-linux-gnu"
+# Outside the loader's default directories: found through the image's
+# /etc/ld.so.conf.d and its ld.so.cache, which therefore must keep it.
+MPICH = "/opt/mpich/lib"
 
 MPI_C = r'''
 const char *pmi_who(void);
@@ -99,16 +102,18 @@ def world(tmp_path_factory):
     _cc("-shared", "-fPIC", "-Wl,-soname,libpmi.so.0", "-o", f"{w.host}/pmi/libpmi.so.0",
         f"{w.host}/pmi/pmi.c")
     pmi = f"{w.host}/pmi"
-    _mpich(f"{w.host}/ok", "host-mpich", "libmpi.so.12.5.0", pmi=pmi)
+    # Cray's naming: the file's own soname is not the image's
+    _mpich(f"{w.host}/ok", "host-mpich", "libmpi_gnu_123.so.12.5.0", "libmpi_gnu_123.so.12",
+           pmi=pmi)
     _mpich(f"{w.host}/ok", "host-mpicxx", "libmpicxx.so.12.5.0", "libmpicxx.so.12", pmi=pmi)
     _mpich(f"{w.host}/old", "old-mpich", "libmpi.so.12.0.3", pmi=pmi)
     _mpich(f"{w.host}/v13", "v13-mpich", "libmpi.so.13.0.0", "libmpi.so.13", pmi=pmi)
     # The image: busybox, glibc's loader, libc and ldconfig, its own MPICH
     # 12.1.1 (no libmpicxx), probes.
     img = os.path.join(w.dir, "img")
-    _mpich(f"{img}{MULTI}", "image-mpich", "libmpi.so.12.1.1")
-    os.makedirs(f"{img}/opt")
-    for name, text, lib in (("mpiprobe", PROBE_C, [f"-L{img}{MULTI}", "-l:libmpi.so.12"]),
+    _mpich(f"{img}{MPICH}", "image-mpich", "libmpi.so.12.1.1")
+    os.makedirs(f"{img}/opt", exist_ok=True)
+    for name, text, lib in (("mpiprobe", PROBE_C, [f"-L{img}{MPICH}", "-l:libmpi.so.12"]),
                             ("fabprobe", FAB_PROBE_C, [f"-L{w.host}/lib", "-l:libfabric.so.1",
                                                        "-l:libcxi.so.1"])):
         with open(f"{w.dir}/{name}.c", "w") as f:
@@ -127,6 +132,8 @@ def world(tmp_path_factory):
         os.makedirs(f"{root}/etc/ld.so.conf.d", exist_ok=True)
         with open(f"{root}/etc/ld.so.conf", "w") as f:
             f.write("include /etc/ld.so.conf.d/*.conf\n")
+        with open(f"{root}/etc/ld.so.conf.d/mpich.conf", "w") as f:
+            f.write(f"# MPICH\n{MPICH}\n")
         subprocess.run(["ldconfig", "-r", root], check=True)
 
     def alpine(root):
@@ -175,7 +182,8 @@ def md(pb, world):
     d = tempfile.mkdtemp(prefix="alps-mpi-", dir="/tmp")
     os.chmod(d, 0o755)
     os.makedirs(os.path.join(d, "daemon"))
-    dm = Daemon(os.path.join(d, "daemon"), _conf(world, f"{world.host}/ok/libmpi.so.12"))
+    dm = Daemon(os.path.join(d, "daemon"),
+                _conf(world, f"libmpi.so.12={world.host}/ok/libmpi_gnu_123.so.12"))
     dm.start()
     dm.w, dm.tmp = world, d
     try:
@@ -220,10 +228,10 @@ def test_mpi_compatible_injected(md):
         lines = r.stdout.splitlines()
         assert lines[0] == "mpi=host-mpich", r.stdout + r.stderr
         # the image's own file, its content the host's (bound over it)
-        assert f"{MULTI}/libmpi.so.12.1.1" in lines[1:], r.stdout
+        assert f"{MPICH}/libmpi.so.12.1.1" in lines[1:], r.stdout
         # the dependency is in lib_dir; libmpicxx, absent from the image, is not injected
         r = _exec(md, "m1", "sh", "-c", "ls /opt/alps/lib; echo $MPICH_GPU_SUPPORT_ENABLED; "
-                  f"ls {MULTI}")
+                  f"ls {MPICH}")
         assert r.stdout.split() == ["libpmi.so.0", "0", "libmpi.so.12",
                                     "libmpi.so.12.1.1"], r.stdout + r.stderr
     finally:
@@ -242,10 +250,10 @@ def test_mpi_off_keeps_the_image_library(md):
 
 @pytest.mark.parametrize("lib,why", [
     ("old/libmpi.so.12", "(version 12.0.3, {host}/old/libmpi.so.12.0.3) is not ABI-compatible "
-     "with the image's (version 12.1.1, " + MULTI + "/libmpi.so.12.1.1): the host's minor "
+     "with the image's (version 12.1.1, " + MPICH + "/libmpi.so.12.1.1): the host's minor "
      "version is older than the image's"),
     ("libmpi.so.12=HOST/v13/libmpi.so.13", "(version 13.0.0, {host}/v13/libmpi.so.13.0.0) is "
-     "not ABI-compatible with the image's (version 12.1.1, " + MULTI + "/libmpi.so.12.1.1): "
+     "not ABI-compatible with the image's (version 12.1.1, " + MPICH + "/libmpi.so.12.1.1): "
      "the major versions differ"),
 ], ids=["minor", "major"])
 def test_mpi_incompatible_refused(world, daemon_factory, lib, why):
@@ -349,7 +357,7 @@ def test_attack_image_ldconfig_stays_in_its_box(md):
 def test_ldconfig_time_limit(world, daemon_factory):
     w = world
     d = daemon_factory(config_text="[hooks]\nldconfig_timeout = 1\n" +
-                       _conf(w, f"{w.host}/ok/libmpi.so.12"), subdir="slow")
+                       _conf(w, f"{w.host}/old/libmpi.so.12"), subdir="slow")
     d.alps("pull", "--quiet", w.refs["slow"], check=True)
     d.w, d.tmp = w, d.dir
     os.chmod(d.dir, 0o755)
