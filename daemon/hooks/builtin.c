@@ -12,8 +12,9 @@
  *
  * Libraries go into hooks.lib_dir (a node cache entry, inject.h), which
  * the job's environment puts first on LD_LIBRARY_PATH and the image's own
- * ldconfig first in its ld.so.cache.  Everything the site configured must exist: a missing library or
- * no matching device fails the prepare naming it. */
+ * ldconfig first in its ld.so.cache.  Everything the site configured must
+ * exist: a missing library or no matching device fails the prepare naming
+ * it. */
 #include <config.h>
 
 #include <glob.h>
