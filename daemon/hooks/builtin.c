@@ -203,7 +203,8 @@ int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_j
 		return -1;
 	if (on_amd && amd(cfg, hj, err) < 0)
 		return -1;
-	if (on_mpi && hooks_mpi(cfg, hj, err) < 0)
+	if (on_mpi && hooks_mpi(cfg, hj, edf && edf_annotation_get(edf, "com.hooks.mpi.enabled"),
+				err) < 0)
 		return -1;
 	return 0;
 }

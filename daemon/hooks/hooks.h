@@ -51,6 +51,7 @@ struct hook_job {
 	struct hook_lib *libs;          /* what goes into lib_dir (hooks_job_inject) */
 	size_t nlibs;
 	bool mpi;                       /* the MPI hook is on (mpi.c) */
+	bool mpi_asked;                 /* ... by the EDF, not the site's default */
 	char **what;                    /* "cdi vendor.com/gpu=0", "cxi"... for the log */
 	size_t nwhat;
 	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
@@ -89,7 +90,7 @@ int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_j
 
 /* The MPI hook (mpi.c): its environment; the libraries are found and
  * checked against the image by hooks_job_inject (inject.h). */
-int hooks_mpi(const struct config *cfg, struct hook_job *hj, alps_error **err);
+int hooks_mpi(const struct config *cfg, struct hook_job *hj, bool asked, alps_error **err);
 
 /* Helpers for builtin.c and hooks.c. */
 int hook_add_device(struct hook_job *hj, const char *host, const char *path, alps_error **err);

@@ -154,15 +154,15 @@ static int copy_all(const struct hook_job *hj, const char *tmp, const struct mpi
 }
 
 static int write_entry_json(const char *tmp, const struct mpi_lib *mpi, size_t nmpi,
-			    bool ldcache, const char *why, alps_error **err)
+			    bool mpi_none, bool ldcache, const char *why, alps_error **err)
 {
 	json_t *m = json_array();
 	for (size_t i = 0; i < nmpi; i++)
 		if (!mpi[i].dependency)
 			json_array_append_new(m, json_pack("[s, s]", mpi[i].soname,
 							   mpi[i].image_path));
-	json_t *e = json_pack("{s:i, s:o, s:b, s:s?}", "format", ENTRY_FORMAT, "mpi", m, "ldcache",
-			      ldcache, "why", why);
+	json_t *e = json_pack("{s:i, s:o, s:b, s:b, s:s?}", "format", ENTRY_FORMAT, "mpi", m,
+			      "mpi_none", mpi_none, "ldcache", ldcache, "why", why);
 	_cleanup_free_ char *path = xasprintf("%s/entry.json", tmp);
 	int rc = json_dump_file(e, path, JSON_COMPACT);
 	json_decref(e);
@@ -183,7 +183,10 @@ static int build_in(const struct config *cfg, const struct hook_job *hj,
 	int rc = ldcache_build(&run, &why, err);
 	if (rc < 0)
 		return -1;
-	return write_entry_json(tmp, mpi, nmpi, rc == 1, why, err);
+	bool mpi_none = hj->mpi;
+	for (size_t i = 0; i < nmpi; i++)
+		mpi_none = mpi_none && mpi[i].dependency;
+	return write_entry_json(tmp, mpi, nmpi, mpi_none, rc == 1, why, err);
 }
 
 /* Build the entry dir; an entry another prepare finished first wins. */
@@ -222,7 +225,8 @@ static int build(const struct config *cfg, struct hook_job *hj, const struct inj
 	struct imgtree t;
 	if (imgtree_open(&t, cfg->run_dir, img, err) < 0)
 		return -1;
-	int rc = hj->mpi ? mpi_image_check(&t, img->config_json, mpi, nmpi, err) : 0;
+	int rc = hj->mpi ? mpi_image_check(&t, img->config_json, hj->mpi_asked, mpi, nmpi, err)
+			 : 0;
 	if (rc == 0)
 		rc = build_dir(cfg, hj, img, dir, *mpi, *nmpi, err);
 	imgtree_close(&t);
@@ -230,6 +234,12 @@ static int build(const struct config *cfg, struct hook_job *hj, const struct inj
 }
 
 /* ---- using an entry ---- */
+
+static void add_warning(struct hook_job *hj, const char *text)
+{
+	hj->warnings = xreallocarray(hj->warnings, hj->nwarnings + 1, sizeof(char *));
+	hj->warnings[hj->nwarnings++] = xstrdup(text);
+}
 
 static int add_entry_mounts(struct hook_job *hj, const char *dir, alps_error **err)
 {
@@ -241,6 +251,9 @@ static int add_entry_mounts(struct hook_job *hj, const char *dir, alps_error **e
 		return alps_fail(err, ALPS_E_IO, "the injection cache entry %s is unreadable", path);
 	}
 	_cleanup_free_ char *lib = xasprintf("%s/lib", dir), *cache = xasprintf("%s/ld.so.cache", dir);
+	if (json_is_true(json_object_get(e, "mpi_none")))
+		add_warning(hj, "the mpi hook (on by this node's default) found no MPICH-ABI library "
+			    "in the image: nothing replaced");
 	int rc = hook_add_mount(hj, lib, hj->lib_dir, true, err);
 	if (rc == 0 && json_is_true(json_object_get(e, "ldcache")))
 		rc = hook_add_mount(hj, cache, "/etc/ld.so.cache", true, err);

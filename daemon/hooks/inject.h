@@ -90,10 +90,11 @@ struct mpi_lib {
 int mpi_host_libs(const struct config *cfg, struct mpi_lib **out, size_t *n, alps_error **err);
 void mpi_libs_free(struct mpi_lib *libs, size_t n);
 /* The image's counterparts and the ABI check; libraries the image lacks
- * are dropped from *libs (libmpicxx without C++), none at all is an
- * error. */
-int mpi_image_check(const struct imgtree *t, const char *config_json, struct mpi_lib **libs,
-		    size_t *n, alps_error **err);
+ * are dropped from *libs (libmpicxx without C++).  None at all is an
+ * error when the EDF asked for the hook, else *n is 0 (the site's
+ * default meets an image without MPI). */
+int mpi_image_check(const struct imgtree *t, const char *config_json, bool asked,
+		    struct mpi_lib **libs, size_t *n, alps_error **err);
 /* "12.1.1" of "libmpi.so.12.1.1"; missing numbers are 0. */
 void mpi_version(const char *name, unsigned v[3]);
 

@@ -40,7 +40,7 @@ static const char *const std_dirs[] = {
 	"/lib64", "/usr/lib64", "/lib", "/usr/lib",
 };
 
-int hooks_mpi(const struct config *cfg, struct hook_job *hj, alps_error **err)
+int hooks_mpi(const struct config *cfg, struct hook_job *hj, bool asked, alps_error **err)
 {
 	if (cfg->mpi_libraries.n == 0)
 		return alps_fail(err, ALPS_E_NOT_FOUND, "the mpi hook is on but this node names no "
@@ -53,6 +53,7 @@ int hooks_mpi(const struct config *cfg, struct hook_job *hj, alps_error **err)
 		hook_add_env(hj, cfg->mpi_env.v[i]);
 	}
 	hj->mpi = true;
+	hj->mpi_asked = asked;
 	if (!hj->lib_dir)
 		hj->lib_dir = xstrdup(cfg->hook_lib_dir);
 	hook_add_what(hj, "mpi");
@@ -211,8 +212,8 @@ static int abi_check(const struct mpi_lib *l, const char *image_path, alps_error
 				      : "the host's minor version is older than the image's");
 }
 
-int mpi_image_check(const struct imgtree *t, const char *config_json, struct mpi_lib **libs,
-		    size_t *n, alps_error **err)
+int mpi_image_check(const struct imgtree *t, const char *config_json, bool asked,
+		    struct mpi_lib **libs, size_t *n, alps_error **err)
 {
 	char **dirs = search_dirs(t, config_json);
 	struct mpi_lib *keep = xcalloc(*n + 1, sizeof(*keep));
@@ -228,10 +229,16 @@ int mpi_image_check(const struct imgtree *t, const char *config_json, struct mpi
 		keep[kept++] = *l;
 		memset(l, 0, sizeof(*l));
 	}
-	if (rc == 0 && found == 0)
+	if (rc == 0 && found == 0 && asked)
 		rc = alps_fail(err, ALPS_E_NOT_FOUND, "the mpi hook: the image has no MPICH-ABI "
 			       "library to replace (%s searched in its LD_LIBRARY_PATH, "
 			       "/etc/ld.so.conf.d and the standard directories)", (*libs)[0].soname);
+	if (rc == 0 && found == 0) {
+		/* On by the site's default only: an image without MPI runs. */
+		mpi_libs_free(keep, kept);
+		keep = xcalloc(1, sizeof(*keep));
+		kept = 0;
+	}
 	mpi_libs_free(*libs, *n);
 	*libs = keep;
 	*n = kept;

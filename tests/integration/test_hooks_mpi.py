@@ -371,3 +371,21 @@ def test_ldconfig_time_limit(world, daemon_factory):
     assert not os.path.exists(cache) or all(not os.listdir(os.path.join(cache, x))
                                             for x in os.listdir(cache))
     assert os.listdir(os.path.join(d.run_dir, "jobs")) == []
+
+
+def test_mpi_image_without_mpich(md, world, daemon_factory):
+    """Asked for by the EDF: refused; on by the site's default: the image
+    runs, with a warning."""
+    r = _prepare(md, "w1", {"mpi": "true"}, image="musl", check=False)
+    assert r.returncode != 0
+    assert "the mpi hook: the image has no MPICH-ABI library to replace (libmpi.so.12 " \
+           "searched in" in r.stderr, r.stderr
+    d = daemon_factory(config_text=_conf(world, f"{world.host}/old/libmpi.so.12").replace(
+        "[hooks.mpi]\n", "[hooks.mpi]\nenabled = true\n"), subdir="mpidefault")
+    d.alps("pull", "--quiet", world.refs["musl"], check=True)
+    d.w, d.tmp = world, d.dir
+    os.chmod(d.dir, 0o755)
+    for job in ("w2", "w3"):        # built, then reused: the warning both times
+        r = _prepare(d, job, {}, image="musl")
+        assert "found no MPICH-ABI library in the image: nothing replaced" in r.stderr, r.stderr
+        _release(d, job)
