@@ -307,6 +307,11 @@ int hooks_job_inject(const struct config *cfg, struct hook_job *hj,
 			mpi_libs_free(mpi, nmpi);
 			return 0;
 		}
+		if (e->code != ALPS_E_IO) {     /* a conflict with another mount */
+			mpi_libs_free(mpi, nmpi);
+			*err = e;
+			return -1;
+		}
 		/* A crash between the copies and the rename's reaching the disk. */
 		log_warn("%s: built again", e->msg);
 		alps_error_free(e);
