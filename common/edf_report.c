@@ -117,6 +117,7 @@ static const char *const known_annotations[] = {
 	"com.hooks.ssh.port",
 	"com.hooks.nvidia_cuda_mps.enabled",
 	"com.hooks.amd.enabled",
+	"com.hooks.mpi.enabled",
 	"com.alps.slurm.rank_env",
 	"com.alps.slurm.master_env",
 	"com.alps.slurm.placement_env",

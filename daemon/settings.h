@@ -116,6 +116,11 @@ struct config {
 	struct strlist oci_hook_dirs;       /* hooks.d directories of OCI hooks */
 	int64_t oci_hook_timeout_s;         /* a hook that names no timeout gets this */
 	char *hook_lib_dir;                 /* where injected libraries land in the container */
+	int64_t ldconfig_timeout_s;         /* the image's ldconfig (inject.h) */
+	bool mpi_enabled;                   /* [hooks.mpi] */
+	struct strlist mpi_libraries;       /* "/path" or "SONAME=/path" */
+	struct strlist mpi_dependencies;
+	struct strlist mpi_env;
 	bool cxi_enabled;                   /* [hooks.cxi]: the site default */
 	struct strlist cxi_libraries;       /* host libfabric and what it needs */
 	struct strlist cxi_devices;         /* glob()s of host device nodes */

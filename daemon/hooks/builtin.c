@@ -7,13 +7,14 @@
  *   com.hooks.aws_ofi_nccl.enabled  the NCCL/RCCL network plugin of
  *   com.hooks.aws_ofi_nccl.variant  a variant; implies CXI
  *   com.hooks.amd.enabled           /dev/kfd and the render nodes
+ *   com.hooks.mpi.enabled           the host's MPICH (mpi.c)
  *   com.hooks.ssh.enabled           refused: not implemented
  *
- * Libraries are bound one by one into hooks.lib_dir, which the job's
- * environment puts first on LD_LIBRARY_PATH: no file of the image is
- * changed, it works with any libc's loader (musl's too), and no ldconfig
- * runs.  Everything the site configured must exist: a missing library or
- * no matching device fails the prepare naming it. */
+ * Libraries go into hooks.lib_dir (a node cache entry, inject.h), which
+ * the job's environment puts first on LD_LIBRARY_PATH and the image's own
+ * ldconfig first in its ld.so.cache.  Everything the site configured must
+ * exist: a missing library or no matching device fails the prepare naming
+ * it. */
 #include <config.h>
 
 #include <glob.h>
@@ -64,8 +65,8 @@ static int add_env_list(struct hook_job *hj, const struct strlist *env, const ch
 	return 0;
 }
 
-/* A host library bound at lib_dir/<its configured name>; a link is
- * followed on the host, so the container sees the file itself. */
+/* A host library into lib_dir/<its configured name> (hooks_job_inject); a
+ * link is followed on the host, so the container sees the file itself. */
 static int add_library(struct hook_job *hj, const struct config *cfg, const char *lib,
 		       const char *hook, alps_error **err)
 {
@@ -75,10 +76,9 @@ static int add_library(struct hook_job *hj, const struct config *cfg, const char
 		return alps_fail(err, ALPS_E_NOT_FOUND, "the %s hook: the host library %s is missing "
 				 "or not a file (hooks.%s)", hook, lib, hook);
 	_cleanup_free_ char *copy = xstrdup(lib);
-	_cleanup_free_ char *dst = xasprintf("%s/%s", cfg->hook_lib_dir, basename(copy));
 	if (!hj->lib_dir)
 		hj->lib_dir = xstrdup(cfg->hook_lib_dir);
-	return hook_add_mount(hj, real, dst, true, err);
+	return hook_add_lib(hj, real, basename(copy), err);
 }
 
 /* Where a host node lands: the part from its path's last "/dev/" on
@@ -189,8 +189,9 @@ static int amd(const struct config *cfg, struct hook_job *hj, alps_error **err)
 int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_job *hj,
 		  alps_error **err)
 {
-	bool on_cxi, on_nccl, on_amd, on_ssh;
+	bool on_cxi, on_nccl, on_amd, on_ssh, on_mpi;
 	if (flag(edf, "com.hooks.ssh.enabled", false, &on_ssh, err) < 0 ||
+	    flag(edf, "com.hooks.mpi.enabled", cfg->mpi_enabled, &on_mpi, err) < 0 ||
 	    flag(edf, "com.hooks.cxi.enabled", cfg->cxi_enabled, &on_cxi, err) < 0 ||
 	    flag(edf, "com.hooks.aws_ofi_nccl.enabled", cfg->nccl_enabled, &on_nccl, err) < 0 ||
 	    flag(edf, "com.hooks.amd.enabled", cfg->amd_enabled, &on_amd, err) < 0)
@@ -207,6 +208,9 @@ int hooks_builtin(const struct config *cfg, const struct edf *edf, struct hook_j
 	if (on_nccl && nccl(cfg, edf, hj, err) < 0)
 		return -1;
 	if (on_amd && amd(cfg, hj, err) < 0)
+		return -1;
+	if (on_mpi && hooks_mpi(cfg, hj, edf && edf_annotation_get(edf, "com.hooks.mpi.enabled"),
+				err) < 0)
 		return -1;
 	return hooks_pmix(cfg, edf, hj, err);
 }

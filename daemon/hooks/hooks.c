@@ -61,6 +61,23 @@ void hook_add_env(struct hook_job *hj, const char *kv)
 	hj->env[hj->nenv] = NULL;
 }
 
+int hook_add_lib(struct hook_job *hj, const char *host, const char *name, alps_error **err)
+{
+	for (size_t i = 0; i < hj->nlibs; i++) {
+		if (strcmp(hj->libs[i].name, name) != 0)
+			continue;
+		if (strcmp(hj->libs[i].host, host) == 0)
+			return 0;
+		return alps_fail(err, ALPS_E_CONFLICT, "the injected library %s is both %s and %s",
+				 name, hj->libs[i].host, host);
+	}
+	if (hj->nlibs >= HOOK_MAX_ITEMS)
+		return alps_fail(err, ALPS_E_LIMIT, "more than %d libraries", HOOK_MAX_ITEMS);
+	hj->libs = xreallocarray(hj->libs, hj->nlibs + 1, sizeof(*hj->libs));
+	hj->libs[hj->nlibs++] = (struct hook_lib){ xstrdup(host), xstrdup(name) };
+	return 0;
+}
+
 void hook_add_what(struct hook_job *hj, const char *what)
 {
 	hj->what = xreallocarray(hj->what, hj->nwhat + 1, sizeof(char *));
@@ -180,6 +197,11 @@ void hooks_job_free(struct hook_job *hj)
 		free(hj->env[i]);
 	for (size_t i = 0; i < hj->nwhat; i++)
 		free(hj->what[i]);
+	for (size_t i = 0; i < hj->nlibs; i++) {
+		free(hj->libs[i].host);
+		free(hj->libs[i].name);
+	}
+	free(hj->libs);
 	for (size_t i = 0; i < hj->nwarnings; i++)
 		free(hj->warnings[i]);
 	free(hj->warnings);

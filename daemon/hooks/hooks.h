@@ -8,6 +8,7 @@
  *
  *	struct hook_job *hj;
  *	if (hooks_job_resolve(cfg, edf, &hj, err) < 0) ...
+ *	hooks_job_inject(cfg, hj, &image, err);          (libraries: inject.h)
  *	env_json = hooks_job_env_json(hj, env_json);     (the job's environment)
  *	hooks_job_add_mounts(hj, &jm);                   (site mounts)
  *	spec.extra_devices = hj->devices ...
@@ -34,6 +35,12 @@ struct hook_mount {
 	bool ro;
 };
 
+/* A host library injected into lib_dir (inject.h). */
+struct hook_lib {
+	char *host;             /* real path on the host */
+	char *name;             /* its name in lib_dir */
+};
+
 struct hook_job {
 	struct job_device *devices;     /* owned, strings too */
 	size_t ndevices;
@@ -42,6 +49,10 @@ struct hook_job {
 	char **env;                     /* "VAR=value"; a later one wins */
 	size_t nenv;
 	char *lib_dir;                  /* injected libraries: first on LD_LIBRARY_PATH */
+	struct hook_lib *libs;          /* what goes into lib_dir (hooks_job_inject) */
+	size_t nlibs;
+	bool mpi;                       /* the MPI hook is on (mpi.c) */
+	bool mpi_asked;                 /* ... by the EDF, not the site's default */
 	char **what;                    /* "cdi vendor.com/gpu=0", "cxi"... for the log */
 	size_t nwhat;
 	struct oci_hooks *oci;          /* OCI hooks chosen for the job (oci.h), or NULL */
@@ -111,12 +122,18 @@ void hooks_runs_info_free(struct Alps__HookRun **v, size_t n);
  * the EDF does not set it. */
 int hook_annotation_flag(const struct edf *edf, const char *key, bool dflt, bool *on,
 			 alps_error **err);
+/* The MPI hook (mpi.c): its environment; the libraries are found and
+ * checked against the image by hooks_job_inject (inject.h). */
+int hooks_mpi(const struct config *cfg, struct hook_job *hj, bool asked, alps_error **err);
 
 /* Helpers for builtin.c and hooks.c. */
 int hook_add_device(struct hook_job *hj, const char *host, const char *path, alps_error **err);
 int hook_add_mount(struct hook_job *hj, const char *host, const char *path, bool ro,
 		   alps_error **err);
 void hook_add_env(struct hook_job *hj, const char *kv);
+/* host (a real path) into lib_dir as name; the same name twice must be
+ * the same file. */
+int hook_add_lib(struct hook_job *hj, const char *host, const char *name, alps_error **err);
 void hook_add_what(struct hook_job *hj, const char *what);
 
 #endif

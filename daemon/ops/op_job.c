@@ -29,6 +29,7 @@
 #include "common/ref.h"
 #include "daemon/settings.h"
 #include "daemon/hooks/hooks.h"
+#include "daemon/hooks/inject.h"
 #include "daemon/daemon.h"
 #include "daemon/server/handlers.h"
 #include "daemon/ops/ops.h"
@@ -475,13 +476,30 @@ static void prep_undo(struct prep *p)
 
 static void prep_warn(struct prep *p, const char *fmt, ...) ALPS_PRINTF(2, 3);
 
+/* The hooks' libraries from the node's injection cache (inject.h). */
+static int prep_inject(struct prep *p, alps_error **err)
+{
+	size_t n = p->img ? p->img->nlayers : 0;
+	_cleanup_free_ const char **files = xcalloc(n + 1, sizeof(char *));
+	_cleanup_free_ const char **ids = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		files[i] = p->img->layers[i].path;
+		ids[i] = p->img->layers[i].digest;
+	}
+	struct inject_image img = {
+		.digest = p->img ? p->img->digest : NULL, .layer_files = files, .layer_ids = ids,
+		.nlayers = n, .config_json = p->img ? p->img->config_json : NULL,
+	};
+	return hooks_job_inject(p->snap.cfg, p->hooks, &img, err);
+}
+
 static void prep_setup(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
 	if (jobenv_check_annotations(p->edf, &err) < 0 ||
 	    hooks_job_resolve(p->snap.cfg, p->edf, p->img ? p->img->config_json : NULL, &p->hooks,
-			      &err) < 0 || prep_record(p, &err) < 0)
+			      &err) < 0 || prep_inject(p, &err) < 0 || prep_record(p, &err) < 0)
 		p->err = err;
 	else
 		prep_build(p);

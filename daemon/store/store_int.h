@@ -112,6 +112,7 @@ void store_unlink_layer_files_locked(struct store *s, const struct store_strv *f
 struct removal {
 	struct store_removed counts;
 	struct store_strv files;        /* under layers/, to unlink after commit */
+	struct store_strv images;       /* removed: their injection cache entries go too */
 };
 /* Inside a transaction: remove image digest (ALPS_E_BUSY naming the job
  * if one uses it), dropping the layers that no image uses any more and no

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
+#include "daemon/hooks/inject.h"
 #include "daemon/store/store_int.h"
 
 struct removal_arg {
@@ -78,8 +80,10 @@ int store_remove_image_locked(struct store *s, const char *digest, struct remova
 	if (r == 0)
 		r = store_stat_add_locked(s, "images_removed", 1, err);
 	store_strv_clear(&dead);
-	if (r == 0)
+	if (r == 0) {
 		rm->counts.images++;
+		store_strv_add(&rm->images, xstrdup(digest));
+	}
 	return r;
 }
 
@@ -90,11 +94,14 @@ int store_removal_finish(struct store *s, int r, struct removal *rm,
 {
 	if (r >= 0) {
 		store_unlink_layer_files_locked(s, &rm->files);
+		for (size_t i = 0; i < rm->images.n; i++)
+			injcache_drop_image(s->dir, rm->images.v[i]);
 		total->images += rm->counts.images;
 		total->layers += rm->counts.layers;
 		total->bytes_freed += rm->counts.bytes_freed;
 	}
 	store_strv_clear(&rm->files);
+	store_strv_clear(&rm->images);
 	memset(&rm->counts, 0, sizeof(rm->counts));
 	return r;
 }
