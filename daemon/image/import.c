@@ -1,0 +1,381 @@
+/* import.c: alps import (see import.h): the input's format, its layers
+ * through the converter, the image's commit, and the undoing of a failed
+ * import. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/ref.h"
+#include "common/util.h"
+#include "daemon/image/import_int.h"
+#include "daemon/image/import_sif.h"
+#include "daemon/image/manifest.h"
+#include "daemon/image/pull.h"
+#include "daemon/store/store.h"
+
+#define SNIFF_BYTES 512
+#define SPOOL_BUF (1u << 20)
+
+/* ---- streams: counting, hashing ---- */
+
+struct count_stream {
+	struct stream base;
+	struct imp *im;
+	struct digester *dig;           /* owned, or NULL */
+};
+
+static ssize_t count_read(struct stream *s, void *buf, size_t len, alps_error **err)
+{
+	struct count_stream *c = (struct count_stream *)s;
+	ssize_t n = stream_read(s->inner, buf, len, err);
+	if (n > 0) {
+		atomic_fetch_add(&c->im->rq->progress->done, (uint64_t)n);
+		if (c->dig)
+			digester_update(c->dig, buf, (size_t)n);
+	}
+	return n;
+}
+
+static void count_close(struct stream *s)
+{
+	struct count_stream *c = (struct count_stream *)s;
+	stream_close(s->inner);
+	if (c->dig)
+		digester_free(c->dig);
+	free(c);
+}
+
+static struct count_stream *count_new(struct imp *im, struct stream *inner, bool hash)
+{
+	struct count_stream *c = xzalloc(sizeof(*c));
+	c->base.read = count_read;
+	c->base.close = count_close;
+	c->base.inner = inner;
+	c->im = im;
+	c->dig = hash ? digester_new(DIGEST_SHA256) : NULL;
+	return c;
+}
+
+struct stream *imp_counting(struct imp *im, struct stream *inner)
+{
+	return &count_new(im, inner, false)->base;
+}
+
+/* ---- layers ---- */
+
+static void record(char ***v, size_t *n, const char *s)
+{
+	*v = xreallocarray(*v, *n + 1, sizeof(**v));
+	(*v)[(*n)++] = xstrdup(s);
+}
+
+static int convert(struct imp *im, struct stream *s, const char *tmp, struct squash_result *res,
+		   alps_error **err)
+{
+	struct squash_opts so = im->rq->squash;
+	return squash_convert(s, tmp, &so, res, err);
+}
+
+static int check_digests(const char *got, const char *want_digest, const struct squash_result *res,
+			 const char *want_diff_id, alps_error **err)
+{
+	if (want_digest && strcmp(got, want_digest) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY, "the archive's blob has digest %s, not "
+				 "the %s its manifest names", got, want_digest);
+	if (want_diff_id && strcmp(res->diff_id, want_diff_id) != 0)
+		return alps_fail(err, ALPS_E_INTEGRITY, "its tar has digest %s, not the diff_id "
+				 "%s of the image config", res->diff_id, want_diff_id);
+	return 0;
+}
+
+static int commit_layer(struct imp *im, const char *tmp, const char *digest, const char *diff_id,
+			const char *media_type, uint64_t size, alps_error **err)
+{
+	struct store *st = im->rq->store;
+	struct store_layer_info info = {
+		.digest = digest, .diff_id = diff_id, .media_type = media_type,
+		.compressed_size = size,
+	};
+	if (store_layer_commit(st, tmp, &info, NULL, err) < 0)
+		return -1;
+	record(&im->committed, &im->ncommitted, digest);
+	/* The user gave the bytes: they may use the layer, as a puller who
+	 * fetched it may; an admin's import is anyone's. */
+	return store_layer_allow(st, digest, im->rq->admin ? STORE_PUBLIC : (int64_t)im->rq->uid,
+				 err);
+}
+
+int imp_layer_from_tar(struct imp *im, struct stream *raw, enum layer_compression c,
+		       const char *media_type, const char *want_digest, const char *want_diff_id,
+		       char **digest, char **diff_id, alps_error **err)
+{
+	struct count_stream *cs = count_new(im, raw, true);
+	struct digester *dig = cs->dig;
+	_cleanup_free_ char *tmp = store_tmp_path(im->rq->store);
+	struct squash_result res;
+	char got[DIGEST_STRLEN_MAX];
+	struct stream *s = stream_decompress(&cs->base, c, err);
+	int r = s ? convert(im, s, tmp, &res, err) : -1;
+	if (r == 0) {
+		digester_final(dig, got);
+		r = check_digests(got, want_digest, &res, want_diff_id, err);
+		if (r < 0)
+			unlink(tmp);
+	}
+	stream_close(s);
+	if (r == 0)
+		r = commit_layer(im, tmp, got, res.diff_id, media_type, cs->base.bytes, err);
+	if (r < 0)
+		return -1;
+	*digest = xstrdup(got);
+	if (diff_id)
+		*diff_id = xstrdup(res.diff_id);
+	return 0;
+}
+
+/* ---- the image ---- */
+
+static char *json_text(json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(j);
+	if (!s)
+		abort();
+	return s;
+}
+
+int imp_make_manifest(struct imp *im, const char *const *media_types, const uint64_t *sizes,
+		      alps_error **err)
+{
+	char cdigest[DIGEST_STRLEN_MAX];
+	(void)err;
+	digest_sha256(im->config_json, strlen(im->config_json), cdigest);
+	json_t *layers = json_array();
+	for (size_t i = 0; i < im->nlayers; i++)
+		json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
+							media_types[i], "digest", im->layers[i],
+							"size", (json_int_t)sizes[i]));
+	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2,
+			      "mediaType", MT_OCI_MANIFEST, "config", "mediaType", MT_OCI_CONFIG,
+			      "digest", cdigest, "size", (json_int_t)strlen(im->config_json),
+			      "layers", layers);
+	im->manifest_json = json_text(m);
+	return 0;
+}
+
+/* The tag: the user's, or the archive's own name, canonical. */
+static int pick_tag(struct imp *im, char **tag, alps_error **err)
+{
+	if (im->rq->tag) {
+		*tag = xstrdup(im->rq->tag);
+		return 0;
+	}
+	if (!im->own_name)
+		return alps_fail(err, ALPS_E_INVALID, "the %s names no image (no %s): give "
+				 "--tag REF", im->format, strcmp(im->format, "docker-archive") == 0
+				 ? "RepoTags" : strcmp(im->format, "sif") == 0 ||
+				 strcmp(im->format, "squashfs") == 0 ? "name in it"
+				 : "org.opencontainers.image.ref.name annotation");
+	struct image_ref ref;
+	if (ref_parse(im->own_name, im->rq->default_registry, &ref, err) < 0)
+		return alps_error_prefix(err, "the archive's image name (give --tag REF)");
+	*tag = ref_format(&ref);
+	ref_free(&ref);
+	return 0;
+}
+
+static int commit_image(struct imp *im, struct import_result *res, alps_error **err)
+{
+	struct store *st = im->rq->store;
+	_cleanup_free_ char *tag = NULL;
+	char mdigest[DIGEST_STRLEN_MAX], cdigest[DIGEST_STRLEN_MAX];
+	if (pick_tag(im, &tag, err) < 0)
+		return -1;
+	digest_sha256(im->manifest_json, strlen(im->manifest_json), mdigest);
+	digest_sha256(im->config_json, strlen(im->config_json), cdigest);
+	int64_t who = im->rq->admin ? STORE_UID_ANY : (int64_t)im->rq->uid;
+	if (store_tag_claimable(st, tag, mdigest, who, err) < 0)
+		return -1;
+	struct store_image_rec rec = {
+		.digest = mdigest, .config_digest = cdigest, .platform = im->platform,
+		.manifest_json = im->manifest_json, .config_json = im->config_json,
+	};
+	struct store_origin from = {
+		.origin = STORE_ORIGIN_IMPORT,
+		.uid = im->rq->admin ? STORE_PUBLIC : (int64_t)im->rq->uid,
+		.private = !im->rq->admin,
+	};
+	if (store_image_commit(st, &rec, (const char *const *)im->layers, im->nlayers, tag, &from,
+			       err) < 0)
+		return -1;
+	res->reference = steal_pointer(&tag);
+	res->digest = xstrdup(mdigest);
+	res->layers = (uint32_t)im->nlayers;
+	res->private = !im->rq->admin;
+	return 0;
+}
+
+/* ---- the input ---- */
+
+/* A pipe (a directory the client streams) into an unlinked file under the
+ * store's tmp/: an archive is read twice.  At most limit bytes. */
+static int spool(struct imp *im, uint64_t limit, alps_error **err)
+{
+	_cleanup_free_ char *path = store_tmp_path(im->rq->store);
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return alps_fail_errno(err, "creating %s", path);
+	unlink(path);
+	_cleanup_free_ char *buf = xmalloc(SPOOL_BUF);
+	uint64_t total = 0;
+	for (;;) {
+		ssize_t n = read(im->rq->fd, buf, SPOOL_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return alps_fail_errno(err, "reading the client's stream");
+		if (n == 0)
+			break;
+		if ((total += (uint64_t)n) > limit)
+			return alps_fail(err, ALPS_E_LIMIT, "the stream is over %llu bytes",
+					 (unsigned long long)limit);
+		if (write_all(fd, buf, (size_t)n) < 0)
+			return alps_fail_errno(err, "writing %s", path);
+		atomic_store(&im->rq->progress->done, total);
+	}
+	atomic_store(&im->rq->progress->done, 0);
+	im->fd = steal_fd(&fd);
+	im->own_fd = true;
+	im->size = total;
+	return 0;
+}
+
+static int open_input(struct imp *im, alps_error **err)
+{
+	struct stat st;
+	if (fstat(im->rq->fd, &st) < 0)
+		return alps_fail_errno(err, "fstat of the file");
+	if (S_ISDIR(st.st_mode))
+		return alps_fail(err, ALPS_E_INVALID, "a directory fd: the client streams "
+				 "directories as a tar");
+	if (!S_ISREG(st.st_mode) || im->rq->from_directory)
+		return spool(im, im->rq->squash.max_tar_bytes ? im->rq->squash.max_tar_bytes
+							     : SQUASH_DEFAULT_MAX_TAR_BYTES, err);
+	im->fd = im->rq->fd;
+	im->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int sniff(struct imp *im, uint8_t *buf, size_t *len, alps_error **err)
+{
+	ssize_t n;
+	do
+		n = pread(im->fd, buf, SNIFF_BYTES, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return alps_fail_errno(err, "reading the file");
+	*len = (size_t)n;
+	return 0;
+}
+
+static bool looks_like_archive(const uint8_t *b, size_t n)
+{
+	return (n >= 262 && memcmp(b + 257, "ustar", 5) == 0) ||
+	       (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) ||
+	       (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0);
+}
+
+static int dispatch(struct imp *im, alps_error **err)
+{
+	uint8_t buf[SNIFF_BYTES];
+	size_t n;
+	if (sniff(im, buf, &n, err) < 0)
+		return -1;
+	atomic_store(&im->rq->progress->total, im->size);
+	if (sif_is_sif(buf, n)) {
+		struct sif_rootfs sif;
+		im->format = "sif";
+		if (sif_find_rootfs(im->fd, im->size, &sif, err) < 0)
+			return -1;
+		return imp_squashfs(im, sif.offset, sif.size, sif.arch, err);
+	}
+	if (n >= 4 && memcmp(buf, "hsqs", 4) == 0) {
+		im->format = "squashfs";
+		return imp_squashfs(im, 0, im->size, "", err);
+	}
+	if (looks_like_archive(buf, n)) {
+		im->format = im->rq->from_directory ? "oci-dir" : "archive";
+		return imp_archive(im, err);
+	}
+	return alps_fail(err, ALPS_E_INVALID, "not a docker archive, an OCI layout, a SIF file "
+			 "or a squashfs file");
+}
+
+static void imp_undo(struct imp *im)
+{
+	for (size_t i = 0; i < im->ncommitted; i++)
+		store_layer_drop_unused(im->rq->store, im->committed[i]);
+}
+
+static void imp_clear(struct imp *im)
+{
+	for (size_t i = 0; i < im->ncommitted; i++)
+		free(im->committed[i]);
+	free(im->committed);
+	for (size_t i = 0; i < im->nlayers; i++)
+		free(im->layers[i]);
+	free(im->layers);
+	free(im->manifest_json);
+	free(im->config_json);
+	free(im->platform);
+	free(im->own_name);
+	if (im->own_fd)
+		close(im->fd);
+}
+
+static void fill_size(struct imp *im, struct import_result *res)
+{
+	struct store_image *img = NULL;
+	alps_error *e = NULL;
+	if (store_image_find(im->rq->store, res->digest, STORE_UID_ANY, &img, &e) == 0)
+		res->size = img->size;
+	alps_error_free(e);
+	store_image_free(img);
+}
+
+int import_image(const struct import_request *rq, struct import_result *res, alps_error **err)
+{
+	struct imp im = { .rq = rq, .fd = -1, .format = "file" };
+	memset(res, 0, sizeof(*res));
+	atomic_store(&rq->progress->phase, PULL_RESOLVING);
+	int r = open_input(&im, err);
+	if (r == 0)
+		r = dispatch(&im, err);
+	if (r == 0) {
+		atomic_store(&rq->progress->phase, PULL_COMMITTING);
+		r = commit_image(&im, res, err);
+	}
+	res->format = im.format;
+	if (r < 0) {
+		imp_undo(&im);
+		import_result_clear(res);
+		res->format = im.format;
+	} else {
+		fill_size(&im, res);
+	}
+	imp_clear(&im);
+	return r;
+}
+
+void import_result_clear(struct import_result *res)
+{
+	free(res->reference);
+	free(res->digest);
+	memset(res, 0, sizeof(*res));
+}
