@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 
 #define SNIFF_BYTES 512
 #define SPOOL_BUF (1u << 20)
+#define SPOOL_IDLE_MS 60000
 
 /* ---- streams: counting, hashing ---- */
 
@@ -111,6 +113,27 @@ static int commit_layer(struct imp *im, const char *tmp, const char *digest, con
 				 err);
 }
 
+/* The conversion of a blob failed: if its bytes are not those its manifest
+ * names, say that, the cause, rather than what the converter saw. */
+static void blame_digest(struct count_stream *cs, const char *want, alps_error **err)
+{
+	char buf[1 << 16], got[DIGEST_STRLEN_MAX];
+	alps_error *e = NULL;
+	ssize_t n;
+	while ((n = stream_read(&cs->base, buf, sizeof(buf), &e)) > 0)
+		;
+	alps_error_free(e);
+	if (n < 0)
+		return;
+	digester_final(cs->dig, got);
+	if (strcmp(got, want) == 0)
+		return;
+	alps_error_free(*err);
+	*err = NULL;
+	alps_fail(err, ALPS_E_INTEGRITY, "the archive's blob has digest %s, not the %s its "
+		  "manifest names", got, want);
+}
+
 int imp_layer_from_tar(struct imp *im, struct stream *raw, enum layer_compression c,
 		       const char *media_type, const char *want_digest, const char *want_diff_id,
 		       char **digest, char **diff_id, alps_error **err)
@@ -127,10 +150,13 @@ int imp_layer_from_tar(struct imp *im, struct stream *raw, enum layer_compressio
 		r = check_digests(got, want_digest, &res, want_diff_id, err);
 		if (r < 0)
 			unlink(tmp);
+	} else if (s && want_digest) {
+		blame_digest(cs, want_digest, err);
 	}
+	uint64_t size = s ? cs->base.bytes : 0;     /* s owns cs */
 	stream_close(s);
 	if (r == 0)
-		r = commit_layer(im, tmp, got, res.diff_id, media_type, cs->base.bytes, err);
+		r = commit_layer(im, tmp, got, res.diff_id, media_type, size, err);
 	if (r < 0)
 		return -1;
 	*digest = xstrdup(got);
@@ -235,7 +261,14 @@ static int spool(struct imp *im, uint64_t limit, alps_error **err)
 	_cleanup_free_ char *buf = xmalloc(SPOOL_BUF);
 	uint64_t total = 0;
 	for (;;) {
-		ssize_t n = read(im->rq->fd, buf, SPOOL_BUF);
+		/* A client that stops writing would hold a pool thread: not
+		 * for long. */
+		struct pollfd pfd = { .fd = im->rq->fd, .events = POLLIN };
+		int pr = poll(&pfd, 1, SPOOL_IDLE_MS);
+		if (pr == 0)
+			return alps_fail(err, ALPS_E_TIMEOUT, "the client's stream stalled for %d s",
+					 SPOOL_IDLE_MS / 1000);
+		ssize_t n = pr < 0 ? -1 : read(im->rq->fd, buf, SPOOL_BUF);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

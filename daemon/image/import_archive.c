@@ -112,7 +112,9 @@ static const char *normalise(const char *raw)
 	const char *p = raw;
 	while (p[0] == '.' && p[1] == '/')
 		p += 2;
-	if (*p == '/' || !*p)
+	if (strcmp(p, ".") == 0)
+		return "";
+	if (*p == '/')
 		return NULL;
 	for (const char *c = p; c; c = strchr(c, '/')) {
 		if (*c == '/')
@@ -181,7 +183,7 @@ static int index_entry(struct arc *x, struct archive *a, struct archive_entry *a
 		return alps_fail(err, ALPS_E_INVALID, "archive entry '%s': an absolute name or "
 				 "a '..' component: refused", esc);
 	}
-	if (archive_entry_filetype(ae) == AE_IFDIR && !archive_entry_hardlink(ae))
+	if (!*name || (archive_entry_filetype(ae) == AE_IFDIR && !archive_entry_hardlink(ae)))
 		return 0;
 	if (find(x, name)) {
 		_cleanup_free_ char *esc = log_escape(name, 300);
@@ -576,7 +578,8 @@ static int stream_layers(struct arc *x, alps_error **err)
 	int rc, res = 0;
 	size_t i;
 	while (res == 0 && (rc = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
-		const char *name = rc < ARCHIVE_WARN ? NULL : normalise(archive_entry_pathname(ae));
+		const char *raw = rc < ARCHIVE_WARN ? NULL : archive_entry_pathname(ae);
+		const char *name = raw ? normalise(raw) : NULL;
 		if (rc < ARCHIVE_WARN || !name)
 			res = alps_fail(err, ALPS_E_INVALID, "the archive changed while read");
 		else if (archive_entry_filetype(ae) == AE_IFREG && !archive_entry_hardlink(ae) &&

@@ -16,7 +16,8 @@ int store_tag_claimable(struct store *s, const char *tag, const char *digest, in
 	store_lock(s);
 	int r = sql_text(s, err, &now, "SELECT image FROM tags WHERE ref = ?1", "s", tag);
 	int64_t own = 0;
-	if (r > 0 && strcmp(now, digest) != 0)
+	bool other = r > 0 && strcmp(now, digest) != 0;
+	if (other)
 		r = sql_int(s, err, &own,
 			    "SELECT 1 FROM image_access WHERE image = ?1 AND uid = ?2 AND "
 			    "origin = '" STORE_ORIGIN_IMPORT "' LIMIT 1",
@@ -24,7 +25,7 @@ int store_tag_claimable(struct store *s, const char *tag, const char *digest, in
 	store_unlock(s);
 	if (r < 0)
 		return store_ctx(s, err, "checking tag", tag);
-	if (r > 0 && now && strcmp(now, digest) != 0 && !own)
+	if (other && !own)
 		return alps_fail(err, ALPS_E_EXISTS,
 				 "the tag %s names another image (%s) that you did not import: "
 				 "choose another --tag", tag, now);
