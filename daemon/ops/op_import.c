@@ -23,6 +23,12 @@
 
 #define TICK_MS 250
 
+/* Imports in flight (loop thread only).  An import holds a pool thread for
+ * as long as the user's file takes to read (a pipe, a slow or FUSE file
+ * system), so imports get at most half the pool: prepares and execs of
+ * everyone else never wait behind them. */
+static unsigned imports_running;
+
 struct import_work {
 	struct request *rq;
 	struct snapshot snap;
@@ -37,6 +43,7 @@ struct import_work {
 
 static void import_work_free(struct import_work *w)
 {
+	imports_running--;
 	if (w->tick)
 		event_free(w->tick);
 	if (w->fd >= 0)
@@ -139,6 +146,11 @@ static int op_import(struct request *rq, const Alps__Request *req, alps_error **
 	const Alps__ImportRequest *ir = req->import_image;
 	if (!ir)
 		return alps_fail(err, ALPS_E_INVALID, "import: empty request");
+	unsigned cap = work_pool_size(d->pool) / 2;
+	if (imports_running >= (cap ? cap : 1))
+		return alps_fail(err, ALPS_E_BUSY, "import: %u imports are running, the most this "
+				 "node takes at once: try again later", imports_running);
+	imports_running++;
 	struct import_work *w = xzalloc(sizeof(*w));
 	w->fd = -1;
 	w->rq = request_ref(rq);
