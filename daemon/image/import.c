@@ -106,6 +106,10 @@ static int commit_layer(struct imp *im, const char *tmp, const char *digest, con
 	};
 	if (store_layer_commit(st, tmp, &info, NULL, err) < 0)
 		return -1;
+	/* Held until the image is committed: a collection meanwhile (or the
+	 * undoing of a concurrent failed import) must not drop it. */
+	if (store_layer_hold(st, digest, err) < 0)
+		return -1;
 	record(&im->committed, &im->ncommitted, digest);
 	/* The user gave the bytes: they may use the layer, as a puller who
 	 * fetched it may; an admin's import is anyone's. */
@@ -350,9 +354,12 @@ static int dispatch(struct imp *im, alps_error **err)
 			 "or a squashfs file");
 }
 
-static void imp_undo(struct imp *im)
+/* Release the holds; after a failure, drop the layers no image uses. */
+static void imp_release(struct imp *im, bool failed)
 {
 	for (size_t i = 0; i < im->ncommitted; i++)
+		store_layer_release(im->rq->store, im->committed[i]);
+	for (size_t i = 0; failed && i < im->ncommitted; i++)
 		store_layer_drop_unused(im->rq->store, im->committed[i]);
 }
 
@@ -395,8 +402,8 @@ int import_image(const struct import_request *rq, struct import_result *res, alp
 		r = commit_image(&im, res, err);
 	}
 	res->format = im.format;
+	imp_release(&im, r < 0);
 	if (r < 0) {
-		imp_undo(&im);
 		import_result_clear(res);
 		res->format = im.format;
 	} else {

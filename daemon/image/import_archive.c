@@ -16,6 +16,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -125,12 +126,30 @@ static const char *normalise(const char *raw)
 	return p;
 }
 
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct aentry *)a)->name, ((const struct aentry *)b)->name);
+}
+
+/* After the first pass (the index sorted by name). */
 static struct aentry *find(struct arc *x, const char *name)
 {
-	for (size_t i = 0; i < x->n; i++)
-		if (strcmp(x->v[i].name, name) == 0)
-			return &x->v[i];
-	return NULL;
+	struct aentry key = { .name = (char *)name };
+	return x->n ? bsearch(&key, x->v, x->n, sizeof(*x->v), entry_cmp) : NULL;
+}
+
+/* Sort the index; two entries of one name are refused (which one would a
+ * reader take?). */
+static int index_sort(struct arc *x, alps_error **err)
+{
+	if (x->n)
+		qsort(x->v, x->n, sizeof(*x->v), entry_cmp);
+	for (size_t i = 1; i < x->n; i++)
+		if (strcmp(x->v[i - 1].name, x->v[i].name) == 0) {
+			_cleanup_free_ char *esc = log_escape(x->v[i].name, 300);
+			return alps_fail(err, ALPS_E_INVALID, "archive entry '%s' appears twice", esc);
+		}
+	return 0;
 }
 
 static int read_all(struct archive *a, uint8_t *buf, uint64_t size, alps_error **err)
@@ -185,10 +204,6 @@ static int index_entry(struct arc *x, struct archive *a, struct archive_entry *a
 	}
 	if (!*name || (archive_entry_filetype(ae) == AE_IFDIR && !archive_entry_hardlink(ae)))
 		return 0;
-	if (find(x, name)) {
-		_cleanup_free_ char *esc = log_escape(name, 300);
-		return alps_fail(err, ALPS_E_INVALID, "archive entry '%s' appears twice", esc);
-	}
 	if (x->n >= ENTRIES_MAX)
 		return alps_fail(err, ALPS_E_LIMIT, "the archive has over %d entries", ENTRIES_MAX);
 	x->v = xreallocarray(x->v, x->n + 1, sizeof(*x->v));
@@ -216,7 +231,7 @@ static int build_index(struct arc *x, alps_error **err)
 			res = index_entry(x, a, ae, err);
 	}
 	ar_close(a, &r);
-	return res;
+	return res < 0 ? -1 : index_sort(x, err);
 }
 
 /* ---- blobs and JSON ---- */

@@ -169,8 +169,8 @@ struct tarw {
 	struct archive *ar;
 	struct archive_entry *e;
 	uint64_t entries, max_entries;
-	struct link_seen *links;        /* owned: files with more than one link */
-	size_t nlinks;
+	struct link_seen *links;        /* owned: files with more than one link, by inode */
+	size_t nlinks, cap;
 	bool gone;              /* the converter stopped reading */
 	alps_error *err;        /* owned: why the tree was refused */
 	char path[PATH_MAX_BYTES + 1];
@@ -219,16 +219,39 @@ static int tw_data(struct tarw *t, const sqfs_inode_generic_t *ino, uint64_t siz
 	return 0;
 }
 
-/* A regular file seen before under another name: a hard link to it. */
+static void links_grow(struct tarw *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 1024;
+	struct link_seen *v = xcalloc(cap, sizeof(*v));
+	for (size_t i = 0; i < t->cap; i++) {
+		if (!t->links[i].path)
+			continue;
+		size_t j = t->links[i].ino * 2654435761u & (cap - 1);
+		while (v[j].path)
+			j = (j + 1) & (cap - 1);
+		v[j] = t->links[i];
+	}
+	free(t->links);
+	t->links = v;
+	t->cap = cap;
+}
+
+/* A regular file seen before under another name: a hard link to it.
+ * Inode numbers in an open-addressed table: a squashfs may hold millions
+ * of links. */
 static const char *tw_link_of(struct tarw *t, const sqfs_inode_generic_t *ino)
 {
 	if (ino->base.type != SQFS_INODE_EXT_FILE || ino->data.file_ext.nlink < 2)
 		return NULL;
-	for (size_t i = 0; i < t->nlinks; i++)
-		if (t->links[i].ino == ino->base.inode_number)
-			return t->links[i].path;
-	t->links = xreallocarray(t->links, t->nlinks + 1, sizeof(*t->links));
-	t->links[t->nlinks++] = (struct link_seen){ ino->base.inode_number, xstrdup(t->path) };
+	if (2 * (t->nlinks + 1) > t->cap)
+		links_grow(t);
+	uint32_t n = ino->base.inode_number;
+	size_t j = n * 2654435761u & (t->cap - 1);
+	for (; t->links[j].path; j = (j + 1) & (t->cap - 1))
+		if (t->links[j].ino == n)
+			return t->links[j].path;
+	t->links[j] = (struct link_seen){ n, xstrdup(t->path) };
+	t->nlinks++;
 	return NULL;
 }
 
@@ -358,7 +381,7 @@ static int stream_tree(struct imp *im, struct rfs *fs, char **digest, alps_error
 	if (t.err) {
 		/* The tree's refusal is the cause; the converter saw a short tar. */
 		if (r == 0) {
-			store_layer_drop_unused(im->rq->store, *digest);
+			/* import.c drops it (it is in im->committed). */
 			free(*digest);
 			*digest = NULL;
 		}
@@ -366,7 +389,7 @@ static int stream_tree(struct imp *im, struct rfs *fs, char **digest, alps_error
 		*err = t.err;
 		r = -1;
 	}
-	for (size_t i = 0; i < t.nlinks; i++)
+	for (size_t i = 0; i < t.cap; i++)
 		free(t.links[i].path);
 	free(t.links);
 	return r;

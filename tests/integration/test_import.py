@@ -47,6 +47,7 @@ def src(tmp_path_factory):
     rootfs = os.path.join(w.dir, "bundle")
     rf.run(["umoci", "unpack", "--image", f"{layout.path}:bb", rootfs])
     w.root = os.path.join(rootfs, "rootfs")
+    os.link(os.path.join(w.root, "etc", "marker"), os.path.join(w.root, "bin", "marker"))
     w.sqsh = os.path.join(w.dir, "root.sqsh")
     rf.run(["mksquashfs", w.root, w.sqsh, "-noappend", "-quiet", "-comp", "gzip"])
     w.sif = os.path.join(w.dir, "root.sif")
@@ -105,7 +106,7 @@ def test_roundtrip(daemon, src, fmt, tmp_path):
         # The squashfs rewritten by the converter holds the source's tree.
         out = tmp_path / "x"
         rf.run(["unsquashfs", "-no-xattrs", "-q", "-d", str(out), info["layers"][0]["file"]])
-        assert images.tree(str(out))[0] == images.tree(src.root)[0]
+        assert images.tree(str(out)) == images.tree(src.root)
     if fmt == "docker-archive":
         # Again: the same image, nothing new.
         before = store_rows(daemon)
@@ -198,6 +199,8 @@ def test_hostile_archives(daemon, src, tmp_path):
         members = [(m.name, t.extractfile(m).read()) for m in t.getmembers() if m.isfile()]
     dotdot = write(tmp_path / "dotdot.tar", tar_of(members + [("../../etc/evil", b"x")]))
     expect_refused(daemon, str(dotdot), "'..' component")
+    twice = write(tmp_path / "twice.tar", tar_of(members + [("index.json", b"{}")]))
+    expect_refused(daemon, str(twice), "'index.json' appears twice")
     # The manifest names a layer whose bytes are not in the archive: the
     # blob file holds other bytes (same size).
     idx = json.loads(dict(members)["./index.json"])
