@@ -389,12 +389,32 @@ static void fill_size(struct imp *im, struct import_result *res)
 	store_image_free(img);
 }
 
+/* Room under store.max_size for about the input's size, as a pull gets
+ * for its layers; *need is what to give back with store_admit_end(). */
+static int admit(struct imp *im, uint64_t *need, alps_error **err)
+{
+	uint64_t limit = 0, low = 0;
+	*need = 0;
+	if (cache_limits(im->rq->store, &im->rq->policy, &limit, &low, err) < 0)
+		return -1;
+	if (limit == 0 || im->size == 0)
+		return 0;
+	if (store_admit(im->rq->store, im->size, limit, low, err) < 0)
+		return alps_error_prefix(err, "import of %llu bytes",
+					 (unsigned long long)im->size);
+	*need = im->size;
+	return 0;
+}
+
 int import_image(const struct import_request *rq, struct import_result *res, alps_error **err)
 {
 	struct imp im = { .rq = rq, .fd = -1, .format = "file" };
+	uint64_t need = 0;
 	memset(res, 0, sizeof(*res));
 	atomic_store(&rq->progress->phase, PULL_RESOLVING);
 	int r = open_input(&im, err);
+	if (r == 0)
+		r = admit(&im, &need, err);
 	if (r == 0)
 		r = dispatch(&im, err);
 	if (r == 0) {
@@ -403,6 +423,7 @@ int import_image(const struct import_request *rq, struct import_result *res, alp
 	}
 	res->format = im.format;
 	imp_release(&im, r < 0);
+	store_admit_end(rq->store, need);
 	if (r < 0) {
 		import_result_clear(res);
 		res->format = im.format;

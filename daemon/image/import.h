@@ -32,6 +32,7 @@
 
 #include "common/error.h"
 #include "daemon/squash/squash.h"
+#include "daemon/store/policy.h"
 
 struct store;
 
@@ -51,6 +52,7 @@ struct import_request {
 	uid_t uid;
 	bool admin;                     /* the import is public */
 	struct squash_opts squash;      /* compressor, limits, budget */
+	struct cache_policy policy;     /* store.max_size: admitted as a pull is */
 	struct import_progress *progress;
 };
 

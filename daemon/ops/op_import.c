@@ -35,6 +35,7 @@ struct import_work {
 	struct event *tick;             /* owned: progress, on the loop */
 	int fd;                         /* owned */
 	char *tag;                      /* owned: canonical, or NULL */
+	char *source;                   /* owned: FILE as the user named it, escaped */
 	struct import_progress prog;
 	struct import_request ireq;
 	struct import_result res;
@@ -49,6 +50,7 @@ static void import_work_free(struct import_work *w)
 	if (w->fd >= 0)
 		close(w->fd);
 	free(w->tag);
+	free(w->source);
 	import_result_clear(&w->res);
 	alps_error_free(w->err);
 	snapshot_drop(&w->snap);
@@ -74,12 +76,12 @@ static void import_run(void *arg)
 {
 	struct import_work *w = arg;
 	if (import_image(&w->ireq, &w->res, &w->err) < 0)
-		log_info("import by uid %u (%s) failed: %s", (unsigned)w->ireq.uid,
-			 w->res.format ? w->res.format : "?", w->err->msg);
+		log_info("import of '%s' by uid %u (%s) failed: %s", w->source,
+			 (unsigned)w->ireq.uid, w->res.format ? w->res.format : "?", w->err->msg);
 	else
-		log_info("import by uid %u: %s %s as %s (%u layers%s)", (unsigned)w->ireq.uid,
-			 w->res.format, w->res.digest, w->res.reference, w->res.layers,
-			 w->res.private ? ", private" : "");
+		log_info("import of '%s' by uid %u: %s %s as %s (%u layers%s)", w->source,
+			 (unsigned)w->ireq.uid, w->res.format, w->res.digest, w->res.reference,
+			 w->res.layers, w->res.private ? ", private" : "");
 	close(w->fd);
 	w->fd = -1;
 }
@@ -130,6 +132,7 @@ static int import_args(struct request *rq, const Alps__ImportRequest *ir, struct
 		return alps_fail(err, ALPS_E_INVALID, "import: expected the file as one fd, got %zu",
 				 n);
 	w->fd = fds[0];
+	w->source = log_escape(ir->source ? ir->source : "", 300);
 	if (!ir->tag || !*ir->tag)
 		return 0;
 	struct image_ref ref;
@@ -166,6 +169,7 @@ static int op_import(struct request *rq, const Alps__Request *req, alps_error **
 		.progress = &w->prog,
 	};
 	squash_opts_from(&w->ireq.squash, w->snap.cfg, d);
+	cache_policy_from(&w->ireq.policy, w->snap.cfg);
 	w->tick = event_new(d->base, -1, EV_PERSIST, on_tick, w);
 	struct timeval tv = { 0, TICK_MS * 1000 };
 	event_add(w->tick, &tv);

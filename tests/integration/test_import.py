@@ -270,3 +270,12 @@ def test_user_directory_symlink_refused(daemon, src, users):
     r = as_user(daemon, users.victim, "import", "--tag", "victim/linked:1", own)
     assert r.returncode != 0 and "a symbolic link in the archive" in r.stderr, r.stderr
     assert (store_rows(daemon), store_files(daemon)) == before
+
+
+def test_store_limit(daemon_factory, src):
+    """An import is admitted under store.max_size as a pull is: one that
+    cannot fit fails before converting anything."""
+    d = daemon_factory('[store]\nmax_size = "100K"\ngc_interval = 0\n')
+    r = d.alps("import", "--tag", "local/big:1", src.docker)
+    assert r.returncode != 0 and "import of" in r.stderr, r.stderr
+    assert store_rows(d)["layers"] == 0 and store_files(d) == {"layers": [], "tmp": []}
