@@ -209,9 +209,7 @@ static int pick_tag(struct imp *im, char **tag, alps_error **err)
 	if (!im->own_name)
 		return alps_fail(err, ALPS_E_INVALID, "the %s names no image (no %s): give "
 				 "--tag REF", im->format, strcmp(im->format, "docker-archive") == 0
-				 ? "RepoTags" : strcmp(im->format, "sif") == 0 ||
-				 strcmp(im->format, "squashfs") == 0 ? "name in it"
-				 : "org.opencontainers.image.ref.name annotation");
+				 ? "RepoTags" : "org.opencontainers.image.ref.name annotation");
 	struct image_ref ref;
 	if (ref_parse(im->own_name, im->rq->default_registry, &ref, err) < 0)
 		return alps_error_prefix(err, "the archive's image name (give --tag REF)");
@@ -328,30 +326,48 @@ static bool looks_like_archive(const uint8_t *b, size_t n)
 	       (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0);
 }
 
-static int dispatch(struct imp *im, alps_error **err)
+static int admit(struct imp *im, uint64_t *need, alps_error **err);
+
+/* What the input is, from its first bytes (im->format set); a SIF's
+ * root file system found. */
+static int detect(struct imp *im, struct sif_rootfs *sif, alps_error **err)
 {
 	uint8_t buf[SNIFF_BYTES];
 	size_t n;
 	if (sniff(im, buf, &n, err) < 0)
 		return -1;
-	atomic_store(&im->rq->progress->total, im->size);
 	if (sif_is_sif(buf, n)) {
-		struct sif_rootfs sif;
 		im->format = "sif";
-		if (sif_find_rootfs(im->fd, im->size, &sif, err) < 0)
-			return -1;
-		return imp_squashfs(im, sif.offset, sif.size, sif.arch, err);
+		return sif_find_rootfs(im->fd, im->size, sif, err);
 	}
 	if (n >= 4 && memcmp(buf, "hsqs", 4) == 0) {
 		im->format = "squashfs";
-		return imp_squashfs(im, 0, im->size, "", err);
+		*sif = (struct sif_rootfs){ .offset = 0, .size = im->size };
+		return 0;
 	}
 	if (looks_like_archive(buf, n)) {
 		im->format = im->rq->from_directory ? "oci-dir" : "archive";
-		return imp_archive(im, err);
+		return 0;
 	}
 	return alps_fail(err, ALPS_E_INVALID, "not a docker archive, an OCI layout, a SIF file "
 			 "or a squashfs file");
+}
+
+/* Detect, admit under the store's limit, convert.  *need: as admit(). */
+static int dispatch(struct imp *im, uint64_t *need, alps_error **err)
+{
+	struct sif_rootfs sq;
+	if (detect(im, &sq, err) < 0)
+		return -1;
+	bool archive = strcmp(im->format, "sif") != 0 && strcmp(im->format, "squashfs") != 0;
+	/* A file system has no name for its image: say so before the work. */
+	if (!archive && !im->rq->tag)
+		return alps_fail(err, ALPS_E_INVALID, "a %s file names no image: give --tag REF",
+				 im->format);
+	if (admit(im, need, err) < 0)
+		return -1;
+	atomic_store(&im->rq->progress->total, im->size);
+	return archive ? imp_archive(im, err) : imp_squashfs(im, sq.offset, sq.size, sq.arch, err);
 }
 
 /* Release the holds; after a failure, drop the layers no image uses. */
@@ -414,9 +430,7 @@ int import_image(const struct import_request *rq, struct import_result *res, alp
 	atomic_store(&rq->progress->phase, PULL_RESOLVING);
 	int r = open_input(&im, err);
 	if (r == 0)
-		r = admit(&im, &need, err);
-	if (r == 0)
-		r = dispatch(&im, err);
+		r = dispatch(&im, &need, err);
 	if (r == 0) {
 		atomic_store(&rq->progress->phase, PULL_COMMITTING);
 		r = commit_image(&im, res, err);
