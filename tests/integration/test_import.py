@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import random
 import shutil
 import sqlite3
 import stat
@@ -35,7 +36,10 @@ def src(tmp_path_factory):
     d = tmp_path_factory.mktemp("import")
     os.chmod(d, 0o755)
     w.dir = str(d)
-    layout = rf.build_image(d, "bb", [{"etc/marker": MARKER}])
+    # A file over the 4 MiB an archive's first pass keeps in memory: its
+    # layer is streamed from the archive by a second pass.
+    big = random.Random(13).randbytes(5 << 20)
+    layout = rf.build_image(d, "bb", [{"etc/marker": MARKER, "opt/big": big}])
     images.umoci_modify(layout, "bb", d, images.busybox_root, "bb")
     rf.run(["umoci", "gc", "--layout", layout.path])
     w.oci_dir = layout.path
@@ -154,9 +158,21 @@ def test_user_import_is_private(daemon, src, users):
     assert r.returncode != 0 and "names another image" in r.stderr, r.stderr
 
 
-def test_unreadable_file_refused(daemon, src, users, tmp_path):
+def test_daemon_takes_no_path(daemon, pb):
+    """The request names no file the daemon would open: without an fd it
+    is refused, whatever source says."""
+    with daemon.conn() as c:
+        c.hello()
+        req = pb.Request()
+        getattr(req, "import_image").source = "/etc/shadow"
+        _, r = c.call(req)
+        assert r.status == pb.INVALID_ARGUMENT and "as one fd, got 0" in r.message
+
+
+def test_client_reads_as_user(daemon, src, users, tmp_path):
     """The client opens the file as the user: a root-only file fails there,
-    with the user's permission error, before the daemon is asked."""
+    with the user's permission error, before the daemon is asked.  A
+    directory is read by the client too, links not followed."""
     secret = os.path.join(str(tmp_path), "secret.sif")
     shutil.copy(src.sif, secret)
     os.chmod(secret, 0o600)
@@ -164,6 +180,20 @@ def test_unreadable_file_refused(daemon, src, users, tmp_path):
     r = as_user(daemon, users.victim, "import", "--tag", "victim/stolen:1", secret)
     assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
     assert store_rows(daemon)["images"] == 0
+    # A blob of a user's layout that is a symbolic link (to a root-only
+    # file) is sent as a link, never followed, and refused.
+    own = give(users.victim, src.oci_dir, "linked")
+    with open(os.path.join(own, "index.json")) as f:
+        mdigest = json.load(f)["manifests"][0]["digest"]
+    with open(os.path.join(own, "blobs", "sha256", mdigest[7:])) as f:
+        config = json.load(f)["config"]["digest"]
+    blob = os.path.join(own, "blobs", "sha256", config[7:])
+    os.unlink(blob)
+    os.symlink("/etc/shadow", blob)
+    before = store_rows(daemon), store_files(daemon)
+    r = as_user(daemon, users.victim, "import", "--tag", "victim/linked:1", own)
+    assert r.returncode != 0 and "a symbolic link in the archive" in r.stderr, r.stderr
+    assert (store_rows(daemon), store_files(daemon)) == before
 
 
 def expect_refused(daemon, path, words, *extra):
@@ -253,23 +283,6 @@ def test_hostile_squashfs(daemon, src, tmp_path):
                    "truncated")
     expect_refused(daemon, str(write(tmp_path / "junk", b"\0" * 4096)),
                    "not a docker archive")
-
-
-def test_user_directory_symlink_refused(daemon, src, users):
-    """A blob of a user's layout that is a symbolic link (to a root-only
-    file) is sent as a link, never followed, and refused."""
-    own = give(users.victim, src.oci_dir, "linked")
-    with open(os.path.join(own, "index.json")) as f:
-        mdigest = json.load(f)["manifests"][0]["digest"]
-    with open(os.path.join(own, "blobs", "sha256", mdigest[7:])) as f:
-        config = json.load(f)["config"]["digest"]
-    blob = os.path.join(own, "blobs", "sha256", config[7:])
-    os.unlink(blob)
-    os.symlink("/etc/shadow", blob)
-    before = store_rows(daemon), store_files(daemon)
-    r = as_user(daemon, users.victim, "import", "--tag", "victim/linked:1", own)
-    assert r.returncode != 0 and "a symbolic link in the archive" in r.stderr, r.stderr
-    assert (store_rows(daemon), store_files(daemon)) == before
 
 
 def test_store_limit(daemon_factory, src):
