@@ -258,13 +258,14 @@ static int small_file(struct arc *x, const char *name, const char *digest, char 
 	struct aentry *e = blob_entry(x, name, err);
 	if (!e)
 		return -1;
+	_cleanup_free_ char *esc = log_escape(name, 300);
 	if (!e->data)
-		return alps_fail(err, ALPS_E_LIMIT, "%s is too big (%llu bytes)", name,
+		return alps_fail(err, ALPS_E_LIMIT, "%s is too big (%llu bytes)", esc,
 				 (unsigned long long)e->size);
 	if (memchr(e->data, '\0', e->size))
-		return alps_fail(err, ALPS_E_INVALID, "%s is not JSON (a NUL byte)", name);
+		return alps_fail(err, ALPS_E_INVALID, "%s is not JSON (a NUL byte)", esc);
 	char got[DIGEST_STRLEN_MAX];
-	if (digest && digest_verify(name, digest, e->data, e->size, got, err) < 0)
+	if (digest && digest_verify(esc, digest, e->data, e->size, got, err) < 0)
 		return -1;
 	*out = xstrndup((const char *)e->data, e->size);
 	*len = e->size;
@@ -316,8 +317,10 @@ static int take_config(struct arc *x, const char *name, const char *digest, size
 	size_t len;
 	if (small_file(x, name, digest, &im->config_json, &len, err) < 0)
 		return -1;
-	if (manifest_config_parse(im->config_json, len, &cfg, err) < 0)
-		return alps_error_prefix(err, "the image config %s", name);
+	if (manifest_config_parse(im->config_json, len, &cfg, err) < 0) {
+		_cleanup_free_ char *esc = log_escape(name, 300);
+		return alps_error_prefix(err, "the image config %s", esc);
+	}
 	int r = 0;
 	if (cfg.ndiff_ids != nlayers)
 		r = alps_fail(err, ALPS_E_INVALID, "the image config lists %zu diff_ids for %zu "
@@ -562,7 +565,10 @@ static int layer_from(struct arc *x, size_t i, struct stream *s, alps_error **er
 	_cleanup_free_ char *digest = NULL, *diff = NULL;
 	if (imp_layer_from_tar(im, s, x->comp[i], x->media[i], x->want_digest[i], x->want_diff[i],
 			       &digest, &diff, err) < 0)
-		return alps_error_prefix(err, "layer %zu (%s)", i + 1, x->lent[i]->name);
+	{
+		_cleanup_free_ char *esc = log_escape(x->lent[i]->name, 300);
+		return alps_error_prefix(err, "layer %zu (%s)", i + 1, esc);
+	}
 	for (size_t j = i; j < x->nlayers; j++) {
 		if (x->lent[j] != x->lent[i])
 			continue;

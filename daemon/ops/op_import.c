@@ -75,13 +75,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void import_run(void *arg)
 {
 	struct import_work *w = arg;
-	if (import_image(&w->ireq, &w->res, &w->err) < 0)
-		log_info("import of '%s' by uid %u (%s) failed: %s", w->source,
-			 (unsigned)w->ireq.uid, w->res.format ? w->res.format : "?", w->err->msg);
-	else
+	if (import_image(&w->ireq, &w->res, &w->err) == 0) {
 		log_info("import of '%s' by uid %u: %s %s as %s (%u layers%s)", w->source,
 			 (unsigned)w->ireq.uid, w->res.format, w->res.digest, w->res.reference,
 			 w->res.layers, w->res.private ? ", private" : "");
+	} else {
+		/* The message quotes the user's file: escaped once more here. */
+		_cleanup_free_ char *msg = log_escape(w->err->msg, 1000);
+		log_info("import of '%s' by uid %u (%s) failed: %s", w->source,
+			 (unsigned)w->ireq.uid, w->res.format ? w->res.format : "?", msg);
+	}
 	close(w->fd);
 	w->fd = -1;
 }
