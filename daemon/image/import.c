@@ -278,7 +278,8 @@ static int spool(struct imp *im, uint64_t limit, alps_error **err)
 		if (n == 0)
 			break;
 		if ((total += (uint64_t)n) > limit)
-			return alps_fail(err, ALPS_E_LIMIT, "the stream is over %llu bytes",
+			return alps_fail(err, ALPS_E_LIMIT, "the stream is over %llu bytes (the "
+					 "store's limit, half its free space or the layer limit)",
 					 (unsigned long long)limit);
 		if (write_all(fd, buf, (size_t)n) < 0)
 			return alps_fail_errno(err, "writing %s", path);
@@ -291,6 +292,24 @@ static int spool(struct imp *im, uint64_t limit, alps_error **err)
 	return 0;
 }
 
+/* A stream of unknown length may fill the store's file system: at most
+ * store.max_size (when set), half the free space, and the converter's
+ * limit of tar bytes. */
+static int spool_limit(struct imp *im, uint64_t *max, alps_error **err)
+{
+	uint64_t limit = 0, low, size, avail;
+	if (cache_limits(im->rq->store, &im->rq->policy, &limit, &low, err) < 0 ||
+	    store_fs_usage(im->rq->store, &size, &avail, err) < 0)
+		return -1;
+	*max = im->rq->squash.max_tar_bytes ? im->rq->squash.max_tar_bytes
+					    : SQUASH_DEFAULT_MAX_TAR_BYTES;
+	if (limit && limit < *max)
+		*max = limit;
+	if (avail / 2 < *max)
+		*max = avail / 2;
+	return 0;
+}
+
 static int open_input(struct imp *im, alps_error **err)
 {
 	struct stat st;
@@ -299,9 +318,9 @@ static int open_input(struct imp *im, alps_error **err)
 	if (S_ISDIR(st.st_mode))
 		return alps_fail(err, ALPS_E_INVALID, "a directory fd: the client streams "
 				 "directories as a tar");
+	uint64_t max;
 	if (!S_ISREG(st.st_mode) || im->rq->from_directory)
-		return spool(im, im->rq->squash.max_tar_bytes ? im->rq->squash.max_tar_bytes
-							     : SQUASH_DEFAULT_MAX_TAR_BYTES, err);
+		return spool_limit(im, &max, err) < 0 ? -1 : spool(im, max, err);
 	im->fd = im->rq->fd;
 	im->size = (uint64_t)st.st_size;
 	return 0;

@@ -293,4 +293,7 @@ def test_store_limit(daemon_factory, src):
     d = daemon_factory('[store]\nmax_size = "100K"\ngc_interval = 0\n')
     r = d.alps("import", "--tag", "local/big:1", src.docker)
     assert r.returncode != 0 and "import of" in r.stderr, r.stderr
+    # A directory's stream is cut at the limit while it is copied.
+    r = d.alps("import", "--tag", "local/big:1", src.oci_dir)
+    assert r.returncode != 0 and "the stream is over 102400 bytes" in r.stderr, r.stderr
     assert store_rows(d)["layers"] == 0 and store_files(d) == {"layers": [], "tmp": []}
