@@ -23,6 +23,22 @@
 #define SNIFF_BYTES 512
 #define SPOOL_BUF (1u << 20)
 #define SPOOL_IDLE_MS 60000
+#define SPOOL_POLL_MS 1000
+
+static atomic_bool stopping;
+
+void import_stop(void)
+{
+	atomic_store(&stopping, true);
+}
+
+bool imp_stopping(alps_error **err)
+{
+	if (!atomic_load(&stopping))
+		return false;
+	alps_fail(err, ALPS_E_CANCELLED, "alpsd is stopping");
+	return true;
+}
 
 /* ---- streams: counting, hashing ---- */
 
@@ -35,6 +51,8 @@ struct count_stream {
 static ssize_t count_read(struct stream *s, void *buf, size_t len, alps_error **err)
 {
 	struct count_stream *c = (struct count_stream *)s;
+	if (imp_stopping(err))
+		return -1;
 	ssize_t n = stream_read(s->inner, buf, len, err);
 	if (n > 0) {
 		atomic_fetch_add(&c->im->rq->progress->done, (uint64_t)n);
@@ -253,6 +271,22 @@ static int commit_image(struct imp *im, struct import_result *res, alps_error **
 
 /* A pipe (a directory the client streams) into an unlinked file under the
  * store's tmp/: an archive is read twice.  At most limit bytes. */
+/* Wait for the client's stream: 1 when readable, -1 on a stall (a client
+ * that stops writing would hold a pool thread: not for long) or at stop. */
+static int spool_wait(struct imp *im, alps_error **err)
+{
+	for (int idle = 0; idle < SPOOL_IDLE_MS; idle += SPOOL_POLL_MS) {
+		struct pollfd pfd = { .fd = im->rq->fd, .events = POLLIN };
+		if (imp_stopping(err))
+			return -1;
+		int r = poll(&pfd, 1, SPOOL_POLL_MS);
+		if (r > 0 || (r < 0 && errno != EINTR))
+			return 1;
+	}
+	return alps_fail(err, ALPS_E_TIMEOUT, "the client's stream stalled for %d s",
+			 SPOOL_IDLE_MS / 1000);
+}
+
 static int spool(struct imp *im, uint64_t limit, alps_error **err)
 {
 	_cleanup_free_ char *path = store_tmp_path(im->rq->store);
@@ -263,14 +297,9 @@ static int spool(struct imp *im, uint64_t limit, alps_error **err)
 	_cleanup_free_ char *buf = xmalloc(SPOOL_BUF);
 	uint64_t total = 0;
 	for (;;) {
-		/* A client that stops writing would hold a pool thread: not
-		 * for long. */
-		struct pollfd pfd = { .fd = im->rq->fd, .events = POLLIN };
-		int pr = poll(&pfd, 1, SPOOL_IDLE_MS);
-		if (pr == 0)
-			return alps_fail(err, ALPS_E_TIMEOUT, "the client's stream stalled for %d s",
-					 SPOOL_IDLE_MS / 1000);
-		ssize_t n = pr < 0 ? -1 : read(im->rq->fd, buf, SPOOL_BUF);
+		ssize_t n = spool_wait(im, err) < 0 ? -2 : read(im->rq->fd, buf, SPOOL_BUF);
+		if (n == -2)
+			return -1;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)

@@ -66,6 +66,9 @@ struct import_result {
 };
 
 int import_image(const struct import_request *rq, struct import_result *res, alps_error **err);
+/* At stop (any thread): imports running give up soon, ALPS_E_CANCELLED,
+ * leaving nothing behind, so that draining the pool is quick. */
+void import_stop(void);
 void import_result_clear(struct import_result *res);
 
 #endif

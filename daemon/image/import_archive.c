@@ -68,6 +68,12 @@ static la_ssize_t ar_read(struct archive *a, void *arg, const void **out)
 {
 	struct areader *r = arg;
 	ssize_t n;
+	alps_error *e = NULL;
+	if (imp_stopping(&e)) {
+		alps_error_free(e);
+		archive_set_error(a, ECANCELED, "alpsd is stopping");
+		return -1;
+	}
 	do
 		n = pread(r->fd, r->buf, READ_BLOCK, (off_t)r->off);
 	while (n < 0 && errno == EINTR);

@@ -33,6 +33,8 @@ struct imp {
 int imp_layer_from_tar(struct imp *im, struct stream *raw, enum layer_compression c,
 		       const char *media_type, const char *want_digest, const char *want_diff_id,
 		       char **digest, char **diff_id, alps_error **err);
+/* Whether import_stop() was called; ALPS_E_CANCELLED in *err if so. */
+bool imp_stopping(alps_error **err);
 /* Count bytes read from the input for progress. */
 struct stream *imp_counting(struct imp *im, struct stream *inner);
 

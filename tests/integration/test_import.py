@@ -12,10 +12,13 @@ import json
 import os
 import random
 import shutil
+import socket
 import sqlite3
 import stat
+import struct
 import subprocess
 import tarfile
+import time
 
 import pytest
 
@@ -297,3 +300,29 @@ def test_store_limit(daemon_factory, src):
     r = d.alps("import", "--tag", "local/big:1", src.oci_dir)
     assert r.returncode != 0 and "the stream is over 102400 bytes" in r.stderr, r.stderr
     assert store_rows(d)["layers"] == 0 and store_files(d) == {"layers": [], "tmp": []}
+
+
+def test_stop_ends_a_stalled_import(daemon_factory, pb):
+    """A client that streams a few bytes and stalls holds an import on the
+    pool; a stop makes it give up once the grace of in-flight requests is
+    over (not after the stall timeout, 60 s), leaving nothing."""
+    daemon = daemon_factory("[daemon]\nshutdown_grace = 1\n")
+    r, w = os.pipe()
+    try:
+        with daemon.conn() as c:
+            req = pb.Request(id=7)
+            getattr(req, "import_image").tag = "local/stall:1"
+            getattr(req, "import_image").from_directory = True
+            data = req.SerializeToString()
+            socket.send_fds(c.sock, [struct.pack(">I", len(data)) + data], [r])
+            os.write(w, b"x" * 1000)
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            daemon.stop()
+            assert time.monotonic() - t0 < 6
+    finally:
+        os.close(r)
+        os.close(w)
+    assert "alpsd is stopping" in daemon.read_log()
+    daemon.check_log_clean()
+    assert store_rows(daemon)["layers"] == 0
