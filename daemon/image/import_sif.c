@@ -19,6 +19,7 @@
 #define ARCH_OFF (VERSION_OFF + 3)
 #define DESCR_TOTAL_OFF (ARCH_OFF + 3 + 16 + 8 + 8 + 8)  /* after id, times, free count */
 #define DATA_PARTITION 0x4004
+#define DATA_OCI_ROOT_INDEX 0x400a      /* an OCI-SIF: OCI blobs, no partition */
 #define FS_SQUASH 1
 #define FS_ENCRYPTED_SQUASH 5
 #define PART_PRIMSYS 2
@@ -157,12 +158,17 @@ static int find_rootfs(const struct sif_src *s, struct sif_rootfs *out, alps_err
 	if (src_read(s, off, tab, n * SIF_DESCRIPTOR_SIZE, err) < 0)
 		return -1;
 	int found = 0;
+	bool oci = false;
 	for (uint64_t i = 0; i < n; i++) {
 		const uint8_t *d = tab + i * SIF_DESCRIPTOR_SIZE;
+		oci |= d[D_USED] && le32(d) == DATA_OCI_ROOT_INDEX;
 		if (d[D_USED] && le32(d) == DATA_PARTITION &&
 		    take_primary(d, s->size, out, &found, err) < 0)
 			return -1;
 	}
+	if (!found && oci)
+		return alps_fail(err, ALPS_E_UNSUPPORTED, "SIF: an OCI-SIF (an OCI image inside "
+				 "SIF, no squashfs partition) is not supported");
 	if (!found)
 		return alps_fail(err, ALPS_E_NOT_FOUND, "SIF: no primary system partition "
 				 "(no root file system to import)");

@@ -115,6 +115,15 @@ static void test_no_primary(void **state)
 	expect_fail(ALPS_E_NOT_FOUND, "no primary system partition");
 }
 
+static void test_oci_sif(void **state)
+{
+	(void)state;
+	partition(1, 1, 3, DATA_OFF, 4096);     /* no primary partition... */
+	put32(img + DESC_OFF + 2 * SIF_DESCRIPTOR_SIZE, 0x400a);   /* ...an OCI root index */
+	img[DESC_OFF + 2 * SIF_DESCRIPTOR_SIZE + 4] = 1;
+	expect_fail(ALPS_E_UNSUPPORTED, "OCI-SIF");
+}
+
 static void test_two_primary(void **state)
 {
 	(void)state;
@@ -181,6 +190,7 @@ int main(void)
 		cmocka_unit_test_setup(test_not_sif, setup),
 		cmocka_unit_test_setup(test_version, setup),
 		cmocka_unit_test_setup(test_no_primary, setup),
+		cmocka_unit_test_setup(test_oci_sif, setup),
 		cmocka_unit_test_setup(test_two_primary, setup),
 		cmocka_unit_test_setup(test_not_squashfs, setup),
 		cmocka_unit_test_setup(test_bounds, setup),
