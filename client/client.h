@@ -58,7 +58,7 @@ extern const struct command cmd_images;
 extern const struct command cmd_inspect;
 extern const struct command cmd_rm;
 extern const struct command cmd_gc, cmd_pin, cmd_unpin, cmd_df, cmd_verify, cmd_squash,
-	cmd_unsquash;
+	cmd_unsquash, cmd_import;
 extern const struct command cmd_prepare;
 extern const struct command cmd_exec;
 extern const struct command cmd_release;

@@ -22,6 +22,7 @@
 #include "daemon/server/handlers.h"
 #include "daemon/ops/runjobs.h"
 #include "daemon/ops/cache.h"
+#include "daemon/image/import.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
@@ -535,6 +536,7 @@ static void stop_services(struct daemon *d)
 	/* Pulls first give up, so that draining the pool of their layer
 	 * conversions is quick; then their threads are joined. */
 	puller_stop(d->puller);
+	import_stop();
 	work_drain(d);
 	cache_stop();
 	runjobs_stop();

@@ -360,6 +360,21 @@ void store_check_report_clear(struct store_check_report *rep);
 int store_image_pin_named(struct store *s, const char *what, bool pinned, char **digest,
 			  alps_error **err);
 
+/* ---- imports (store_import.c) ---------------------------------------- */
+
+/* Access rows and tags of an image imported by a user name this origin. */
+#define STORE_ORIGIN_IMPORT "(import)"
+/* May uid (STORE_UID_ANY: an admin, always) point tag at image digest?
+ * Yes if the tag is free, names digest already, or names an image uid
+ * imported; ALPS_E_EXISTS otherwise (a user may not move a tag off an
+ * image others use).  A check before the commit, not in its transaction:
+ * a tag taken in between is moved, as by a pull. */
+int store_tag_claimable(struct store *s, const char *tag, const char *digest, int64_t uid,
+			alps_error **err);
+/* Remove layer digest (an alias: its layer) if no image uses it and no pull
+ * holds it: the layers of an import that failed.  Errors are logged. */
+void store_layer_drop_unused(struct store *s, const char *digest);
+
 void store_image_free(struct store_image *img);
 void store_images_free(struct store_image *imgs, size_t n);
 

@@ -86,7 +86,7 @@ def one_doc(r):
 def test_doc_lists_every_command():
     cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
-            "epilog", "error"]
+            "epilog", "error", "import.progress", "import.done"]
     assert sorted(SCHEMAS) == sorted(cmds)
 
 
@@ -156,6 +156,27 @@ def test_every_command(daemon, world, tmpdir_short):
     doc = one_doc(r)
     check(doc, "edf-check")
     assert doc["ok"] is False and doc["code"] == "invalid_argument" and doc["errors"]
+
+
+def test_import_json(daemon, tmpdir_short):
+    """alps import --json: JSON lines, progress then the result; a failure
+    is an error line."""
+    tree = os.path.join(tmpdir_short, "tree")
+    os.makedirs(os.path.join(tree, "etc"))
+    with open(os.path.join(tree, "etc", "f"), "w") as f:
+        f.write("x\n")
+    sq = os.path.join(tmpdir_short, "t.sqsh")
+    subprocess.run([binary("alps"), "squash", tree, sq], check=True, capture_output=True)
+    r = daemon.alps("import", "--json", "--tag", "local/json:1", sq, check=True)
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    for l in lines[:-1]:
+        check(l, "import.progress")
+    check(lines[-1], "import.done")
+    assert lines[-1]["format"] == "squashfs" and lines[-1]["private"] is False
+    r = daemon.alps("import", "--json", sq)
+    last = json.loads(r.stdout.splitlines()[-1])
+    check(last, "error")
+    assert r.returncode == 1 and last["code"] == "invalid_argument"
 
 
 @pytest.mark.parametrize("argv,code,status", [
