@@ -1,0 +1,208 @@
+"""alps export: an image as one squashfs file.  The oracle is the kernel:
+the image's layer files stacked with overlayfs, as a job sees them, against
+the exported file loop-mounted; Debian's unsquashfs reads it too.  The
+image has a whiteout, an opaque directory, a directory replaced by a file,
+hard links, compressible and incompressible data, a file's tail in a
+fragment, and an empty file."""
+import base64
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+
+import pytest
+
+import images
+import registry_fixture as rf
+
+PASSWORD = "exp0rt-pw"
+
+
+def rand_bytes(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, users):
+    rf.require_tools("docker-registry", "umoci", "skopeo", "unsquashfs")
+    if os.geteuid() != 0:
+        pytest.skip("export tests loop-mount squashfs files: run as root")
+    w = type("World", (), {})()
+    w.dir = tmp_path_factory.mktemp("exportworld")
+    os.chmod(w.dir, 0o755)
+    pw = rf.htpasswd_file(w.dir, {"victim": PASSWORD})
+    w.registry = rf.Registry(w.dir, htpasswd=pw, name="exportreg").start()
+    text = b"".join(b"line %d of a compressible file\n" % i for i in range(20000))
+    w.layout = rf.build_image(w.dir, "base", [{
+        "etc/a": b"a\n", "etc/b": b"b\n", "keep/x": b"x\n",
+        "opq/old1": b"old1\n", "opq/sub/old2": b"old2\n",
+        "big/random": rand_bytes(300 * 1024 + 77, 1), "big/text": text,
+        "dir2/f": b"f\n", "gone/deep/file": b"deep\n",
+    }])
+    raw, blob = images.tar_layer([
+        ("etc/.wh.a", "file", b"", {}),                 # whiteout
+        ("opq/", "dir", None, {}),
+        ("opq/.wh..wh..opq", "file", b"", {}),          # opaque directory
+        ("opq/new", "file", b"new\n", {}),
+        ("dir2", "file", b"dir2 is a file now\n", {}),  # over a directory
+        ("gone/.wh.deep", "file", b"", {}),             # a whole subtree
+        ("keep/y", "file", rand_bytes(5000, 2), {}),
+        ("keep/empty", "file", b"", {}),
+        ("hl/one", "file", rand_bytes(200 * 1024, 3), {}),
+        ("hl/two", "hardlink", "hl/one", {}),
+        ("hl/sym", "symlink", "one", {}),
+    ])
+    images.append_layer(w.layout, "base", "top", raw, blob)
+    raw, blob = images.tar_layer([
+        ("etc/a", "file", b"a is back\n", {}),          # over a whiteout
+        ("hl/two", "file", b"no longer a link\n", {}),
+    ])
+    images.append_layer(w.layout, "top", "top2", raw, blob)
+    rf.push(w.layout, "top2", w.registry.host, "victim/app", "v1", creds=f"victim:{PASSWORD}")
+    w.ref = f"{w.registry.host}/victim/app:v1"
+    cfg = os.path.join(users.victim.home, ".docker")
+    os.makedirs(cfg, exist_ok=True)
+    auth = base64.b64encode(f"victim:{PASSWORD}".encode()).decode()
+    with open(os.path.join(cfg, "config.json"), "w") as f:
+        json.dump({"auths": {w.registry.host: {"auth": auth}}}, f)
+    subprocess.run(["chown", "-R", f"{users.victim.uid}:{users.victim.gid}", cfg], check=True)
+    yield w
+    w.registry.stop()
+
+
+def alps_as(daemon, user, *args):
+    alps = os.path.join(os.path.dirname(daemon.argv()[0]), "alps")
+    return user.run([alps, "--socket", daemon.socket] + list(args))
+
+
+@pytest.fixture
+def pulled(daemon, world, users):
+    """The daemon with the victim's private image pulled by the victim."""
+    r = alps_as(daemon, users.victim, "pull", "--quiet", world.ref)
+    assert r.returncode == 0, r.stderr
+    return daemon
+
+
+def layer_files(daemon, ref):
+    j = json.loads(daemon.alps("--json", "inspect", ref, check=True).stdout)
+    return [l["file"] for l in j["layers"]]
+
+
+def mounted_tree(sqsh, mp):
+    os.makedirs(mp)
+    subprocess.run(["mount", "-t", "squashfs", "-o", "loop,ro", sqsh, mp], check=True)
+    try:
+        got = images.tree(mp)
+        try:
+            opaque = os.listxattr(os.path.join(mp, "opq"))
+        except OSError:         # EOPNOTSUPP: the file has no xattrs at all
+            opaque = []
+    finally:
+        subprocess.run(["umount", mp], check=True)
+    return got, opaque
+
+
+def export_as(daemon, user, ref, out, *opts):
+    r = alps_as(daemon, user, "--json", "export", *opts, ref, out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def check_tree(daemon, world, tmp_path, out):
+    os.makedirs(tmp_path)
+    with images.Overlay(layer_files(daemon, world.ref), str(tmp_path / "ov")) as ov:
+        want = images.tree(ov.root)
+    got, opaque = mounted_tree(out, str(tmp_path / "mnt"))
+    assert got == want
+    names = want[0]
+    # The oracle is sane: the whiteouts and the opaque directory acted.
+    assert "etc/b" in names and names["etc/a"][4] == len(b"a is back\n")
+    assert "opq/old1" not in names and "opq/sub" not in names and "opq/new" in names
+    assert "gone/deep" not in names and "gone" in names
+    assert names["dir2"][0] == 0o100000
+    assert not any(".wh." in n for n in names)
+    assert not any(k.startswith("trusted.overlay.") for k in opaque)
+    ls = subprocess.run(["unsquashfs", "-lls", out], capture_output=True, text=True, check=True)
+    assert "squashfs-root/opq/new" in ls.stdout and ".wh." not in ls.stdout
+    assert "squashfs-root/opq/old1" not in ls.stdout
+
+
+def test_export_equals_the_overlay_copied_or_recompressed(pulled, world, users, tmp_path):
+    """One daemon and pull for the three ways (a pull costs seconds)."""
+    out = os.path.join(users.victim.home, "copy.sqsh")
+    j = export_as(pulled, users.victim, world.ref, out)
+    assert j["ok"] and j["layer_count"] == 3
+    assert j["blocks_copied"] > 0 and j["blocks_recompressed"] == 0, j
+    st = os.stat(out)
+    assert st.st_uid == users.victim.uid and st.st_size == j["bytes"]
+    assert st.st_mode & 0o777 == 0o644
+    check_tree(pulled, world, tmp_path / "copy", out)
+    for name, opts in (("re", ("--recompress",)), ("gz", ("--compressor", "gzip"))):
+        out = os.path.join(users.victim.home, f"{name}.sqsh")
+        j = export_as(pulled, users.victim, world.ref, out, *opts)
+        assert j["blocks_copied"] == 0 and j["blocks_recompressed"] > 0, j
+        check_tree(pulled, world, tmp_path / name, out)
+    assert j["compressor"] == "gzip"
+    sb = subprocess.run(["unsquashfs", "-s", out], capture_output=True, text=True)
+    assert "Compression gzip" in sb.stdout
+
+
+def test_refusals(pulled, world, users, tmp_path):
+    """Another user's private image (by name and by digest), an existing
+    file, and output fds the daemon must not write."""
+    digest = json.loads(pulled.alps("--json", "inspect", world.ref, check=True).stdout)["digest"]
+    for what in (world.ref, digest):
+        out = os.path.join(users.attacker.home, "stolen.sqsh")
+        r = alps_as(pulled, users.attacker, "export", what, out)
+        assert r.returncode != 0
+        assert "not found" in r.stderr.lower() or "no such image" in r.stderr.lower(), r.stderr
+        assert not os.path.exists(out), "the failed export left its file"
+    out = os.path.join(users.victim.home, "exists.sqsh")
+    with open(out, "w") as f:
+        f.write("mine\n")
+    os.chown(out, users.victim.uid, users.victim.gid)
+    r = alps_as(pulled, users.victim, "export", world.ref, out)
+    assert r.returncode != 0 and "exists" in r.stderr, r.stderr
+    with open(out) as f:
+        assert f.read() == "mine\n"
+    for kind in ("nonempty", "writeonly", "directory", "append"):
+        bad_output_fd(pulled, world, tmp_path / kind, kind)
+
+
+def raw_export(daemon, fd, ref):
+    """An ExportRequest with fd, straight on the socket (any fd at all)."""
+    import alpsclient
+    pb = alpsclient.load_proto(os.environ.get("ALPS_SRCDIR", "."))
+    req = pb.Request(id=7)
+    req.export.reference = ref
+    payload = req.SerializeToString()
+    with alpsclient.Conn(daemon.socket, timeout=60) as c:
+        socket.send_fds(c.sock, [struct.pack(">I", len(payload)) + payload], [fd])
+        while True:
+            resp = c.recv()
+            if resp is None or resp.final:
+                return resp
+
+
+def bad_output_fd(daemon, world, d, kind):
+    os.makedirs(d)
+    path = str(d / "f")
+    if kind == "directory":
+        fd = os.open(str(d), os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        with open(path, "wb") as f:
+            f.write(b"keep me" if kind == "nonempty" else b"")
+        flags = {"writeonly": os.O_WRONLY, "append": os.O_RDWR | os.O_APPEND}
+        fd = os.open(path, flags.get(kind, os.O_RDWR))
+    try:
+        resp = raw_export(daemon, fd, world.ref)
+    finally:
+        os.close(fd)
+    assert resp is not None and resp.status != 0
+    assert {"nonempty": "not empty", "writeonly": "reading and writing",
+            "append": "not appending", "directory": "not a regular file"}[kind] in resp.message
+    if kind != "directory":
+        with open(path, "rb") as f:
+            assert f.read() == (b"keep me" if kind == "nonempty" else b"")
