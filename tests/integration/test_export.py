@@ -8,9 +8,12 @@ import base64
 import json
 import os
 import random
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -77,12 +80,25 @@ def alps_as(daemon, user, *args):
     return user.run([alps, "--socket", daemon.socket] + list(args))
 
 
-@pytest.fixture
-def pulled(daemon, world, users):
-    """The daemon with the victim's private image pulled by the victim."""
-    r = alps_as(daemon, users.victim, "pull", "--quiet", world.ref)
-    assert r.returncode == 0, r.stderr
-    return daemon
+@pytest.fixture(scope="module")
+def pulled(world, users, pb):
+    """One daemon for the module, with the victim's private image pulled by
+    the victim (a daemon and a pull per test cost seconds each)."""
+    import conftest
+    d = tempfile.mkdtemp(prefix="alps-", dir="/tmp")
+    os.chmod(d, 0o755)
+    dm = conftest.Daemon(d)
+    dm.start()
+    try:
+        r = alps_as(dm, users.victim, "pull", "--quiet", world.ref)
+        assert r.returncode == 0, r.stderr
+        yield dm
+        assert dm.stop() == 0, dm.read_log()[-4000:]
+        dm.check_log_clean()
+    finally:
+        dm.stop()
+        conftest.unmount_under(d)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def layer_files(daemon, ref):
@@ -206,3 +222,80 @@ def bad_output_fd(daemon, world, d, kind):
     if kind != "directory":
         with open(path, "rb") as f:
             assert f.read() == (b"keep me" if kind == "nonempty" else b"")
+
+
+def importer_binary(daemon):
+    return os.path.join(os.path.dirname(daemon.argv()[0]), "client", "importer", "alps-importer")
+
+
+def pyxis_call(daemon, user, rt, args, job="4242", step="0", uid=None, wait=True):
+    """Run alps-importer as pyxis's importer_exec() does: as the job's user
+    (its own groups), stdin /dev/null, stdout a pipe for the path, stderr
+    the log, the step's environment, in slurmstepd's directory."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": user.home, "USER": user.name,
+           "PYXIS_RUNTIME_PATH": rt, "PYXIS_VERSION": "0.21.0",
+           "SLURM_JOB_UID": str(user.uid if uid is None else uid), "SLURM_JOB_ID": job,
+           "SLURM_STEP_ID": step, "SLURM_JOB_GID": str(user.gid),
+           "ENROOT_RUNTIME_PATH": "/run/enroot/user-" + str(user.uid),
+           "ALPS_SOCKET": daemon.socket,
+           "ALPS_CLIENT": os.path.join(os.path.dirname(daemon.argv()[0]), "alps")}
+    argv = [importer_binary(daemon)] + list(args)
+    kw = dict(user=user.uid, group=user.gid, extra_groups=[], env=env, cwd="/",
+              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+              text=True)
+    if not wait:
+        return subprocess.Popen(argv, **kw)
+    return subprocess.run(argv, timeout=120, **kw)
+
+
+@pytest.fixture
+def pyxis_rt():
+    """Where pyxis's runtime_path goes (pytest's tmp_path is root's 0700)."""
+    top = tempfile.mkdtemp(prefix="alps-pyxis-")
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def pyxis_runtime(top, user):
+    """runtime_path as pyxis's slurmd makes it (0755, root's), and the
+    user's directory as its slurmstepd does (0700, chowned)."""
+    rt = os.path.join(top, "pyxis")
+    os.mkdir(rt, 0o755)
+    d = os.path.join(rt, str(user.uid))
+    os.mkdir(d, 0o700)
+    os.chown(d, user.uid, user.gid)
+    return rt, d
+
+
+def test_importer_as_pyxis_calls_it(pulled, world, users, pyxis_rt):
+    v = users.victim
+    rt, d = pyxis_runtime(pyxis_rt, v)
+    host, repo = world.ref.split("/", 1)
+    r = pyxis_call(pulled, v, rt, ["get", f"docker://{host}#{repo}"])
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(d, "alps-4242.0.sqsh")
+    assert r.stdout == path + "\n"
+    st = os.stat(path)
+    assert st.st_uid == v.uid and st.st_size > 0
+    ls = subprocess.run(["unsquashfs", "-l", path], capture_output=True, text=True, check=True)
+    assert "squashfs-root/opq/new" in ls.stdout and "squashfs-root/opq/old1" not in ls.stdout
+    # release twice (after enroot create, at task cleanup): both succeed.
+    for _ in range(2):
+        r = pyxis_call(pulled, v, rt, ["release"])
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(path)
+    # get SIGKILLed part way, then release: nothing stays, nothing comes back.
+    p = pyxis_call(pulled, v, rt, ["get", f"docker://{world.ref}"], step="1", wait=False)
+    time.sleep(0.3)
+    p.kill()
+    p.communicate()
+    r = pyxis_call(pulled, v, rt, ["release"], step="1")
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.0)
+    assert os.listdir(d) == []
+    # Another user's step, or a uid the importer does not run as: refused.
+    r = pyxis_call(pulled, users.attacker, rt, ["release"], uid=v.uid)
+    assert r.returncode != 0 and "SLURM_JOB_UID" in r.stderr
+    r = pyxis_call(pulled, v, rt, ["get", "podman://ubuntu"])
+    assert r.returncode != 0 and "unsupported image URI" in r.stderr
