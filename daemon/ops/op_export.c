@@ -12,7 +12,10 @@
 #include <config.h>
 
 #include <event2/event.h>
+#include <linux/capability.h>
 #include <stdatomic.h>
+#include <sys/fsuid.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +42,7 @@ struct xp {
 	bool recompress;
 	int64_t viewer;
 	uid_t uid;
+	gid_t gid;
 	int fd;
 	atomic_bool cancel;
 	_Atomic uint64_t done, total;
@@ -72,6 +76,62 @@ static void on_progress(void *arg, uint64_t done, uint64_t total)
 	atomic_store(&x->done, done);
 }
 
+/* Writes to the user's file must count as the user's own would: ext4's
+ * reserve for root admits fsuid 0 or CAP_SYS_RESOURCE, and disk quotas do
+ * not bind CAP_SYS_RESOURCE.  So once the layers are open, this thread
+ * (file system ids and capabilities are per thread, and libsquashfs
+ * writes from the thread that drives it) takes the user's fsuid and fsgid
+ * and drops CAP_SYS_RESOURCE from its effective set; as_root() undoes it
+ * before the pool thread serves anyone else. */
+static int resource_cap(bool on, alps_error **err)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct c[_LINUX_CAPABILITY_U32S_3];
+	const unsigned word = CAP_TO_INDEX(CAP_SYS_RESOURCE);
+	const uint32_t bit = CAP_TO_MASK(CAP_SYS_RESOURCE);
+	if (syscall(SYS_capget, &h, c) < 0)
+		return alps_fail_errno(err, "capget");
+	if (!(c[word].permitted & bit))
+		return 0;
+	if (on)
+		c[word].effective |= bit;
+	else
+		c[word].effective &= ~bit;
+	if (syscall(SYS_capset, &h, c) < 0)
+		return alps_fail_errno(err, "capset");
+	return 0;
+}
+
+static int as_user(void *arg, alps_error **err)
+{
+	struct xp *x = arg;
+	if (geteuid() != 0)
+		return 0;       /* an unprivileged daemon bypasses nothing */
+	setfsgid(x->gid);
+	setfsuid(x->uid);
+	/* setfsuid() says nothing of failure: read the ids back. */
+	if ((uid_t)setfsuid((uid_t)-1) != x->uid || (gid_t)setfsgid((gid_t)-1) != x->gid)
+		return alps_fail(err, ALPS_E_INTERNAL, "cannot take uid %u's file system ids",
+				 (unsigned)x->uid);
+	return resource_cap(false, err);
+}
+
+static void as_root(void)
+{
+	alps_error *e = NULL;
+	if (geteuid() != 0)
+		return;
+	setfsuid(0);
+	setfsgid(0);
+	if (setfsuid((uid_t)-1) != 0 || setfsgid((gid_t)-1) != 0 || resource_cap(true, &e) < 0) {
+		/* A pool thread left with the user's identity would fail later
+		 * work in puzzling ways: stop here instead. */
+		log_error("export: cannot return to root's identity%s%s", e ? ": " : "",
+			  e ? e->msg : "");
+		abort();
+	}
+}
+
 /* Worker: the image the caller may see, then its layers into the fd. */
 static void export_work(void *arg)
 {
@@ -90,8 +150,11 @@ static void export_work(void *arg)
 	};
 	x->digest = xstrdup(img->digest);
 	x->layers = (uint32_t)img->nlayers;
+	o.before_write = as_user;
+	o.before_write_arg = x;
 	if (flatten_layers(paths, img->nlayers, x->fd, &o, &x->res, &x->err) < 0)
 		alps_error_prefix(&x->err, "exporting %s", img->digest);
+	as_root();
 	free(paths);
 	store_image_free(img);
 }
@@ -193,6 +256,7 @@ static struct xp *xp_new(struct request *rq, const Alps__ExportRequest *e, int f
 	x->compressor = e->compressor && *e->compressor ? xstrdup(e->compressor) : NULL;
 	x->recompress = e->recompress;
 	x->uid = request_peer(rq)->uid;
+	x->gid = request_peer(rq)->gid;
 	x->viewer = request_peer_is_admin(rq) ? STORE_UID_ANY : (int64_t)x->uid;
 	atomic_init(&x->cancel, false);
 	x->tick = event_new(x->d->base, -1, EV_PERSIST, on_tick, x);

@@ -477,6 +477,8 @@ static int run(struct flatten *fl, const char *const *paths, int fd, alps_error 
 {
 	if (open_layers(fl, paths, err) < 0 || out_settings(fl, err) < 0)
 		return -1;
+	if (fl->opts->before_write && fl->opts->before_write(fl->opts->before_write_arg, err) < 0)
+		return -1;
 	for (size_t i = 0; i < fl->nlayers; i++) {
 		const sqfs_super_t *s = &fl->layers[i].super;
 		fl->layers[i].copy = !fl->opts->recompress &&

@@ -45,6 +45,11 @@ struct flatten_opts {
 	const atomic_bool *cancel;      /* NULL, or set when the result is no longer wanted */
 	flatten_progress_fn progress;
 	void *progress_arg;
+	/* NULL, or called once the layers are open and before anything is
+	 * written to the output (alps export takes the user's file system
+	 * identity there); on the calling thread, which does every write. */
+	int (*before_write)(void *arg, alps_error **err);
+	void *before_write_arg;
 };
 
 struct flatten_result {

@@ -299,3 +299,30 @@ def test_importer_as_pyxis_calls_it(pulled, world, users, pyxis_rt):
     assert r.returncode != 0 and "SLURM_JOB_UID" in r.stderr
     r = pyxis_call(pulled, v, rt, ["get", "podman://ubuntu"])
     assert r.returncode != 0 and "unsupported image URI" in r.stderr
+
+
+def test_export_obeys_the_file_systems_reserve(pulled, world, users, tmpdir_short):
+    """alpsd writes the user's file as root: the space ext4 keeps for root
+    (and a quota) must still bind it, as they bind the user writing it."""
+    img = os.path.join(tmpdir_short, "fs.img")
+    mp = os.path.join(tmpdir_short, "fs")
+    with open(img, "wb") as f:
+        f.truncate(4 << 20)
+    rf.run(["mkfs.ext4", "-q", "-b", "1024", "-m", "50", "-N", "64", "-O", "^has_journal", img])
+    os.makedirs(mp)
+    subprocess.run(["mount", "-o", "loop", img, mp], check=True)
+    try:
+        d = os.path.join(mp, "u")
+        os.mkdir(d)
+        os.chown(d, users.victim.uid, users.victim.gid)
+        # The user fills what is theirs; 2 MiB stay reserved for root.
+        users.victim.run(["dd", "if=/dev/zero", f"of={d}/fill", "bs=64k"])
+        sv = os.statvfs(mp)
+        assert sv.f_bavail * sv.f_frsize < 64 << 10 and sv.f_bfree * sv.f_frsize > 1 << 20
+        out = os.path.join(d, "big.sqsh")
+        r = alps_as(pulled, users.victim, "export", world.ref, out)
+        assert r.returncode != 0, "the export wrote into root's reserve"
+        assert "No space left" in r.stderr, r.stderr
+        assert not os.path.exists(out)
+    finally:
+        subprocess.run(["umount", mp], check=True)
