@@ -14,7 +14,10 @@
 #include <event2/event.h>
 #include <linux/capability.h>
 #include <stdatomic.h>
+#include <linux/magic.h>
 #include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,12 +135,34 @@ static void as_root(void)
 	}
 }
 
+/* Beyond flatten_check_output(): the caller's own file (the client
+ * creates it), and no file of a kernel interface (/proc, /sys, cgroups),
+ * whose writes act on the writer rather than store bytes. */
+static int check_owner(const struct xp *x, alps_error **err)
+{
+	static const long kernel_fs[] = { PROC_SUPER_MAGIC, SYSFS_MAGIC, CGROUP_SUPER_MAGIC,
+					  CGROUP2_SUPER_MAGIC, DEBUGFS_MAGIC, SECURITYFS_MAGIC,
+					  BPF_FS_MAGIC, TRACEFS_MAGIC };
+	struct stat st;
+	struct statfs sf;
+	if (fstat(x->fd, &st) < 0 || fstatfs(x->fd, &sf) < 0)
+		return alps_fail_errno(err, "the output file");
+	if (st.st_uid != x->uid)
+		return alps_fail(err, ALPS_E_PERMISSION, "the output file belongs to uid %u, not "
+				 "to you (uid %u)", (unsigned)st.st_uid, (unsigned)x->uid);
+	for (size_t i = 0; i < ARRAY_SIZE(kernel_fs); i++)
+		if ((long)sf.f_type == kernel_fs[i])
+			return alps_fail(err, ALPS_E_INVALID,
+					 "the output file is a kernel interface (/proc, /sys)");
+	return 0;
+}
+
 /* Worker: the image the caller may see, then its layers into the fd. */
 static void export_work(void *arg)
 {
 	struct xp *x = arg;
 	struct store_image *img = NULL;
-	if (flatten_check_output(x->fd, &x->err) < 0 ||
+	if (flatten_check_output(x->fd, &x->err) < 0 || check_owner(x, &x->err) < 0 ||
 	    store_image_find(x->d->store, x->key, x->viewer, &img, &x->err) < 0)
 		return;
 	const char **paths = xcalloc(img->nlayers + 1, sizeof(*paths));

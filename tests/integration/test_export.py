@@ -183,7 +183,7 @@ def test_refusals(pulled, world, users, tmp_path):
     assert r.returncode != 0 and "exists" in r.stderr, r.stderr
     with open(out) as f:
         assert f.read() == "mine\n"
-    for kind in ("nonempty", "writeonly", "directory", "append"):
+    for kind in ("nonempty", "writeonly", "directory", "append", "proc", "notmine"):
         bad_output_fd(pulled, world, tmp_path / kind, kind)
 
 
@@ -207,6 +207,13 @@ def bad_output_fd(daemon, world, d, kind):
     path = str(d / "f")
     if kind == "directory":
         fd = os.open(str(d), os.O_RDONLY | os.O_DIRECTORY)
+    elif kind == "proc":        # regular, empty, writable: but a kernel interface
+        fd = os.open("/proc/self/comm", os.O_RDWR)
+    elif kind == "notmine":
+        with open(path, "wb"):
+            pass
+        os.chown(path, 12345, 12345)
+        fd = os.open(path, os.O_RDWR)
     else:
         with open(path, "wb") as f:
             f.write(b"keep me" if kind == "nonempty" else b"")
@@ -218,8 +225,9 @@ def bad_output_fd(daemon, world, d, kind):
         os.close(fd)
     assert resp is not None and resp.status != 0
     assert {"nonempty": "not empty", "writeonly": "reading and writing",
-            "append": "not appending", "directory": "not a regular file"}[kind] in resp.message
-    if kind != "directory":
+            "append": "not appending", "directory": "not a regular file",
+            "proc": "kernel interface", "notmine": "not to you"}[kind] in resp.message
+    if kind not in ("directory", "proc"):
         with open(path, "rb") as f:
             assert f.read() == (b"keep me" if kind == "nonempty" else b"")
 
