@@ -140,7 +140,7 @@ int sq_resolve_opts(const struct squash_opts *o, struct settings *s, alps_error 
 }
 
 int sq_compressor_create(const struct settings *s, sqfs_u16 flags, sqfs_compressor_t **out,
-			     alps_error **err)
+			 alps_error **err)
 {
 	sqfs_compressor_config_t cfg;
 	if (s->comp_id == SQFS_COMP_LZ4 && s->level > 0)
