@@ -18,6 +18,7 @@ static const struct command *const commands[] = {
 	&cmd_rm,
 	&cmd_gc, &cmd_pin, &cmd_unpin, &cmd_df, &cmd_verify, &cmd_squash, &cmd_unsquash,
 	&cmd_import,
+	&cmd_export,
 	&cmd_prepare,
 	&cmd_exec,
 	&cmd_run,

@@ -23,6 +23,7 @@ static const struct handler *const handler_table[] = {
 	&handler_place,
 	&handler_endpoints,
 	&handler_import,
+	&handler_export,
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)

@@ -94,7 +94,8 @@ extern const struct handler handler_hello,
 	handler_topology,
 	handler_place,
 	handler_endpoints,
-	handler_import;
+	handler_import,
+	handler_export;
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 

@@ -117,7 +117,7 @@ static unsigned default_threads(void)
 	return n > 8 ? 8 : (unsigned)n;
 }
 
-static int resolve_opts(const struct squash_opts *o, struct settings *s, alps_error **err)
+int sq_resolve_opts(const struct squash_opts *o, struct settings *s, alps_error **err)
 {
 	static const struct squash_opts defaults;
 	if (!o)
@@ -139,8 +139,8 @@ static int resolve_opts(const struct squash_opts *o, struct settings *s, alps_er
 	return 0;
 }
 
-static int compressor_create(const struct settings *s, sqfs_u16 flags, sqfs_compressor_t **out,
-			     alps_error **err)
+int sq_compressor_create(const struct settings *s, sqfs_u16 flags, sqfs_compressor_t **out,
+			 alps_error **err)
 {
 	sqfs_compressor_config_t cfg;
 	if (s->comp_id == SQFS_COMP_LZ4 && s->level > 0)
@@ -161,7 +161,7 @@ int squash_opts_check(const struct squash_opts *opts, alps_error **err)
 {
 	struct settings s;
 	sqfs_compressor_t *cmp = NULL;
-	if (resolve_opts(opts, &s, err) < 0 || compressor_create(&s, 0, &cmp, err) < 0)
+	if (sq_resolve_opts(opts, &s, err) < 0 || sq_compressor_create(&s, 0, &cmp, err) < 0)
 		return -1;
 	sqfs_destroy(cmp);
 	return 0;
@@ -169,7 +169,7 @@ int squash_opts_check(const struct squash_opts *opts, alps_error **err)
 
 /* --- setting up the writers --- */
 
-static int setup_super(struct squash *sq, alps_error **err)
+int sq_setup_super(struct squash *sq, alps_error **err)
 {
 	/* mtime 0: the same layer always gives the same file. */
 	int ret = sqfs_super_init(&sq->super, sq->set.block_size, 0,
@@ -209,7 +209,7 @@ static int setup_data(struct squash *sq, alps_error **err)
 	return 0;
 }
 
-static int setup_meta(struct squash *sq)
+int sq_setup_meta(struct squash *sq)
 {
 	sq->ids = sq_must(sqfs_id_table_create(0), "an id table");
 	sq->xw = sq_must(sqfs_xattr_writer_create(0), "an xattr writer");
@@ -222,7 +222,7 @@ static int setup_meta(struct squash *sq)
 	return 0;
 }
 
-static void setup_tree(struct squash *sq)
+void sq_setup_tree(struct squash *sq)
 {
 	sq_ht_init(&sq->ht);
 	struct sq_inode *ino = sq_inode_new(sq, S_IFDIR | 0755);
@@ -253,13 +253,13 @@ static int setup(struct squash *sq, alps_error **err)
 	sq->sha = sq_must(EVP_MD_CTX_new(), "a digest context");
 	if (EVP_DigestInit_ex(sq->sha, EVP_sha256(), NULL) != 1)
 		return alps_fail(err, ALPS_E_INTERNAL, "initialising SHA-256");
-	setup_tree(sq);
+	sq_setup_tree(sq);
 	if (sq_out_open(sq, err) < 0 ||
-	    compressor_create(&sq->set, 0, &sq->cmp, err) < 0 ||
-	    compressor_create(&sq->set, SQFS_COMP_FLAG_UNCOMPRESS, &sq->uncmp, err) < 0 ||
-	    setup_super(sq, err) < 0 || setup_data(sq, err) < 0)
+	    sq_compressor_create(&sq->set, 0, &sq->cmp, err) < 0 ||
+	    sq_compressor_create(&sq->set, SQFS_COMP_FLAG_UNCOMPRESS, &sq->uncmp, err) < 0 ||
+	    sq_setup_super(sq, err) < 0 || setup_data(sq, err) < 0)
 		return -1;
-	return setup_meta(sq);
+	return sq_setup_meta(sq);
 }
 
 static int finish(struct squash *sq, alps_error **err)
@@ -346,7 +346,7 @@ int squash_convert(struct stream *tar, const char *out_path, const struct squash
 		   struct squash_result *res, alps_error **err)
 {
 	struct squash sq = { .in = tar, .out_path = out_path, .out.fd = -1 };
-	if (resolve_opts(opts, &sq.set, err) < 0)
+	if (sq_resolve_opts(opts, &sq.set, err) < 0)
 		return -1;
 	unsigned granted = budget_take(opts, &sq.set);
 	if (opts) {

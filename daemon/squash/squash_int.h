@@ -160,6 +160,12 @@ struct squash {
 
 
 /* squash.c */
+int sq_resolve_opts(const struct squash_opts *o, struct settings *s, alps_error **err);
+int sq_compressor_create(const struct settings *s, sqfs_u16 flags, sqfs_compressor_t **out,
+			 alps_error **err);
+int sq_setup_super(struct squash *sq, alps_error **err);
+int sq_setup_meta(struct squash *sq);
+void sq_setup_tree(struct squash *sq);
 int sq_fail(struct squash *sq, alps_error **err, int ret, const char *what);
 ALPS_PRINTF(4, 5)
 int sq_entry_fail(struct squash *sq, alps_error **err, int code, const char *fmt, ...);
@@ -178,6 +184,7 @@ void sq_tree_free(struct squash *sq);
 
 /* squash_out.c */
 int sq_out_open(struct squash *sq, alps_error **err);
+void sq_out_adopt(struct squash *sq, int fd);
 
 /* squash_tar.c */
 void sq_report_progress(struct squash *sq);

@@ -75,6 +75,18 @@ static void out_destroy(sqfs_object_t *obj)
 	(void)obj;
 }
 
+/* An open, empty, readable and writable file (alps export writes the
+ * client's); it stays the caller's to close. */
+void sq_out_adopt(struct squash *sq, int fd)
+{
+	sq->out.fd = fd;
+	sq->out.base.base.destroy = out_destroy;
+	sq->out.base.read_at = out_read_at;
+	sq->out.base.write_at = out_write_at;
+	sq->out.base.get_size = out_get_size;
+	sq->out.base.truncate = out_truncate;
+}
+
 int sq_out_open(struct squash *sq, alps_error **err)
 {
 	sq->out.fd = open(sq->out_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

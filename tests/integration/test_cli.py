@@ -212,3 +212,5 @@ def test_bash_completion():
     assert "--workdir" in complete(["alps", "run", "--w"])
     assert complete(["alps", "help", "rel"]) == ["release"]
     assert "--json" in complete(["alps", "images", "--j"])
+    assert "--recompress" in complete(["alps", "export", "--r"])
+    assert complete(["alps", "export", "--compressor", "gz"]) == ["gzip"]

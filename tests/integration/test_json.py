@@ -86,7 +86,7 @@ def one_doc(r):
 def test_doc_lists_every_command():
     cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
-            "epilog", "error", "import.progress", "import.done"]
+            "epilog", "error", "import.progress", "import.done", "export"]
     assert sorted(SCHEMAS) == sorted(cmds)
 
 
@@ -124,6 +124,8 @@ def test_every_command(daemon, world, tmpdir_short):
     check(imgs, "images")
     assert imgs["images"][0]["squashfs_size"] > 0
     check(one_doc(d.alps("inspect", world.ref, "--json", check=True)), "inspect")
+    out = os.path.join(tmpdir_short, "bb.sqsh")
+    check(one_doc(d.alps("export", world.ref, out, "--json", check=True)), "export")
     check(one_doc(d.alps("topology", "--json", check=True)), "topology")
     check(one_doc(d.alps("place", "--tasks", "2", "--json", check=True)), "place")
     check(one_doc(d.alps("endpoints", "--json", check=True)), "endpoints")
