@@ -28,6 +28,7 @@
 #include "daemon/server/work.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/topology.h"
+#include "daemon/server/metrics_http.h"
 #include "daemon/server/sdnotify.h"
 #include "daemon/server/server.h"
 #include "daemon/store/store.h"
@@ -322,6 +323,19 @@ static void reconcile_jobs(struct daemon *d)
 	job_reconcile_free(&r);
 }
 
+/* Detached: neither --foreground nor under systemd (log.target = auto). */
+static bool detached(const struct cmdline *cl)
+{
+	return !cl->foreground && getenv("NOTIFY_SOCKET") == NULL;
+}
+
+/* What status and metrics say of the last reload: why it failed, or NULL. */
+static void reload_result(struct daemon *d, const char *why)
+{
+	free(d->reload_error);
+	d->reload_error = why ? xstrdup(why) : NULL;
+}
+
 /* Options that cannot change under a running daemon. */
 static bool reload_allowed(const struct config *old, const struct config *new)
 {
@@ -368,6 +382,9 @@ static void reload_apply(struct daemon *d, struct config *c, struct topology *t)
 	config_unref(d->cfg);
 	d->cfg = c;
 	log_set_level((enum log_level)log_level_parse(c->log_level));
+	if (log_set_target(c->log_target, detached(d->cmdline)) < 0)
+		log_error("log.target %s: %s (keeping the previous target)", c->log_target,
+			  strerror(errno));
 	server_reconfigure(d->server);
 	topology_swap(d, t);
 	if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
@@ -385,11 +402,15 @@ static void reload_done(void *arg)
 	struct daemon *d = r->d;
 	if (!r->cfg) {
 		log_error("reload failed, keeping the running configuration: %s", r->err->msg);
+		reload_result(d, r->err->msg);
 	} else if (d->stopping || !reload_allowed(d->cfg, r->cfg)) {
+		if (!d->stopping)
+			reload_result(d, "refused: an option that needs a restart changed (see the log)");
 		config_unref(r->cfg);
 		topology_unref(r->topology);
 	} else {
 		reload_apply(d, r->cfg, r->topology);
+		reload_result(d, NULL);
 	}
 	alps_error_free(r->err);
 	free(r);
@@ -441,7 +462,7 @@ static unsigned pool_threads(const struct config *c)
 
 /* Detach unless told not to: the parent exits once the child is ready (or
  * failed), so "alpsd && alps status" works from a shell. */
-static int daemonize(int *ready_fd)
+static int daemonize(int *ready_fd, bool keep_stderr)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -461,10 +482,14 @@ static int daemonize(int *ready_fd)
 	close(p[0]);
 	if (setsid() < 0)
 		log_fatal("setsid: %s", strerror(errno));
+	/* The log has its target (syslog or a file) by now, unless it was
+	 * told stderr: the terminal the daemon was started from is let go. */
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
+		if (!keep_stderr)
+			dup2(null, STDERR_FILENO);
 		close(null);
 	}
 	*ready_fd = p[1];
@@ -510,6 +535,8 @@ static void start_services(struct daemon *d, int listen_fd)
 	d->puller = puller_new(d->base, d->store, d->pool, (unsigned)d->cfg->max_parallel_layers);
 	if (server_start(d, d->cfg->socket_path, listen_fd, &d->server, &err) < 0)
 		log_fatal("%s", err->msg);
+	if (metrics_http_start(d, &d->metrics_http, &err) < 0)
+		log_fatal("%s", err->msg);
 	runjobs_start(d);
 	cache_start(d);
 }
@@ -536,6 +563,7 @@ static void stop_services(struct daemon *d)
 	 * conversions is quick; then their threads are joined. */
 	puller_stop(d->puller);
 	work_drain(d);
+	metrics_http_free(d->metrics_http);     /* its answers in preparation are done */
 	cache_stop();
 	runjobs_stop();
 	puller_free(d->puller);
@@ -569,8 +597,12 @@ int main(int argc, char **argv)
 
 	int listen_fd = sd_listen_fd();
 	int ready_fd = -1;
-	if (!cl.foreground && getenv("NOTIFY_SOCKET") == NULL)
-		daemonize(&ready_fd);
+	if (log_set_target(d.cfg->log_target, detached(&cl)) < 0) {
+		fprintf(stderr, "alpsd: log.target %s: %s\n", d.cfg->log_target, strerror(errno));
+		return 1;
+	}
+	if (detached(&cl))
+		daemonize(&ready_fd, strcmp(d.cfg->log_target, "stderr") == 0);
 	open_state(&d);
 	start_services(&d, listen_fd);
 
@@ -593,6 +625,7 @@ int main(int argc, char **argv)
 	close(d.lock_fd);
 	log_notice("stopped");
 	free(d.node_name);
+	free(d.reload_error);
 	config_unref(d.cfg);
 	return 0;
 }
