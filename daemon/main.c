@@ -38,6 +38,7 @@ struct cmdline {
 	bool config_required;
 	bool foreground;
 	bool print_config;
+	bool print_man;
 	/* key=value overrides, applied after the file */
 	const char *keys[16];
 	const char *values[16];
@@ -58,6 +59,7 @@ static void usage(FILE *out)
 		"  -l, --log-level LEVEL    error, warn, notice, info or debug\n"
 		"      --set KEY=VALUE      set any option, e.g. --set store.compression_level=6\n"
 		"      --print-config       print the effective configuration and exit\n"
+		"      --print-options-man  print alpsd.conf(5) (every option) and exit\n"
 		"  -h, --help               this help\n"
 		"  -V, --version            print the version\n\n"
 		"Signals: SIGTERM/SIGINT stop (in-flight requests get daemon.shutdown_grace\n"
@@ -77,7 +79,7 @@ static void add_override(struct cmdline *cl, const char *key, const char *value)
 
 static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 {
-	enum { OPT_STATE = 256, OPT_RUN, OPT_TOPO, OPT_SET, OPT_PRINT };
+	enum { OPT_STATE = 256, OPT_RUN, OPT_TOPO, OPT_SET, OPT_PRINT, OPT_MAN };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "socket", required_argument, NULL, 's' },
@@ -88,6 +90,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "set", required_argument, NULL, OPT_SET },
 		{ "print-config", no_argument, NULL, OPT_PRINT },
+		{ "print-options-man", no_argument, NULL, OPT_MAN },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -113,6 +116,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 			break;
 		}
 		case OPT_PRINT: cl->print_config = true; break;
+		case OPT_MAN: cl->print_man = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("alpsd %s\n", PACKAGE_VERSION); exit(0);
 		default: usage(stderr); exit(2);
@@ -578,6 +582,10 @@ int main(int argc, char **argv)
 {
 	struct cmdline cl = { 0 };
 	parse_cmdline(argc, argv, &cl);
+	if (cl.print_man) {     /* the build writes alpsd.conf(5) with it */
+		config_print_man(stdout);
+		return 0;
+	}
 	log_init("alpsd", LOG_LVL_INFO, getenv("JOURNAL_STREAM") != NULL);
 
 	alps_error *err = NULL;

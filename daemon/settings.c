@@ -801,7 +801,7 @@ bool config_option_info(size_t i, struct config_option_info *out)
 	static const char *const types[] = {
 		[OPT_STRING] = "string", [OPT_PATH] = "path", [OPT_INT] = "integer",
 		[OPT_SIZE] = "size", [OPT_SIZE_PCT] = "size or percentage",
-		[OPT_BOOL] = "boolean", [OPT_ENUM] = "one of", [OPT_LIST] = "list of strings",
+		[OPT_BOOL] = "boolean", [OPT_ENUM] = "choice", [OPT_LIST] = "list of strings",
 	};
 	if (i >= ARRAY_SIZE(options))
 		return false;

@@ -153,7 +153,7 @@ int config_validate(const struct config *c, alps_error **err);
 void config_print(const struct config *c, FILE *out);
 /* Option i of the table, for the generated alpsd.conf(5) page; false past
  * the last.  type is "string", "path", "integer", "size", "size or
- * percentage", "boolean", "one of", "list of strings"; choices is NULL
+ * percentage", "boolean", "choice", "list of strings"; choices is NULL
  * or NULL-terminated; min and max bound integers and sizes. */
 struct config_option_info {
 	const char *key, *type, *def, *help;
@@ -162,6 +162,8 @@ struct config_option_info {
 	bool bounded;
 };
 bool config_option_info(size_t i, struct config_option_info *out);
+/* alpsd.conf(5) in roff (settings_man.c). */
+void config_print_man(FILE *out);
 
 /* The registry entry for host, or NULL. */
 const struct registry_conf *config_registry(const struct config *c, const char *host);
