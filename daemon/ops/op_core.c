@@ -68,9 +68,13 @@ static void status_answer(void *arg, const struct metrics_gauges *g, const char 
 static int op_status(struct request *rq, const Alps__Request *req, alps_error **err)
 {
 	(void)req;
-	if (ops_gauges(request_daemon(rq), status_answer, request_ref(rq), err) < 0) {
-		request_unref(rq);
-		return -1;
+	(void)err;
+	alps_error *e = NULL;
+	if (ops_gauges(request_daemon(rq), status_answer, request_ref(rq), &e) < 0) {
+		/* Stopping: the pool takes no work; the loop's figures still go. */
+		struct metrics_gauges none = { 0 };
+		status_answer(rq, &none, e->msg);
+		alps_error_free(e);
 	}
 	return 0;
 }
