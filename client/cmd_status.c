@@ -10,10 +10,6 @@
 static void print_store(const Alps__StatusReply *st)
 {
 	char used[32], size[32], avail[32];
-	if (st->store_error && *st->store_error) {
-		printf("  usage:     unknown (%s)\n", st->store_error);
-		return;
-	}
 	format_size(st->store_bytes, used, sizeof(used));
 	format_size(st->fs_size, size, sizeof(size));
 	format_size(st->fs_free, avail, sizeof(avail));
@@ -22,6 +18,8 @@ static void print_store(const Alps__StatusReply *st)
 	printf("  fs:        %s, %s free\n", size, avail);
 	printf("  jobs:      %" PRIu64 " prepared\n", st->jobs);
 	printf("  pulls:     %u in flight\n", st->pulls_in_flight);
+	if (st->store_error && *st->store_error)
+		printf("  note:      %s\n", st->store_error);
 }
 
 static void print_human(const Alps__StatusReply *st, const char *server)

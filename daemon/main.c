@@ -22,6 +22,7 @@
 #include "daemon/server/handlers.h"
 #include "daemon/ops/runjobs.h"
 #include "daemon/ops/cache.h"
+#include "daemon/ops/ops.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
@@ -568,6 +569,7 @@ static void stop_services(struct daemon *d)
 	puller_stop(d->puller);
 	work_drain(d);
 	metrics_http_free(d->metrics_http);     /* its answers in preparation are done */
+	ops_gauges_free();
 	cache_stop();
 	runjobs_stop();
 	puller_free(d->puller);

@@ -33,6 +33,10 @@ static void status_answer(void *arg, const struct metrics_gauges *g, const char 
 {
 	struct request *rq = arg;
 	struct daemon *d = request_daemon(rq);
+	if (!request_connected(rq)) {   /* gone, or the server freed at stop */
+		request_unref(rq);
+		return;
+	}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 
@@ -69,13 +73,7 @@ static int op_status(struct request *rq, const Alps__Request *req, alps_error **
 {
 	(void)req;
 	(void)err;
-	alps_error *e = NULL;
-	if (ops_gauges(request_daemon(rq), status_answer, request_ref(rq), &e) < 0) {
-		/* Stopping: the pool takes no work; the loop's figures still go. */
-		struct metrics_gauges none = { 0 };
-		status_answer(rq, &none, e->msg);
-		alps_error_free(e);
-	}
+	ops_gauges(request_daemon(rq), status_answer, request_ref(rq));
 	return 0;
 }
 

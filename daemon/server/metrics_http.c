@@ -192,14 +192,9 @@ static void mconn_serve(struct mconn *c)
 		mconn_reply(c, "404 Not Found", "text/plain", "only GET /metrics is served here\n");
 		return;
 	}
-	alps_error *err = NULL;
 	event_del(c->ev);
 	c->waiting = true;
-	if (ops_gauges(c->h->d, on_figures, c, &err) < 0) {
-		c->waiting = false;
-		alps_error_free(err);
-		mconn_reply(c, "503 Service Unavailable", "text/plain", "alpsd is stopping\n");
-	}
+	ops_gauges(c->h->d, on_figures, c);     /* may answer at once */
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)

@@ -280,3 +280,32 @@ def test_log_target_file_and_detached(tmpdir_short):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "log.target: must be auto, stderr, syslog or " \
         "file:/absolute/path, not 'file:relative.log'" in r.stderr
+
+
+def test_figures_never_wait_for_a_busy_store(daemon_factory, world):
+    """A store held by a prepare waiting on sqlite's lock (an admin's
+    sqlite3 shell): status and a scrape answer within half a second, with
+    the last figures read and a note."""
+    import sqlite3
+    d = daemon_factory()
+    d.alps("pull", "--quiet", world.ref, check=True)
+    assert json.loads(d.alps("--json", "status", check=True).stdout)["images"] == 1
+    db = sqlite3.connect(os.path.join(d.state_dir, "alps.db"), isolation_level=None, timeout=10)
+    db.execute("BEGIN EXCLUSIVE")
+    db.execute("UPDATE stats SET value = value WHERE 0")
+    try:
+        prep = subprocess.Popen([binary("alps"), "--socket", d.socket, "prepare", "--job",
+                                 "busy", "--user", str(NOBODY), "--image", world.ref],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        st = json.loads(d.alps("--json", "status", check=True, timeout=5).stdout)
+        m = samples(d.alps("metrics", check=True, timeout=5).stdout)
+        assert time.monotonic() - t0 < 3
+        if prep.poll() is None:         # it still holds the store: the figures are old
+            assert st["store_error"].startswith("the store is busy: its figures are ")
+        assert st["images"] == 1 and val(m, "alps_images") == 1
+    finally:
+        db.close()
+    prep.communicate(timeout=60)
+    d.alps("release", "--job", "busy")
