@@ -383,6 +383,8 @@ static void reload_apply(struct daemon *d, struct config *c, struct topology *t)
 	alps_error *err = NULL;
 	if (c->workers != d->cfg->workers)
 		log_notice("daemon.workers takes effect at the next start");
+	if (strcmp(c->metrics_listen, d->cfg->metrics_listen) != 0)
+		log_notice("metrics.listen takes effect at the next start");
 	/* Work that took the old snapshot keeps it until it ends. */
 	config_unref(d->cfg);
 	d->cfg = c;

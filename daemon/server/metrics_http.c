@@ -26,7 +26,8 @@ struct mconn {
 	struct metrics_http *h;
 	struct mconn *prev, *next;
 	int fd;
-	struct event *ev;          /* read, then write */
+	struct event *ev;          /* reading the request */
+	struct event *ev_write;    /* writing the answer */
 	struct event *timer;       /* the connection's deadline */
 	struct evbuffer *out;
 	char buf[METRICS_HTTP_REQ_MAX];
@@ -136,6 +137,7 @@ static void mconn_close(struct mconn *c)
 		c->next->prev = c->prev;
 	h->nconns--;
 	event_free(c->ev);
+	event_free(c->ev_write);
 	event_free(c->timer);
 	close(c->fd);
 	evbuffer_free(c->out);
@@ -162,8 +164,7 @@ static void mconn_reply(struct mconn *c, const char *status, const char *type,
 			    "Connection: close\r\n\r\n", status, type, strlen(body));
 	evbuffer_add(c->out, body, strlen(body));
 	event_del(c->ev);
-	event_assign(c->ev, c->h->d->base, c->fd, EV_WRITE | EV_PERSIST, on_write, c);
-	event_add(c->ev, NULL);
+	event_add(c->ev_write, NULL);
 }
 
 static void on_figures(void *arg, const struct metrics_gauges *g, const char *store_error)
@@ -231,8 +232,9 @@ static void mconn_new(struct metrics_http *h, int fd)
 	c->fd = fd;
 	c->out = evbuffer_new();
 	c->ev = event_new(h->d->base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->ev_write = event_new(h->d->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	c->timer = evtimer_new(h->d->base, on_deadline, c);
-	if (!c->out || !c->ev || !c->timer)
+	if (!c->out || !c->ev || !c->ev_write || !c->timer)
 		abort();        /* out of memory, as xmalloc */
 	struct timeval tv = { .tv_sec = METRICS_HTTP_DEADLINE_S };
 	event_add(c->ev, NULL);
