@@ -51,7 +51,7 @@ struct command {
 	int (*run)(struct client *cl, int argc, char **argv);
 };
 
-extern const struct command cmd_status;
+extern const struct command cmd_status, cmd_metrics;
 extern const struct command cmd_topology;
 extern const struct command cmd_pull;
 extern const struct command cmd_images;

@@ -12,6 +12,7 @@
 
 static const struct command *const commands[] = {
 	&cmd_status,
+	&cmd_metrics,
 	&cmd_pull,
 	&cmd_images,
 	&cmd_inspect,

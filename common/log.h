@@ -1,8 +1,8 @@
 /* log.h: the one logging module.
  *
- * Levels as syslog's.  Output goes to stderr; under systemd (JOURNAL_STREAM
- * set, or --log-target=journal) each line carries a "<N>" priority prefix
- * that journald understands.  Strings that come from outside (paths,
+ * Levels as syslog's.  Output goes to stderr (under systemd, JOURNAL_STREAM
+ * set, each line carries a "<N>" priority prefix that journald
+ * understands), to syslog or to a file: see log_set_target().  Strings that come from outside (paths,
  * references, registry messages) are passed through log_escape() or the %S
  * helpers so that a hostile peer cannot forge log lines. */
 #ifndef ALPS_LOG_H
@@ -37,6 +37,27 @@ ALPS_NORETURN void log_fatal(const char *fmt, ...) ALPS_PRINTF(1, 2);
 		if (log_get_level() >= LOG_LVL_DEBUG)           \
 			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);    \
 	} while (0)
+
+/* Where lines go: "stderr" (the default), "syslog" (LOG_DAEMON),
+ * "file:/path" (appended; reopened by each call, so a reload follows
+ * logrotate), or "auto": syslog when detached, else stderr.  -1 with errno
+ * when the file cannot be opened (or EINVAL for a bad spec); the target
+ * is unchanged then. */
+int log_set_target(const char *spec, bool detached);
+/* 0 when spec is a target log_set_target() takes, else -1. */
+int log_target_check(const char *spec);
+/* Messages written at level since start (any target). */
+uint64_t log_count(enum log_level level);
+
+/* A structured line "event=NAME key=value ...": the variable arguments
+ * are pairs of strings (key, value) ended by a NULL key; a NULL value
+ * leaves its pair out.  Values are log_escape()d and quoted when they need
+ * it.  Numbers: LOG_U64(n), LOG_SECONDS(ns) (valid for the call). */
+void log_event(enum log_level level, const char *event, ...);
+const char *log_u64(char buf[24], uint64_t v);
+const char *log_seconds(char buf[24], uint64_t ns);
+#define LOG_U64(v) log_u64((char[24]){ 0 }, (uint64_t)(v))
+#define LOG_SECONDS(ns) log_seconds((char[24]){ 0 }, (uint64_t)(ns))
 
 /* Escape control characters, backslashes and non-ASCII bytes as \xNN and
  * cut at max bytes of input (0: no cut).  Caller frees. */

@@ -17,6 +17,7 @@ struct store;
 struct puller;
 struct cmdline;
 struct work_pool;
+struct metrics_http;
 
 struct daemon {
 	struct event_base *base;
@@ -39,6 +40,8 @@ struct daemon {
 	bool reload_again;           /* a SIGHUP came meanwhile */
 	bool stopping;               /* SIGTERM or SIGINT came */
 	uint64_t stop_ms;            /* monotonic time it came */
+	char *reload_error;          /* owned: why the last reload failed; NULL if it did not */
+	struct metrics_http *metrics_http;   /* owned; NULL without metrics.listen */
 };
 
 #endif

@@ -23,12 +23,14 @@
 #include "daemon/ops/runjobs.h"
 #include "daemon/ops/cache.h"
 #include "daemon/image/import.h"
+#include "daemon/ops/ops.h"
 #include "daemon/image/pull.h"
 #include "daemon/image/registry.h"
 #include "daemon/job/ns.h"
 #include "daemon/server/work.h"
 #include "daemon/node/fabric.h"
 #include "daemon/node/topology.h"
+#include "daemon/server/metrics_http.h"
 #include "daemon/server/sdnotify.h"
 #include "daemon/server/server.h"
 #include "daemon/store/store.h"
@@ -38,6 +40,7 @@ struct cmdline {
 	bool config_required;
 	bool foreground;
 	bool print_config;
+	bool print_man;
 	/* key=value overrides, applied after the file */
 	const char *keys[16];
 	const char *values[16];
@@ -58,6 +61,7 @@ static void usage(FILE *out)
 		"  -l, --log-level LEVEL    error, warn, notice, info or debug\n"
 		"      --set KEY=VALUE      set any option, e.g. --set store.compression_level=6\n"
 		"      --print-config       print the effective configuration and exit\n"
+		"      --print-options-man  print alpsd.conf(5) (every option) and exit\n"
 		"  -h, --help               this help\n"
 		"  -V, --version            print the version\n\n"
 		"Signals: SIGTERM/SIGINT stop (in-flight requests get daemon.shutdown_grace\n"
@@ -77,7 +81,7 @@ static void add_override(struct cmdline *cl, const char *key, const char *value)
 
 static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 {
-	enum { OPT_STATE = 256, OPT_RUN, OPT_TOPO, OPT_SET, OPT_PRINT };
+	enum { OPT_STATE = 256, OPT_RUN, OPT_TOPO, OPT_SET, OPT_PRINT, OPT_MAN };
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "socket", required_argument, NULL, 's' },
@@ -88,6 +92,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "set", required_argument, NULL, OPT_SET },
 		{ "print-config", no_argument, NULL, OPT_PRINT },
+		{ "print-options-man", no_argument, NULL, OPT_MAN },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -113,6 +118,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 			break;
 		}
 		case OPT_PRINT: cl->print_config = true; break;
+		case OPT_MAN: cl->print_man = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("alpsd %s\n", PACKAGE_VERSION); exit(0);
 		default: usage(stderr); exit(2);
@@ -323,6 +329,19 @@ static void reconcile_jobs(struct daemon *d)
 	job_reconcile_free(&r);
 }
 
+/* Detached: neither --foreground nor under systemd (log.target = auto). */
+static bool detached(const struct cmdline *cl)
+{
+	return !cl->foreground && getenv("NOTIFY_SOCKET") == NULL;
+}
+
+/* What status and metrics say of the last reload: why it failed, or NULL. */
+static void reload_result(struct daemon *d, const char *why)
+{
+	free(d->reload_error);
+	d->reload_error = why ? xstrdup(why) : NULL;
+}
+
 /* Options that cannot change under a running daemon. */
 static bool reload_allowed(const struct config *old, const struct config *new)
 {
@@ -365,10 +384,15 @@ static void reload_apply(struct daemon *d, struct config *c, struct topology *t)
 	alps_error *err = NULL;
 	if (c->workers != d->cfg->workers)
 		log_notice("daemon.workers takes effect at the next start");
+	if (strcmp(c->metrics_listen, d->cfg->metrics_listen) != 0)
+		log_notice("metrics.listen takes effect at the next start");
 	/* Work that took the old snapshot keeps it until it ends. */
 	config_unref(d->cfg);
 	d->cfg = c;
 	log_set_level((enum log_level)log_level_parse(c->log_level));
+	if (log_set_target(c->log_target, detached(d->cmdline)) < 0)
+		log_error("log.target %s: %s (keeping the previous target)", c->log_target,
+			  strerror(errno));
 	server_reconfigure(d->server);
 	topology_swap(d, t);
 	if (d->fabric && fabric_reload_peers(d->fabric, d->cfg, &err) < 0) {
@@ -386,11 +410,15 @@ static void reload_done(void *arg)
 	struct daemon *d = r->d;
 	if (!r->cfg) {
 		log_error("reload failed, keeping the running configuration: %s", r->err->msg);
+		reload_result(d, r->err->msg);
 	} else if (d->stopping || !reload_allowed(d->cfg, r->cfg)) {
+		if (!d->stopping)
+			reload_result(d, "refused: an option that needs a restart changed (see the log)");
 		config_unref(r->cfg);
 		topology_unref(r->topology);
 	} else {
 		reload_apply(d, r->cfg, r->topology);
+		reload_result(d, NULL);
 	}
 	alps_error_free(r->err);
 	free(r);
@@ -442,7 +470,7 @@ static unsigned pool_threads(const struct config *c)
 
 /* Detach unless told not to: the parent exits once the child is ready (or
  * failed), so "alpsd && alps status" works from a shell. */
-static int daemonize(int *ready_fd)
+static int daemonize(int *ready_fd, bool keep_stderr)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -462,10 +490,14 @@ static int daemonize(int *ready_fd)
 	close(p[0]);
 	if (setsid() < 0)
 		log_fatal("setsid: %s", strerror(errno));
+	/* The log has its target (syslog or a file) by now, unless it was
+	 * told stderr: the terminal the daemon was started from is let go. */
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
+		if (!keep_stderr)
+			dup2(null, STDERR_FILENO);
 		close(null);
 	}
 	*ready_fd = p[1];
@@ -511,6 +543,8 @@ static void start_services(struct daemon *d, int listen_fd)
 	d->puller = puller_new(d->base, d->store, d->pool, (unsigned)d->cfg->max_parallel_layers);
 	if (server_start(d, d->cfg->socket_path, listen_fd, &d->server, &err) < 0)
 		log_fatal("%s", err->msg);
+	if (metrics_http_start(d, &d->metrics_http, &err) < 0)
+		log_fatal("%s", err->msg);
 	runjobs_start(d);
 	cache_start(d);
 }
@@ -538,6 +572,8 @@ static void stop_services(struct daemon *d)
 	puller_stop(d->puller);
 	import_stop();
 	work_drain(d);
+	metrics_http_free(d->metrics_http);     /* its answers in preparation are done */
+	ops_gauges_free();
 	cache_stop();
 	runjobs_stop();
 	puller_free(d->puller);
@@ -552,6 +588,10 @@ int main(int argc, char **argv)
 {
 	struct cmdline cl = { 0 };
 	parse_cmdline(argc, argv, &cl);
+	if (cl.print_man) {     /* the build writes alpsd.conf(5) with it */
+		config_print_man(stdout);
+		return 0;
+	}
 	log_init("alpsd", LOG_LVL_INFO, getenv("JOURNAL_STREAM") != NULL);
 
 	alps_error *err = NULL;
@@ -571,8 +611,12 @@ int main(int argc, char **argv)
 
 	int listen_fd = sd_listen_fd();
 	int ready_fd = -1;
-	if (!cl.foreground && getenv("NOTIFY_SOCKET") == NULL)
-		daemonize(&ready_fd);
+	if (log_set_target(d.cfg->log_target, detached(&cl)) < 0) {
+		fprintf(stderr, "alpsd: log.target %s: %s\n", d.cfg->log_target, strerror(errno));
+		return 1;
+	}
+	if (detached(&cl))
+		daemonize(&ready_fd, strcmp(d.cfg->log_target, "stderr") == 0);
 	open_state(&d);
 	start_services(&d, listen_fd);
 
@@ -595,6 +639,7 @@ int main(int argc, char **argv)
 	close(d.lock_fd);
 	log_notice("stopped");
 	free(d.node_name);
+	free(d.reload_error);
 	config_unref(d.cfg);
 	return 0;
 }

@@ -17,6 +17,7 @@
 #include "common/toml.h"
 #include "common/util.h"
 #include "daemon/job/plan.h"
+#include "daemon/server/metrics_http.h"
 #include "daemon/squash/squash.h"
 
 enum opt_type {
@@ -224,6 +225,13 @@ static const struct option_def options[] = {
 	  "PMIxCliTmpDirBase" },
 	{ "hooks.pmix.env", OPT_LIST, OFF(pmix_env), "", 0, 0, NULL,
 	  "VAR=value set by the PMIx hook" },
+
+	{ "metrics.listen", OPT_STRING, OFF(metrics_listen), "", 0, 0, NULL,
+	  "serve GET /metrics (Prometheus text) on a loopback HOST:PORT such as 127.0.0.1:9464, "
+	  "or on unix:/path (empty: no listener; read at start)" },
+	{ "log.target", OPT_STRING, OFF(log_target), "auto", 0, 0, NULL,
+	  "where the daemon logs: stderr, syslog (facility daemon), file:/path (reopened on "
+	  "SIGHUP), or auto: syslog when detached, else stderr" },
 };
 
 static const struct option_def *option_find(const char *key)
@@ -323,7 +331,7 @@ static const char *key_suggest(const char *key)
 }
 
 static const char *const sections[] = { "daemon", "store", "registry", "jobs", "topology",
-					"fabric", "slurm", "hooks" };
+					"fabric", "slurm", "hooks", "metrics", "log" };
 
 static const char *section_suggest(const char *name)
 {
@@ -785,6 +793,11 @@ int config_validate(const struct config *c, alps_error **err)
 		if (edf_site_mount(c->default_mounts.v[i], i, NULL, &m, err) < 0)
 			return -1;
 	}
+	if (log_target_check(c->log_target) < 0)
+		return alps_fail(err, ALPS_E_INVALID, "log.target: must be auto, stderr, syslog or "
+				 "file:/absolute/path, not '%s'", c->log_target);
+	if (metrics_listen_check(c->metrics_listen, err) < 0)
+		return -1;
 	if (c->slurm_master_port_min > c->slurm_master_port_max)
 		return alps_fail(err, ALPS_E_INVALID,
 				 "slurm.master_port_min: %lld is above slurm.master_port_max (%lld)",
@@ -798,6 +811,24 @@ const struct registry_conf *config_registry(const struct config *c, const char *
 		if (strcmp(c->registries[i].host, host) == 0)
 			return &c->registries[i];
 	return NULL;
+}
+
+bool config_option_info(size_t i, struct config_option_info *out)
+{
+	static const char *const types[] = {
+		[OPT_STRING] = "string", [OPT_PATH] = "path", [OPT_INT] = "integer",
+		[OPT_SIZE] = "size", [OPT_SIZE_PCT] = "size or percentage",
+		[OPT_BOOL] = "boolean", [OPT_ENUM] = "choice", [OPT_LIST] = "list of strings",
+	};
+	if (i >= ARRAY_SIZE(options))
+		return false;
+	const struct option_def *o = &options[i];
+	*out = (struct config_option_info){
+		.key = o->key, .type = types[o->type], .def = o->def, .help = o->help,
+		.choices = o->choices, .min = o->min, .max = o->max,
+		.bounded = o->type == OPT_INT || o->type == OPT_SIZE || o->type == OPT_SIZE_PCT,
+	};
+	return true;
 }
 
 /* Print s as a TOML basic string. */

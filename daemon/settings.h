@@ -135,6 +135,10 @@ struct config {
 	bool pmix_enabled;                  /* [hooks.pmix] (hooks/pmix.c) */
 	struct strlist pmix_dirs;           /* host dirs of Slurm's PMIx servers */
 	struct strlist pmix_env;
+
+	/* [metrics], [log] (daemon/server/metrics_http.h, common/log.h) */
+	char *metrics_listen;               /* "" none, loopback HOST:PORT or unix:/path */
+	char *log_target;                   /* auto, stderr, syslog or file:/path */
 };
 
 /* A config with every default, holding one reference (the caller's). */
@@ -155,6 +159,20 @@ int config_set(struct config *c, const char *key, const char *value, alps_error 
 int config_validate(const struct config *c, alps_error **err);
 /* Print the effective config as TOML, with help comments. */
 void config_print(const struct config *c, FILE *out);
+/* Option i of the table, for the generated alpsd.conf(5) page; false past
+ * the last.  type is "string", "path", "integer", "size", "size or
+ * percentage", "boolean", "choice", "list of strings"; choices is NULL
+ * or NULL-terminated; min and max bound integers and sizes. */
+struct config_option_info {
+	const char *key, *type, *def, *help;
+	const char *const *choices;
+	int64_t min, max;
+	bool bounded;
+};
+bool config_option_info(size_t i, struct config_option_info *out);
+/* alpsd.conf(5) in roff (settings_man.c). */
+void config_print_man(FILE *out);
+
 /* The registry entry for host, or NULL. */
 const struct registry_conf *config_registry(const struct config *c, const char *host);
 

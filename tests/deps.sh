@@ -6,7 +6,7 @@ ALPS_BUILD_DEPS="autoconf automake pkg-config make gcc libc6-dev
 ALPS_TEST_DEPS="libcmocka-dev groff-base python3 python3-pytest python3-protobuf protobuf-compiler
  docker-registry umoci skopeo squashfuse squashfs-tools squashfs-tools-ng fuse3
  sqlite3 iproute2 procps util-linux openssl apache2-utils clang libclang-rt-14-dev
- busybox-static mount debhelper dpkg-dev siftool
+ busybox-static mount debhelper dpkg-dev siftool python3-prometheus-client
  slurmctld slurmd slurm-client munge libpmix-dev"
 
 # Install what is missing (root only; others get told what to install).

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/ref.h"
 #include "common/util.h"
+#include "daemon/server/metrics.h"
 #include "daemon/store/policy.h"
 #include "daemon/settings.h"
 #include "daemon/image/pull.h"
@@ -245,6 +246,7 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 {
 	struct store *st = pl->p->store;
 	const struct layer *l = job->layer;
+	metrics_conversion_begin();
 	_cleanup_free_ char *tmp = store_tmp_path(st);
 	struct fetch_ctx fc = { .pl = pl, .job = job, .cb = chanbuf_new(PIPE_BYTES) };
 	pthread_t ft;
@@ -288,6 +290,7 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 	if (store_layer_commit(st, tmp, &info, NULL, err) < 0 ||
 	    store_layer_allow(st, l->desc.digest, pl->owner, err) < 0)
 		return -1;
+	metrics_conversion_end(l->desc.size, res.out_bytes);
 	log_info("layer %s: %llu bytes -> %llu bytes squashfs, %llu entries",
 		 l->desc.digest, (unsigned long long)l->desc.size,
 		 (unsigned long long)res.out_bytes, (unsigned long long)res.entries);
@@ -700,6 +703,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	pthread_join(pl->thread, NULL);
 	pl->thread_started = false;
 	pull_unlink(pl->p, pl);
+	metrics_pull(pl->err == NULL);
 	if (pl->err)
 		log_warn("%s", pl->err->msg);
 	else

@@ -130,9 +130,9 @@ static void gc_done(void *arg)
 	gr.n_images = r->nitems;
 	gr.kept = r->kept ? r->kept : (char *)"";
 	if (!w->gc.dry_run)
-		log_notice("gc by uid %u: %u image(s), %u layer(s), %llu bytes freed",
-			   (unsigned)w->uid, r->removed.images, r->removed.layers,
-			   (unsigned long long)r->removed.bytes_freed);
+		log_event(LOG_LVL_NOTICE, "evict", "trigger", "gc", "uid", LOG_U64(w->uid), "images",
+			  LOG_U64(r->removed.images), "layers", LOG_U64(r->removed.layers), "bytes",
+			  LOG_U64(r->removed.bytes_freed), "result", "ok", NULL);
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_GC_REPLY;
 	resp.gc_reply = &gr;
@@ -392,9 +392,9 @@ static void timer_done(void *arg)
 	if (w->err)
 		log_warn("timed gc: %s", w->err->msg);
 	else if (w->rep.removed.images || w->rep.removed.layers)
-		log_notice("timed gc: over the limit, %u image(s) and %u layer(s) evicted, "
-			   "%llu bytes freed", w->rep.removed.images, w->rep.removed.layers,
-			   (unsigned long long)w->rep.removed.bytes_freed);
+		log_event(LOG_LVL_NOTICE, "evict", "trigger", "timer", "images",
+			  LOG_U64(w->rep.removed.images), "layers", LOG_U64(w->rep.removed.layers),
+			  "bytes", LOG_U64(w->rep.removed.bytes_freed), "result", "ok", NULL);
 	cache_work_free(w);
 	timer.running = false;
 	if (timer.ev)

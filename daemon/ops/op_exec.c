@@ -32,6 +32,7 @@
 #include "daemon/settings.h"
 #include "daemon/daemon.h"
 #include "daemon/server/handlers.h"
+#include "daemon/server/metrics.h"
 #include "daemon/job/cgroup.h"
 #include "daemon/job/exec.h"
 #include "daemon/job/plan.h"
@@ -244,6 +245,7 @@ static int watch(struct xe *x, alps_error **err)
 	runnings = r;
 	_cleanup_free_ char *cmd = log_escape(x->argv[0], 256);
 	log_info("job %s: uid %u runs %s as pid %d", x->job, (unsigned)x->uid, cmd, (int)x->pid);
+	metrics_observe(METRICS_EXEC, request_age_ns(x->rq));
 	send_pid(x->rq, x->pid, 0);
 	return 0;
 }

@@ -79,6 +79,11 @@ static void pull_progress(void *arg, const struct pull_status *st)
 static void pull_done(void *arg, const struct pull_result *res, const alps_error *err)
 {
 	struct request *rq = arg;
+	log_event(err ? LOG_LVL_WARN : LOG_LVL_INFO, "pull", "ref", res ? res->reference : NULL,
+		  "digest", res ? res->digest : NULL, "bytes", res ? LOG_U64(res->size) : NULL,
+		  "layers_fetched", res ? LOG_U64(res->fetched) : NULL, "seconds",
+		  LOG_SECONDS(request_age_ns(rq)), "uid", LOG_U64(request_peer(rq)->uid), "result",
+		  err ? "error" : "ok", "error", err ? err->msg : NULL, NULL);
 	if (err) {
 		alps_error *copy = NULL;
 		alps_fail(&copy, err->code, "%s", err->msg);

@@ -134,7 +134,8 @@ static void prep_fail(struct prep *p, alps_error *err)
 	if (p->admitted)
 		runjob_forget(p->job);
 	alps_error_prefix(&err, "prepare %s", p->job);
-	log_warn("%s", err->msg);
+	log_event(LOG_LVL_WARN, "prepare", "job", p->job, "user", p->user_name, "uid",
+		  LOG_U64(p->uid), "result", "error", "error", err->msg, NULL);
 	request_fail(p->rq, err);
 	prep_free(p);
 }
@@ -402,8 +403,9 @@ static void prep_built(void *arg)
 	struct prep *p = arg;
 	if (p->err)
 		return prep_fail(p, NULL);
-	log_notice("job %s prepared for %s (uid %u): %s", p->job, p->user_name, (unsigned)p->uid,
-		   p->image_ref ? p->image_ref : p->image_sqsh);
+	log_event(LOG_LVL_NOTICE, "prepare", "job", p->job, "user", p->user_name, "uid",
+		  LOG_U64(p->uid), "image", p->image_ref ? p->image_ref : p->image_sqsh, "seconds",
+		  LOG_SECONDS(request_age_ns(p->rq)), "result", "ok", NULL);
 	prep_reply(p, false);
 	if (p->admitted)
 		runjob_prepared(p->job);
@@ -854,11 +856,13 @@ static void rel_done(void *arg)
 		if (r->rq) {
 			request_fail(r->rq, err);
 		} else {
-			log_error("%s", err->msg);
+			log_event(LOG_LVL_ERROR, "release", "job", r->job, "why", r->why, "result",
+				  "error", "error", err->msg, NULL);
 			alps_error_free(err);
 		}
 	} else {
-		log_notice("job %s released%s%s", r->job, r->why ? ": " : "", r->why ? r->why : "");
+		log_event(LOG_LVL_NOTICE, "release", "job", r->job, "uid", r->rq ?
+			  LOG_U64(r->peer_uid) : NULL, "why", r->why, "result", "ok", NULL);
 		if (r->rq)
 			rel_reply(r);
 		if (run)

@@ -24,6 +24,7 @@ static const struct handler *const handler_table[] = {
 	&handler_endpoints,
 	&handler_import,
 	&handler_export,
+	&handler_metrics,
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)

@@ -48,6 +48,8 @@ size_t request_take_fds(struct request *rq, int *fds, size_t max);
  * request's connection, taken at connect (SO_PEERPIDFD); -1 with errno
  * ENOTCONN once the client has gone, EOPNOTSUPP on kernels without it. */
 int request_peer_pidfd(struct request *rq);
+/* Nanoseconds since the request was received. */
+uint64_t request_age_ns(struct request *rq);
 /* Whether the client is still connected (a detached pull goes on). */
 bool request_connected(struct request *rq);
 
@@ -95,7 +97,8 @@ extern const struct handler handler_hello,
 	handler_place,
 	handler_endpoints,
 	handler_import,
-	handler_export;
+	handler_export,
+	handler_metrics;
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 

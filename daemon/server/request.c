@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/server/metrics.h"
 #include "daemon/server/server_int.h"
 
 /* ---- requests ---- */
@@ -64,6 +65,11 @@ int request_peer_pidfd(struct request *rq)
 		return -1;
 	}
 	return fcntl(rq->conn->peer_pidfd, F_DUPFD_CLOEXEC, 3);
+}
+
+uint64_t request_age_ns(struct request *rq)
+{
+	return now_monotonic_ns() - rq->start_ns;
 }
 
 bool request_connected(struct request *rq)
@@ -162,6 +168,9 @@ static void request_done(struct request *rq, int code)
 	log_debug("request %llu %s from uid %u: %s in %llu us", (unsigned long long)rq->id,
 		  rq->h ? rq->h->name : "?", (unsigned)rq->peer.uid, alps_code_name(code),
 		  (unsigned long long)us);
+	metrics_request(rq->h ? rq->h->name : "unknown", code);
+	if (rq->h && rq->h->op == ALPS__REQUEST__OP_PREPARE)
+		metrics_observe(METRICS_PREPARE, now_monotonic_ns() - rq->start_ns);
 	struct conn *c = rq->conn;
 	if (!c)
 		return;
@@ -201,6 +210,8 @@ void request_fail(struct request *rq, alps_error *err)
 	resp.status = (Alps__Status)err->code;
 	resp.message = err->msg;
 	resp.final = true;
+	log_event(LOG_LVL_INFO, "error", "op", rq->h ? rq->h->name : "unknown", "uid",
+		  LOG_U64(rq->peer.uid), "code", alps_code_name(err->code), "error", err->msg, NULL);
 	request_send(rq, &resp);
 	int code = err->code;
 	alps_error_free(err);

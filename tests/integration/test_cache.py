@@ -170,7 +170,7 @@ def test_timer_evicts_over_the_limit(daemon_factory, world):
         time.sleep(0.2)
     assert set(images(d)) == {world.refs["c"]}
     assert store_consistent(d) <= 500 * KIB
-    assert "timed gc: over the limit" in d.read_log()
+    assert "event=evict trigger=timer images=2" in d.read_log()
 
 
 def test_max_size_percentage(daemon_factory, world):

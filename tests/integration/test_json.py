@@ -84,7 +84,7 @@ def one_doc(r):
 
 
 def test_doc_lists_every_command():
-    cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
+    cmds = ["status", "metrics", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
             "epilog", "error", "import.progress", "import.done", "export"]
     assert sorted(SCHEMAS) == sorted(cmds)
@@ -120,6 +120,9 @@ def test_every_command(daemon, world, tmpdir_short):
         check(l, "pull.progress")
     check(lines[-1], "pull.done")
     check(one_doc(d.alps("status", "--json", check=True)), "status")
+    m = one_doc(d.alps("metrics", "--json", check=True))
+    check(m, "metrics")
+    assert "alps_pulls_total{result=\"ok\"} 1\n" in m["text"]
     imgs = one_doc(d.alps("images", "--json", check=True))
     check(imgs, "images")
     assert imgs["images"][0]["squashfs_size"] > 0

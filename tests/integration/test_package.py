@@ -84,7 +84,8 @@ def test_packages_hold_what_they_should(debs):
     d = contents(debs["alpsd"])
     for f in ("/usr/sbin/alpsd", "/lib/systemd/system/alpsd.service",
               "/lib/systemd/system/alpsd.socket", "/usr/lib/tmpfiles.d/alps.conf",
-              "/etc/alps/alpsd.conf", "/usr/share/man/man8/alpsd.8.gz"):
+              "/etc/alps/alpsd.conf", "/usr/share/man/man8/alpsd.8.gz",
+              "/usr/share/man/man5/alpsd.conf.5.gz"):
         assert f in d, f"{f} missing from alpsd: {sorted(d)}"
     c = contents(debs["alps"])
     for f in ("/usr/bin/alps", "/usr/share/man/man1/alps.1.gz"):
