@@ -132,8 +132,8 @@ static void prep_fail(struct prep *p, alps_error *err)
 	}
 	if (p->admitted)
 		runjob_forget(p->job);
-	alps_error_prefix(&err, "prepare %s", p->job);
-	log_warn("%s", err->msg);
+	/* The client asked for this job: it reads the reason alone. */
+	log_warn("prepare %s: %s", p->job, err->msg);
 	request_fail(p->rq, err);
 	prep_free(p);
 }

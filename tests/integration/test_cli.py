@@ -211,3 +211,30 @@ def test_bash_completion():
     assert "--workdir" in complete(["alps", "run", "--w"])
     assert complete(["alps", "help", "rel"]) == ["release"]
     assert "--json" in complete(["alps", "images", "--j"])
+
+
+# ---- messages in the user's words ------------------------------------------------
+
+INTERNALS = re.compile(r"store /|sqlite|prctl|openat2|fstat|faccessat|setgroups|\(open\)|"
+                       r"alps-enter|nshelper|looking up|untagging|run-\d+-\d+")
+
+
+def test_daemon_messages_name_the_users_object(rd, world):
+    cases = [  # (argv, user, what the message must name)
+        (["exec", "--job", "999", "true"], NOBODY, "no such job 999"),
+        (["inspect", "nosuch"], NOBODY, "no such image docker.io/library/nosuch:latest"),
+        (["inspect", "sha256:abcd"], NOBODY, "no such image sha256:abcd"),
+        (["rm", "nosuch"], None, "no such tag docker.io/library/nosuch:latest"),
+        (["pin", "nosuch"], None, "no such image docker.io/library/nosuch:latest"),
+        (["run", "-v", "/nonexistent/src:/mnt", world.ref, "true"], NOBODY,
+         "cannot open /nonexistent/src as uid 65534: No such file or directory"),
+        (["run", "-v", "/root:/mnt", world.ref, "true"], NOBODY,
+         "cannot open /root as uid 65534: Permission denied"),
+        (["run", "-w", "/etc/base", world.ref, "true"], NOBODY,
+         "cannot enter the workdir /etc/base: Not a directory"),
+        (["run", world.ref, "/nonexistent"], NOBODY, "alps run: /nonexistent: command not found"),
+    ]
+    for argv, user, want in cases:
+        r = rd.alps(*argv, user=user)
+        assert r.returncode != 0 and want in r.stderr, (argv, r.stderr)
+        assert not INTERNALS.search(r.stderr) and rd.state_dir not in r.stderr, (argv, r.stderr)
