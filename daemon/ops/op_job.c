@@ -132,8 +132,10 @@ static void prep_fail(struct prep *p, alps_error *err)
 	}
 	if (p->admitted)
 		runjob_forget(p->job);
-	/* The client asked for this job: it reads the reason alone. */
 	log_warn("prepare %s: %s", p->job, err->msg);
+	/* A prolog's log wants the job named; alps run's id is made up. */
+	if (!p->run && p->job && !strstr(err->msg, p->job))
+		alps_error_prefix(&err, "job %s", p->job);
 	request_fail(p->rq, err);
 	prep_free(p);
 }

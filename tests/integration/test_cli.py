@@ -238,3 +238,41 @@ def test_daemon_messages_name_the_users_object(rd, world):
         r = rd.alps(*argv, user=user)
         assert r.returncode != 0 and want in r.stderr, (argv, r.stderr)
         assert not INTERNALS.search(r.stderr) and rd.state_dir not in r.stderr, (argv, r.stderr)
+
+
+# ---- alps run binds the caller's home and working directory ---------------------
+
+def test_run_binds_home_and_cwd(rd, world, users, tmpdir_short):
+    v, a = users.victim, users.attacker
+    with open(os.path.join(v.home, "in-home"), "w") as f:
+        f.write("home file\n")
+    os.chown(os.path.join(v.home, "in-home"), v.uid, v.gid)
+    work = os.path.join(tmpdir_short, "work")
+    os.makedirs(work)
+    with open(os.path.join(work, "in-cwd"), "w") as f:
+        f.write("cwd file\n")
+    os.chown(work, v.uid, v.gid)
+    os.chown(os.path.join(work, "in-cwd"), v.uid, v.gid)
+
+    def run(user, *args, cwd, **kw):
+        return user.run([binary("alps"), "--socket", rd.socket, "run", *args], cwd=cwd, **kw)
+    script = f"cat {v.home}/in-home {work}/in-cwd; pwd"
+    r = run(v, world.ref, "sh", "-c", script, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"home file\ncwd file\n{work}\n", r.stdout
+    # A cwd under the home starts there, through the home's bind.
+    r = run(v, world.ref, "pwd", cwd=v.home)
+    assert r.returncode == 0 and r.stdout == f"{v.home}\n", (r.stdout, r.stderr)
+    r = run(v, "--no-home", world.ref, "sh", "-c", script, cwd=work)
+    assert "home file" not in r.stdout and "cwd file" in r.stdout, r.stdout
+    r = run(v, "--contain", world.ref, "sh", "-c", f"ls {work}; pwd", cwd=work)
+    assert "in-cwd" not in r.stdout and r.stdout == "/\n", r.stdout
+    # A system directory as cwd is not bound over the image's.
+    r = run(v, world.ref, "cat", "/etc/base", cwd="/etc")
+    assert r.returncode == 0 and r.stdout == "base\n", (r.stdout, r.stderr)
+    # The attack: HOME pointing at another user's home binds nothing of it.
+    for home in (v.home, "/root"):
+        r = run(a, world.ref, "sh", "-c", f"ls -a {home}; cat {v.home}/in-home", cwd=a.home,
+                env={"HOME": home})
+        assert "home file" not in r.stdout and "in-home" not in r.stdout, r.stdout
+        assert r.returncode == 1 and "cannot open" not in r.stderr, r.stderr
