@@ -2,6 +2,7 @@
 progress on a real pseudo-terminal, alps run's podman-like options, the
 enroot REGISTRY#IMAGE form, bash completion.  A real alpsd and registry."""
 import fcntl
+import json
 import os
 import pty
 import re
@@ -24,9 +25,10 @@ def alps(*args, **kw):
 # ---- usage and help (no daemon needed) ----------------------------------------
 
 def test_usage_error_is_short_and_named():
-    r = alps("images", "extra")
+    r = alps("images", "a*", "extra")
     assert r.returncode == 2
-    assert r.stderr == ("alps images: unexpected argument 'extra'\nUsage: alps images\n"
+    assert r.stderr == ("alps images: unexpected argument 'extra'\nUsage: alps images "
+                        "[-q|--quiet] [--format TEMPLATE] [PATTERN | --filter reference=PATTERN]\n"
                         "See 'alps images --help'.\n"), r.stderr
     r = alps("place", "--tasks", "x")
     assert r.returncode == 2 and r.stderr.startswith("alps place: --tasks must be a number")
@@ -211,6 +213,11 @@ def test_bash_completion():
     assert "--workdir" in complete(["alps", "run", "--w"])
     assert complete(["alps", "help", "rel"]) == ["release"]
     assert "--json" in complete(["alps", "images", "--j"])
+    assert set(complete(["alps", "images", "--f"])) == {"--filter", "--format"}
+    assert complete(["alps", "images", "--filter", "r"]) == ["reference="]
+    # Every command alps knows completes.
+    listed = re.findall(r"^  (\S+) ", alps("help").stdout.split("Commands:\n")[1], re.M)
+    assert listed and set(listed) <= set(complete(["alps", ""])), listed
 
 
 # ---- messages in the user's words ------------------------------------------------
@@ -276,3 +283,37 @@ def test_run_binds_home_and_cwd(rd, world, users, tmpdir_short):
                 env={"HOME": home})
         assert "home file" not in r.stdout and "in-home" not in r.stdout, r.stdout
         assert r.returncode == 1 and "cannot open" not in r.stderr, r.stderr
+
+
+# ---- alps images: one row per reference, filters, templates, totals ---------------
+
+def test_images_listing(daemon, world):
+    layout = rf.Layout(os.path.join(str(world.dir), "oci"))
+    subprocess.run(["umoci", "config", "--image", f"{layout.path}:bb", "--tag", "bb2",
+                    "--config.env=TWIN=1"], check=True, capture_output=True)
+    rf.push(layout, "bb", world.registry.host, "test/bb", "v2")
+    rf.push(layout, "bb2", world.registry.host, "test/bb2", "1")
+    host = world.registry.host
+    # Three spellings of v1, v2 of the same image, bb2 sharing every layer.
+    for ref in (world.ref, "docker://" + world.ref, world.enroot, f"{host}/test/bb:v2",
+                f"{host}/test/bb2:1"):
+        daemon.alps("pull", "--quiet", ref, check=True)
+    q = daemon.alps("images", "--quiet", check=True).stdout.split()
+    assert sorted(q) == [f"{host}/test/bb2:1", world.ref, f"{host}/test/bb:v2"], q
+    r = daemon.alps("images", check=True).stdout.splitlines()
+    assert len(r) == 1 + 3 + 1 and r[0].startswith("REFERENCE"), r
+    m = re.match(r"2 images, ([\d.]+ \w+) in layers, ([\d.]+ \w+) of it shared", r[-1])
+    assert m and m.group(1) == m.group(2), r[-1]     # bb2 uses every layer of bb
+    assert daemon.alps("images", "-q", f"{host}/test/bb:*").stdout.split() == \
+        sorted([world.ref, f"{host}/test/bb:v2"])
+    r = daemon.alps("images", "--filter", "reference=*bb2", "--format",
+                    "{{.Repository}}:{{.Tag}}\\t{{ .Layers }}", check=True)
+    assert r.stdout == f"{host}/test/bb2:1\t5\n", r.stdout
+    assert daemon.alps("images", "-q", "nomatch*", check=True).stdout == ""
+    js = json.loads(daemon.alps("images", "--json", "*bb2*", check=True).stdout)
+    assert [i["references"] for i in js["images"]] == [[f"{host}/test/bb2:1"]]
+    assert js["totals"]["image_count"] == 1 and js["totals"]["squashfs_shared"] == 0
+    r = daemon.alps("images", "--format", "{{.Bogus}}")
+    assert r.returncode == 2 and "{{.Bogus}}" in r.stderr and "Repository" in r.stderr
+    r = daemon.alps("images", "--filter", "label=x")
+    assert r.returncode == 2 and "reference=PATTERN" in r.stderr

@@ -123,6 +123,8 @@ def test_every_command(daemon, world, tmpdir_short):
     imgs = one_doc(d.alps("images", "--json", check=True))
     check(imgs, "images")
     assert imgs["images"][0]["squashfs_size"] > 0
+    assert imgs["totals"]["squashfs_size"] >= imgs["images"][0]["squashfs_size"]
+    check(one_doc(d.alps("images", "--json", "nomatch*", check=True)), "images")
     check(one_doc(d.alps("inspect", world.ref, "--json", check=True)), "inspect")
     check(one_doc(d.alps("topology", "--json", check=True)), "topology")
     check(one_doc(d.alps("place", "--tasks", "2", "--json", check=True)), "place")
@@ -159,7 +161,8 @@ def test_every_command(daemon, world, tmpdir_short):
 
 
 @pytest.mark.parametrize("argv,code,status", [
-    (["images", "extra"], "usage_error", 2),
+    (["images", "a*", "extra"], "usage_error", 2),
+    (["images", "--format", "{{.Nope}}"], "usage_error", 2),
     (["place", "--json"], "usage_error", 2),
     (["inspect", "nope/none:1"], "not_found", 1),
     (["release"], "usage_error", 2),
