@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,8 @@ static json_t *gc_json(const Alps__GcReply *r)
 			 arr, "kept", r->kept ? r->kept : "");
 }
 
-static int gc_options(int argc, char **argv, Alps__GcRequest *g)
+/* -1 to go on, else the exit code (usage reported). */
+static int gc_options(struct client *cl, int argc, char **argv, Alps__GcRequest *g)
 {
 	static const struct option opts[] = {
 		{ "dry-run", no_argument, NULL, 'n' },
@@ -117,39 +119,33 @@ static int gc_options(int argc, char **argv, Alps__GcRequest *g)
 		{ NULL, 0, NULL, 0 },
 	};
 	int opt;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "nm:o:", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "nm:o:", opts)) != -1) {
 		if (opt == 'n') {
 			g->dry_run = true;
 		} else if (opt == 'm') {
-			if (parse_size(optarg, &g->max_size) < 0) {
-				fprintf(stderr, "alps gc: --max-size wants a size such as 0, 512M or "
-					"10G, not '%s'\n", optarg);
-				return -1;
-			}
+			if (parse_size(optarg, &g->max_size) < 0)
+				return usage_error(cl, "--max-size wants a size such as 0, 512M or "
+						   "10G, not '%s'", optarg);
 			g->has_max_size = true;
 		} else if (opt == 'o') {
-			if (parse_age(optarg, &g->older_than_s) < 0 || g->older_than_s == 0) {
-				fprintf(stderr, "alps gc: --older-than wants an age such as 3600, 90m, "
-					"12h or 7d, not '%s'\n", optarg);
-				return -1;
-			}
+			if (parse_age(optarg, &g->older_than_s) < 0 || g->older_than_s == 0)
+				return usage_error(cl, "--older-than wants an age such as 3600, 90m, "
+						   "12h or 7d, not '%s'", optarg);
 		} else {
-			return -1;
+			return command_opt_exit(opt);
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "alps gc: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
-	return 0;
+	if (optind != argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	return -1;
 }
 
 static int run_gc(struct client *cl, int argc, char **argv)
 {
 	Alps__GcRequest g = ALPS__GC_REQUEST__INIT;
-	if (gc_options(argc, argv, &g) < 0)
-		return EXIT_USAGE;
+	int orc = gc_options(cl, argc, argv, &g);
+	if (orc >= 0)
+		return orc;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_GC;
 	req.gc = &g;
@@ -210,13 +206,12 @@ static int pin_one(struct client *cl, const char *what, bool pinned)
 
 static int run_pin_common(struct client *cl, int argc, char **argv, bool pinned)
 {
-	if (argc < 2) {
-		fprintf(stderr, "alps %s: give one or more images (reference or digest)\n",
-			pinned ? "pin" : "unpin");
-		return EXIT_USAGE;
-	}
-	int status = EXIT_OK;
-	for (int i = 1; i < argc; i++) {
+	int status = command_operands(cl, argc, argv, 1, INT_MAX,
+				      "give one or more images (reference or digest)");
+	if (status >= 0)
+		return status;
+	status = EXIT_OK;
+	for (int i = optind; i < argc; i++) {
 		int rc = pin_one(cl, argv[i], pinned);
 		if (rc != EXIT_OK)
 			status = rc;
@@ -305,10 +300,9 @@ static void df_print(const Alps__DfReply *r)
 
 static int run_df(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps df: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 0, 0, "");
+	if (orc >= 0)
+		return orc;
 	Alps__DfRequest dq = ALPS__DF_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_DF;
@@ -369,12 +363,11 @@ static void verify_output(struct client *cl, const Alps__VerifyReply *r)
 
 static int run_verify(struct client *cl, int argc, char **argv)
 {
-	if (argc > 2) {
-		fprintf(stderr, "alps verify: give at most one image\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 0, 1, "give at most one image");
+	if (orc >= 0)
+		return orc;
 	Alps__VerifyRequest vq = ALPS__VERIFY_REQUEST__INIT;
-	vq.reference = argc == 2 ? argv[1] : (char *)"";
+	vq.reference = optind < argc ? argv[optind] : (char *)"";
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_VERIFY;
 	req.verify = &vq;
@@ -548,15 +541,14 @@ static int squash_dir(const char *dir, const char *out, struct squash_result *re
 
 static int run_squash(struct client *cl, int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "alps squash: give a directory and the squashfs file to write\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 2, 2,
+				   "give a directory and the squashfs file to write");
+	if (orc >= 0)
+		return orc;
+	argv += optind - 1;     /* the operands as argv[1] and argv[2] */
 	struct stat st;
-	if (stat(argv[1], &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "alps squash: %s is not a directory\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	if (stat(argv[1], &st) < 0 || !S_ISDIR(st.st_mode))
+		return usage_error(cl, "%s is not a directory", argv[1]);
 	struct squash_result res;
 	alps_error *err = NULL;
 	/* The writer may give up early (the output exists): the tar thread
@@ -788,10 +780,11 @@ static int unsq_open(const char *path, struct unsq_fs *fs, struct unsq *u, alps_
 
 static int run_unsquash(struct client *cl, int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "alps unsquash: give a squashfs file and a new directory\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 2, 2,
+				   "give a squashfs file and a new directory");
+	if (orc >= 0)
+		return orc;
+	argv += optind - 1;     /* the operands as argv[1] and argv[2] */
 	struct unsq_fs fs = { 0 };
 	struct unsq u = { 0 };
 	alps_error *err = NULL;

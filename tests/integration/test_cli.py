@@ -48,6 +48,43 @@ def test_help_command():
     assert r.returncode == 2 and "unknown command 'nope'" in r.stderr
 
 
+def test_cache_commands_usage_like_the_others():
+    # gc, pin, df, verify, squash used to print a bare line (gc --bogus: nothing).
+    for argv, msg in ((["gc", "--bogus"], "unknown option '--bogus'"),
+                      (["gc", "--max-size", "x"], "--max-size wants a size"),
+                      (["pin"], "give one or more images"), (["df", "extra"], "unexpected"),
+                      (["verify", "a", "b"], "give at most one image"),
+                      (["squash", "onlyone"], "give a directory"),
+                      (["unsquash"], "give a squashfs file")):
+        r = alps(*argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert r.stderr.startswith(f"alps {argv[0]}: {msg}") and \
+            f"See 'alps {argv[0]} --help'." in r.stderr and "Usage: alps " in r.stderr, r.stderr
+        r = alps("--json", *argv)
+        assert r.returncode == 2 and json.loads(r.stdout)["code"] == "usage_error", r.stdout
+    r = alps("df", "--socket", "/nonexistent.sock", "--json")     # globals after the command
+    assert r.returncode == 3 and json.loads(r.stdout)["code"] == "unavailable"
+    assert alps("gc", "--help").stdout.startswith("Usage: alps gc ")
+    r = alps("help", "help")
+    assert r.returncode == 0 and "Commands:" in r.stdout
+
+
+def test_alpsd_command_line_errors():
+    r = subprocess.run([binary("alpsd"), "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--bogus" in r.stderr and "See 'alpsd --help'." in r.stderr
+    assert "Usage" not in r.stderr, r.stderr       # one line, not the whole help
+    r = subprocess.run([binary("alpsd"), "--set", "=1", "--print-config"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "--set wants KEY=VALUE" in r.stderr
+    # A value meant as TOML but broken is an error, not a path '["/a:/b"'.
+    r = subprocess.run([binary("alpsd"), "--set", 'jobs.default_mounts=["/a:/b"',
+                        "--print-config"], capture_output=True, text=True)
+    assert r.returncode == 1 and "jobs.default_mounts: not a TOML value" in r.stderr, r.stderr
+    r = subprocess.run([binary("alpsd"), "--set", 'jobs.default_mounts=["/a:/b"]',
+                        "--print-config"], capture_output=True, text=True)
+    assert r.returncode == 0 and 'default_mounts = ["/a:/b"]' in r.stdout
+
+
 def test_exec_options_end_at_the_command():
     # --help after the command is the command's, not alps's.
     r = alps("--socket", "/nonexistent.sock", "exec", "--job", "1", "sh", "--help")
