@@ -180,28 +180,65 @@ const struct command cmd_gc = {
 
 /* ---- pin, unpin ---- */
 
-static int pin_one(struct client *cl, const char *what, bool pinned)
+/* One image's result: {"ok", "image", "digest", "pinned"} or an error
+ * object with "image". */
+static json_t *pin_one(struct client *cl, const char *what, bool pinned)
 {
-	const char *op = pinned ? "pin" : "unpin";
 	Alps__PinRequest pr = ALPS__PIN_REQUEST__INIT;
 	pr.reference = (char *)what;
 	pr.pinned = pinned;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_PIN;
 	req.pin = &pr;
-	int rc = EXIT_OK;
-	Alps__Response *resp = client_call_ok(cl, &req, op, NULL, NULL, &rc);
-	if (!resp)
-		return rc;
-	const char *digest = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PIN_REPLY
-				     ? resp->pin_reply->digest : "";
-	if (cl->json)
-		client_print_json(json_pack("{s:b, s:s, s:s, s:b}", "ok", 1, "image", what, "digest",
-					    digest, "pinned", (int)pinned));
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	json_t *j;
+	if (!resp) {
+		j = client_error_json(err->code, err->msg);
+		alps_error_free(err);
+	} else if (resp->status != ALPS__STATUS__OK) {
+		j = client_error_json((int)resp->status, resp->message);
+	} else {
+		const char *digest = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PIN_REPLY
+					     ? resp->pin_reply->digest : "";
+		j = json_pack("{s:b, s:s, s:b}", "ok", 1, "digest", digest, "pinned", (int)pinned);
+	}
+	json_object_set_new(j, "image", json_string(what));
+	if (resp)
+		alps__response__free_unpacked(resp, NULL);
+	return j;
+}
+
+static void pin_print(const json_t *j, bool pinned)
+{
+	const char *what = json_string_value(json_object_get(j, "image"));
+	if (json_is_true(json_object_get(j, "ok")))
+		printf("%s %s (%s)\n", pinned ? "pinned" : "unpinned", what,
+		       json_string_value(json_object_get(j, "digest")));
 	else
-		printf("%s %s (%s)\n", pinned ? "pinned" : "unpinned", what, digest);
-	alps__response__free_unpacked(resp, NULL);
-	return EXIT_OK;
+		fprintf(stderr, "alps %s: %s: %s\n", pinned ? "pin" : "unpin", what,
+			json_string_value(json_object_get(j, "message")));
+}
+
+/* One document for all the operands, as rm prints. */
+static json_t *pin_document(json_t *results, bool pinned)
+{
+	size_t i, failed = 0;
+	json_t *r, *first = NULL;
+	json_array_foreach(results, i, r) {
+		if (!json_is_true(json_object_get(r, "ok"))) {
+			failed++;
+			first = first ? first : r;
+		}
+	}
+	json_t *doc = json_pack("{s:b, s:o}", "ok", failed == 0, "results", results);
+	if (first) {
+		json_object_set(doc, "code", json_object_get(first, "code"));
+		json_object_set_new(doc, "message", json_sprintf("%zu of %zu images not %s", failed,
+								 json_array_size(results),
+								 pinned ? "pinned" : "unpinned"));
+	}
+	return doc;
 }
 
 static int run_pin_common(struct client *cl, int argc, char **argv, bool pinned)
@@ -211,11 +248,22 @@ static int run_pin_common(struct client *cl, int argc, char **argv, bool pinned)
 	if (status >= 0)
 		return status;
 	status = EXIT_OK;
+	json_t *results = json_array();
 	for (int i = optind; i < argc; i++) {
-		int rc = pin_one(cl, argv[i], pinned);
-		if (rc != EXIT_OK)
-			status = rc;
+		json_t *j = pin_one(cl, argv[i], pinned);
+		if (!json_is_true(json_object_get(j, "ok"))) {
+			const char *code = json_string_value(json_object_get(j, "code"));
+			status = status == EXIT_UNREACHABLE || strcmp(code, "unavailable") == 0
+					 ? EXIT_UNREACHABLE : EXIT_FAILED;
+		}
+		if (!cl->json)
+			pin_print(j, pinned);
+		json_array_append_new(results, j);
 	}
+	if (cl->json)
+		client_print_json(pin_document(results, pinned));
+	else
+		json_decref(results);
 	return status;
 }
 
@@ -343,11 +391,18 @@ static void verify_output(struct client *cl, const Alps__VerifyReply *r)
 			json_array_append_new(bad, json_pack("{s:s, s:s}", "digest",
 							     r->damaged[i]->digest, "problem",
 							     r->damaged[i]->problem));
-		client_print_json(json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", r->n_damaged == 0,
-					    "layers_checked", (json_int_t)r->layers_checked,
-					    "bytes_checked", (json_int_t)r->bytes_checked,
-					    "checksums_recorded", (json_int_t)r->checksums_recorded,
-					    "damaged", bad));
+		json_t *doc = json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", r->n_damaged == 0,
+					"layers_checked", (json_int_t)r->layers_checked,
+					"bytes_checked", (json_int_t)r->bytes_checked,
+					"checksums_recorded", (json_int_t)r->checksums_recorded,
+					"damaged", bad);
+		if (r->n_damaged) {     /* every ok:false object has code and message */
+			json_object_set_new(doc, "code",
+					    json_string(client_code_name(ALPS_E_INTEGRITY)));
+			json_object_set_new(doc, "message", json_sprintf("%zu damaged layer(s)",
+									 r->n_damaged));
+		}
+		client_print_json(doc);
 		return;
 	}
 	for (size_t i = 0; i < r->n_damaged; i++)

@@ -84,7 +84,8 @@ def one_doc(r):
 
 
 def test_doc_lists_every_command():
-    cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
+    cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "gc", "pin",
+            "df", "verify", "squash", "unsquash", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
             "epilog", "error"]
     assert sorted(SCHEMAS) == sorted(cmds)
@@ -143,6 +144,23 @@ def test_every_command(daemon, world, tmpdir_short):
     env = dict(os.environ, SLURM_JOB_ID="77")
     check(one_doc(d.alps("prolog", "--json", env=env, check=True)), "prolog")
     check(one_doc(d.alps("epilog", "--json", env=env, check=True)), "epilog")
+    # the cache commands
+    check(one_doc(d.alps("df", "--json", check=True)), "df")
+    check(one_doc(d.alps("gc", "--dry-run", "--json", check=True)), "gc")
+    check(one_doc(d.alps("verify", "--json", check=True)), "verify")
+    r = d.alps("--json", "pin", world.ref, "nope/nothing:1")
+    doc = one_doc(r)
+    check(doc, "pin")
+    assert r.returncode == 1 and [x["ok"] for x in doc["results"]] == [True, False]
+    check(one_doc(d.alps("unpin", world.ref, "--json", check=True)), "pin")
+    src = os.path.join(tmpdir_short, "sq")
+    os.makedirs(os.path.join(src, "d"))
+    with open(os.path.join(src, "d", "f"), "w") as f:
+        f.write("x\n")
+    sq = os.path.join(tmpdir_short, "sq.sqsh")
+    check(one_doc(d.alps("squash", src, sq, "--json", check=True)), "squash")
+    check(one_doc(d.alps("--json", "unsquash", sq, os.path.join(tmpdir_short, "un"),
+                         check=True)), "unsquash")
     # rm: one document for all its operands, the failure too
     r = d.alps("rm", world.ref, "nope/nothing:1", "--json")
     assert r.returncode == 1
