@@ -429,7 +429,8 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 	}
 	const Alps__ExecReply *er = resp->exec_reply;
 	if (er->released)
-		fprintf(stderr, "alps exec: the job was released while the command ran\n");
+		fprintf(stderr, "alps %s: the job was released while the command ran\n",
+			cl->cmd->name);
 	int st = er->exit_status;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
 }
@@ -441,8 +442,8 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 {
 	if (!relay_tty)
-		fprintf(stderr, "alps exec: lost alpsd while pid %d ran (%s); waiting for it to "
-			"end\n", (int)pid, err ? err->msg : "connection closed");
+		fprintf(stderr, "alps %s: lost alpsd while pid %d ran (%s); waiting for it to "
+			"end\n", cl->cmd->name, (int)pid, err ? err->msg : "connection closed");
 	alps_error_free(err);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd >= 0) {
@@ -460,8 +461,8 @@ static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 					    "message", "alpsd went away: the command's exit status "
 					    "is unknown", "pid", (int)pid));
 	else
-		fprintf(stderr, "alps exec: pid %d ended; its exit status is unknown (alpsd was "
-			"not there to see it)\n", (int)pid);
+		fprintf(stderr, "alps %s: pid %d ended; its exit status is unknown (alpsd was "
+			"not there to see it)\n", cl->cmd->name, (int)pid);
 	return 125;
 }
 

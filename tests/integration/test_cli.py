@@ -354,3 +354,16 @@ def test_images_listing(daemon, world):
     assert r.returncode == 2 and "{{.Bogus}}" in r.stderr and "Repository" in r.stderr
     r = daemon.alps("images", "--filter", "label=x")
     assert r.returncode == 2 and "reference=PATTERN" in r.stderr
+
+
+def test_exec_rank_beyond_the_jobs_tasks(rd, world):
+    rd.alps("prepare", "--job", "rk1", "--user", str(NOBODY), "--image", world.ref,
+            "--tasks", "2", check=True)
+    try:
+        r = rd.alps("exec", "--job", "rk1", "--rank", "1", "true", user=NOBODY)
+        assert r.returncode == 0, r.stderr
+        r = rd.alps("exec", "--job", "rk1", "--rank", "2", "true", user=NOBODY)
+        assert r.returncode == 125, (r.returncode, r.stderr)
+        assert "rank 2 is beyond job rk1's 2 tasks (ranks 0 to 1)" in r.stderr, r.stderr
+    finally:
+        rd.alps("release", "--job", "rk1", check=True)
