@@ -259,8 +259,8 @@ def test_bash_completion():
 
 # ---- messages in the user's words ------------------------------------------------
 
-INTERNALS = re.compile(r"store /|sqlite|prctl|openat2|fstat|faccessat|setgroups|\(open\)|"
-                       r"alps-enter|nshelper|looking up|untagging|run-\d+-\d+")
+INTERNALS = re.compile(r"store /|sqlite|prctl|openat2|stat\(|open\(|mkdir\(|faccessat|setgroups|"
+                       r"\(open\)|alps-enter|nshelper|looking up|untagging|run-\d+-\d+")
 
 
 def test_daemon_messages_name_the_users_object(rd, world):
@@ -277,6 +277,8 @@ def test_daemon_messages_name_the_users_object(rd, world):
         (["run", "-w", "/etc/base", world.ref, "true"], NOBODY,
          "cannot enter the workdir /etc/base: Not a directory"),
         (["run", world.ref, "/nonexistent"], NOBODY, "alps run: /nonexistent: command not found"),
+        (["run", "-v", "/tmp:/etc/base/sub", world.ref, "true"], NOBODY, "/etc/base"),
+        (["run", "-w", "/etc/base/sub", world.ref, "true"], NOBODY, "/etc/base"),
     ]
     for argv, user, want in cases:
         r = rd.alps(*argv, user=user)
