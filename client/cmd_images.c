@@ -169,40 +169,52 @@ static char *field_value(const struct row *w, const char *f)
 	return NULL;
 }
 
+/* The FIELD of "{{ .FIELD }}" at p (caller frees), *end at the "}}";
+ * NULL when p holds no well-formed one. */
+static char *template_field(const char *p, const char **end)
+{
+	*end = strstr(p, "}}");
+	if (!*end)
+		return NULL;
+	const char *f = p + 2;
+	while (f < *end && *f == ' ')
+		f++;
+	size_t len = (size_t)(*end - f);
+	while (len && f[len - 1] == ' ')
+		len--;
+	return len > 1 && f[0] == '.' ? xstrndup(f + 1, len - 1) : NULL;
+}
+
+/* One {{...}} at p: its value (caller frees), or NULL with *bad set.
+ * Without a row (checking the template), fields of an empty image. */
+static char *template_value(const char *p, const struct row *w, const char **end, char **bad)
+{
+	static const Alps__ImageInfo empty = ALPS__IMAGE_INFO__INIT;
+	_cleanup_free_ char *name = template_field(p, end);
+	struct row probe = { w ? w->im : &empty, w ? w->ref : NULL };
+	char *v = name ? field_value(&probe, name) : NULL;
+	if (!v)
+		*bad = *end ? xstrndup(p, (size_t)(*end + 2 - p)) : xstrdup(p);
+	return v;
+}
+
 /* Expand "{{.Field}}", "\t" and "\n" into out (or only check the
  * template when out is NULL).  -1 with *bad the offending part. */
 static int expand_template(const char *tpl, const struct row *w, FILE *out, char **bad)
 {
 	for (const char *p = tpl; *p; p++) {
-		if (p[0] == '\\' && (p[1] == 't' || p[1] == 'n')) {
+		int c = *p;
+		if (p[0] == '\\' && (p[1] == 't' || p[1] == 'n'))
+			c = *++p == 't' ? '\t' : '\n';
+		if (c != '{' || p[1] != '{') {
 			if (out)
-				fputc(p[1] == 't' ? '\t' : '\n', out);
-			p++;
+				fputc(c, out);
 			continue;
 		}
-		if (strncmp(p, "{{", 2) != 0) {
-			if (out)
-				fputc(*p, out);
-			continue;
-		}
-		const char *end = strstr(p, "}}");
-		const char *f = p + 2;
-		while (f < (end ? end : f) && *f == ' ')
-			f++;
-		size_t len = end ? (size_t)(end - f) : 0;
-		while (len && f[len - 1] == ' ')
-			len--;
-		_cleanup_free_ char *name = end && len > 1 && f[0] == '.' ? xstrndup(f + 1, len - 1)
-									  : NULL;
-		struct row probe = { w ? w->im : NULL, w ? w->ref : NULL };
-		static const Alps__ImageInfo empty = ALPS__IMAGE_INFO__INIT;
-		if (!probe.im)
-			probe.im = &empty;
-		char *v = name ? field_value(&probe, name) : NULL;
-		if (!v) {
-			*bad = end ? xstrndup(p, (size_t)(end + 2 - p)) : xstrdup(p);
+		const char *end;
+		char *v = template_value(p, w, &end, bad);
+		if (!v)
 			return -1;
-		}
 		if (out)
 			fputs(v, out);
 		free(v);
@@ -245,7 +257,7 @@ static void count_layers(struct layer_use **l, size_t *n, const Alps__InspectRep
 
 /* The listing has no layers: ask for each image's (an image removed
  * meanwhile leaves the totals marked incomplete). */
-static struct totals image_totals(struct client *cl, const Alps__ImageInfo *const *ims, size_t n)
+static struct totals image_totals(struct client *cl, const Alps__ImageInfo **ims, size_t n)
 {
 	struct totals t = { .images = n, .complete = true };
 	struct layer_use *l = NULL;
@@ -341,6 +353,34 @@ static bool image_selected(const struct images_args *a, char **refs)
 	return false;
 }
 
+static void print_json(struct client *cl, const Alps__ImageInfo **sel, char ***refs, size_t n)
+{
+	struct totals t = image_totals(cl, sel, n);
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, image_json(sel[i], refs[i]));
+	client_print_json(json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:b}}", "ok", 1, "images", arr,
+				    "totals", "image_count", (json_int_t)t.images, "squashfs_size",
+				    (json_int_t)t.bytes, "squashfs_shared", (json_int_t)t.shared,
+				    "complete", (int)t.complete));
+}
+
+/* The table with its totals, or only the lines --quiet or --format ask for. */
+static void print_text(struct client *cl, const struct images_args *a,
+		       const Alps__ImageInfo **sel, char ***refs, size_t n)
+{
+	bool table = !a->quiet && !a->format;
+	if (table)
+		printf("%-50s %-19s %10s %6s %-16s %s\n", "REFERENCE", "DIGEST", "SIZE", "LAYERS",
+		       "LAST USED", "PINNED");
+	for (size_t i = 0; i < n; i++)
+		print_rows(a, sel[i], refs[i]);
+	if (table) {
+		struct totals t = image_totals(cl, sel, n);
+		print_totals(&t);
+	}
+}
+
 static void print_images(struct client *cl, const struct images_args *a,
 			 const Alps__ImagesReply *r)
 {
@@ -357,25 +397,10 @@ static void print_images(struct client *cl, const struct images_args *a,
 		sel[ns] = r->images[i];
 		refs[ns++] = v;
 	}
-	bool want_totals = cl->json || (!a->quiet && !a->format);
-	struct totals t = want_totals ? image_totals(cl, sel, ns) : (struct totals){ 0 };
-	if (cl->json) {
-		json_t *arr = json_array();
-		for (size_t i = 0; i < ns; i++)
-			json_array_append_new(arr, image_json(sel[i], refs[i]));
-		client_print_json(json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:b}}", "ok", 1, "images",
-					    arr, "totals", "image_count", (json_int_t)t.images,
-					    "squashfs_size", (json_int_t)t.bytes, "squashfs_shared",
-					    (json_int_t)t.shared, "complete", (int)t.complete));
-	} else {
-		if (!a->quiet && !a->format)
-			printf("%-50s %-19s %10s %6s %-16s %s\n", "REFERENCE", "DIGEST", "SIZE",
-			       "LAYERS", "LAST USED", "PINNED");
-		for (size_t i = 0; i < ns; i++)
-			print_rows(a, sel[i], refs[i]);
-		if (want_totals)
-			print_totals(&t);
-	}
+	if (cl->json)
+		print_json(cl, sel, refs, ns);
+	else
+		print_text(cl, a, sel, refs, ns);
 	for (size_t i = 0; i < ns; i++)
 		strv_free(refs[i]);
 	free(refs);
