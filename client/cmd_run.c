@@ -163,6 +163,29 @@ static bool is_under(const char *path, const char *dir)
 	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
+/* Does a -v mount go to path?  Then it replaces the default bind there
+ * (one file may not hold two mounts on one destination). */
+static bool mount_dst_taken(const char *mounts, const char *path)
+{
+	if (!mounts)
+		return false;
+	_cleanup_free_ char *copy = xstrdup(mounts);
+	char *save = NULL;
+	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+		char *dst = strchr(m, ':');
+		dst = dst ? dst + 1 : m;
+		char *flags = strchr(dst, ':');
+		if (flags)
+			*flags = '\0';
+		size_t n = strlen(dst);
+		while (n > 1 && dst[n - 1] == '/')
+			dst[--n] = '\0';
+		if (strcmp(dst, path) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* The home comes from the password database, not $HOME: $HOME is the
  * caller's to set and could name anybody's directory.  The binds go
  * before the -v ones, which may mount inside them. */
@@ -171,6 +194,8 @@ static void add_default_binds(struct run_args *r, const char *cwd)
 	char *binds = NULL;
 	const struct passwd *pw = r->no_home ? NULL : getpwuid(getuid());
 	const char *home = pw && pw->pw_dir && bindable(pw->pw_dir) ? pw->pw_dir : NULL;
+	if (home && mount_dst_taken(r->mounts, home))
+		home = NULL;
 	if (home) {
 		_cleanup_free_ char *m = xasprintf("%s:%s", home, home);
 		append_list(&binds, m);
@@ -178,7 +203,8 @@ static void add_default_binds(struct run_args *r, const char *cwd)
 	bool cwd_there = !r->no_cwd && home && is_under(cwd, home);
 	if (!r->no_cwd && !cwd_there && bindable(cwd)) {
 		_cleanup_free_ char *m = xasprintf("%s:%s", cwd, cwd);
-		append_list(&binds, m);
+		if (!mount_dst_taken(r->mounts, cwd))
+			append_list(&binds, m);
 		cwd_there = true;
 	}
 	/* -w, or an EDF's workdir, decide where the command starts. */

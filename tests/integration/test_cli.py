@@ -313,6 +313,10 @@ def test_run_binds_home_and_cwd(rd, world, users, tmpdir_short):
     assert "home file" not in r.stdout and "cwd file" in r.stdout, r.stdout
     r = run(v, "--contain", world.ref, "sh", "-c", f"ls {work}; pwd", cwd=work)
     assert "in-cwd" not in r.stdout and r.stdout == "/\n", r.stdout
+    # A -v on the home's path replaces the default bind (not "two mounts on one
+    # destination").
+    r = run(v, "-v", f"{work}:{v.home}", world.ref, "ls", v.home, cwd=work)
+    assert r.returncode == 0 and r.stdout == "in-cwd\n", (r.stdout, r.stderr)
     # A system directory as cwd is not bound over the image's.
     r = run(v, world.ref, "cat", "/etc/base", cwd="/etc")
     assert r.returncode == 0 and r.stdout == "base\n", (r.stdout, r.stderr)
