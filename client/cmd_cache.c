@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,8 @@ static json_t *gc_json(const Alps__GcReply *r)
 			 arr, "kept", r->kept ? r->kept : "");
 }
 
-static int gc_options(int argc, char **argv, Alps__GcRequest *g)
+/* -1 to go on, else the exit code (usage reported). */
+static int gc_options(struct client *cl, int argc, char **argv, Alps__GcRequest *g)
 {
 	static const struct option opts[] = {
 		{ "dry-run", no_argument, NULL, 'n' },
@@ -117,39 +119,33 @@ static int gc_options(int argc, char **argv, Alps__GcRequest *g)
 		{ NULL, 0, NULL, 0 },
 	};
 	int opt;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "nm:o:", opts, NULL)) != -1) {
+	while ((opt = command_getopt(cl, argc, argv, "nm:o:", opts)) != -1) {
 		if (opt == 'n') {
 			g->dry_run = true;
 		} else if (opt == 'm') {
-			if (parse_size(optarg, &g->max_size) < 0) {
-				fprintf(stderr, "alps gc: --max-size wants a size such as 0, 512M or "
-					"10G, not '%s'\n", optarg);
-				return -1;
-			}
+			if (parse_size(optarg, &g->max_size) < 0)
+				return usage_error(cl, "--max-size wants a size such as 0, 512M or "
+						   "10G, not '%s'", optarg);
 			g->has_max_size = true;
 		} else if (opt == 'o') {
-			if (parse_age(optarg, &g->older_than_s) < 0 || g->older_than_s == 0) {
-				fprintf(stderr, "alps gc: --older-than wants an age such as 3600, 90m, "
-					"12h or 7d, not '%s'\n", optarg);
-				return -1;
-			}
+			if (parse_age(optarg, &g->older_than_s) < 0 || g->older_than_s == 0)
+				return usage_error(cl, "--older-than wants an age such as 3600, 90m, "
+						   "12h or 7d, not '%s'", optarg);
 		} else {
-			return -1;
+			return command_opt_exit(opt);
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "alps gc: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
-	return 0;
+	if (optind != argc)
+		return usage_error(cl, "unexpected argument '%s'", argv[optind]);
+	return -1;
 }
 
 static int run_gc(struct client *cl, int argc, char **argv)
 {
 	Alps__GcRequest g = ALPS__GC_REQUEST__INIT;
-	if (gc_options(argc, argv, &g) < 0)
-		return EXIT_USAGE;
+	int orc = gc_options(cl, argc, argv, &g);
+	if (orc >= 0)
+		return orc;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_GC;
 	req.gc = &g;
@@ -184,43 +180,90 @@ const struct command cmd_gc = {
 
 /* ---- pin, unpin ---- */
 
-static int pin_one(struct client *cl, const char *what, bool pinned)
+/* One image's result: {"ok", "image", "digest", "pinned"} or an error
+ * object with "image". */
+static json_t *pin_one(struct client *cl, const char *what, bool pinned)
 {
-	const char *op = pinned ? "pin" : "unpin";
 	Alps__PinRequest pr = ALPS__PIN_REQUEST__INIT;
 	pr.reference = (char *)what;
 	pr.pinned = pinned;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_PIN;
 	req.pin = &pr;
-	int rc = EXIT_OK;
-	Alps__Response *resp = client_call_ok(cl, &req, op, NULL, NULL, &rc);
-	if (!resp)
-		return rc;
-	const char *digest = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PIN_REPLY
-				     ? resp->pin_reply->digest : "";
-	if (cl->json)
-		client_print_json(json_pack("{s:b, s:s, s:s, s:b}", "ok", 1, "image", what, "digest",
-					    digest, "pinned", (int)pinned));
+	alps_error *err = NULL;
+	Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
+	json_t *j;
+	if (!resp) {
+		j = client_error_json(err->code, err->msg);
+		alps_error_free(err);
+	} else if (resp->status != ALPS__STATUS__OK) {
+		j = client_error_json((int)resp->status, resp->message);
+	} else {
+		const char *digest = resp->payload_case == ALPS__RESPONSE__PAYLOAD_PIN_REPLY
+					     ? resp->pin_reply->digest : "";
+		j = json_pack("{s:b, s:s, s:b}", "ok", 1, "digest", digest, "pinned", (int)pinned);
+	}
+	json_object_set_new(j, "image", json_string(what));
+	if (resp)
+		alps__response__free_unpacked(resp, NULL);
+	return j;
+}
+
+static void pin_print(const json_t *j, bool pinned)
+{
+	const char *what = json_string_value(json_object_get(j, "image"));
+	if (json_is_true(json_object_get(j, "ok")))
+		printf("%s %s (%s)\n", pinned ? "pinned" : "unpinned", what,
+		       json_string_value(json_object_get(j, "digest")));
 	else
-		printf("%s %s (%s)\n", pinned ? "pinned" : "unpinned", what, digest);
-	alps__response__free_unpacked(resp, NULL);
-	return EXIT_OK;
+		fprintf(stderr, "alps %s: %s: %s\n", pinned ? "pin" : "unpin", what,
+			json_string_value(json_object_get(j, "message")));
+}
+
+/* One document for all the operands, as rm prints. */
+static json_t *pin_document(json_t *results, bool pinned)
+{
+	size_t i, failed = 0;
+	json_t *r, *first = NULL;
+	json_array_foreach(results, i, r) {
+		if (!json_is_true(json_object_get(r, "ok"))) {
+			failed++;
+			first = first ? first : r;
+		}
+	}
+	json_t *doc = json_pack("{s:b, s:o}", "ok", failed == 0, "results", results);
+	if (first) {
+		json_object_set(doc, "code", json_object_get(first, "code"));
+		json_object_set_new(doc, "message", json_sprintf("%zu of %zu images not %s", failed,
+								 json_array_size(results),
+								 pinned ? "pinned" : "unpinned"));
+	}
+	return doc;
 }
 
 static int run_pin_common(struct client *cl, int argc, char **argv, bool pinned)
 {
-	if (argc < 2) {
-		fprintf(stderr, "alps %s: give one or more images (reference or digest)\n",
-			pinned ? "pin" : "unpin");
-		return EXIT_USAGE;
+	int status = command_operands(cl, argc, argv, 1, INT_MAX,
+				      "give one or more images (reference or digest)");
+	if (status >= 0)
+		return status;
+	status = EXIT_OK;
+	json_t *results = json_array();
+	for (int i = optind; i < argc; i++) {
+		json_t *j = pin_one(cl, argv[i], pinned);
+		if (!json_is_true(json_object_get(j, "ok"))) {
+			const char *code = json_string_value(json_object_get(j, "code"));
+			status = status == EXIT_UNREACHABLE || strcmp(code, "unavailable") == 0
+					 ? EXIT_UNREACHABLE : EXIT_FAILED;
+		}
+		if (!cl->json)
+			pin_print(j, pinned);
+		json_array_append_new(results, j);
 	}
-	int status = EXIT_OK;
-	for (int i = 1; i < argc; i++) {
-		int rc = pin_one(cl, argv[i], pinned);
-		if (rc != EXIT_OK)
-			status = rc;
-	}
+	if (cl->json)
+		client_print_json(pin_document(results, pinned));
+	else
+		json_decref(results);
 	return status;
 }
 
@@ -305,10 +348,9 @@ static void df_print(const Alps__DfReply *r)
 
 static int run_df(struct client *cl, int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "alps df: unexpected argument '%s'\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 0, 0, "");
+	if (orc >= 0)
+		return orc;
 	Alps__DfRequest dq = ALPS__DF_REQUEST__INIT;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_DF;
@@ -349,11 +391,18 @@ static void verify_output(struct client *cl, const Alps__VerifyReply *r)
 			json_array_append_new(bad, json_pack("{s:s, s:s}", "digest",
 							     r->damaged[i]->digest, "problem",
 							     r->damaged[i]->problem));
-		client_print_json(json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", r->n_damaged == 0,
-					    "layers_checked", (json_int_t)r->layers_checked,
-					    "bytes_checked", (json_int_t)r->bytes_checked,
-					    "checksums_recorded", (json_int_t)r->checksums_recorded,
-					    "damaged", bad));
+		json_t *doc = json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", r->n_damaged == 0,
+					"layers_checked", (json_int_t)r->layers_checked,
+					"bytes_checked", (json_int_t)r->bytes_checked,
+					"checksums_recorded", (json_int_t)r->checksums_recorded,
+					"damaged", bad);
+		if (r->n_damaged) {     /* every ok:false object has code and message */
+			json_object_set_new(doc, "code",
+					    json_string(client_code_name(ALPS_E_INTEGRITY)));
+			json_object_set_new(doc, "message", json_sprintf("%zu damaged layer(s)",
+									 r->n_damaged));
+		}
+		client_print_json(doc);
 		return;
 	}
 	for (size_t i = 0; i < r->n_damaged; i++)
@@ -369,12 +418,11 @@ static void verify_output(struct client *cl, const Alps__VerifyReply *r)
 
 static int run_verify(struct client *cl, int argc, char **argv)
 {
-	if (argc > 2) {
-		fprintf(stderr, "alps verify: give at most one image\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 0, 1, "give at most one image");
+	if (orc >= 0)
+		return orc;
 	Alps__VerifyRequest vq = ALPS__VERIFY_REQUEST__INIT;
-	vq.reference = argc == 2 ? argv[1] : (char *)"";
+	vq.reference = optind < argc ? argv[optind] : (char *)"";
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_VERIFY;
 	req.verify = &vq;
@@ -548,15 +596,14 @@ static int squash_dir(const char *dir, const char *out, struct squash_result *re
 
 static int run_squash(struct client *cl, int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "alps squash: give a directory and the squashfs file to write\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 2, 2,
+				   "give a directory and the squashfs file to write");
+	if (orc >= 0)
+		return orc;
+	argv += optind - 1;     /* the operands as argv[1] and argv[2] */
 	struct stat st;
-	if (stat(argv[1], &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "alps squash: %s is not a directory\n", argv[1]);
-		return EXIT_USAGE;
-	}
+	if (stat(argv[1], &st) < 0 || !S_ISDIR(st.st_mode))
+		return usage_error(cl, "%s is not a directory", argv[1]);
 	struct squash_result res;
 	alps_error *err = NULL;
 	/* The writer may give up early (the output exists): the tar thread
@@ -788,10 +835,11 @@ static int unsq_open(const char *path, struct unsq_fs *fs, struct unsq *u, alps_
 
 static int run_unsquash(struct client *cl, int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "alps unsquash: give a squashfs file and a new directory\n");
-		return EXIT_USAGE;
-	}
+	int orc = command_operands(cl, argc, argv, 2, 2,
+				   "give a squashfs file and a new directory");
+	if (orc >= 0)
+		return orc;
+	argv += optind - 1;     /* the operands as argv[1] and argv[2] */
 	struct unsq_fs fs = { 0 };
 	struct unsq u = { 0 };
 	alps_error *err = NULL;

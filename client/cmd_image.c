@@ -1,4 +1,4 @@
-/* cmd_image.c: alps pull, images, inspect, rm. */
+/* cmd_image.c: alps pull, inspect, rm (images: cmd_images.c). */
 #include <config.h>
 
 #include <errno.h>
@@ -194,7 +194,7 @@ const struct command cmd_pull = {
 	.run = run_pull,
 };
 
-/* ---- images ---- */
+/* ---- an image as JSON (inspect) ---- */
 
 static json_t *image_json(const Alps__ImageInfo *im)
 {
@@ -207,61 +207,6 @@ static json_t *image_json(const Alps__ImageInfo *im)
 			 (json_int_t)im->last_used_ms, "pinned", (int)im->pinned, "platform",
 			 im->platform);
 }
-
-static void format_time(uint64_t ms, char *buf, size_t size)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	if (ms == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%d %H:%M", &tm) == 0)
-		snprintf(buf, size, "-");
-}
-
-static int run_images(struct client *cl, int argc, char **argv)
-{
-	int rc = command_operands(cl, argc, argv, 0, 0, "");
-	if (rc >= 0)
-		return rc;
-	Alps__ImagesRequest ir = ALPS__IMAGES_REQUEST__INIT;
-	Alps__Request req = ALPS__REQUEST__INIT;
-	req.op_case = ALPS__REQUEST__OP_IMAGES;
-	req.images = &ir;
-	rc = EXIT_OK;
-	Alps__Response *resp = client_call_ok(cl, &req, "images", NULL, NULL, &rc);
-	if (!resp)
-		return rc;
-	const Alps__ImagesReply *r = resp->payload_case == ALPS__RESPONSE__PAYLOAD_IMAGES_REPLY
-					     ? resp->images_reply : NULL;
-	size_t n = r ? r->n_images : 0;
-	if (cl->json) {
-		json_t *arr = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, image_json(r->images[i]));
-		client_print_json(json_pack("{s:b, s:o}", "ok", 1, "images", arr));
-	} else {
-		printf("%-50s %-19s %10s %6s %-16s %s\n", "REFERENCE", "DIGEST", "SIZE", "LAYERS",
-		       "LAST USED", "PINNED");
-		for (size_t i = 0; i < n; i++) {
-			const Alps__ImageInfo *im = r->images[i];
-			char size[32], used[32];
-			format_size(im->size, size, sizeof(size));
-			format_time(im->last_used_ms, used, sizeof(used));
-			for (size_t k = 0; k < (im->n_references ? im->n_references : 1); k++)
-				printf("%-50s %-19.19s %10s %6u %-16s %s\n",
-				       im->n_references ? im->references[k] : "<untagged>", im->digest,
-				       size, im->layers, used, im->pinned ? "yes" : "no");
-		}
-	}
-	alps__response__free_unpacked(resp, NULL);
-	return EXIT_OK;
-}
-
-const struct command cmd_images = {
-	.name = "images",
-	.summary = "List the images in the node's store that you may use.",
-	.usage = "",
-	.help = "",
-	.run = run_images,
-};
 
 /* ---- inspect ---- */
 

@@ -250,7 +250,7 @@ int do_prepare(struct client *cl, const struct prepare_args *a, Alps__Response *
 	struct edf_source *src = NULL;
 	size_t nsrc = 0;
 	if (a->edf && read_edf(a->edf, a->run ? NULL : a->user, &src, &nsrc, &err) < 0)
-		return client_fail(cl, "prepare", err);
+		return client_fail(cl, cl->cmd->name, err);
 	Alps__EdfSource *storage = NULL;
 	Alps__EdfSource **srcv = edf_sources_msg(src, nsrc, &storage);
 	char cwd[4096];
@@ -282,10 +282,10 @@ int prepare_send(struct client *cl, Alps__PrepareRequest *pr, Alps__Response **r
 	req.prepare = pr;
 	Alps__Response *resp = client_call(cl, &req, on_prepare_progress, cl, &err);
 	if (!resp)
-		return client_fail(cl, "prepare", err);
+		return client_fail(cl, cl->cmd->name, err);
 	if (resp->status != ALPS__STATUS__OK ||
 	    resp->payload_case != ALPS__RESPONSE__PAYLOAD_PREPARE_REPLY) {
-		int rc = client_report_response(cl, "prepare", resp);
+		int rc = client_report_response(cl, cl->cmd->name, resp);
 		alps__response__free_unpacked(resp, NULL);
 		return rc ? rc : EXIT_FAILED;
 	}
@@ -424,12 +424,13 @@ static void on_exec_progress(const Alps__Response *resp, void *arg)
 static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 {
 	if (resp->status != ALPS__STATUS__OK || resp->payload_case != ALPS__RESPONSE__PAYLOAD_EXEC_REPLY) {
-		client_report_response(cl, "exec", resp);
+		client_report_response(cl, cl->cmd->name, resp);
 		return start_status ? start_status : 125;
 	}
 	const Alps__ExecReply *er = resp->exec_reply;
 	if (er->released)
-		fprintf(stderr, "alps exec: the job was released while the command ran\n");
+		fprintf(stderr, "alps %s: the job was released while the command ran\n",
+			cl->cmd->name);
 	int st = er->exit_status;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 125;
 }
@@ -441,8 +442,8 @@ static int exec_exit_code(struct client *cl, const Alps__Response *resp)
 static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 {
 	if (!relay_tty)
-		fprintf(stderr, "alps exec: lost alpsd while pid %d ran (%s); waiting for it to "
-			"end\n", (int)pid, err ? err->msg : "connection closed");
+		fprintf(stderr, "alps %s: lost alpsd while pid %d ran (%s); waiting for it to "
+			"end\n", cl->cmd->name, (int)pid, err ? err->msg : "connection closed");
 	alps_error_free(err);
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd >= 0) {
@@ -460,8 +461,8 @@ static int exec_lost(struct client *cl, pid_t pid, alps_error *err)
 					    "message", "alpsd went away: the command's exit status "
 					    "is unknown", "pid", (int)pid));
 	else
-		fprintf(stderr, "alps exec: pid %d ended; its exit status is unknown (alpsd was "
-			"not there to see it)\n", (int)pid);
+		fprintf(stderr, "alps %s: pid %d ended; its exit status is unknown (alpsd was "
+			"not there to see it)\n", cl->cmd->name, (int)pid);
 	return 125;
 }
 
@@ -481,7 +482,7 @@ int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **
 	req.exec = &x;
 	alps_error *err = NULL;
 	if (client_connect(cl, &err) < 0) {
-		client_fail(cl, "exec", err);
+		client_fail(cl, cl->cmd->name, err);
 		return 125;
 	}
 	start_status = 0;
@@ -489,7 +490,7 @@ int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **
 	if (exectty_wanted() && !cl->json) {
 		int slave;
 		if (exectty_start(&slave, &err) < 0) {
-			client_fail(cl, "exec", err);
+			client_fail(cl, cl->cmd->name, err);
 			return 125;
 		}
 		fds[0] = fds[1] = fds[2] = slave;
@@ -505,7 +506,7 @@ int do_exec(struct client *cl, const char *job, unsigned rank, int argc, char **
 		exectty_stop();
 	relay_tty = false;
 	if (!resp) {
-		client_fail(cl, "exec", err);
+		client_fail(cl, cl->cmd->name, err);
 		return 125;
 	}
 	int rc = exec_exit_code(cl, resp);
@@ -568,7 +569,7 @@ int do_release(struct client *cl, const char *job, bool quiet)
 	req.op_case = ALPS__REQUEST__OP_RELEASE;
 	req.release = &rr;
 	int rc = EXIT_OK;
-	Alps__Response *resp = client_call_ok(cl, &req, "release", NULL, NULL, &rc);
+	Alps__Response *resp = client_call_ok(cl, &req, cl->cmd->name, NULL, NULL, &rc);
 	if (!resp)
 		return rc;
 	if (!quiet && cl->json)

@@ -9,9 +9,11 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client/job.h"
@@ -21,7 +23,9 @@ extern char **environ;
 
 struct run_args {
 	const char *edf, *image, *workdir;
+	bool no_home, no_cwd;   /* --no-home, --no-cwd (--contain: both) */
 	char *mounts;           /* owned: "SRC:DST[:FLAGS],..." */
+	char *cwd_workdir;      /* owned: the caller's cwd when the command starts there */
 	char *env_names;        /* owned: "NAME,..." */
 	char **env_values;      /* owned: "NAME=VALUE" with $ doubled */
 	size_t nenv;
@@ -30,6 +34,7 @@ struct run_args {
 static void run_args_free(struct run_args *r)
 {
 	free(r->mounts);
+	free(r->cwd_workdir);
 	free(r->env_names);
 	for (size_t i = 0; i < r->nenv; i++)
 		free(r->env_values[i]);
@@ -91,6 +96,9 @@ static int parse_run(struct client *cl, int argc, char **argv, struct run_args *
 		{ "env", required_argument, NULL, 'e' },
 		{ "mount", required_argument, NULL, 'v' },
 		{ "workdir", required_argument, NULL, 'w' },
+		{ "no-home", no_argument, NULL, 'H' },
+		{ "no-cwd", no_argument, NULL, 'C' },
+		{ "contain", no_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int opt, rc = -1;
@@ -101,6 +109,9 @@ static int parse_run(struct client *cl, int argc, char **argv, struct run_args *
 		case 'e': rc = add_env(cl, r, optarg); break;
 		case 'v': rc = add_mount(cl, r, optarg); break;
 		case 'w': r->workdir = optarg; break;
+		case 'H': r->no_home = true; break;
+		case 'C': r->no_cwd = true; break;
+		case 'c': r->no_home = r->no_cwd = true; break;
 		default: return command_opt_exit(opt);
 		}
 	}
@@ -114,6 +125,97 @@ static int parse_run(struct client *cl, int argc, char **argv, struct run_args *
 	if (optind < argc && strcmp(argv[optind], "--") == 0)
 		optind++;
 	return -1;
+}
+
+/* ---- the caller's home and working directory, as Apptainer binds them ---- */
+
+/* The host's own directories: a cwd there is not bound (the container has
+ * its own /etc, /usr...; binding them over it would break it). */
+static bool is_system_dir(const char *path)
+{
+	static const char *const dirs[] = { "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32",
+					    "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys",
+					    "/usr", "/var" };
+	if (strcmp(path, "/") == 0)
+		return true;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		size_t n = strlen(dirs[i]);
+		if (strncmp(path, dirs[i], n) == 0 && (path[n] == '\0' || path[n] == '/'))
+			return true;
+	}
+	return false;
+}
+
+/* Bound at the same path by default: an absolute directory, not a system
+ * one, that the caller may enter (the daemon checks again, as the user)
+ * and that the mount syntax can carry (no ',' or ':').  Anything else is
+ * left out quietly: a default must not make a run fail. */
+static bool bindable(const char *path)
+{
+	struct stat st;
+	return path[0] == '/' && !is_system_dir(path) && !strpbrk(path, ",:") &&
+	       stat(path, &st) == 0 && S_ISDIR(st.st_mode) && access(path, R_OK | X_OK) == 0;
+}
+
+static bool is_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Does a -v mount go to path?  Then it replaces the default bind there
+ * (one file may not hold two mounts on one destination). */
+static bool mount_dst_taken(const char *mounts, const char *path)
+{
+	if (!mounts)
+		return false;
+	_cleanup_free_ char *copy = xstrdup(mounts);
+	char *save = NULL;
+	for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+		char *dst = strchr(m, ':');
+		dst = dst ? dst + 1 : m;
+		char *flags = strchr(dst, ':');
+		if (flags)
+			*flags = '\0';
+		size_t n = strlen(dst);
+		while (n > 1 && dst[n - 1] == '/')
+			dst[--n] = '\0';
+		if (strcmp(dst, path) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The home comes from the password database, not $HOME: $HOME is the
+ * caller's to set and could name anybody's directory.  The binds go
+ * before the -v ones, which may mount inside them. */
+static void add_default_binds(struct run_args *r, const char *cwd)
+{
+	char *binds = NULL;
+	const struct passwd *pw = r->no_home ? NULL : getpwuid(getuid());
+	const char *home = pw && pw->pw_dir && bindable(pw->pw_dir) ? pw->pw_dir : NULL;
+	if (home && mount_dst_taken(r->mounts, home))
+		home = NULL;
+	if (home) {
+		_cleanup_free_ char *m = xasprintf("%s:%s", home, home);
+		append_list(&binds, m);
+	}
+	bool cwd_there = !r->no_cwd && home && is_under(cwd, home);
+	if (!r->no_cwd && !cwd_there && bindable(cwd)) {
+		_cleanup_free_ char *m = xasprintf("%s:%s", cwd, cwd);
+		if (!mount_dst_taken(r->mounts, cwd))
+			append_list(&binds, m);
+		cwd_there = true;
+	}
+	/* -w, or an EDF's workdir, decide where the command starts. */
+	if (cwd_there && !r->workdir && !r->edf)
+		r->cwd_workdir = xstrdup(cwd);
+	if (binds && r->mounts)
+		append_list(&binds, r->mounts);
+	if (binds) {
+		free(r->mounts);
+		r->mounts = binds;
+	}
 }
 
 /* A path to an image file (podman and Apptainer take both). */
@@ -140,7 +242,8 @@ static int build_request(struct client *cl, const struct run_args *r, const char
 	} else if (r->image) {
 		image = xstrdup(r->image);
 	}
-	struct container_opts o = { .image = image, .mounts = r->mounts, .workdir = r->workdir,
+	const char *workdir = r->workdir ? r->workdir : r->cwd_workdir;
+	struct container_opts o = { .image = image, .mounts = r->mounts, .workdir = workdir,
 				    .writable = -1, .env_names = r->env_names, .mount_home = -1,
 				    .entrypoint = -1 };
 	/* The -e values first: the options' EDF looks names up there. */
@@ -162,11 +265,16 @@ static int build_request(struct client *cl, const struct run_args *r, const char
 
 static bool needs_edf(const struct run_args *r)
 {
-	return r->edf || r->mounts || r->env_names || r->workdir || is_file_image(r->image);
+	return r->edf || r->mounts || r->env_names || r->workdir || r->cwd_workdir ||
+	       is_file_image(r->image);
 }
 
-static int prepare_run(struct client *cl, const struct run_args *r, Alps__Response **resp)
+static int prepare_run(struct client *cl, struct run_args *r, Alps__Response **resp)
 {
+	char cwd[4096];
+	if (!getcwd(cwd, sizeof(cwd)))
+		snprintf(cwd, sizeof(cwd), "/");
+	add_default_binds(r, cwd);
 	if (!needs_edf(r)) {
 		int rc = EXIT_OK;
 		_cleanup_free_ char *ref = client_image_ref(cl, r->image, &rc);
@@ -175,9 +283,6 @@ static int prepare_run(struct client *cl, const struct run_args *r, Alps__Respon
 		struct prepare_args a = { .run = true, .image = ref };
 		return do_prepare(cl, &a, resp);
 	}
-	char cwd[4096];
-	if (!getcwd(cwd, sizeof(cwd)))
-		snprintf(cwd, sizeof(cwd), "/");
 	Alps__PrepareRequest *req = NULL;
 	int rc = build_request(cl, r, cwd, &req);
 	if (rc == EXIT_OK)
@@ -226,9 +331,17 @@ const struct command cmd_run = {
 		"  -e, --env NAME=VALUE  set a variable in the container\n"
 		"  -v, --mount SRC:DST[:FLAGS]  bind-mount SRC at DST (EDF mount syntax)\n"
 		"  -w, --workdir DIR     the command's working directory in the container\n"
+		"      --no-home         do not bind your home directory\n"
+		"      --no-cwd          do not bind the working directory nor start in it\n"
+		"      --contain         neither: only the image and the -v mounts\n"
 		"Prepares a job for you, runs the command (the image's entrypoint and cmd\n"
 		"when none is given), releases the job.  The options are an EDF on top of\n"
 		"--environment, like srun's --container-* options.\n"
+		"By default, as with Apptainer, your home directory (from the password\n"
+		"database, not $HOME) and the working directory are bound at the same\n"
+		"paths and the command starts in the working directory (unless -w or an\n"
+		"EDF says otherwise); a working directory under /, /etc, /usr, /var and\n"
+		"the other system directories is not bound.\n"
 		"Exit status: as for exec.\n",
 	.operand_stops = true,
 	.run = run_run,

@@ -64,7 +64,7 @@ static const struct command *find_command(const char *name)
 /* alps help [COMMAND] */
 static int run_help(struct client *cl, int argc, char **argv)
 {
-	if (argc < 2) {
+	if (argc < 2 || (argc == 2 && strcmp(argv[1], "help") == 0)) {
 		usage(stdout);
 		return EXIT_OK;
 	}

@@ -109,7 +109,7 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 		case 'l': add_override(cl, "daemon.log_level", optarg); break;
 		case OPT_SET: {
 			char *eq = strchr(optarg, '=');
-			if (!eq) {
+			if (!eq || eq == optarg) {
 				fprintf(stderr, "alpsd: --set wants KEY=VALUE, not '%s'\n", optarg);
 				exit(2);
 			}
@@ -121,7 +121,9 @@ static void parse_cmdline(int argc, char **argv, struct cmdline *cl)
 		case OPT_MAN: cl->print_man = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("alpsd %s\n", PACKAGE_VERSION); exit(0);
-		default: usage(stderr); exit(2);
+		default:        /* getopt said what was wrong */
+			fprintf(stderr, "See 'alpsd --help'.\n");
+			exit(2);
 		}
 	}
 	if (optind < argc) {

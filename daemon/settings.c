@@ -542,6 +542,11 @@ static int config_set_value(struct config *c, const struct option_def *o, const 
 	struct toml_error terr;
 	if (toml_parse(doc, strlen(doc), &root, &terr) < 0 || root->u.tab.n != 1) {
 		toml_free(root);
+		/* Meant as TOML (an array, a quoted string) but broken: say so,
+		 * rather than take '["/a"' for a path. */
+		if (strchr("[{\"'", value[0]))
+			return alps_fail(err, ALPS_E_INVALID, "%s: not a TOML value: %s", o->key,
+					 terr.msg);
 		return option_set_text(c, o, value, err);
 	}
 	alps_error *toml_err = NULL;

@@ -83,7 +83,7 @@ static int apply_new_fs(struct apply_ctx *ctx, const struct mount_op *op, const 
 		return -1;
 	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
 	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot open %s in the container", op->dst);
 	if (mnt_verify(fd, op->flags, what, err) < 0)
 		return -1;
 	/* A tmpfs of the job's is its own: mount points may go there. */
@@ -207,7 +207,7 @@ static int nearest_existing(struct apply_ctx *ctx, const char *path, const char 
 		p += len;
 	}
 	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", path);
+		return alps_fail_errno(err, "cannot open %s in the container", path);
 	return fd;
 }
 
@@ -229,7 +229,7 @@ static int find_mount_point(struct apply_ctx *ctx, const struct mount_op *op, al
 	if (fd < 0 && errno == ENOENT)
 		return -2;
 	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot open %s in the container", op->dst);
 	return fd;
 }
 
@@ -264,7 +264,7 @@ static int check_mount_point(struct apply_ctx *ctx, const struct mount_op *op, i
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return alps_fail_errno(err, "stat(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot look up %s in the container", op->dst);
 	if (dir && !S_ISDIR(st.st_mode))
 		return alps_fail(err, ALPS_E_INVALID, "%s is not a directory in the container, the "
 				 "source is", op->dst);
@@ -296,7 +296,7 @@ static int bind_from_fd(struct apply_ctx *ctx, const struct mount_op *op, int sr
 	const char *what = op->dst;
 	struct stat st;
 	if (fstat(src, &st) < 0)
-		return alps_fail_errno(err, "stat(%s)", op->src);
+		return alps_fail_errno(err, "cannot look up %s", op->src);
 	_cleanup_close_ int target = apply_mount_point(ctx, op, S_ISDIR(st.st_mode), err);
 	if (target < 0)
 		return -1;
@@ -306,7 +306,7 @@ static int bind_from_fd(struct apply_ctx *ctx, const struct mount_op *op, int sr
 		return -1;
 	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
 	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot open %s in the container", op->dst);
 	return mnt_verify(fd, op->flags, what, err);
 }
 
@@ -320,7 +320,7 @@ static int apply_bind(struct apply_ctx *ctx, const struct mount_op *op, alps_err
 		if (src < 0 && errno == ENOENT && op->optional)
 			return 0;
 		if (src < 0)
-			alps_fail_errno(err, "open(%s)", op->src);
+			alps_fail_errno(err, "cannot open %s", op->src);
 	}
 	if (src < 0 || bind_from_fd(ctx, op, src, err) < 0)
 		return -1;
@@ -332,7 +332,7 @@ static int apply_sysfs(struct apply_ctx *ctx, const struct mount_op *op, alps_er
 {
 	_cleanup_close_ int src = open(op->src, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (src < 0)
-		return alps_fail_errno(err, "open(%s)", op->src);
+		return alps_fail_errno(err, "cannot open %s", op->src);
 	if (bind_from_fd(ctx, op, src, err) < 0)
 		return -1;
 	apply_report(ctx, op, "sysfs", NULL);
@@ -343,10 +343,10 @@ static int apply_device(struct apply_ctx *ctx, const struct mount_op *op, alps_e
 {
 	_cleanup_close_ int src = open(op->src, O_PATH | O_CLOEXEC);
 	if (src < 0)
-		return alps_fail_errno(err, "open(%s)", op->src);
+		return alps_fail_errno(err, "cannot open %s", op->src);
 	struct stat st;
 	if (fstat(src, &st) < 0)
-		return alps_fail_errno(err, "stat(%s)", op->src);
+		return alps_fail_errno(err, "cannot look up %s", op->src);
 	if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
 		return alps_fail(err, ALPS_E_INVALID, "%s is not a device node", op->src);
 	if (bind_from_fd(ctx, op, src, err) < 0)
@@ -505,17 +505,17 @@ static int apply_workdir(struct apply_ctx *ctx, const struct mount_op *op, alps_
 		bool last = p[len] == '\0' || strspn(p + len, "/") == strlen(p + len);
 		if (own_root) {
 			if (mkdirat(fd, name, 0755) < 0 && errno != EEXIST)
-				return alps_fail_errno(err, "mkdir(%s) for the workdir %s", name,
+				return alps_fail_errno(err, "cannot create %s for the workdir %s", name,
 						       op->dst);
 			if (last && fchownat(fd, name, ctx->plan->uid, ctx->plan->gid,
 					     AT_SYMLINK_NOFOLLOW) < 0)
-				return alps_fail_errno(err, "chown(%s)", op->dst);
+				return alps_fail_errno(err, "cannot give the workdir %s to the job's user", op->dst);
 		} else if (as_user_mkdirat(&ctx->creds, fd, name, 0755, err) < 0) {
 			return alps_error_prefix(err, "the workdir %s", op->dst);
 		}
 		int next = openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (next < 0)
-			return alps_fail_errno(err, "open(%s) for the workdir %s", name, op->dst);
+			return alps_fail_errno(err, "cannot open %s for the workdir %s", name, op->dst);
 		close(fd);
 		fd = next;
 		p += len;

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "daemon/job/creds.h"
 #include "daemon/job/ipc.h"
@@ -156,10 +157,10 @@ static int as_user_run(const struct creds *c, as_user_fn fn, const void *arg, in
 	int sv[2];
 	*fd = -1;
 	if (ipc_pair(sv) < 0)
-		return alps_fail_errno(err, "socketpair() for %s", what);
+		return alps_fail_errno(err, "cannot %s: no socket pair", what);
 	pid_t pid = fork();
 	if (pid < 0) {
-		alps_fail_errno(err, "fork() for %s", what);
+		alps_fail_errno(err, "cannot %s: no process", what);
 		close(sv[0]);
 		close(sv[1]);
 		return -1;
@@ -176,13 +177,19 @@ static int as_user_run(const struct creds *c, as_user_fn fn, const void *arg, in
 		if (*fd >= 0)
 			close(*fd);
 		*fd = -1;
-		return alps_fail_errnum(err, n < 0 ? saved : EPROTO, "%s as uid %u: no answer", what,
+		return alps_fail_errnum(err, n < 0 ? saved : EPROTO, "cannot %s as uid %u: no answer", what,
 					(unsigned)c->uid);
 	}
 	if (r.errnum) {
 		r.stage[sizeof(r.stage) - 1] = '\0';
-		return alps_fail_errnum(err, r.errnum, "%s as uid %u (%s)", what, (unsigned)c->uid,
-					r.stage);
+		/* The user reads what failed; the step inside (setgroups, prctl...)
+		 * is for the log. */
+		log_debug("%s as uid %u failed at %s: %s", what, (unsigned)c->uid, r.stage,
+			  strerror(r.errnum));
+		if (strcmp(r.stage, "open") != 0)
+			return alps_fail_errnum(err, r.errnum, "cannot switch to uid %u to %s",
+						(unsigned)c->uid, what);
+		return alps_fail_errnum(err, r.errnum, "cannot %s as uid %u", what, (unsigned)c->uid);
 	}
 	return 0;
 }
@@ -232,7 +239,7 @@ int as_user_open(const struct creds *c, const char *path, enum as_user_open_mode
 		 alps_error **err)
 {
 	struct open_args a = { .path = path, .mode = mode };
-	_cleanup_free_ char *what = xasprintf("opening %s", path);
+	_cleanup_free_ char *what = xasprintf("open %s", path);
 	int fd;
 	if (as_user_run(c, open_as_user_fn, &a, -1, &fd, what, err) < 0)
 		return -1;
@@ -273,7 +280,7 @@ int as_user_open_in_root(const struct creds *c, int rootfd, const char *path, in
 			 alps_error **err)
 {
 	struct open_in_root_args a = { .rootfd = rootfd, .path = path, .flags = flags };
-	_cleanup_free_ char *what = xasprintf("opening %s in the container", path);
+	_cleanup_free_ char *what = xasprintf("open %s in the container", path);
 	int fd;
 	if (as_user_run(c, open_in_root_fn, &a, rootfd, &fd, what, err) < 0)
 		return -1;
@@ -300,7 +307,7 @@ int as_user_mkdirat(const struct creds *c, int dirfd, const char *name, mode_t m
 		    alps_error **err)
 {
 	struct mkdir_args a = { .dirfd = dirfd, .name = name, .mode = mode };
-	_cleanup_free_ char *what = xasprintf("creating %s", name);
+	_cleanup_free_ char *what = xasprintf("create %s", name);
 	int fd;
 	return as_user_run(c, mkdir_as_user_fn, &a, dirfd, &fd, what, err);
 }

@@ -38,7 +38,7 @@ static int verify_at(int devfd, const char *name, unsigned long want, alps_error
 	_cleanup_free_ char *what = xasprintf("/dev/%s", name);
 	_cleanup_close_ int fd = openat(devfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return alps_fail_errno(err, "open(%s) in the container", what);
+		return alps_fail_errno(err, "cannot open %s in the container", what);
 	return mnt_verify(fd, want, what, err);
 }
 
@@ -60,7 +60,7 @@ static int bind_node(int devfd, const char *name, alps_error **err)
 	close(fd);
 	_cleanup_close_ int target = openat(devfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (target < 0)
-		return alps_fail_errno(err, "open(/dev/%s) in the container", name);
+		return alps_fail_errno(err, "cannot open /dev/%s in the container", name);
 	_cleanup_close_ int mfd = mnt_clone(src, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, host,
 					    err);
 	if (mfd < 0 || mnt_attach(mfd, target, host, err) < 0)
@@ -75,10 +75,10 @@ static int mount_sub(int devfd, const char *name, mode_t mode, const char *fstyp
 	unsigned attr = mnt_attr_of(want);
 	_cleanup_free_ char *what = xasprintf("/dev/%s", name);
 	if (mkdirat(devfd, name, mode) < 0 || fchmodat(devfd, name, mode, 0) < 0)
-		return alps_fail_errno(err, "mkdir(%s) in the container", what);
+		return alps_fail_errno(err, "cannot create %s in the container", what);
 	_cleanup_close_ int target = openat(devfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (target < 0)
-		return alps_fail_errno(err, "open(%s) in the container", what);
+		return alps_fail_errno(err, "cannot open %s in the container", what);
 	_cleanup_close_ int mfd = mnt_fs_new(fstype, fstype, options, attr, what, err);
 	if (mfd < 0 || mnt_attach(mfd, target, what, err) < 0)
 		return -1;
@@ -92,7 +92,7 @@ static int fill_dev(int devfd, alps_error **err)
 			return -1;
 	for (size_t i = 0; i < ARRAY_SIZE(std_links); i++)
 		if (symlinkat(std_links[i].target, devfd, std_links[i].name) < 0)
-			return alps_fail_errno(err, "symlink(/dev/%s) in the container",
+			return alps_fail_errno(err, "cannot link /dev/%s in the container",
 					       std_links[i].name);
 	return mount_sub(devfd, "pts", 0755, "devpts", "newinstance,ptmxmode=0666,mode=0620",
 			 MS_NOSUID | MS_NOEXEC, err);
@@ -109,7 +109,7 @@ int apply_devtmp(struct apply_ctx *ctx, const struct mount_op *op, alps_error **
 		return -1;
 	_cleanup_close_ int devfd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH | O_DIRECTORY, 0);
 	if (devfd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot open %s in the container", op->dst);
 	if (mnt_verify(devfd, op->flags, op->dst, err) < 0 || apply_own_mount(ctx, devfd, err) < 0 ||
 	    fill_dev(devfd, err) < 0)
 		return -1;

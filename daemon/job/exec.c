@@ -452,19 +452,21 @@ static int report_error(const struct exec_spec *s, const struct enter_report *r,
 {
 	int *st = s->start_status;
 	if (r->stage < 0 || r->stage >= ENTER_STAGE_COUNT)
-		return alps_fail(err, ALPS_E_INTERNAL, "job %s: alps-enter failed", s->job);
+		return alps_fail(err, ALPS_E_INTERNAL, "job %s: the command could not be "
+				 "started", s->job);
 	if (r->stage == ENTER_STAGE_EXEC && (r->errnum == ENOENT || r->errnum == ENOTDIR)) {
 		if (st)
 			*st = EXEC_STATUS_NOT_FOUND;
-		return alps_fail(err, ALPS_E_NOT_FOUND, "job %s: %s: command not found", s->job,
-				 s->argv[0]);
+		return alps_fail(err, ALPS_E_NOT_FOUND, "%s: command not found", s->argv[0]);
 	}
 	if (r->stage == ENTER_STAGE_EXEC) {
 		if (st)
 			*st = EXEC_STATUS_NOT_EXECUTABLE;
-		return alps_fail_errnum(err, r->errnum, "job %s: cannot execute %s", s->job,
-					s->argv[0]);
+		return alps_fail_errnum(err, r->errnum, "cannot execute %s", s->argv[0]);
 	}
+	if (r->stage == ENTER_STAGE_CHDIR)      /* the caller's -w: its words */
+		return alps_fail_errnum(err, r->errnum, "cannot enter the workdir %s",
+					s->workdir ? s->workdir : "/");
 	return alps_fail_errnum(err, r->errnum, "job %s: %s%s%s", s->job, stage_names[r->stage],
 				r->stage == ENTER_STAGE_CHDIR ? " " : "",
 				r->stage == ENTER_STAGE_CHDIR ? (s->workdir ? s->workdir : "/") : "");

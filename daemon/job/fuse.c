@@ -257,7 +257,7 @@ int apply_squashfuse(struct apply_ctx *ctx, const struct mount_op *op, alps_erro
 		return -1;
 	_cleanup_close_ int fd = mnt_open_in_root(ctx->rootfd, op->dst, O_PATH, 0);
 	if (fd < 0)
-		return alps_fail_errno(err, "openat2(%s) in the container", op->dst);
+		return alps_fail_errno(err, "cannot open %s in the container", op->dst);
 	if (mnt_verify(fd, FUSE_FLAGS, op->dst, err) < 0)
 		return -1;
 	apply_report(ctx, op, "fuse.squashfuse", NULL);

@@ -53,7 +53,7 @@ int mnt_open_in_root(int rootfd, const char *path, int flags, mode_t mode)
 static int create_dir_at(int parent, const char *name, const char *path, alps_error **err)
 {
 	if (mkdirat(parent, name, 0755) < 0 && errno != EEXIST)
-		return alps_fail_errno(err, "mkdir(%s) for %s in the container", name, path);
+		return alps_fail_errno(err, "cannot create %s for %s in the container", name, path);
 	int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 && errno == ENOTDIR && fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -61,7 +61,7 @@ static int create_dir_at(int parent, const char *name, const char *path, alps_er
 		return alps_fail(err, ALPS_E_INVALID, "%s: %s is a dangling symlink in the container",
 				 path, name);
 	if (fd < 0)
-		return alps_fail_errno(err, "open(%s) for %s in the container", name, path);
+		return alps_fail_errno(err, "cannot open %s for %s in the container", name, path);
 	return fd;
 }
 
@@ -73,7 +73,7 @@ static int create_file_at(int parent, const char *name, const char *path, alps_e
 	struct stat st;
 	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) &&
 	    unlinkat(parent, name, 0) < 0)
-		return alps_fail_errno(err, "unlink(%s) in the container", path);
+		return alps_fail_errno(err, "cannot remove %s in the container", path);
 	int fd = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0 && errno != EEXIST)
 		return alps_fail_errno(err, "creating %s in the container", path);
@@ -81,7 +81,7 @@ static int create_file_at(int parent, const char *name, const char *path, alps_e
 		close(fd);
 	fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return alps_fail_errno(err, "open(%s) in the container", path);
+		return alps_fail_errno(err, "cannot open %s in the container", path);
 	return fd;
 }
 

@@ -463,9 +463,9 @@ int ns_prepare(const struct job_spec *spec, struct ns_result *out, alps_error **
 	_cleanup_ns_plan_ struct ns_plan *plan = NULL;
 	if (ns_plan_build(spec, &plan, err) < 0 || ns_plan_validate(plan, err) < 0 ||
 	    ns_run_dir_init(plan->run_dir, err) < 0)
-		return alps_error_prefix(err, "job %s", spec->job ? spec->job : "?");
+		return -1;      /* the caller names the job it asked for */
 	job_claim(plan->job);
 	int rc = prepare_claimed(spec, plan, out, err);
 	job_unclaim(plan->job);
-	return rc < 0 ? alps_error_prefix(err, "job %s", plan->job) : 0;
+	return rc;
 }

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,11 +176,25 @@ static int find_job(struct xe *x, struct store_job **job, alps_error **err)
 	return 0;
 }
 
+/* A rank the job was not prepared for gets no placement: say so rather
+ * than run it unplaced (a job prepared without --tasks takes any rank). */
+static int check_rank(const struct xe *x, const char *env_json, alps_error **err)
+{
+	json_t *j = env_json ? json_loads(env_json, 0, NULL) : NULL;
+	json_int_t tasks = j ? json_integer_value(json_object_get(j, "tasks")) : 0;
+	json_decref(j);
+	if (tasks <= 0 || x->local_rank < (uint32_t)tasks)
+		return 0;
+	return alps_fail(err, ALPS_E_INVALID, "rank %u is beyond job %s's %lld task%s (ranks 0 "
+			 "to %lld)", (unsigned)x->local_rank, x->job, (long long)tasks,
+			 tasks == 1 ? "" : "s", (long long)tasks - 1);
+}
+
 /* Worker: the process's environment and workdir from the job's row. */
 static int job_env(struct xe *x, alps_error **err)
 {
 	struct store_job *job = NULL;
-	if (find_job(x, &job, err) < 0) {
+	if (find_job(x, &job, err) < 0 || check_rank(x, job->environment_json, err) < 0) {
 		store_job_free(job);
 		return -1;
 	}

@@ -133,9 +133,11 @@ static void prep_fail(struct prep *p, alps_error *err)
 	}
 	if (p->admitted)
 		runjob_forget(p->job);
-	alps_error_prefix(&err, "prepare %s", p->job);
 	log_event(LOG_LVL_WARN, "prepare", "job", p->job, "user", p->user_name, "uid",
 		  LOG_U64(p->uid), "result", "error", "error", err->msg, NULL);
+	/* A prolog's log wants the job named; alps run's id is made up. */
+	if (!p->run && p->job && !strstr(err->msg, p->job))
+		alps_error_prefix(&err, "job %s", p->job);
 	request_fail(p->rq, err);
 	prep_free(p);
 }

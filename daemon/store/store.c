@@ -28,13 +28,42 @@ void store_unlock(struct store *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* What the caller asked about and got wrong (no such job, in use...):
+ * said in the caller's terms, without the store's path or what the store
+ * was doing inside; the daemon's log keeps that. */
+static bool user_facing(int code)
+{
+	return code == ALPS_E_NOT_FOUND || code == ALPS_E_BUSY || code == ALPS_E_EXISTS ||
+	       code == ALPS_E_CONFLICT || code == ALPS_E_PERMISSION || code == ALPS_E_INVALID;
+}
+
+/* "no such job" about "999" reads "no such job 999"; other reasons get
+ * the subject in front unless they name it already. */
+static void user_message(alps_error *e, const char *subject)
+{
+	if (!subject || strstr(e->msg, subject))
+		return;
+	char *msg = strncmp(e->msg, "no such ", 8) == 0 && !strchr(e->msg, ':')
+			    ? xasprintf("%s %s", e->msg, subject)
+			    : xasprintf("%s: %s", subject, e->msg);
+	free(e->msg);
+	e->msg = msg;
+}
+
 int store_ctx(struct store *s, alps_error **err, const char *doing, const char *subject)
 {
+	_cleanup_free_ char *esc = subject ? log_escape(subject, 300) : NULL;
+	/* Without doing: opening the store, an admin's matter where the path helps. */
+	if (doing && err && *err && user_facing((*err)->code)) {
+		log_debug("store %s: %s%s%s: %s", s->dir, doing, esc ? " " : "",
+			  esc ? esc : "", (*err)->msg);
+		user_message(*err, esc);
+		return -1;
+	}
 	if (!doing)
 		return alps_error_prefix(err, "store %s", s->dir);
-	if (!subject)
+	if (!esc)
 		return alps_error_prefix(err, "store %s: %s", s->dir, doing);
-	_cleanup_free_ char *esc = log_escape(subject, 300);
 	return alps_error_prefix(err, "store %s: %s %s", s->dir, doing, esc);
 }
 

@@ -39,7 +39,8 @@ void store_lock(struct store *s);
 void store_unlock(struct store *s);
 
 /* Prefix *err with "store <dir>: <doing>[ <subject>]" (subject escaped, may
- * be NULL) and return -1. */
+ * be NULL) and return -1; an error about the caller's input (no such job,
+ * in use...) only names the subject, the rest goes to the debug log. */
 int store_ctx(struct store *s, alps_error **err, const char *doing, const char *subject);
 /* Fill *err with "<what>: <sqlite's last error on s->db>", the code taken
  * from sqlite's, and return -1. */

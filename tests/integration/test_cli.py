@@ -2,6 +2,7 @@
 progress on a real pseudo-terminal, alps run's podman-like options, the
 enroot REGISTRY#IMAGE form, bash completion.  A real alpsd and registry."""
 import fcntl
+import json
 import os
 import pty
 import re
@@ -24,9 +25,10 @@ def alps(*args, **kw):
 # ---- usage and help (no daemon needed) ----------------------------------------
 
 def test_usage_error_is_short_and_named():
-    r = alps("images", "extra")
+    r = alps("images", "a*", "extra")
     assert r.returncode == 2
-    assert r.stderr == ("alps images: unexpected argument 'extra'\nUsage: alps images\n"
+    assert r.stderr == ("alps images: unexpected argument 'extra'\nUsage: alps images "
+                        "[-q|--quiet] [--format TEMPLATE] [PATTERN | --filter reference=PATTERN]\n"
                         "See 'alps images --help'.\n"), r.stderr
     r = alps("place", "--tasks", "x")
     assert r.returncode == 2 and r.stderr.startswith("alps place: --tasks must be a number")
@@ -44,6 +46,43 @@ def test_help_command():
     assert alps("pull", "-h").stdout.startswith("Usage: alps pull ")
     r = alps("help", "nope")
     assert r.returncode == 2 and "unknown command 'nope'" in r.stderr
+
+
+def test_cache_commands_usage_like_the_others():
+    # gc, pin, df, verify, squash used to print a bare line (gc --bogus: nothing).
+    for argv, msg in ((["gc", "--bogus"], "unknown option '--bogus'"),
+                      (["gc", "--max-size", "x"], "--max-size wants a size"),
+                      (["pin"], "give one or more images"), (["df", "extra"], "unexpected"),
+                      (["verify", "a", "b"], "give at most one image"),
+                      (["squash", "onlyone"], "give a directory"),
+                      (["unsquash"], "give a squashfs file")):
+        r = alps(*argv)
+        assert r.returncode == 2, (argv, r.stderr)
+        assert r.stderr.startswith(f"alps {argv[0]}: {msg}") and \
+            f"See 'alps {argv[0]} --help'." in r.stderr and "Usage: alps " in r.stderr, r.stderr
+        r = alps("--json", *argv)
+        assert r.returncode == 2 and json.loads(r.stdout)["code"] == "usage_error", r.stdout
+    r = alps("df", "--socket", "/nonexistent.sock", "--json")     # globals after the command
+    assert r.returncode == 3 and json.loads(r.stdout)["code"] == "unavailable"
+    assert alps("gc", "--help").stdout.startswith("Usage: alps gc ")
+    r = alps("help", "help")
+    assert r.returncode == 0 and "Commands:" in r.stdout
+
+
+def test_alpsd_command_line_errors():
+    r = subprocess.run([binary("alpsd"), "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--bogus" in r.stderr and "See 'alpsd --help'." in r.stderr
+    assert "Usage" not in r.stderr, r.stderr       # one line, not the whole help
+    r = subprocess.run([binary("alpsd"), "--set", "=1", "--print-config"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "--set wants KEY=VALUE" in r.stderr
+    # A value meant as TOML but broken is an error, not a path '["/a:/b"'.
+    r = subprocess.run([binary("alpsd"), "--set", 'jobs.default_mounts=["/a:/b"',
+                        "--print-config"], capture_output=True, text=True)
+    assert r.returncode == 1 and "jobs.default_mounts: not a TOML value" in r.stderr, r.stderr
+    r = subprocess.run([binary("alpsd"), "--set", 'jobs.default_mounts=["/a:/b"]',
+                        "--print-config"], capture_output=True, text=True)
+    assert r.returncode == 0 and 'default_mounts = ["/a:/b"]' in r.stdout
 
 
 def test_exec_options_end_at_the_command():
@@ -214,3 +253,126 @@ def test_bash_completion():
     assert "--json" in complete(["alps", "images", "--j"])
     assert "--recompress" in complete(["alps", "export", "--r"])
     assert complete(["alps", "export", "--compressor", "gz"]) == ["gzip"]
+    assert set(complete(["alps", "images", "--f"])) == {"--filter", "--format"}
+    assert complete(["alps", "images", "--filter", "r"]) == ["reference="]
+    # Every command alps knows completes.
+    listed = re.findall(r"^  (\S+) ", alps("help").stdout.split("Commands:\n")[1], re.M)
+    assert listed and set(listed) <= set(complete(["alps", ""])), listed
+
+
+# ---- messages in the user's words ------------------------------------------------
+
+INTERNALS = re.compile(r"store /|sqlite|prctl|openat2|stat\(|open\(|mkdir\(|faccessat|setgroups|"
+                       r"\(open\)|alps-enter|nshelper|looking up|untagging|run-\d+-\d+")
+
+
+def test_daemon_messages_name_the_users_object(rd, world):
+    cases = [  # (argv, user, what the message must name)
+        (["exec", "--job", "999", "true"], NOBODY, "no such job 999"),
+        (["inspect", "nosuch"], NOBODY, "no such image docker.io/library/nosuch:latest"),
+        (["inspect", "sha256:abcd"], NOBODY, "no such image sha256:abcd"),
+        (["rm", "nosuch"], None, "no such tag docker.io/library/nosuch:latest"),
+        (["pin", "nosuch"], None, "no such image docker.io/library/nosuch:latest"),
+        (["run", "-v", "/nonexistent/src:/mnt", world.ref, "true"], NOBODY,
+         "cannot open /nonexistent/src as uid 65534: No such file or directory"),
+        (["run", "-v", "/root:/mnt", world.ref, "true"], NOBODY,
+         "cannot open /root as uid 65534: Permission denied"),
+        (["run", "-w", "/etc/base", world.ref, "true"], NOBODY,
+         "cannot enter the workdir /etc/base: Not a directory"),
+        (["run", world.ref, "/nonexistent"], NOBODY, "alps run: /nonexistent: command not found"),
+        (["run", "-v", "/tmp:/etc/base/sub", world.ref, "true"], NOBODY, "/etc/base"),
+        (["run", "-w", "/etc/base/sub", world.ref, "true"], NOBODY, "/etc/base"),
+    ]
+    for argv, user, want in cases:
+        r = rd.alps(*argv, user=user)
+        assert r.returncode != 0 and want in r.stderr, (argv, r.stderr)
+        assert not INTERNALS.search(r.stderr) and rd.state_dir not in r.stderr, (argv, r.stderr)
+
+
+# ---- alps run binds the caller's home and working directory ---------------------
+
+def test_run_binds_home_and_cwd(rd, world, users, tmpdir_short):
+    v, a = users.victim, users.attacker
+    with open(os.path.join(v.home, "in-home"), "w") as f:
+        f.write("home file\n")
+    os.chown(os.path.join(v.home, "in-home"), v.uid, v.gid)
+    work = os.path.join(tmpdir_short, "work")
+    os.makedirs(work)
+    with open(os.path.join(work, "in-cwd"), "w") as f:
+        f.write("cwd file\n")
+    os.chown(work, v.uid, v.gid)
+    os.chown(os.path.join(work, "in-cwd"), v.uid, v.gid)
+
+    def run(user, *args, cwd, **kw):
+        return user.run([binary("alps"), "--socket", rd.socket, "run", *args], cwd=cwd, **kw)
+    script = f"cat {v.home}/in-home {work}/in-cwd; pwd"
+    r = run(v, world.ref, "sh", "-c", script, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"home file\ncwd file\n{work}\n", r.stdout
+    # A cwd under the home starts there, through the home's bind.
+    r = run(v, world.ref, "pwd", cwd=v.home)
+    assert r.returncode == 0 and r.stdout == f"{v.home}\n", (r.stdout, r.stderr)
+    r = run(v, "--no-home", world.ref, "sh", "-c", script, cwd=work)
+    assert "home file" not in r.stdout and "cwd file" in r.stdout, r.stdout
+    r = run(v, "--contain", world.ref, "sh", "-c", f"ls {work}; pwd", cwd=work)
+    assert "in-cwd" not in r.stdout and r.stdout == "/\n", r.stdout
+    # A -v on the home's path replaces the default bind (not "two mounts on one
+    # destination").
+    r = run(v, "-v", f"{work}:{v.home}", world.ref, "ls", v.home, cwd=work)
+    assert r.returncode == 0 and r.stdout == "in-cwd\n", (r.stdout, r.stderr)
+    # A system directory as cwd is not bound over the image's.
+    r = run(v, world.ref, "cat", "/etc/base", cwd="/etc")
+    assert r.returncode == 0 and r.stdout == "base\n", (r.stdout, r.stderr)
+    # The attack: HOME pointing at another user's home binds nothing of it.
+    for home in (v.home, "/root"):
+        r = run(a, world.ref, "sh", "-c", f"ls -a {home}; cat {v.home}/in-home", cwd=a.home,
+                env={"HOME": home})
+        assert "home file" not in r.stdout and "in-home" not in r.stdout, r.stdout
+        assert r.returncode == 1 and "cannot open" not in r.stderr, r.stderr
+
+
+# ---- alps images: one row per reference, filters, templates, totals ---------------
+
+def test_images_listing(daemon, world):
+    layout = rf.Layout(os.path.join(str(world.dir), "oci"))
+    subprocess.run(["umoci", "config", "--image", f"{layout.path}:bb", "--tag", "bb2",
+                    "--config.env=TWIN=1"], check=True, capture_output=True)
+    rf.push(layout, "bb", world.registry.host, "test/bb", "v2")
+    rf.push(layout, "bb2", world.registry.host, "test/bb2", "1")
+    host = world.registry.host
+    # Three spellings of v1, v2 of the same image, bb2 sharing every layer.
+    for ref in (world.ref, "docker://" + world.ref, world.enroot, f"{host}/test/bb:v2",
+                f"{host}/test/bb2:1"):
+        daemon.alps("pull", "--quiet", ref, check=True)
+    q = daemon.alps("images", "--quiet", check=True).stdout.split()
+    assert sorted(q) == [f"{host}/test/bb2:1", world.ref, f"{host}/test/bb:v2"], q
+    r = daemon.alps("images", check=True).stdout.splitlines()
+    assert len(r) == 1 + 3 + 1 and r[0].startswith("REFERENCE"), r
+    m = re.match(r"2 images, ([\d.]+ \w+) in layers, ([\d.]+ \w+) of it shared", r[-1])
+    assert m and m.group(1) == m.group(2), r[-1]     # bb2 uses every layer of bb
+    assert daemon.alps("images", "-q", f"{host}/test/bb:*").stdout.split() == \
+        sorted([world.ref, f"{host}/test/bb:v2"])
+    r = daemon.alps("images", "--filter", "reference=*bb2", "--format",
+                    "{{.Repository}}:{{.Tag}}\\t{{ .Layers }}", check=True)
+    assert r.stdout == f"{host}/test/bb2:1\t5\n", r.stdout
+    assert daemon.alps("images", "-q", "nomatch*", check=True).stdout == ""
+    js = json.loads(daemon.alps("images", "--json", "*bb2*", check=True).stdout)
+    assert [i["references"] for i in js["images"]] == [[f"{host}/test/bb2:1"]]
+    assert js["totals"]["image_count"] == 1 and js["totals"]["squashfs_shared"] == 0
+    r = daemon.alps("images", "--format", "{{.Bogus}}")
+    assert r.returncode == 2 and "{{.Bogus}}" in r.stderr and "Repository" in r.stderr
+    r = daemon.alps("images", "--filter", "label=x")
+    assert r.returncode == 2 and "reference=PATTERN" in r.stderr
+
+
+def test_exec_rank_beyond_the_jobs_tasks(rd, world):
+    rd.alps("prepare", "--job", "rk1", "--user", str(NOBODY), "--image", world.ref,
+            "--tasks", "2", check=True)
+    try:
+        r = rd.alps("exec", "--job", "rk1", "--rank", "1", "true", user=NOBODY)
+        assert r.returncode == 0, r.stderr
+        r = rd.alps("exec", "--job", "rk1", "--rank", "2", "true", user=NOBODY)
+        assert r.returncode == 125, (r.returncode, r.stderr)
+        assert "rank 2 is beyond job rk1's 2 tasks (ranks 0 to 1)" in r.stderr, r.stderr
+    finally:
+        rd.alps("release", "--job", "rk1", check=True)

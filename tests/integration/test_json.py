@@ -84,7 +84,8 @@ def one_doc(r):
 
 
 def test_doc_lists_every_command():
-    cmds = ["status", "metrics", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
+    cmds = ["status", "metrics", "pull.progress", "pull.done", "images", "inspect", "rm", "gc",
+            "pin", "df", "verify", "squash", "unsquash", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
             "epilog", "error", "import.progress", "import.done", "export"]
     assert sorted(SCHEMAS) == sorted(cmds)
@@ -126,6 +127,8 @@ def test_every_command(daemon, world, tmpdir_short):
     imgs = one_doc(d.alps("images", "--json", check=True))
     check(imgs, "images")
     assert imgs["images"][0]["squashfs_size"] > 0
+    assert imgs["totals"]["squashfs_size"] >= imgs["images"][0]["squashfs_size"]
+    check(one_doc(d.alps("images", "--json", "nomatch*", check=True)), "images")
     check(one_doc(d.alps("inspect", world.ref, "--json", check=True)), "inspect")
     out = os.path.join(tmpdir_short, "bb.sqsh")
     check(one_doc(d.alps("export", world.ref, out, "--json", check=True)), "export")
@@ -146,6 +149,23 @@ def test_every_command(daemon, world, tmpdir_short):
     env = dict(os.environ, SLURM_JOB_ID="77")
     check(one_doc(d.alps("prolog", "--json", env=env, check=True)), "prolog")
     check(one_doc(d.alps("epilog", "--json", env=env, check=True)), "epilog")
+    # the cache commands
+    check(one_doc(d.alps("df", "--json", check=True)), "df")
+    check(one_doc(d.alps("gc", "--dry-run", "--json", check=True)), "gc")
+    check(one_doc(d.alps("verify", "--json", check=True)), "verify")
+    r = d.alps("--json", "pin", world.ref, "nope/nothing:1")
+    doc = one_doc(r)
+    check(doc, "pin")
+    assert r.returncode == 1 and [x["ok"] for x in doc["results"]] == [True, False]
+    check(one_doc(d.alps("unpin", world.ref, "--json", check=True)), "pin")
+    src = os.path.join(tmpdir_short, "sq")
+    os.makedirs(os.path.join(src, "d"))
+    with open(os.path.join(src, "d", "f"), "w") as f:
+        f.write("x\n")
+    sq = os.path.join(tmpdir_short, "sq.sqsh")
+    check(one_doc(d.alps("squash", src, sq, "--json", check=True)), "squash")
+    check(one_doc(d.alps("--json", "unsquash", sq, os.path.join(tmpdir_short, "un"),
+                         check=True)), "unsquash")
     # rm: one document for all its operands, the failure too
     r = d.alps("rm", world.ref, "nope/nothing:1", "--json")
     assert r.returncode == 1
@@ -185,7 +205,8 @@ def test_import_json(daemon, tmpdir_short):
 
 
 @pytest.mark.parametrize("argv,code,status", [
-    (["images", "extra"], "usage_error", 2),
+    (["images", "a*", "extra"], "usage_error", 2),
+    (["images", "--format", "{{.Nope}}"], "usage_error", 2),
     (["place", "--json"], "usage_error", 2),
     (["inspect", "nope/none:1"], "not_found", 1),
     (["release"], "usage_error", 2),

@@ -902,7 +902,7 @@ static void test_remove_busy(void **state)
 	_cleanup_free_ char *msg = expect_fail(store_image_remove(f->s, TAG_A, &rm, &err), err,
 					       ALPS_E_BUSY);
 	assert_non_null(strstr(msg, "4242_7"));
-	assert_non_null(strstr(msg, f->dir));
+	assert_null(strstr(msg, f->dir));     /* the user's words: no store path */
 	assert_int_equal(rm.images, 0);
 	free(msg);
 	/* The last tag would take the image: refused, the tag kept. */
@@ -1233,7 +1233,6 @@ static void test_malformed_digest(void **state)
 		write_file(tmp, 10);
 		struct store_layer_info info = { .digest = bad[i], .media_type = "x" };
 		msg = expect_fail(store_layer_commit(f->s, tmp, &info, NULL, &err), err, code);
-		assert_non_null(strstr(msg, f->dir));
 		free(msg);
 		assert_false(exists(tmp));
 
