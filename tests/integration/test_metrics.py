@@ -165,7 +165,7 @@ def test_status_figures_and_failed_reload(daemon_factory, world):
 def test_non_loopback_listen_refused(tmpdir_short, listen, why):
     r = subprocess.run([binary("alpsd"), "--foreground", "--socket", f"{tmpdir_short}/s.sock",
                         "--state-dir", f"{tmpdir_short}/st", "--run-dir", f"{tmpdir_short}/run",
-                        "--set", f"metrics.listen={listen}"],
+                        "--set", f"metrics.listen=\"{listen}\""],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r
     assert f"metrics.listen: '{listen}': {why}" in r.stderr, r.stderr
