@@ -13,6 +13,7 @@
 static const struct command *const commands[] = {
 	&cmd_status,
 	&cmd_pull,
+	&cmd_outdated,
 	&cmd_images,
 	&cmd_inspect,
 	&cmd_rm,

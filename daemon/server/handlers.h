@@ -94,6 +94,7 @@ extern const struct handler handler_hello,
 	handler_topology,
 	handler_place,
 	handler_endpoints;
+extern const struct handler handler_outdated;      /* op_outdated.c */
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 
