@@ -40,7 +40,7 @@ static int read_docker_config(const char *path, struct registry_cred **creds, si
 
 void client_warn(struct client *cl, const char *msg)
 {
-	if (cl->json)
+	if (cl->json && cl->stream)
 		client_print_json_line(json_pack("{s:b, s:s, s:s}", "ok", 1, "event", "warning",
 						  "message", msg));
 	else

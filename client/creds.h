@@ -8,9 +8,8 @@
 /* The user's credentials from $DOCKER_CONFIG/config.json or
  * ~/.docker/config.json as protobuf messages, read with the user's own
  * rights (the daemon never opens a user's files).  A missing file means
- * none; a broken one is a warning (on stderr, or a JSON "warning" line
- * when cl->stream) and means none too: registries that need no
- * credentials still work.  Free with client_creds_free(). */
+ * none; a broken one is a warning (client_warn()) and means none too:
+ * registries that need no credentials still work.  Free with client_creds_free(). */
 struct client_creds {
 	struct registry_cred *creds;
 	size_t n;
@@ -20,8 +19,9 @@ struct client_creds {
 
 void client_creds_read(struct client *cl, struct client_creds *out);
 void client_creds_free(struct client_creds *c);
-/* A line for the user on stderr ("alps CMD: warning: ..."), or with
- * --json a {"ok": true, "event": "warning", "message": ...} line. */
+/* A line for the user on stderr ("alps CMD: warning: ..."), or in a JSON
+ * stream (pull --json) a {"ok": true, "event": "warning", "message": ...}
+ * line. */
 void client_warn(struct client *cl, const char *msg);
 
 #endif

@@ -657,6 +657,11 @@ static void *pull_main(void *arg)
 	int rc = pull_refresh(pl, &err);
 	if (rc == 0 && pl->from_cache) {
 		pl->size = pl->fresh.size;
+		alps_error *e = NULL;  /* for alps df; a failure to count fails no pull */
+		if (store_stat_bump(pl->p->store, "layer_hits", pl->fresh.layers, &e) < 0) {
+			log_warn("%s", e->msg);
+			alps_error_free(e);
+		}
 		goto out;
 	}
 	if (rc == 0)

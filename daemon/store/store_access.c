@@ -159,8 +159,8 @@ static int dedup_tx(struct store *s, void *arg, alps_error **err)
 		    (int64_t)a->info->compressed_size) < 0 ||
 	    store_stat_add_locked(s, "layers_deduplicated", 1, err) < 0)
 		return -1;
-	log_info("store %s: layer %s has the content of layer %s (diff_id %s): not fetched",
-		 s->dir, a->info->digest, same, a->info->diff_id);
+	log_info("store %s: layer %s has the content of layer %s (diff_id %s): stored once, "
+		 "not fetched", s->dir, a->info->digest, same, a->info->diff_id);
 	return 1;
 }
 

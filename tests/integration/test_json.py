@@ -84,7 +84,8 @@ def one_doc(r):
 
 
 def test_doc_lists_every_command():
-    cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
+    cmds = ["status", "pull.progress", "pull.done", "pull.notice", "outdated", "images",
+            "inspect", "rm", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
             "epilog", "error"]
     assert sorted(SCHEMAS) == sorted(cmds)
@@ -117,8 +118,14 @@ def test_every_command(daemon, world, tmpdir_short):
     lines = [json.loads(l) for l in r.stdout.splitlines()]
     assert lines and all(isinstance(l, dict) and l["ok"] is True for l in lines)
     for l in lines[:-1]:
-        check(l, "pull.progress")
+        check(l, "pull.notice" if l["event"] in ("notice", "warning") else "pull.progress")
     check(lines[-1], "pull.done")
+    out = one_doc(d.alps("outdated", "--json", check=True))
+    check(out, "outdated")
+    assert [i["status"] for i in out["images"]] == ["up_to_date"]
+    out = one_doc(d.alps("outdated", "--json", "nope/none:1", check=True))
+    check(out, "outdated")
+    assert out["images"][0]["status"] == "not_cached"
     check(one_doc(d.alps("status", "--json", check=True)), "status")
     imgs = one_doc(d.alps("images", "--json", check=True))
     check(imgs, "images")
@@ -177,9 +184,13 @@ def test_errors_are_json(daemon, argv, code, status):
 def test_pull_error_is_a_json_line(daemon):
     r = daemon.alps("pull", "--json", "127.0.0.1:1/none/x:1")
     assert r.returncode != 0
-    last = json.loads(r.stdout.splitlines()[-1])
-    check(last, "error")
-    assert last["event"] == "error" and last["ok"] is False
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    check(lines[-1], "error")
+    assert lines[-1]["event"] == "error" and lines[-1]["ok"] is False
+    notices = [l for l in lines if l.get("event") == "notice"]
+    assert notices and "connection refused, retry 1 of" in notices[0]["message"]
+    for l in notices:
+        check(l, "pull.notice")
 
 
 def test_daemon_unreachable_is_json(tmpdir_short):

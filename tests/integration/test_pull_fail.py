@@ -133,3 +133,79 @@ def test_broken_docker_config_warns(daemon, world):
     events = json_lines(r.stdout)
     assert events[0]["event"] == "warning" and "config.json" in events[0]["message"]
     assert events[-1]["event"] == "done"
+
+
+def image_digest(daemon, ref):
+    j = json.loads(daemon.alps("--json", "inspect", ref, check=True).stdout)
+    return j["image"]["digest"] if "image" in j else j["digest"]
+
+
+def test_outdated_and_refresh_after_a_repush(daemon, tmp_path):
+    with rf.Registry(tmp_path, name="fresh") as reg:
+        one = rf.build_image(tmp_path / "one", "one", [{"v": b"one\n"}])
+        two = rf.build_image(tmp_path / "two", "two", [{"v": b"two, bigger\n"}])
+        rf.push(one, "one", reg.host, "test/fresh", "v1")
+        ref = f"{reg.host}/test/fresh:v1"
+        r = daemon.alps("--json", "pull", ref, check=True)
+        first = json_lines(r.stdout)[-1]
+        assert first["refresh"] == "new" and first["previous_digest"] is None
+        old = first["digest"]
+        j = json.loads(daemon.alps("--json", "outdated", check=True).stdout)
+        assert j["ok"] and j["images"] == [{
+            "reference": ref, "status": "up_to_date", "cached_digest": old,
+            "registry_digest": old, "platform": j["images"][0]["platform"], "reason": None}]
+        rf.push(two, "two", reg.host, "test/fresh", "v1")
+        j = json.loads(daemon.alps("--json", "outdated", ref, check=True).stdout)
+        (row,) = j["images"]
+        assert row["status"] == "outdated" and row["cached_digest"] == old
+        new = row["registry_digest"]
+        assert new.startswith("sha256:") and new != old
+        assert "outdated" in daemon.alps("outdated", check=True).stdout
+        # pull says the tag moved and fetches the new image.
+        r = daemon.alps("pull", ref, check=True)
+        assert f"{ref} changed: {old} -> {new}" in r.stderr, r.stderr
+        assert f"changed on the registry: was {old}" in r.stdout
+        assert image_digest(daemon, ref) == new
+        # Unchanged: a HEAD, nothing downloaded.
+        before = len(reg.requests())
+        r = daemon.alps("--json", "pull", ref, check=True)
+        done = json_lines(r.stdout)[-1]
+        assert done["refresh"] == "unchanged" and done["layers_fetched"] == 0
+        assert done["digest"] == new
+        seen = reg.requests()[before:]
+        assert seen and all(m == "HEAD" or p == "/v2/" for (m, p, s) in seen), seen
+        reg.stop()
+        # The registry is gone: --no-refresh does not need it ...
+        r = daemon.alps("--json", "pull", "--no-refresh", ref, check=True)
+        done = json_lines(r.stdout)[-1]
+        assert done["refresh"] == "not checked" and done["digest"] == new
+        # ... a refreshing pull says why it failed and what would work ...
+        r = daemon.alps("pull", ref)
+        assert r.returncode == 1 and "--no-refresh" in r.stderr, r.stderr
+        # ... and outdated says unreachable, with the registry's reason.
+        j = json.loads(daemon.alps("--json", "outdated", check=True).stdout)
+        (row,) = j["images"]
+        assert row["status"] == "unreachable" and reg.host in row["reason"]
+        j = json.loads(daemon.alps("--json", "outdated", f"{reg.host}/test/none:v1",
+                                   check=True).stdout)
+        assert j["images"][0]["status"] == "not_cached"
+
+
+def test_twin_layer_not_downloaded(daemon, world, tmp_path):
+    layout = rf.build_image(tmp_path, "t", [{"twin/data": rf.random_bytes(300 << 10, "ftwin")}])
+    # zstd to its own repository: skopeo would reuse the gzip blob.
+    rf.push(layout, "t", world.registry.host, "test/twinz", "zst", compress="zstd")
+    rf.push(layout, "t", world.registry.host, "test/twin", "gz")
+    gz = f"{world.registry.host}/test/twin:gz"
+    zst = f"{world.registry.host}/test/twinz:zst"
+    daemon.alps("pull", gz, check=True)
+    before = len(world.registry.requests())
+    r = daemon.alps("--json", "pull", zst, check=True)
+    assert json_lines(r.stdout)[-1]["layers_fetched"] == 0
+    j = json.loads(daemon.alps("--json", "inspect", zst, check=True).stdout)
+    blob = j["manifest"]["layers"][0]["digest"]
+    assert "zstd" in j["manifest"]["layers"][0]["mediaType"]
+    blob_gets = [p for (m, p, s) in world.registry.requests()[before:]
+                 if m == "GET" and "/blobs/" in p]
+    assert blob_gets and not any(blob in p for p in blob_gets), blob_gets   # the config only
+    assert len(os.listdir(os.path.join(daemon.state_dir, "layers"))) == 1
