@@ -209,3 +209,53 @@ def test_twin_layer_not_downloaded(daemon, world, tmp_path):
                  if m == "GET" and "/blobs/" in p]
     assert blob_gets and not any(blob in p for p in blob_gets), blob_gets   # the config only
     assert len(os.listdir(os.path.join(daemon.state_dir, "layers"))) == 1
+
+
+def lie_about_diff_id(layout, tag, diff_id):
+    """Rewrite tag's config to claim its layer's uncompressed content is
+    diff_id (what a hostile registry can serve)."""
+    man = layout.manifest(tag)
+    cfg = json.loads(layout.blob(man["config"]["digest"]))
+    cfg["rootfs"]["diff_ids"] = [diff_id]
+    data = json.dumps(cfg).encode()
+    man["config"]["digest"], man["config"]["size"] = layout.write_blob(data), len(data)
+    mdata = json.dumps(man).encode()
+    idx = layout.index()
+    for m in idx["manifests"]:
+        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+            m["digest"], m["size"] = layout.write_blob(mdata), len(mdata)
+    with open(os.path.join(layout.path, "index.json"), "w") as f:
+        json.dump(idx, f)
+
+
+def test_attack_diff_id_claim_does_not_reach_a_private_layer(daemon, world, tmp_path):
+    """A user pulled a private layer with credentials.  Another user's
+    image, from a registry the attacker controls, claims that layer's
+    diff_id for a blob of its own: deduplication before download must not
+    hand the attacker the private layer (the blob is fetched and its real
+    content refutes the claim)."""
+    pw = rf.htpasswd_file(tmp_path, {"alice": "s3cret"})
+    secret = rf.build_image(tmp_path / "secret", "p", [{"secret": b"the private layer\n"}])
+    with rf.Registry(tmp_path, htpasswd=pw, name="private") as reg:
+        rf.push(secret, "p", reg.host, "test/secret", "v1", creds="alice:s3cret")
+        home = os.path.join(daemon.dir, "home-alice")
+        os.makedirs(os.path.join(home, ".docker"))
+        import base64
+        with open(os.path.join(home, ".docker", "config.json"), "w") as f:
+            json.dump({"auths": {reg.host: {"auth": base64.b64encode(b"alice:s3cret").decode()}}}, f)
+        subprocess.run(["chown", "-R", "65534:65534", home], check=True)
+        os.chmod(home, 0o700)
+        ref = f"{reg.host}/test/secret:v1"
+        r = daemon.alps("pull", ref, user=65534, env={"HOME": home})
+        assert r.returncode == 0, r.stderr
+    j = json.loads(daemon.alps("--json", "inspect", ref, check=True).stdout)
+    private_diff_id = j["layers"][0]["diff_id"]
+    evil = rf.build_image(tmp_path / "evil", "e", [{"junk": b"not the secret\n"}])
+    lie_about_diff_id(evil, "e", private_diff_id)
+    rf.push(evil, "e", world.registry.host, "test/evil", "v1")
+    r = daemon.alps("pull", f"{world.registry.host}/test/evil:v1", user=1,
+                    env={"HOME": "/nonexistent"})
+    assert r.returncode == 1
+    assert f"but the image config says {private_diff_id}" in r.stderr, r.stderr
+    assert json.loads(daemon.alps("--json", "images", user=1, check=True).stdout)["images"] == []
+    assert "not fetched" not in daemon.read_log()
