@@ -259,3 +259,22 @@ def test_attack_diff_id_claim_does_not_reach_a_private_layer(daemon, world, tmp_
     assert f"but the image config says {private_diff_id}" in r.stderr, r.stderr
     assert json.loads(daemon.alps("--json", "images", user=1, check=True).stdout)["images"] == []
     assert "not fetched" not in daemon.read_log()
+
+
+def test_refresh_falls_back_to_get_without_a_digest_header(daemon, world):
+    proxy = rf.FaultProxy(world.registry.host).start()
+    try:
+        ref = f"{proxy.host}/test/small:v1"
+        daemon.alps("pull", ref, check=True)
+        # HEAD answers without Docker-Content-Digest: the manifest is fetched.
+        proxy._add("fail", r"/manifests/", None, method="HEAD", status=200,
+                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        before = len(proxy.requests)
+        r = daemon.alps("--json", "pull", ref, check=True)
+        assert json_lines(r.stdout)[-1]["refresh"] == "unchanged"
+        seen = [(q["method"], q["path"]) for q in proxy.requests[before:]]
+        assert ("HEAD", "/v2/test/small/manifests/v1") in seen, seen
+        assert ("GET", "/v2/test/small/manifests/v1") in seen, seen
+        assert not [p for (m, p) in seen if "/blobs/" in p], seen
+    finally:
+        proxy.stop()
