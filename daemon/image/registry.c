@@ -223,9 +223,8 @@ struct registry_session *registry_session_new(const struct config *cfg,
 	s->platform = xstrdup(cfg && cfg->platform ? cfg->platform : "");
 	s->timeout_s = cfg && cfg->http_timeout_s > 0 ? (long)cfg->http_timeout_s : 30;
 	s->retries = cfg && cfg->http_retries > 0 ? (unsigned)cfg->http_retries : 0;
-	s->connect_timeout_s = cfg && cfg->connect_timeout_s > 0 ? (long)cfg->connect_timeout_s : 10;
-	if (s->connect_timeout_s > s->timeout_s)
-		s->connect_timeout_s = s->timeout_s;
+	s->connect_timeout_cfg = cfg && cfg->connect_timeout_s > 0 ? (long)cfg->connect_timeout_s : 10;
+	registry_set_timeout(s, s->timeout_s);
 	s->connect_retries = cfg && cfg->connect_retries > 0 ? (unsigned)cfg->connect_retries : 0;
 	session_share_init(s);
 	if (session_endpoints(s, cfg, creds, ncreds, err) < 0) {
@@ -270,8 +269,8 @@ void registry_set_timeout(struct registry_session *s, long timeout_s)
 	if (timeout_s <= 0)
 		return;
 	s->timeout_s = timeout_s;
-	if (s->connect_timeout_s > timeout_s)
-		s->connect_timeout_s = timeout_s;
+	s->connect_timeout_s = s->connect_timeout_cfg < timeout_s ? s->connect_timeout_cfg
+								   : timeout_s;
 }
 
 /* ---- manifests and blobs at one endpoint ---- */

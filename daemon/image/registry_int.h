@@ -71,6 +71,7 @@ struct registry_session {
 	char *platform;                 /* cfg->platform, "" = node's */
 	long timeout_s;                 /* no answer or progress for this long: give up */
 	long connect_timeout_s;         /* TCP and TLS; at most timeout_s */
+	long connect_timeout_cfg;       /* registry.connect_timeout */
 	unsigned retries;
 	unsigned connect_retries;       /* of a refused connection */
 	registry_notice_fn notice;
