@@ -387,7 +387,9 @@ static void xfer_conn_info(struct xfer *x, CURL *c)
 	curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &conn);
 	curl_easy_getinfo(c, CURLINFO_APPCONNECT_TIME_T, &app);
 	curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_err);
-	x->connected = conn > 0;
+	/* A TLS handshake that timed out leaves the connect time at 0
+	 * (libcurl counts TLS in the connection): its message tells. */
+	x->connected = conn > 0 || strstr(x->curl_msg, "SSL connection timeout") != NULL;
 	x->tls_done = app > 0 || !str_has_prefix(x->url, "https://");
 	x->os_errno = (int)os_err;
 }

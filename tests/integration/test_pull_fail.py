@@ -88,6 +88,7 @@ def test_silent_registry_fails_after_the_timeout(daemon_factory):
         assert r.returncode == 1
         assert took < 8, took           # was 391 s
         assert host in r.stderr and "within 2 s" in r.stderr, r.stderr
+        assert "accepted the connection but did not answer" in r.stderr, r.stderr
         # --timeout on the command line wins over the configuration.
         t0 = time.monotonic()
         r = d.alps("pull", "--timeout", "1", f"{host}/test/x:1")
