@@ -24,8 +24,10 @@ int fresh_cached(struct store *st, const char *reference, int64_t uid, struct im
 	f->digest = xstrdup(img->digest);
 	f->platform = xstrdup(img->platform ? img->platform : "");
 	f->layers = (uint32_t)img->nlayers;
-	for (size_t i = 0; i < img->nlayers; i++)
+	for (size_t i = 0; i < img->nlayers; i++) {
 		f->size += img->layers[i].compressed_size;
+		f->damaged |= img->layers[i].damaged;
+	}
 	store_image_free(img);
 	return 1;
 }

@@ -4,6 +4,7 @@
 #ifndef ALPS_DAEMON_IMAGE_FRESH_H
 #define ALPS_DAEMON_IMAGE_FRESH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -17,6 +18,7 @@ struct image_fresh {
 	char *platform;         /* "linux/amd64" */
 	uint32_t layers;
 	uint64_t size;          /* compressed bytes of its layers */
+	bool damaged;           /* a layer alps verify found damaged: pull it again */
 };
 
 /* 1 with *f filled when the store has tag reference (canonical) for an

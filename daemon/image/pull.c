@@ -634,7 +634,7 @@ static int pull_refresh(struct pull *pl, alps_error **err)
 	if (r <= 0)
 		return r;
 	_cleanup_free_ char *want = pl->has_platform ? manifest_platform_format(&pl->platform) : NULL;
-	if (want && strcmp(want, pl->fresh.platform) != 0)
+	if ((want && strcmp(want, pl->fresh.platform) != 0) || pl->fresh.damaged)
 		return 0;
 	_cleanup_free_ char *now = NULL;
 	if (!pl->no_refresh && fresh_current(pl->session, &pl->fresh, &now, err) < 0)
