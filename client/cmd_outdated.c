@@ -116,6 +116,6 @@ const struct command cmd_outdated = {
 		"Each tag is up to date, outdated (the registry's digest differs: 'alps pull'\n"
 		"gets the new one), unreachable (with the registry's reason) or not cached.\n"
 		"Asks with a HEAD of the manifest; credentials as for 'alps pull'.\n"
-		"The exit status is 0 when every tag could be checked, whatever the answers.\n",
+		"The exit status is 0 when alpsd answered, whatever each tag's status.\n",
 	.run = run_outdated,
 };
