@@ -279,3 +279,14 @@ def test_refresh_falls_back_to_get_without_a_digest_header(daemon, world):
         assert not [p for (m, p) in seen if "/blobs/" in p], seen
     finally:
         proxy.stop()
+
+
+def test_server_error_retry_is_shown(daemon, world):
+    proxy = rf.FaultProxy(world.registry.host).start()
+    try:
+        proxy.fail(r"/manifests/", status=503, count=1)
+        r = daemon.alps("--json", "pull", f"{proxy.host}/test/small:v1", check=True)
+        notices = [e["message"] for e in json_lines(r.stdout) if e["event"] == "notice"]
+        assert notices == [f"registry {proxy.host}: HTTP 503, retry 1 of 5 in 0.5 s"], notices
+    finally:
+        proxy.stop()
