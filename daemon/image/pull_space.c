@@ -14,8 +14,15 @@ static int no_space(struct store *st, uint64_t need, uint64_t avail, alps_error 
 	char n[32], a[32];
 	format_size(need, n, sizeof(n));
 	format_size(avail, a, sizeof(a));
-	return alps_fail_errnum(err, ENOSPC, "no space left on device in %s: need %s, %s free",
-				store_dir(st), n, a);
+	alps_error *e = NULL;
+	alps_fail(&e, ALPS_E_IO, "no space left on device in %s: need %s, %s free",
+		  store_dir(st), n, a);
+	e->errnum = ENOSPC;     /* without strerror() appended: the message says it */
+	if (err && !*err)
+		*err = e;
+	else
+		alps_error_free(e);
+	return -1;
 }
 
 int pull_space_check(struct store *st, uint64_t need, alps_error **err)

@@ -114,7 +114,8 @@ def test_full_store_says_so(daemon_factory, world, tmp_path):
         r = d.alps("pull", f"{world.registry.host}/test/big:v1")
         assert r.returncode == 1
         assert f"no space left on device in {state}: need 3.0 MiB," in r.stderr, r.stderr
-        assert "free" in r.stderr and "stopped by its consumer" not in r.stderr
+        assert r.stderr.rstrip().endswith(" free"), r.stderr
+        assert "stopped by its consumer" not in r.stderr
         assert d.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(state)])
