@@ -54,6 +54,7 @@ struct command {
 extern const struct command cmd_status, cmd_metrics;
 extern const struct command cmd_topology;
 extern const struct command cmd_pull;
+extern const struct command cmd_outdated;
 extern const struct command cmd_images;
 extern const struct command cmd_inspect;
 extern const struct command cmd_rm;

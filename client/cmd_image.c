@@ -16,39 +16,7 @@
 
 #include "client/client.h"
 #include "client/progress.h"
-#include "common/dockercfg.h"
-
-/* ---- credentials ---- */
-
-/* The calling user's registry credentials from $DOCKER_CONFIG/config.json
- * or ~/.docker/config.json, read with the user's own rights (the client
- * runs as the user; the daemon never opens a user's files).  A missing
- * file means no credentials; a broken one is reported. */
-static int read_docker_config(struct registry_cred **creds, size_t *n, alps_error **err)
-{
-	*creds = NULL;
-	*n = 0;
-	const char *dir = getenv("DOCKER_CONFIG");
-	const char *home = getenv("HOME");
-	_cleanup_free_ char *path = dir && *dir ? xasprintf("%s/config.json", dir)
-				  : home && *home ? xasprintf("%s/.docker/config.json", home) : NULL;
-	if (!path)
-		return 0;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : alps_fail_errno(err, "%s", path);
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
-		return alps_fail(err, ALPS_E_INVALID, "%s: not a regular file of at most 1 MiB", path);
-	_cleanup_free_ char *buf = xmalloc((size_t)st.st_size + 1);
-	ssize_t got = read(fd, buf, (size_t)st.st_size);
-	if (got != st.st_size)
-		return alps_fail_errno(err, "cannot read %s", path);
-	buf[got] = '\0';
-	if (dockercfg_parse(buf, (size_t)got, creds, n, err) < 0)
-		return alps_error_prefix(err, "%s", path);
-	return 0;
-}
+#include "client/creds.h"
 
 /* ---- pull ---- */
 
@@ -73,10 +41,30 @@ static void pull_progress_json(const Alps__PullProgress *pp)
 	client_print_json_line(ev);
 }
 
+/* Retries, waits, a tag that moved: shown with --quiet too.  A drawn
+ * progress block is erased first; the next update draws it below. */
+static void pull_notices(struct pull_view *v, const Alps__PullProgress *pp)
+{
+	if (pp->n_notices && !v->cl->json && v->progress.redraw && v->progress.drawn) {
+		fprintf(stderr, "\r\033[%zuA\033[J", v->progress.drawn);
+		v->progress.drawn = 0;
+	}
+	for (size_t i = 0; i < pp->n_notices; i++) {
+		if (v->cl->json)
+			client_print_json_line(json_pack("{s:b, s:s, s:s}", "ok", 1, "event", "notice",
+							 "message", pp->notices[i]));
+		else
+			fprintf(stderr, "%s\n", pp->notices[i]);
+	}
+}
+
 static void on_pull_progress(const Alps__Response *resp, void *arg)
 {
 	struct pull_view *v = arg;
-	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS || v->cl->quiet)
+	if (resp->payload_case != ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS)
+		return;
+	pull_notices(v, resp->pull_progress);
+	if (v->cl->quiet)
 		return;
 	if (v->cl->json)
 		pull_progress_json(resp->pull_progress);
@@ -105,16 +93,25 @@ static int pull_result(struct client *cl, const Alps__Response *resp)
 	}
 	if (cl->json) {
 		/* One JSON object per line, like the progress events before it. */
-		client_print_json_line(json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I}", "event", "done",
-					    "ok", 1, "reference", pr->reference, "digest", pr->digest,
-					    "layer_count", (int)pr->layers, "layers_fetched",
-					    (int)pr->layers_fetched, "compressed_size",
-					    (json_int_t)pr->size));
+		json_t *ev = json_pack("{s:s, s:b, s:s, s:s, s:i, s:i, s:I, s:s}", "event", "done",
+				       "ok", 1, "reference", pr->reference, "digest", pr->digest,
+				       "layer_count", (int)pr->layers, "layers_fetched",
+				       (int)pr->layers_fetched, "compressed_size",
+				       (json_int_t)pr->size, "refresh", pr->refresh);
+		json_object_set_new(ev, "previous_digest", *pr->previous_digest
+				    ? json_string(pr->previous_digest) : json_null());
+		client_print_json_line(ev);
 	} else {
 		char size[32];
 		format_size(pr->size, size, sizeof(size));
 		printf("%s\n  digest %s, %u layers (%u fetched), %s compressed\n", pr->reference,
 		       pr->digest, pr->layers, pr->layers_fetched, size);
+		if (*pr->previous_digest)
+			printf("  changed on the registry: was %s\n", pr->previous_digest);
+		else if (strcmp(pr->refresh, "unchanged") == 0)
+			printf("  cached, unchanged on the registry\n");
+		else if (strcmp(pr->refresh, "not checked") == 0)
+			printf("  cached, not checked with the registry (--no-refresh)\n");
 	}
 	return EXIT_OK;
 }
@@ -124,15 +121,26 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "platform", required_argument, NULL, 'p' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "no-refresh", no_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *platform = "";
+	unsigned timeout = 0;
+	bool no_refresh = false;
 	int opt;
 	cl->stream = cl->json;          /* JSON lines, the error too */
 	while ((opt = command_getopt(cl, argc, argv, "p:q", opts)) != -1) {
 		switch (opt) {
 		case 'p': platform = optarg; break;
 		case 'q': cl->quiet = true; break;
+		case 'N': no_refresh = true; break;
+		case 't':
+			if (client_parse_uint(cl, optarg, "--timeout", 3600, &timeout) < 0)
+				return EXIT_USAGE;
+			if (timeout == 0)
+				return usage_error(cl, "--timeout takes 1 to 3600 seconds");
+			break;
 		default: return command_opt_exit(opt);
 		}
 	}
@@ -144,25 +152,15 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	if (!ref)
 		return rc;
 	alps_error *err = NULL;
-	struct registry_cred *creds;
-	size_t ncreds;
-	if (read_docker_config(&creds, &ncreds, &err) < 0)
-		return client_fail(cl, "pull", err);
-	Alps__RegistryCredential *rc_ = xcalloc(ncreds ? ncreds : 1, sizeof(*rc_));
-	Alps__RegistryCredential **rcp = xcalloc(ncreds ? ncreds : 1, sizeof(*rcp));
-	for (size_t i = 0; i < ncreds; i++) {
-		alps__registry_credential__init(&rc_[i]);
-		rc_[i].registry = creds[i].host;
-		rc_[i].username = creds[i].username ? creds[i].username : (char *)"";
-		rc_[i].password = creds[i].password ? creds[i].password : (char *)"";
-		rc_[i].identity_token = creds[i].identity_token ? creds[i].identity_token : (char *)"";
-		rcp[i] = &rc_[i];
-	}
+	struct client_creds creds;
+	client_creds_read(cl, &creds);
 	Alps__PullRequest pr = ALPS__PULL_REQUEST__INIT;
 	pr.reference = ref;
 	pr.platform = (char *)platform;
-	pr.credentials = rcp;
-	pr.n_credentials = ncreds;
+	pr.credentials = creds.ptrs;
+	pr.n_credentials = creds.n;
+	pr.timeout_s = timeout;
+	pr.no_refresh = no_refresh;
 	Alps__Request req = ALPS__REQUEST__INIT;
 	req.op_case = ALPS__REQUEST__OP_PULL;
 	req.pull = &pr;
@@ -172,9 +170,7 @@ static int run_pull(struct client *cl, int argc, char **argv)
 	signal(SIGINT, on_sigint);
 	Alps__Response *resp = client_call(cl, &req, on_pull_progress, &view, &err);
 	signal(SIGINT, SIG_DFL);
-	dockercfg_creds_free(creds, ncreds);
-	free(rcp);
-	free(rc_);
+	client_creds_free(&creds);
 	progress_finish(&view.progress);
 	if (!resp)
 		return client_fail(cl, "pull", err);
@@ -186,10 +182,18 @@ static int run_pull(struct client *cl, int argc, char **argv)
 const struct command cmd_pull = {
 	.name = "pull",
 	.summary = "Pull an image from its registry into the node's store.",
-	.usage = "[--platform OS/ARCH[/VARIANT]] [--quiet] REFERENCE",
+	.usage = "[--platform OS/ARCH[/VARIANT]] [--quiet] [--timeout SECONDS] [--no-refresh] "
+		 "REFERENCE",
 	.help = "  -p, --platform P   choose P from a multi-platform image (default: the node's)\n"
-		"  -q, --quiet        no progress\n"
-		"Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json.\n"
+		"  -q, --quiet        no progress (retries and warnings still show)\n"
+		"      --timeout S    give up on a registry that does not answer or send for S\n"
+		"                     seconds (1-3600; default: alpsd's registry.timeout)\n"
+		"      --no-refresh   a tag the node has cached: use it without asking the\n"
+		"                     registry whether it changed\n"
+		"A cached tag is re-checked with the registry (a HEAD of its manifest) and\n"
+		"pulled again only if it changed.\n"
+		"Credentials come from $DOCKER_CONFIG/config.json or ~/.docker/config.json;\n"
+		"a broken file is a warning and the pull goes on without credentials.\n"
 		"Ctrl-C detaches: the pull goes on in the daemon.\n",
 	.run = run_pull,
 };

@@ -14,6 +14,7 @@ static const struct command *const commands[] = {
 	&cmd_status,
 	&cmd_metrics,
 	&cmd_pull,
+	&cmd_outdated,
 	&cmd_images,
 	&cmd_inspect,
 	&cmd_rm,

@@ -109,9 +109,14 @@ static const struct option_def options[] = {
 	{ "registry.platform", OPT_STRING, OFF(platform), "", 0, 0, NULL,
 	  "os/arch[/variant] chosen from image indexes (empty: this node's)" },
 	{ "registry.timeout", OPT_INT, OFF(http_timeout_s), "30", 1, 3600, NULL,
-	  "seconds without progress before an HTTP transfer is abandoned" },
+	  "seconds without an answer or progress before a registry request is abandoned "
+	  "(alps pull --timeout overrides it)" },
 	{ "registry.retries", OPT_INT, OFF(http_retries), "5", 0, 100, NULL,
 	  "retries of a failed HTTP request (5xx, 429, reset)" },
+	{ "registry.connect_timeout", OPT_INT, OFF(connect_timeout_s), "10", 1, 600, NULL,
+	  "seconds to connect to a registry (TCP and TLS), at most registry.timeout" },
+	{ "registry.connect_retries", OPT_INT, OFF(connect_retries), "2", 0, 100, NULL,
+	  "retries, a second apart at most, of a connection the registry refused" },
 
 	{ "jobs.allow_user_run", OPT_BOOL, OFF(allow_user_run), "true", 0, 0, NULL,
 	  "whether ordinary users may use 'alps run'" },

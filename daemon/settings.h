@@ -70,6 +70,8 @@ struct config {
 	char *platform;             /* "" = the node's */
 	int64_t http_timeout_s;
 	int64_t http_retries;
+	int64_t connect_timeout_s;
+	int64_t connect_retries;
 	struct registry_conf *registries;   /* [[registry.host]] */
 	size_t nregistries;
 

@@ -16,7 +16,9 @@
 #include "daemon/server/metrics.h"
 #include "daemon/store/policy.h"
 #include "daemon/settings.h"
+#include "daemon/image/fresh.h"
 #include "daemon/image/pull.h"
+#include "daemon/image/pull_space.h"
 #include "daemon/image/registry.h"
 #include "daemon/squash/squash.h"
 #include "daemon/store/store.h"
@@ -24,6 +26,7 @@
 
 #define PIPE_BYTES (8u << 20)          /* HTTP -> converter buffer per layer */
 #define TICK_MS 250                     /* progress to waiters */
+#define MAX_NOTICES 32                  /* pending between two ticks; more are logged only */
 
 struct waiter {
 	struct waiter *next;
@@ -63,6 +66,7 @@ struct pull {
 	char *origin;                   /* "registry/repository", for access rows */
 	struct registry_session *session;
 	struct pull_opts opts;
+	bool no_refresh;
 	pthread_t thread;
 	bool thread_started;
 	struct event *ev_done, *ev_tick;
@@ -74,17 +78,23 @@ struct pull {
 	size_t njobs, next_job;
 	uint64_t last_done, last_tick_ms, rate_bps;
 	alps_error *err;                /* the first failure */
+	char **notices;                 /* for the next snapshot */
+	size_t nnotices;
 
 	size_t tasks_left;              /* layer tasks on the pool not yet ended */
 	pthread_cond_t tasks_done;      /* tasks_left reached 0 */
 	/* Admission (pull thread): layers held, bytes reserved. */
 	bool admit_held;
 	uint64_t reserved;
+	uint64_t need;                  /* compressed bytes of the layers to fetch */
 
 	/* Written by the pull thread before ev_done, read after. */
 	struct resolved_image img;
 	uint32_t fetched;
 	uint64_t size;
+	struct image_fresh fresh;       /* the tag as the store had it */
+	const char *refresh;            /* pull_result.refresh */
+	bool from_cache;                /* nothing to pull: fresh is the result */
 };
 
 struct inflight {
@@ -270,7 +280,11 @@ static int fetch_convert(struct pull *pl, struct layer_job *job, alps_error **er
 	}
 	pthread_join(ft, NULL);
 	chanbuf_unref(fc.cb);
-	if (fc.err) {
+	if (fc.err && fc.err->code == ALPS_E_CANCELLED && rc < 0 && *err) {
+		/* The converter stopped the download: its error is the cause
+		 * (a full disk), not "stopped by its consumer". */
+		alps_error_free(fc.err);
+	} else if (fc.err) {
 		/* The download's own error is the cause (a digest mismatch is
 		 * found at the very end, after the tar may have looked fine). */
 		alps_error_free(*err);
@@ -346,6 +360,18 @@ static int cached_check(struct pull *pl, struct layer_job *job, const struct sto
 	return prove_access(pl, job, err);
 }
 
+/* Another compression of a layer the store has (the image config's
+ * diff_id) needs no download: 1 when the digest is now its alias. */
+static int layer_dedup(struct pull *pl, struct layer_job *job, alps_error **err)
+{
+	const struct descriptor *d = &job->layer->desc;
+	struct store_layer_info info = {
+		.digest = d->digest, .diff_id = job->diff_id, .media_type = d->media_type,
+		.compressed_size = d->size,
+	};
+	return store_layer_dedup(pl->p->store, &info, pl->owner, err);
+}
+
 /* The layer is there, or made by us or by another pull meanwhile.  The
  * hold comes first, so that a removal or gc cannot take the layer between
  * finding it and the image's commit. */
@@ -369,7 +395,10 @@ static int layer_run(struct pull *pl, struct layer_job *job, bool *fetched, alps
 			return -1;
 		alps_error_free(*err);
 		*err = NULL;
-		if (layer_claim(p, digest))
+		int dup = layer_dedup(pl, job, err);
+		if (dup < 0)
+			return -1;
+		if (dup == 0 && layer_claim(p, digest))
 			break;
 	}
 	int rc = fetch_convert(pl, job, err);
@@ -559,6 +588,9 @@ static int pull_admit(struct pull *pl, alps_error **err)
 	if (cache_limits(st, &pl->opts.policy, &limit, &low, err) < 0 ||
 	    admit_need(pl, &need, err) < 0)
 		return -1;
+	pl->need = need;
+	if (need > 0 && pull_space_check(st, need, err) < 0)
+		return -1;
 	if (limit == 0 || need == 0)
 		return 0;
 	if (store_admit(st, need, limit, low, err) < 0)
@@ -579,12 +611,65 @@ static void pull_admit_end(struct pull *pl)
 	pl->reserved = 0;
 }
 
+/* A line for the user, sent with the next progress snapshot. */
+static void pull_notice(void *arg, const char *msg)
+{
+	struct pull *pl = arg;
+	_cleanup_free_ char *esc = log_escape(msg, 400);
+	log_info("pull %s: %s", pl->reference, esc);
+	pthread_mutex_lock(&pl->lock);
+	if (pl->nnotices < MAX_NOTICES) {
+		pl->notices = xrealloc(pl->notices, (pl->nnotices + 1) * sizeof(char *));
+		pl->notices[pl->nnotices++] = xstrdup(msg);
+	}
+	pthread_mutex_unlock(&pl->lock);
+}
+
+/* A tag the store has: served from the store with --no-refresh or when the
+ * registry still serves it (a HEAD, no download); else the pull goes on
+ * and says the tag moved. */
+static int pull_refresh(struct pull *pl, alps_error **err)
+{
+	pl->refresh = "new";
+	if (!pl->ref.tag || pl->ref.digest)
+		return 0;
+	int r = fresh_cached(pl->p->store, pl->reference, pl->uid, &pl->fresh, err);
+	if (r <= 0)
+		return r;
+	_cleanup_free_ char *want = pl->has_platform ? manifest_platform_format(&pl->platform) : NULL;
+	if ((want && strcmp(want, pl->fresh.platform) != 0) || pl->fresh.damaged)
+		return 0;
+	_cleanup_free_ char *now = NULL;
+	if (!pl->no_refresh && fresh_current(pl->session, &pl->fresh, &now, err) < 0)
+		return alps_error_prefix(err, "checking the cached %s (pull --no-refresh uses it "
+					 "as it is)", pl->reference);
+	pl->from_cache = pl->no_refresh || strcmp(now, pl->fresh.digest) == 0;
+	pl->refresh = pl->no_refresh ? "not checked" : pl->from_cache ? "unchanged" : "changed";
+	if (!pl->from_cache) {
+		_cleanup_free_ char *msg = xasprintf("%s changed: %s -> %s", pl->reference,
+						     pl->fresh.digest, now);
+		pull_notice(pl, msg);
+	}
+	return 0;
+}
+
 static void *pull_main(void *arg)
 {
 	struct pull *pl = arg;
 	alps_error *err = NULL;
-	int rc = registry_resolve(pl->session, pl->has_platform ? &pl->platform : NULL, &pl->img,
-				  &err);
+	int rc = pull_refresh(pl, &err);
+	if (rc == 0 && pl->from_cache) {
+		pl->size = pl->fresh.size;
+		alps_error *e = NULL;  /* for alps df; a failure to count fails no pull */
+		if (store_stat_bump(pl->p->store, "layer_hits", pl->fresh.layers, &e) < 0) {
+			log_warn("%s", e->msg);
+			alps_error_free(e);
+		}
+		goto out;
+	}
+	if (rc == 0)
+		rc = registry_resolve(pl->session, pl->has_platform ? &pl->platform : NULL,
+				      &pl->img, &err);
 	if (rc == 0)
 		rc = pull_admit(pl, &err);
 	if (rc == 0)
@@ -593,7 +678,9 @@ static void *pull_main(void *arg)
 		rc = pull_commit(pl, &err);
 	pull_release_holds(pl);
 	pull_admit_end(pl);
+out:
 	if (rc < 0) {
+		pull_space_explain(pl->p->store, pl->need, &err);
 		alps_error_prefix(&err, "pulling %s", pl->reference);
 		pthread_mutex_lock(&pl->lock);
 		pl->err = err;
@@ -628,17 +715,24 @@ static void pull_snapshot_send(struct pull *pl)
 	pl->last_tick_ms = now;
 	pl->last_done = done;
 	uint64_t rate = pl->rate_bps;
+	char **notices = steal_pointer(&pl->notices);
+	size_t nnotices = pl->nnotices;
+	pl->nnotices = 0;
 	pthread_mutex_unlock(&pl->lock);
 
 	struct pull_status st = {
 		.reference = pl->reference, .phase = phase, .layers = ls, .nlayers = n,
 		.done = done, .total = total, .rate_bps = rate,
 		.eta_ms = rate && total > done ? (total - done) * 1000 / rate : 0,
+		.notices = notices, .nnotices = nnotices,
 	};
 	for (struct waiter *w = pl->waiters; w; w = w->next)
 		if (w->ops->progress)
 			w->ops->progress(w->arg, &st);
 	free(ls);
+	for (size_t i = 0; i < nnotices; i++)
+		free(notices[i]);
+	free(notices);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -662,6 +756,10 @@ static void pull_free(struct pull *pl)
 	free(pl->reference);
 	free(pl->origin);
 	free(pl->opts.compressor);
+	fresh_clear(&pl->fresh);
+	for (size_t i = 0; i < pl->nnotices; i++)
+		free(pl->notices[i]);
+	free(pl->notices);
 	alps_error_free(pl->err);
 	pthread_cond_destroy(&pl->tasks_done);
 	pthread_mutex_destroy(&pl->lock);
@@ -685,8 +783,14 @@ static void pull_finish(struct pull *pl, const alps_error *err)
 	struct pull_result res = {
 		.reference = pl->reference, .digest = pl->img.manifest_digest,
 		.layers = (uint32_t)pl->img.manifest.nlayers, .fetched = pl->fetched,
-		.size = pl->size,
+		.size = pl->size, .refresh = pl->refresh,
+		.previous = pl->refresh && strcmp(pl->refresh, "changed") == 0 ? pl->fresh.digest
+									 : NULL,
 	};
+	if (pl->from_cache) {
+		res.digest = pl->fresh.digest;
+		res.layers = pl->fresh.layers;
+	}
 	struct waiter *w = pl->waiters;
 	pl->waiters = NULL;
 	while (w) {
@@ -706,6 +810,9 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	metrics_pull(pl->err == NULL);
 	if (pl->err)
 		log_warn("%s", pl->err->msg);
+	else if (pl->from_cache)
+		log_info("pull %s: the store's %s (%s)", pl->reference, pl->fresh.digest,
+			 pl->refresh);
 	else
 		log_info("pulled %s (%s): %u layers, %u fetched", pl->reference,
 			 pl->img.manifest_digest, (unsigned)pl->img.manifest.nlayers,
@@ -788,6 +895,9 @@ static int pull_new(struct puller *p, const struct pull_request *req, const char
 	if (!pl->session)
 		goto fail;
 	registry_set_config_source(pl->session, config_from_store, pl);
+	registry_set_notice(pl->session, pull_notice, pl);
+	registry_set_timeout(pl->session, req->timeout_s);
+	pl->no_refresh = req->no_refresh;
 	pl->ev_done = event_new(p->base, -1, 0, on_done, pl);
 	pl->ev_tick = event_new(p->base, -1, EV_PERSIST, on_tick, pl);
 	*out = pl;
@@ -809,8 +919,9 @@ int puller_pull(struct puller *p, const struct pull_request *req,
 	bool private = has_creds_for(req, ref.registry);
 	/* Per user even without credentials: what a pull reuses from the
 	 * store and the access it records depend on who pulls. */
-	_cleanup_free_ char *key = xasprintf("%s#%u#%c#%s", canon, (unsigned)req->uid,
-					     private ? 'p' : 'a', req->platform ? req->platform : "");
+	_cleanup_free_ char *key = xasprintf("%s#%u#%c%c#%s", canon, (unsigned)req->uid,
+					     private ? 'p' : 'a', req->no_refresh ? 'n' : 'r',
+					     req->platform ? req->platform : "");
 	struct pull *pl = p->pulls;
 	while (pl && strcmp(pl->key, key) != 0)
 		pl = pl->next;

@@ -62,6 +62,8 @@ struct pull_status {
 	uint64_t done, total;   /* compressed bytes of layers to fetch */
 	uint64_t rate_bps;
 	uint64_t eta_ms;
+	char **notices;         /* lines for the user since the last snapshot */
+	size_t nnotices;
 };
 
 struct pull_result {
@@ -70,6 +72,8 @@ struct pull_result {
 	uint32_t layers;
 	uint32_t fetched;       /* layers downloaded by this pull */
 	uint64_t size;          /* compressed bytes of the image's layers */
+	const char *refresh;    /* "new", "unchanged", "changed", "not checked" */
+	const char *previous;   /* "changed": the digest the tag had, else NULL */
 };
 
 struct pull_waiter_ops {
@@ -85,6 +89,8 @@ struct pull_request {
 	uid_t uid;                              /* who asks */
 	const struct registry_cred *creds;      /* the user's, may be empty */
 	size_t ncreds;
+	long timeout_s;                         /* > 0: instead of registry.timeout */
+	bool no_refresh;                        /* a cached tag: do not ask the registry */
 };
 
 /* Pulls run on pool (conversions) and threads of their own (downloads),

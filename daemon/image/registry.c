@@ -223,6 +223,9 @@ struct registry_session *registry_session_new(const struct config *cfg,
 	s->platform = xstrdup(cfg && cfg->platform ? cfg->platform : "");
 	s->timeout_s = cfg && cfg->http_timeout_s > 0 ? (long)cfg->http_timeout_s : 30;
 	s->retries = cfg && cfg->http_retries > 0 ? (unsigned)cfg->http_retries : 0;
+	s->connect_timeout_cfg = cfg && cfg->connect_timeout_s > 0 ? (long)cfg->connect_timeout_s : 10;
+	registry_set_timeout(s, s->timeout_s);
+	s->connect_retries = cfg && cfg->connect_retries > 0 ? (unsigned)cfg->connect_retries : 0;
 	session_share_init(s);
 	if (session_endpoints(s, cfg, creds, ncreds, err) < 0) {
 		registry_session_free(s);
@@ -253,6 +256,21 @@ void registry_get_stats(struct registry_session *s, struct registry_stats *out)
 	out->retries = __atomic_load_n(&s->stats.retries, __ATOMIC_RELAXED);
 	out->resumes = __atomic_load_n(&s->stats.resumes, __ATOMIC_RELAXED);
 	out->token_fetches = __atomic_load_n(&s->stats.token_fetches, __ATOMIC_RELAXED);
+}
+
+void registry_set_notice(struct registry_session *s, registry_notice_fn fn, void *arg)
+{
+	s->notice = fn;
+	s->notice_arg = arg;
+}
+
+void registry_set_timeout(struct registry_session *s, long timeout_s)
+{
+	if (timeout_s <= 0)
+		return;
+	s->timeout_s = timeout_s;
+	s->connect_timeout_s = s->connect_timeout_cfg < timeout_s ? s->connect_timeout_cfg
+								   : timeout_s;
 }
 
 /* ---- manifests and blobs at one endpoint ---- */
@@ -639,6 +657,97 @@ int registry_resolve(struct registry_session *s, const struct platform *platform
 		log_warn("%s; trying %s", last->msg, s->eps[i + 1].authority);
 	}
 	registry_resolved_free(out);
+	return reg_hand_over(err, last);
+}
+
+/* ---- where a tag points now ---- */
+
+static bool media_type_is_index(const char *ct)
+{
+	return ct && (str_has_prefix(ct, MT_OCI_INDEX) || str_has_prefix(ct, MT_DOCKER_LIST));
+}
+
+/* HEAD of the session's manifest: its digest and media type, when the
+ * registry says them (either may be NULL). */
+static int head_manifest(struct registry_session *s, struct endpoint *ep, char **digest,
+			 char **ctype, alps_error **err)
+{
+	const char *reference = ref_reference(&s->ref);
+	_cleanup_free_ char *what = xasprintf("manifest %s/%s%s%s", s->ref.registry,
+					      s->ref.repository, digest_valid(reference) ? "@" : ":",
+					      reference);
+	struct xfer x = { .s = s, .what = what, .accept = manifest_accept(), .head = true };
+	int rc = ep_request(&x, ep, "manifests", reference, err);
+	if (rc == 0) {
+		*digest = x.docker_digest && digest_valid(x.docker_digest) ? xstrdup(x.docker_digest)
+									  : NULL;
+		*ctype = x.content_type ? xstrdup(x.content_type) : NULL;
+	}
+	xfer_clear(&x);
+	return rc;
+}
+
+/* The manifest itself: an index gives the platform's entry. */
+static int current_by_get(struct registry_session *s, struct endpoint *ep,
+			  const struct platform *want, char **out, alps_error **err)
+{
+	struct fetched top;
+	enum manifest_kind kind;
+	struct manifest_index idx;
+	if (fetch_manifest(s, ep, ref_reference(&s->ref), &top, err) < 0)
+		return -1;
+	int rc = manifest_detect(top.body.data, top.body.len, top.content_type, &kind, err);
+	if (rc == 0 && !manifest_kind_is_index(kind)) {
+		*out = steal_pointer(&top.digest);
+	} else if (rc == 0 && (rc = manifest_index_parse(top.body.data, top.body.len, &idx, err)) == 0) {
+		const struct index_entry *e = manifest_index_select(&idx, want, err);
+		if (e)
+			*out = xstrdup(e->desc.digest);
+		else
+			rc = -1;
+		manifest_index_free(&idx);
+	}
+	fetched_clear(&top);
+	return rc;
+}
+
+static int current_at(struct registry_session *s, size_t i, const struct platform *want,
+		      const char *known, char **out, alps_error **err)
+{
+	struct endpoint *ep = &s->eps[i];
+	_cleanup_free_ char *d = NULL, *ct = NULL;
+	if (head_manifest(s, ep, &d, &ct, err) < 0)
+		return -1;
+	if (d && ((known && strcmp(d, known) == 0) || (ct && !media_type_is_index(ct)))) {
+		*out = steal_pointer(&d);
+		return 0;
+	}
+	return current_by_get(s, ep, want, out, err);
+}
+
+int registry_current_digest(struct registry_session *s, const struct platform *platform,
+			    const char *known, char **digest, alps_error **err)
+{
+	struct platform want;
+	*digest = NULL;
+	if (want_platform(s, platform, &want, err) < 0)
+		return -1;
+	alps_error *last = NULL;
+	int rc = -1;
+	for (size_t i = 0; i < s->neps && rc < 0; i++) {
+		alps_error_free(last);
+		last = NULL;
+		rc = current_at(s, i, &want, known, digest, &last);
+		if (rc < 0 && (error_is_final(last) || i + 1 == s->neps))
+			break;
+		if (rc < 0)
+			log_warn("%s; trying %s", last->msg, s->eps[i + 1].authority);
+	}
+	manifest_platform_free(&want);
+	if (rc == 0) {
+		alps_error_free(last);
+		return 0;
+	}
 	return reg_hand_over(err, last);
 }
 

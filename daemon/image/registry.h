@@ -78,7 +78,8 @@ int registry_global_init(alps_error **err);
 /* curl_global_cleanup(), at exit, after every session is freed. */
 void registry_global_cleanup(void);
 
-/* cfg supplies default_registry, http_timeout_s, http_retries and the
+/* cfg supplies default_registry, http_timeout_s, http_retries,
+ * connect_timeout_s, connect_retries and the
  * [[registry.host]] entries (mirrors, insecure, ca_file); it must outlive
  * nothing: what is needed is copied.  creds (may be NULL) are matched by
  * host, for the registry and each mirror. */
@@ -107,7 +108,25 @@ int registry_fetch_layer(struct registry_session *s, const struct descriptor *d,
 int registry_fetch_blob_mem(struct registry_session *s, const char *digest, uint64_t size,
 			    uint64_t max, void **buf, size_t *len, alps_error **err);
 
+/* Where the session's reference points now for platform (NULL as in
+ * registry_resolve()): *digest, the image manifest's digest (caller
+ * frees).  A HEAD of the manifest, answered by its Docker-Content-Digest
+ * when that equals known (the digest the caller has) or names no index;
+ * else a GET (of the index: the platform's entry). */
+int registry_current_digest(struct registry_session *s, const struct platform *platform,
+			    const char *known, char **digest, alps_error **err);
+
 void registry_get_stats(struct registry_session *s, struct registry_stats *out);
+
+/* Told each retry and wait, as a line for the user ("registry
+ * 127.0.0.1:5999: connection refused, retry 1 of 2 in 0.5 s").  Called
+ * from the thread making the request; set before any request. */
+typedef void (*registry_notice_fn)(void *arg, const char *msg);
+void registry_set_notice(struct registry_session *s, registry_notice_fn fn, void *arg);
+
+/* Override registry.timeout for this session (seconds, > 0); the connect
+ * timeout is cut to it. */
+void registry_set_timeout(struct registry_session *s, long timeout_s);
 
 /* Where registry_resolve() may find an image's config instead of fetching
  * it: fn(arg, manifest_digest, config_digest, &buf, &len) returns 0 with a

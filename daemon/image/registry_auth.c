@@ -177,6 +177,12 @@ static char *default_scope(const struct registry_session *s)
 	return xasprintf("repository:%s:pull", s->ref.repository);
 }
 
+static bool authority_has_port(const char *authority)
+{
+	const char *end = authority[0] == '[' ? strchr(authority, ']') : authority;
+	return end && strchr(end, ':') != NULL;
+}
+
 /* GET /v2/ over HTTPS, or HTTP where allowed when HTTPS cannot talk to the
  * host at all.  Learns the scheme and the auth challenge.  ep->lock held. */
 int endpoint_ping(struct registry_session *s, struct endpoint *ep, alps_error **err)
@@ -196,8 +202,11 @@ int endpoint_ping(struct registry_session *s, struct endpoint *ep, alps_error **
 			ep->pinged = true;
 		}
 		/* Plain HTTP only when the host does not talk TLS at all: one that
-		 * does but fails verification must not be downgraded. */
-		bool no_fallback = x.status != 0 || x.curl_rc == CURLE_PEER_FAILED_VERIFICATION;
+		 * does but fails verification must not be downgraded.  Nor when
+		 * the port (the same for both) refused or never answered. */
+		bool no_fallback = x.status != 0 || x.curl_rc == CURLE_PEER_FAILED_VERIFICATION ||
+				   (authority_has_port(ep->authority) &&
+				    (x.refused || x.curl_rc == CURLE_OPERATION_TIMEDOUT));
 		xfer_clear(&x);
 		if (rc == 0)
 			return 0;
@@ -281,6 +290,23 @@ static uint64_t xfer_progress(const struct xfer *x)
 	return x->blob ? x->blob->delivered : 0;
 }
 
+/* Tell the session's listener: "registry H: connection refused, retry 1
+ * of 2 in 0.5 s". */
+static void xfer_notice_retry(const struct xfer *x, unsigned n, unsigned max, uint64_t delay_ms)
+{
+	if (!x->s->notice)
+		return;
+	_cleanup_free_ char *host = log_escape(x->ep ? x->ep->authority : x->url, 200);
+	char wait[32];
+	if (delay_ms < 10000 && delay_ms % 1000)
+		snprintf(wait, sizeof(wait), "%.1f s", (double)delay_ms / 1000.0);
+	else
+		snprintf(wait, sizeof(wait), "%" PRIu64 " s", delay_ms / 1000);
+	_cleanup_free_ char *msg = xasprintf("registry %s: %s, retry %u of %u in %s", host,
+					     x->reason[0] ? x->reason : "failed", n, max, wait);
+	x->s->notice(x->s->notice_arg, msg);
+}
+
 /* The request with authentication, retries with backoff (Retry-After
  * honoured) and, for blobs, resumption.  The attempt counter restarts
  * when a blob transfer made progress: a long download over a flaky link
@@ -309,11 +335,14 @@ int xfer_run(struct xfer *x, alps_error **err)
 			attempt = 0;
 			reauthed = false;
 		}
-		if (!x->retryable || attempt >= x->s->retries)
+		unsigned max = x->refused ? x->s->connect_retries : x->s->retries;
+		if (!x->retryable || attempt >= max)
 			return reg_hand_over(err, e);
 		uint64_t delay = x->retry_after_ms ? x->retry_after_ms : reg_backoff_ms(attempt);
-		log_info("%s (retrying in %" PRIu64 " ms, %u of %u)", e->msg, delay, attempt + 1,
-			 x->s->retries);
+		if (x->refused && delay > REFUSED_RETRY_MAX_MS)
+			delay = REFUSED_RETRY_MAX_MS;
+		log_info("%s (retrying in %" PRIu64 " ms, %u of %u)", e->msg, delay, attempt + 1, max);
+		xfer_notice_retry(x, attempt + 1, max, delay);
 		alps_error_free(e);
 		reg_stat_add(&x->s->stats.retries);
 		reg_sleep_ms(delay);

@@ -216,7 +216,7 @@ static CURL *xfer_setup(struct xfer *x, struct curl_slist **headers)
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
 	set_protocols(c, x->allow_http);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, x->s->timeout_s);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, x->s->connect_timeout_s);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)LOW_SPEED_BYTES);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, x->s->timeout_s);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, USER_AGENT);
@@ -241,6 +241,8 @@ static CURL *xfer_setup(struct xfer *x, struct curl_slist **headers)
 	}
 	if (x->post)
 		curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, x->post);
+	if (x->head)
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	set_auth(c, x);
 	return c;
 }
@@ -291,6 +293,7 @@ static int status_failure(struct xfer *x, alps_error **err)
 	long st = x->status;
 	x->retryable = st == 429 || st == 500 || st == 502 || st == 503 || st == 504;
 	x->retry_after_ms = x->retryable ? retry_after_ms(x->retry_after) : 0;
+	snprintf(x->reason, sizeof(x->reason), "HTTP %ld", st);
 	if (x->retry_after_ms > RETRY_AFTER_MAX_S * 1000) {
 		x->retryable = false;
 		return alps_fail(err, ALPS_E_UNAVAILABLE, "%s: %s asks to retry after %" PRIu64
@@ -308,20 +311,52 @@ static int status_failure(struct xfer *x, alps_error **err)
 			 st, tail);
 }
 
+/* A timeout: a host that never connects or never answers fails now (a
+ * retry would wait as long again); a transfer that stalled after its
+ * answer began is retried and resumed. */
+static int timeout_failure(struct xfer *x, const char *host, alps_error **err)
+{
+	if (!x->connected) {
+		snprintf(x->reason, sizeof(x->reason), "no connection in %ld s", x->s->connect_timeout_s);
+		return alps_fail(err, ALPS_E_TIMEOUT, "%s: cannot connect to %s within %ld s "
+				 "(registry.connect_timeout)", x->what, host, x->s->connect_timeout_s);
+	}
+	if (x->status == 0 && !x->tls_done)
+		return alps_fail(err, ALPS_E_TIMEOUT, "%s: %s accepted the connection but did not "
+				 "answer the TLS handshake within %ld s (registry.connect_timeout, "
+				 "at most registry.timeout or pull --timeout)", x->what, host,
+				 x->s->connect_timeout_s);
+	if (x->status == 0)
+		return alps_fail(err, ALPS_E_TIMEOUT, "%s: %s accepted the connection but did not "
+				 "answer within %ld s (registry.timeout or pull --timeout)", x->what,
+				 host, x->s->timeout_s);
+	x->retryable = true;
+	snprintf(x->reason, sizeof(x->reason), "nothing received for %ld s", x->s->timeout_s);
+	return alps_fail(err, ALPS_E_TIMEOUT, "%s: %s sent nothing for %ld s (registry.timeout "
+			 "or pull --timeout)", x->what, host, x->s->timeout_s);
+}
+
 static int curl_failure(struct xfer *x, CURLcode rc, alps_error **err)
 {
 	const char *detail = x->curl_msg[0] ? x->curl_msg : curl_easy_strerror(rc);
 	_cleanup_free_ char *esc = log_escape(detail, 300);
 	const char *host = xfer_host(x);
+	snprintf(x->reason, sizeof(x->reason), "%s", curl_easy_strerror(rc));
 	switch (rc) {
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_CONNECT:
 		x->retryable = true;
+		x->refused = true;
+		if (rc == CURLE_COULDNT_CONNECT && x->os_errno == ECONNREFUSED)
+			snprintf(x->reason, sizeof(x->reason), "connection refused");
+		else if (rc == CURLE_COULDNT_CONNECT && x->os_errno)
+			snprintf(x->reason, sizeof(x->reason), "%s", strerror(x->os_errno));
+		else
+			snprintf(x->reason, sizeof(x->reason), "unknown host");
 		return alps_fail(err, ALPS_E_UNAVAILABLE, "%s: cannot connect to %s: %s",
 				 x->what, host, esc);
 	case CURLE_OPERATION_TIMEDOUT:
-		x->retryable = true;
-		return alps_fail(err, ALPS_E_TIMEOUT, "%s: %s timed out: %s", x->what, host, esc);
+		return timeout_failure(x, host, err);
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
@@ -329,6 +364,7 @@ static int curl_failure(struct xfer *x, CURLcode rc, alps_error **err)
 	case CURLE_HTTP2:
 	case CURLE_HTTP2_STREAM:
 		x->retryable = true;
+		snprintf(x->reason, sizeof(x->reason), "transfer interrupted");
 		return alps_fail(err, ALPS_E_UNAVAILABLE, "%s: transfer from %s interrupted: %s",
 				 x->what, host, esc);
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -343,6 +379,21 @@ static int curl_failure(struct xfer *x, CURLcode rc, alps_error **err)
 	}
 }
 
+/* How far the connection got, for what a failure means. */
+static void xfer_conn_info(struct xfer *x, CURL *c)
+{
+	curl_off_t conn = 0, app = 0;
+	long os_err = 0;
+	curl_easy_getinfo(c, CURLINFO_CONNECT_TIME_T, &conn);
+	curl_easy_getinfo(c, CURLINFO_APPCONNECT_TIME_T, &app);
+	curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_err);
+	/* A TLS handshake that timed out leaves the connect time at 0
+	 * (libcurl counts TLS in the connection): its message tells. */
+	x->connected = conn > 0 || strstr(x->curl_msg, "SSL connection timeout") != NULL;
+	x->tls_done = app > 0 || !str_has_prefix(x->url, "https://");
+	x->os_errno = (int)os_err;
+}
+
 /* One request.  0 on a 2xx (or the ping's 401); else -1 with *err and
  * x->retryable / x->retry_after_ms set. */
 int xfer_once(struct xfer *x, alps_error **err)
@@ -350,6 +401,11 @@ int xfer_once(struct xfer *x, alps_error **err)
 	struct curl_slist *headers = NULL;
 	xfer_reset_response(x);
 	x->retryable = false;
+	x->refused = false;
+	x->connected = false;
+	x->tls_done = false;
+	x->os_errno = 0;
+	x->reason[0] = '\0';
 	x->retry_after_ms = 0;
 	x->curl_msg[0] = '\0';
 	if (x->mem)
@@ -357,6 +413,7 @@ int xfer_once(struct xfer *x, alps_error **err)
 	CURL *c = xfer_setup(x, &headers);
 	CURLcode rc = curl_easy_perform(c);
 	x->curl_rc = rc;
+	xfer_conn_info(x, c);
 	curl_easy_cleanup(c);
 	curl_slist_free_all(headers);
 	reg_stat_add(&x->s->stats.requests);

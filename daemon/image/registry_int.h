@@ -33,6 +33,7 @@
 #define RETRY_BASE_MS 500
 #define RETRY_MAX_MS 30000
 #define RETRY_AFTER_MAX_S 120   /* a longer wait fails the pull instead */
+#define REFUSED_RETRY_MAX_MS 1000       /* a refusing registry is down: no long waits */
 #define LOW_SPEED_BYTES 1024    /* below this rate for http_timeout_s: stalled */
 
 enum auth_scheme {
@@ -68,8 +69,13 @@ struct endpoint {
 struct registry_session {
 	struct image_ref ref;
 	char *platform;                 /* cfg->platform, "" = node's */
-	long timeout_s;
+	long timeout_s;                 /* no answer or progress for this long: give up */
+	long connect_timeout_s;         /* TCP and TLS; at most timeout_s */
+	long connect_timeout_cfg;       /* registry.connect_timeout */
 	unsigned retries;
+	unsigned connect_retries;       /* of a refused connection */
+	registry_notice_fn notice;
+	void *notice_arg;
 	struct endpoint *eps;
 	size_t neps;
 	size_t preferred;               /* the endpoint that resolved (atomic) */
@@ -108,6 +114,7 @@ struct xfer {
 	bool use_auth;          /* send the endpoint's credentials */
 	bool allow_http;
 	bool ok_401;            /* the /v2/ ping: 401 is an answer */
+	bool head;              /* HEAD: headers only */
 	const char *post;       /* form body, or NULL for GET */
 	const char *basic_user, *basic_pass;    /* token requests */
 	char *bearer;           /* owned copy of the token sent */
@@ -125,7 +132,12 @@ struct xfer {
 	char curl_msg[CURL_ERROR_SIZE];
 	CURLcode curl_rc;
 	bool retryable;
+	bool refused;           /* the host refused the connection, or is unknown */
+	bool connected;         /* the TCP connection was made */
+	bool tls_done;          /* ... and its TLS handshake (or plain HTTP) */
+	int os_errno;           /* of a failed connect */
 	uint64_t retry_after_ms;
+	char reason[96];        /* why it failed, short: "connection refused", "HTTP 503" */
 };
 
 

@@ -61,6 +61,8 @@ void ops_send_pull_progress(struct request *rq, const struct pull_status *st, bo
 	pp.rate_bps = st->rate_bps;
 	pp.eta_ms = st->eta_ms;
 	pp.phase = (char *)pull_phase_name(st->phase);
+	pp.notices = st->notices;
+	pp.n_notices = st->nnotices;
 	Alps__Response resp = ALPS__RESPONSE__INIT;
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_PULL_PROGRESS;
 	resp.pull_progress = &pp;
@@ -95,6 +97,8 @@ static void pull_done(void *arg, const struct pull_result *res, const alps_error
 		pr.layers = res->layers;
 		pr.layers_fetched = res->fetched;
 		pr.size = res->size;
+		pr.refresh = (char *)(res->refresh ? res->refresh : "");
+		pr.previous_digest = (char *)(res->previous ? res->previous : "");
 		Alps__Response resp = ALPS__RESPONSE__INIT;
 		resp.payload_case = ALPS__RESPONSE__PAYLOAD_PULL_REPLY;
 		resp.pull_reply = &pr;
@@ -114,6 +118,9 @@ static int op_pull(struct request *rq, const Alps__Request *req, alps_error **er
 	const Alps__PullRequest *pr = req->pull;
 	if (!pr || !pr->reference || !*pr->reference)
 		return alps_fail(err, ALPS_E_INVALID, "pull: no image reference given");
+	if (pr->timeout_s > 3600)
+		return alps_fail(err, ALPS_E_INVALID, "pull: a timeout of %u s is more than "
+				 "3600 s", pr->timeout_s);
 	struct registry_cred *creds = xcalloc(pr->n_credentials ? pr->n_credentials : 1,
 					      sizeof(*creds));
 	for (size_t i = 0; i < pr->n_credentials; i++) {
@@ -126,6 +133,7 @@ static int op_pull(struct request *rq, const Alps__Request *req, alps_error **er
 		.cfg = d->cfg,
 		.reference = pr->reference, .platform = pr->platform,
 		.uid = request_peer(rq)->uid, .creds = creds, .ncreds = pr->n_credentials,
+		.timeout_s = pr->timeout_s, .no_refresh = pr->no_refresh,
 	};
 	int rc = puller_pull(d->puller, &preq, &pull_request_ops, request_ref(rq), err);
 	free(creds);

@@ -25,6 +25,7 @@ static const struct handler *const handler_table[] = {
 	&handler_import,
 	&handler_export,
 	&handler_metrics,
+	&handler_outdated,
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)

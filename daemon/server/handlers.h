@@ -98,7 +98,8 @@ extern const struct handler handler_hello,
 	handler_endpoints,
 	handler_import,
 	handler_export,
-	handler_metrics;
+	handler_metrics,
+	handler_outdated;
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 

@@ -190,6 +190,15 @@ int store_layer_get(struct store *s, const char *digest, struct store_layer **ou
  * If out is not NULL, *out is the layer (caller frees). */
 int store_layer_commit(struct store *s, const char *tmp_path, const struct store_layer_info *info,
 		       struct store_layer **out, alps_error **err);
+/* Before fetching layer info->digest: if a sound layer with the same
+ * diff_id (the same tar, compressed another way) was fetched by owner or
+ * without credentials (a layer_access row for owner or STORE_PUBLIC), make
+ * info->digest an alias of it and return 1; 0 if there is none (or no
+ * diff_id).  Only access rows count: a diff_id from an image config is
+ * the registry's word, so it must never reach a layer the puller could
+ * not have had anyway. */
+int store_layer_dedup(struct store *s, const struct store_layer_info *info, int64_t owner,
+		      alps_error **err);
 /* Keep layer digest from being removed until the matching release (see
  * "Holds" above).  Holds nest.  ALPS_E_INVALID for a malformed digest. */
 int store_layer_hold(struct store *s, const char *digest, alps_error **err);

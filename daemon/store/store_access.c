@@ -133,3 +133,50 @@ int store_layer_allow(struct store *s, const char *digest, int64_t uid, alps_err
 	store_unlock(s);
 	return r < 0 ? store_ctx(s, err, "recording access to layer", digest) : 0;
 }
+
+struct dedup_arg {
+	const struct store_layer_info *info;
+	int64_t owner;
+};
+
+/* The alias, if a sound layer with the diff_id was fetched by owner or
+ * without credentials: 1 made, 0 no such layer. */
+static int dedup_tx(struct store *s, void *arg, alps_error **err)
+{
+	const struct dedup_arg *a = arg;
+	_cleanup_free_ char *same = NULL;
+	int r = sql_text(s, err, &same,
+			 "SELECT l.digest FROM layers l WHERE l.diff_id = ?1 AND l.damaged = 0 "
+			 "AND EXISTS (SELECT 1 FROM layer_access la WHERE la.layer = l.digest "
+			 "AND la.uid IN (-1, ?2)) ORDER BY l.digest LIMIT 1",
+			 "si", a->info->diff_id, a->owner < 0 ? (int64_t)-1 : a->owner);
+	if (r <= 0)
+		return r;
+	if (sql_run(s, err,
+		    "INSERT INTO layer_aliases(digest, layer, media_type, compressed_size) "
+		    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(digest) DO NOTHING",
+		    "sssi", a->info->digest, same, a->info->media_type,
+		    (int64_t)a->info->compressed_size) < 0 ||
+	    store_stat_add_locked(s, "layers_deduplicated", 1, err) < 0)
+		return -1;
+	log_info("store %s: layer %s has the content of layer %s (diff_id %s): stored once, "
+		 "not fetched", s->dir, a->info->digest, same, a->info->diff_id);
+	return 1;
+}
+
+int store_layer_dedup(struct store *s, const struct store_layer_info *info, int64_t owner,
+		      alps_error **err)
+{
+	if (!info->diff_id)
+		return 0;
+	if (store_check_digest(info->digest, "layer digest", err) < 0 ||
+	    store_check_digest(info->diff_id, "diff id", err) < 0 ||
+	    ((!info->media_type || !*info->media_type) &&
+	     alps_fail(err, ALPS_E_INVALID, "media type missing") < 0))
+		return store_ctx(s, err, "deduplicating a layer", NULL);
+	struct dedup_arg a = { .info = info, .owner = owner };
+	store_lock(s);
+	int r = store_tx(s, dedup_tx, &a, err);
+	store_unlock(s);
+	return r < 0 ? store_ctx(s, err, "deduplicating layer", info->digest) : r;
+}

@@ -85,7 +85,7 @@ def one_doc(r):
 
 def test_doc_lists_every_command():
     cmds = ["status", "metrics", "pull.progress", "pull.done", "images", "inspect", "rm", "gc",
-            "pin", "df", "verify", "squash", "unsquash", "prepare",
+            "pin", "df", "verify", "squash", "unsquash", "prepare", "pull.notice", "outdated",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
             "epilog", "error", "import.progress", "import.done", "export"]
     assert sorted(SCHEMAS) == sorted(cmds)
@@ -118,8 +118,14 @@ def test_every_command(daemon, world, tmpdir_short):
     lines = [json.loads(l) for l in r.stdout.splitlines()]
     assert lines and all(isinstance(l, dict) and l["ok"] is True for l in lines)
     for l in lines[:-1]:
-        check(l, "pull.progress")
+        check(l, "pull.notice" if l["event"] in ("notice", "warning") else "pull.progress")
     check(lines[-1], "pull.done")
+    out = one_doc(d.alps("outdated", "--json", check=True))
+    check(out, "outdated")
+    assert [i["status"] for i in out["images"]] == ["up_to_date"]
+    out = one_doc(d.alps("outdated", "--json", "nope/none:1", check=True))
+    check(out, "outdated")
+    assert out["images"][0]["status"] == "not_cached"
     check(one_doc(d.alps("status", "--json", check=True)), "status")
     m = one_doc(d.alps("metrics", "--json", check=True))
     check(m, "metrics")
@@ -224,9 +230,13 @@ def test_errors_are_json(daemon, argv, code, status):
 def test_pull_error_is_a_json_line(daemon):
     r = daemon.alps("pull", "--json", "127.0.0.1:1/none/x:1")
     assert r.returncode != 0
-    last = json.loads(r.stdout.splitlines()[-1])
-    check(last, "error")
-    assert last["event"] == "error" and last["ok"] is False
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    check(lines[-1], "error")
+    assert lines[-1]["event"] == "error" and lines[-1]["ok"] is False
+    notices = [l for l in lines if l.get("event") == "notice"]
+    assert notices and "connection refused, retry 1 of" in notices[0]["message"]
+    for l in notices:
+        check(l, "pull.notice")
 
 
 def test_daemon_unreachable_is_json(tmpdir_short):
