@@ -70,6 +70,7 @@ static struct {
 	char *container;                /* the container this step's tasks join */
 	bool step_private;              /* prepared for this step: released at its end */
 	char *workdir;                  /* for task_init */
+	char *pin_note;                 /* srun's verbose line, said once -v counts */
 } st = {
 	.co = { .writable = -1, .mount_home = -1, .entrypoint = -1 },
 	.timeout_s = 600,
@@ -180,6 +181,37 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 
 extern char **environ;
 
+#define RESOLVE_TIMEOUT_MS 15000
+
+/* Pin the image's tag to its digest for the whole job (slurmjob.h).  An
+ * srun inside an sbatch/salloc job takes the job's pin rather than asking
+ * again: its steps must run what the prolog prepared.  Without an alpsd
+ * here or a registry answering, the job goes on with the tag. */
+static void pin_image(Alps__PrepareRequest *req, const char *tag, bool in_job)
+{
+	alps_error *err = NULL;
+	const char *inherited = getenv(SLURMJOB_PIN_ENV);
+	char *pinned = in_job && slurmjob_pin_matches(inherited, tag) ? xstrdup(inherited) :
+		slurmjob_resolve(st.socket ? st.socket : WIRE_DEFAULT_SOCKET, tag,
+				 RESOLVE_TIMEOUT_MS, &err);
+	free(st.pin_note);
+	if (pinned && slurmjob_pin(req, pinned, &err) == 0 &&
+	    setenv(SLURMJOB_PIN_ENV, pinned, 1) == 0) {
+		st.pin_note = xasprintf("alps: image %s pinned to %s", tag,
+					pinned + strlen(tag) + 1);
+	} else {
+		st.pin_note = xasprintf("alps: image %s not pinned to a digest (%s): the nodes use "
+					"the tag as they find it", tag,
+					err ? err->msg : "cannot set the environment");
+		unsetenv(SLURMJOB_PIN_ENV);
+	}
+	/* srun sets its log level from -v after the options' callbacks: it
+	 * says this again in local_user_init. */
+	slurm_verbose("%s", st.pin_note);
+	alps_error_free(err);
+	free(pinned);
+}
+
 static int local_post_opt(spank_t sp)
 {
 	alps_error *err = NULL;
@@ -187,12 +219,15 @@ static int local_post_opt(spank_t sp)
 	if (!getcwd(cwd, sizeof(cwd)))
 		cwd[0] = '\0';
 	Alps__PrepareRequest *req = NULL;
-	if (slurmjob_build(st.environment, &st.co, (const char *const *)environ, cwd, &req,
-			   &err) < 0) {
+	_cleanup_free_ char *tag = NULL;
+	if (slurmjob_build_ref(st.environment, &st.co, (const char *const *)environ, cwd, &req,
+			       &tag, &err) < 0) {
 		slurm_error("alps: %s", err->msg);
 		alps_error_free(err);
 		return -1;
 	}
+	if (tag)
+		pin_image(req, tag, spank_context() == S_CTX_LOCAL && getenv("SLURM_JOB_ID"));
 	_cleanup_free_ char *id = slurmjob_container_id(0, st.name, &err);
 	if (!id) {
 		slurm_error("alps: %s", err->msg);
@@ -210,6 +245,16 @@ static int local_post_opt(spank_t sp)
 	}
 	/* The prolog's copy; only before the allocation exists. */
 	spank_job_control_setenv(sp, SLURMJOB_ENV, enc, 1);
+	return 0;
+}
+
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	(void)sp;
+	(void)ac;
+	(void)av;
+	if (st.pin_note)
+		slurm_verbose("%s", st.pin_note);
 	return 0;
 }
 

@@ -22,6 +22,7 @@ static const struct handler *const handler_table[] = {
 	&handler_topology,
 	&handler_place,
 	&handler_endpoints,
+	&handler_resolve,
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)

@@ -94,6 +94,8 @@ extern const struct handler handler_hello,
 	handler_topology,
 	handler_place,
 	handler_endpoints;
+/* Resolve: a tag to its digest (daemon/ops/op_resolve.c). */
+extern const struct handler handler_resolve;
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 

@@ -86,7 +86,7 @@ def one_doc(r):
 def test_doc_lists_every_command():
     cmds = ["status", "pull.progress", "pull.done", "images", "inspect", "rm", "prepare",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
-            "epilog", "error"]
+            "epilog", "resolve", "error"]
     assert sorted(SCHEMAS) == sorted(cmds)
 
 
@@ -141,6 +141,9 @@ def test_every_command(daemon, world, tmpdir_short):
     env = dict(os.environ, SLURM_JOB_ID="77")
     check(one_doc(d.alps("prolog", "--json", env=env, check=True)), "prolog")
     check(one_doc(d.alps("epilog", "--json", env=env, check=True)), "epilog")
+    res = one_doc(d.alps("resolve", world.ref, "--json", check=True))
+    check(res, "resolve")
+    assert res["pinned"] == world.ref + "@" + res["digest"]
     # rm: one document for all its operands, the failure too
     r = d.alps("rm", world.ref, "nope/nothing:1", "--json")
     assert r.returncode == 1

@@ -33,6 +33,7 @@ def world(pb, users):
                             config={"config.env": ["PATH=/bin:/usr/bin", "IMGVAR=image"],
                                     "config.workingdir": "/home"})
     images.umoci_modify(layout, "bb", w.dir, lambda root: images.busybox_root(root), "bb")
+    w.layout = layout
     rf.push(layout, "bb", w.registry.host, "test/bb", "v1")
     rf.push(layout, "bb", w.registry.host, "test/bb2", "v1")
     w.ref = f"{w.registry.host}/test/bb:v1"
@@ -233,6 +234,13 @@ def test_registry_down_fails_in_prolog_and_leaves_nothing(world):
     v = world.users.victim
     port = sf.free_port()
     user_edf(world, v, "down.toml", f'image = "127.0.0.1:{port}/test/none:v1"\n')
+    # Submission could not pin the tag to a digest and went on with the tag.
+    r = world.slurm.run(["sbatch", "-H", "-v", "--parsable", "--environment=down", "--wrap",
+                         "true"], user=v)
+    assert r.returncode == 0, r.stderr
+    world.slurm.run(["scancel", r.stdout.strip().split(";")[0]])
+    assert re.search(r"alps: image 127\.0\.0\.1:%d/test/none:v1 not pinned to a digest" % port,
+                     r.stderr), r.stderr
     r = world.slurm.run(["srun", "-n", "1", "--environment=down", "true"], user=v, timeout=180)
     assert r.returncode != 0
     log = open(world.slurm.prolog_log).read()
@@ -314,3 +322,60 @@ def test_attach_is_refused_to_users(world, pb):
     code, msg = r.stdout.split(" ", 1)
     assert int(code) == pb.PERMISSION_DENIED and "administrators" in msg, r.stdout
     world.daemon.alps("release", "--job", "att1", check=True)
+
+
+def variant(w, name, marker):
+    """The busybox image plus /etc/marker, as layout tag name."""
+    bundle = os.path.join(w.dir, "bundle-" + name)
+    rf.run(["umoci", "unpack", "--image", f"{w.layout.path}:bb", bundle])
+    with open(os.path.join(bundle, "rootfs", "etc", "marker"), "w") as f:
+        f.write(marker + "\n")
+    rf.run(["umoci", "repack", "--image", f"{w.layout.path}:{name}", bundle])
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+def resolve(w, ref):
+    r = w.daemon.alps("--json", "resolve", ref, check=True)
+    return json.loads(r.stdout)
+
+
+def wait_job_gone(w, job, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = w.slurm.run(["squeue", "-h", "-j", job])
+        if job not in r.stdout:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"job {job} still queued:\n" + w.slurm.logs())
+
+
+def test_image_pinned_at_submission(world):
+    """The tag is resolved to a digest when the job is submitted: a job
+    that waits in the queue while the tag moves runs the image it was
+    submitted with, in the prolog's container and in the sruns of its
+    script."""
+    w, v = world, world.users.victim
+    variant(w, "pin-a", "first")
+    variant(w, "pin-b", "second")
+    ref = f"{w.registry.host}/test/pin:v1"
+    rf.push(w.layout, "pin-a", w.registry.host, "test/pin", "v1")
+    first = resolve(w, ref)
+    assert first["reference"] == ref and first["pinned"] == ref + "@" + first["digest"]
+    user_edf(w, v, "pin.toml", f'image = "{ref}"\n')
+    out = os.path.join(v.home, "marker.txt")
+    r = w.slurm.run(["sbatch", "--parsable", "-H", "-v", "--environment=pin", "-o", "pin.out",
+                     "--wrap", "srun cat /etc/marker > marker.txt"], user=v)
+    assert r.returncode == 0, r.stderr
+    assert "pinned to " + first["digest"] in r.stderr, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    rf.push(w.layout, "pin-b", w.registry.host, "test/pin", "v1")       # the tag moves
+    assert resolve(w, ref)["digest"] != first["digest"]
+    w.slurm.run(["scontrol", "release", job])
+    wait_job_gone(w, job)
+    assert open(out).read().strip() == "first", open(os.path.join(v.home, "pin.out")).read()
+    # A new submission pins the new digest.
+    r = w.slurm.run(["srun", "-v", "--environment=pin", "cat", "/etc/marker"], user=v)
+    assert r.returncode == 0 and r.stdout.strip() == "second", r.stderr
+    wait_no_jobs(w)
+    r = w.daemon.alps("--json", "resolve", f"127.0.0.1:{sf.free_port()}/test/none:v1")
+    assert r.returncode == 1 and json.loads(r.stdout)["code"] == "unavailable", r.stdout
