@@ -410,7 +410,9 @@ static int attach_request(spank_t sp, uid_t uid, Alps__AttachRequest *a, char **
 	a->uid = uid;
 	a->local_rank = (uint32_t)id;
 	a->global_rank = gid;
-	a->ntasks = ntasks;
+	/* The batch step (batch=container) counts no tasks: its script is
+	 * the one. */
+	a->ntasks = ntasks ? ntasks : 1;
 	a->slurm_job_id = job;
 	a->local_tasks = local;
 	return 0;
@@ -455,12 +457,50 @@ static void replace_env(spank_t sp, char **have, char **want, size_t nwant)
 	}
 }
 
-static int join(spank_t sp, const Alps__AttachReply *ar, int nsfd, char **have)
+/* The batch step in the container (batch=container): Slurm execs the
+ * script from its spool directory, which the container does not see.
+ * Open it while still on the host; the task then execs it as
+ * /proc/self/fd/N (the descriptor is left open across exec on purpose:
+ * the script's interpreter reads it from there).  *fd: -1 for another
+ * step. */
+static int batch_script_open(spank_t sp, int *fd, char ***argvp)
 {
-	if (setns(nsfd, CLONE_NEWNS) < 0) {
-		slurm_error("alps: setns into job %s: %s", st.container, strerror(errno));
+	uint32_t step = 0;
+	int argc = 0;
+	char **argv = NULL;
+	*fd = -1;
+	if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS || step != SLURM_BATCH_SCRIPT)
+		return 0;
+	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 ||
+	    !argv[0]) {
+		slurm_error("alps: cannot read the batch script's path from Slurm");
 		return -1;
 	}
+	*fd = open(argv[0], O_RDONLY | O_NOFOLLOW);
+	if (*fd < 0) {
+		slurm_error("alps: cannot open the batch script %s: %s", argv[0], strerror(errno));
+		return -1;
+	}
+	*argvp = argv;
+	return 0;
+}
+
+static int join(spank_t sp, const Alps__AttachReply *ar, int nsfd, char **have)
+{
+	int script = -1;
+	char **argv = NULL;
+	if (batch_script_open(sp, &script, &argv) < 0)
+		return -1;
+	if (setns(nsfd, CLONE_NEWNS) < 0) {
+		slurm_error("alps: setns into job %s: %s", st.container, strerror(errno));
+		if (script >= 0)
+			close(script);
+		return -1;
+	}
+	/* Slurm execs task->argv, which S_JOB_ARGV hands out (not a copy),
+	 * in this process only. */
+	if (script >= 0)
+		argv[0] = xasprintf("/proc/self/fd/%d", script);
 	replace_env(sp, have, ar->env, ar->n_env);
 	set_str(&st.workdir, ar->workdir && *ar->workdir ? ar->workdir : "/");
 	return 0;

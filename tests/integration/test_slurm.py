@@ -379,3 +379,31 @@ def test_image_pinned_at_submission(world):
     wait_no_jobs(w)
     r = w.daemon.alps("--json", "resolve", f"127.0.0.1:{sf.free_port()}/test/none:v1")
     assert r.returncode == 1 and json.loads(r.stdout)["code"] == "unavailable", r.stdout
+
+
+def test_batch_in_container_with_plugstack_option(world):
+    """plugstack.conf batch=container: the batch script of sbatch
+    --environment runs in the container; by default (batch=host) it runs
+    on the host.  Slurm's daemons read plugstack.conf at each step."""
+    w, v = world, world.users.victim
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    conf = os.path.join(w.slurm.dir, "plugstack.conf")
+    default = open(conf).read()
+    script = "grep -c 'alps busybox' /etc/os-release"
+    try:
+        with open(conf, "w") as f:
+            f.write(default.rstrip("\n") + " batch=container\n")
+        r = w.slurm.run(["sbatch", "--wait", "--environment=bb", "-o", "incont.out",
+                         "--wrap", script], user=v, timeout=120)
+        out = open(os.path.join(v.home, "incont.out")).read()
+        assert r.returncode == 0, r.stderr + out + w.slurm.logs()
+        assert out.strip().splitlines()[-1] == "1", out
+    finally:
+        with open(conf, "w") as f:
+            f.write(default)
+    wait_no_jobs(w)
+    r = w.slurm.run(["sbatch", "--wait", "--environment=bb", "-o", "onhost.out", "--wrap",
+                     script], user=v, timeout=120)
+    out = open(os.path.join(v.home, "onhost.out")).read()
+    assert out.strip().splitlines()[-1] == "0", r.stderr + out
+    wait_no_jobs(w)
