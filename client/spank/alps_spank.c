@@ -71,6 +71,7 @@ static struct {
 	bool step_private;              /* prepared for this step: released at its end */
 	char *workdir;                  /* for task_init */
 	char *pin_note;                 /* srun's verbose line, said once -v counts */
+	char *affinity;                 /* the plan's CPU list for this task, or NULL */
 } st = {
 	.co = { .writable = -1, .mount_home = -1, .entrypoint = -1 },
 	.timeout_s = 600,
@@ -182,6 +183,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 extern char **environ;
 
 #define RESOLVE_TIMEOUT_MS 15000
+#define AFFINITY_VAR "ALPS_CPU_AFFINITY"
 
 /* Pin the image's tag to its digest for the whole job (slurmjob.h).  An
  * srun inside an sbatch/salloc job takes the job's pin rather than asking
@@ -503,6 +505,9 @@ static int join(spank_t sp, const Alps__AttachReply *ar, int nsfd, char **have)
 		argv[0] = xasprintf("/proc/self/fd/%d", script);
 	replace_env(sp, have, ar->env, ar->n_env);
 	set_str(&st.workdir, ar->workdir && *ar->workdir ? ar->workdir : "/");
+	for (size_t i = 0; i < ar->n_env; i++)
+		if (strncmp(ar->env[i], AFFINITY_VAR "=", sizeof(AFFINITY_VAR)) == 0)
+			set_str(&st.affinity, ar->env[i] + sizeof(AFFINITY_VAR));
 	return 0;
 }
 
@@ -557,6 +562,51 @@ out:
 	return rc;
 }
 
+/* "0-3,8,10-11" into set; -1 if malformed or beyond CPU_SETSIZE. */
+static int parse_cpu_list(const char *s, cpu_set_t *set)
+{
+	CPU_ZERO(set);
+	while (*s) {
+		char *end;
+		errno = 0;
+		unsigned long lo = strtoul(s, &end, 10), hi = lo;
+		if (end == s || errno)
+			return -1;
+		if (*end == '-') {
+			s = end + 1;
+			hi = strtoul(s, &end, 10);
+			if (end == s || errno)
+				return -1;
+		}
+		if (lo > hi || hi >= CPU_SETSIZE || (*end && *end != ','))
+			return -1;
+		for (unsigned long c = lo; c <= hi; c++)
+			CPU_SET(c, set);
+		s = *end ? end + 1 : end;
+	}
+	return CPU_COUNT(set) > 0 ? 0 : -1;
+}
+
+/* The placement plan's CPUs as the task's affinity, in task_init: the
+ * last hook before exec, after every binding Slurm's task plugins do
+ * (22.05's task/affinity binds before task_init_privileged already; a
+ * later Slurm binding there would undo a mask set in that hook).  The
+ * kernel keeps the mask within the step's cpuset cgroup. */
+static int apply_affinity(void)
+{
+	cpu_set_t set;
+	if (parse_cpu_list(st.affinity, &set) < 0) {
+		slurm_error("alps: bad %s '%s' from alpsd", AFFINITY_VAR, st.affinity);
+		return -1;
+	}
+	if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+		slurm_error("alps: cannot run the task on CPUs %s (the step's allocation?): %s",
+			    st.affinity, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)sp;
@@ -569,7 +619,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 			    strerror(errno));
 		return -1;
 	}
-	return 0;
+	return st.affinity ? apply_affinity() : 0;
 }
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)

@@ -407,3 +407,33 @@ def test_batch_in_container_with_plugstack_option(world):
     out = open(os.path.join(v.home, "onhost.out")).read()
     assert out.strip().splitlines()[-1] == "0", r.stderr + out
     wait_no_jobs(w)
+
+
+def test_placement_affinity_when_asked(world):
+    """com.alps.slurm.affinity = "true" (or slurm.apply_affinity): each
+    task runs on the placement plan's CPUs for its local rank, over
+    Slurm's --cpu-bind, which stands otherwise."""
+    w, v = world, world.users.victim
+    ncpu = min(os.cpu_count() or 1, 4)
+    if ncpu < 2:
+        pytest.skip("needs two CPUs")
+    reverse = "map_cpu:" + ",".join(str(ncpu - 1 - i) for i in range(ncpu))
+    script = ('echo "$RANK ${ALPS_CPU_AFFINITY:-none} '
+              '$(grep Cpus_allowed_list /proc/self/status | tr -d "\\t " | cut -d: -f2)"')
+    user_edf(w, v, "aff.toml", f'image = "{w.ref}"\n[annotations]\n'
+             'com.alps.slurm.affinity = "true"\n')
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    rows = {}
+    for edf in ("aff", "bb"):
+        r = w.slurm.run(["srun", "-n", str(ncpu), "--cpu-bind=" + reverse,
+                         "--environment=" + edf, "sh", "-c", script], user=v)
+        assert r.returncode == 0, r.stderr
+        rows[edf] = sorted(l.split() for l in r.stdout.splitlines())
+        wait_no_jobs(w)
+    slurm = [str(ncpu - 1 - i) for i in range(ncpu)]
+    # Asked: the plan's CPUs, as the task itself reads them.
+    assert [row[0] for row in rows["aff"]] == [str(i) for i in range(ncpu)]
+    assert all(row[1] == row[2] for row in rows["aff"]), rows
+    assert [row[2] for row in rows["aff"]] != slurm, rows
+    # Not asked: Slurm's binding, no variable.
+    assert [row[1:] for row in rows["bb"]] == [["none", c] for c in slurm], rows
