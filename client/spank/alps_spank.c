@@ -299,6 +299,14 @@ static int prepare(Alps__PrepareRequest *req, const char *container, uid_t uid, 
 	r.op_case = ALPS__REQUEST__OP_PREPARE;
 	r.prepare = req;
 	Alps__Response *resp = wire_call(&c, &r, NULL, 0, NULL, NULL, st.timeout_s * 1000, err);
+	/* Another step (or a second prolog on this host) is preparing it:
+	 * wait for that one, within the same bound. */
+	for (int waited_ms = 0; resp && resp->status == ALPS__STATUS__BUSY &&
+	     waited_ms < st.timeout_s * 1000; waited_ms += 200) {
+		alps__response__free_unpacked(resp, NULL);
+		usleep(200 * 1000);
+		resp = wire_call(&c, &r, NULL, 0, NULL, NULL, st.timeout_s * 1000, err);
+	}
 	wire_close(&c);
 	if (!resp)
 		return -1;

@@ -43,7 +43,8 @@ def world(pb, users):
     w.daemon.alps("pull", "--quiet", w.ref, check=True)
     w.daemon.alps("pull", "--quiet", w.ref2, check=True)
     os.makedirs(os.path.join(w.dir, "s"))
-    w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket)
+    w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket,
+                       nodes=2)
     w.users = users
     try:
         w.slurm.start()
@@ -295,10 +296,22 @@ def test_epilog_idempotent(world):
 
 
 def test_plugin_inert_with_daemon_down(world):
+    """A plain job works with alpsd down, and its epilog does not fail (a
+    failed epilog drains the node)."""
     world.daemon.stop()
     try:
-        r = world.slurm.run(["srun", "-n", "1", "hostname"], user=world.users.victim)
+        r = world.slurm.run(["srun", "-n", "1", "sh", "-c", "echo $SLURM_JOB_ID"],
+                            user=world.users.victim)
         assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        deadline = time.monotonic() + 30
+        log = world.slurm.epilog_log
+        while time.monotonic() < deadline and (not os.path.exists(log) or
+                                               f"job {job}: not an alps job" not in open(log).read()):
+            time.sleep(0.2)
+        time.sleep(1)
+        r = world.slurm.run(["sinfo", "-h", "-n", sf.Slurm.NODE, "-o", "%T"])
+        assert "drain" not in r.stdout, r.stdout + open(log).read()
     finally:
         world.daemon.start()
 
@@ -437,3 +450,23 @@ def test_placement_affinity_when_asked(world):
     assert [row[2] for row in rows["aff"]] != slurm, rows
     # Not asked: Slurm's binding, no variable.
     assert [row[1:] for row in rows["bb"]] == [["none", c] for c in slurm], rows
+
+
+def test_two_nodes(world):
+    """Two slurmd on this host (Debian's Slurm runs several with slurmd -N
+    and a Port= each): a job on both, one alpsd serving both "nodes".
+    Every node's prolog prepares the job; the ranks differ, MASTER_ADDR
+    and MASTER_PORT are the same on both."""
+    w, v = world, world.users.victim
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    r = w.slurm.run(["srun", "-p", "multi", "-N", "2", "-n", "2", "--environment=bb", "sh", "-c",
+                     'echo "$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT '
+                     '$SLURMD_NODENAME $(grep -c \'alps busybox\' /etc/os-release)"'], user=v)
+    assert r.returncode == 0, r.stderr + w.slurm.logs()
+    rows = sorted(l.split() for l in r.stdout.splitlines())
+    assert [row[0] for row in rows] == ["0", "1"], rows
+    assert [row[5] for row in rows] == ["alpsn1", "alpsn2"], rows
+    for row in rows:
+        assert row[1] == "0" and row[2] == "2" and row[3] == "alpsn1" and row[6] == "1", row
+    assert rows[0][4] == rows[1][4], rows
+    wait_no_jobs(w)
