@@ -386,6 +386,11 @@ def test_image_pinned_at_submission(world):
     w.slurm.run(["scontrol", "release", job])
     wait_job_gone(w, job)
     assert open(out).read().strip() == "first", open(os.path.join(v.home, "pin.out")).read()
+    # The store knows a TAG@DIGEST image by its digest (the tag is elsewhere now).
+    r = w.daemon.alps("--json", "prepare", "--job", "pinchk", "--user", v.name, "--image",
+                      first["pinned"], check=True)
+    assert json.loads(r.stdout)["image_digest"] == first["digest"], r.stdout
+    w.daemon.alps("release", "--job", "pinchk", check=True)
     # A new submission pins the new digest.
     r = w.slurm.run(["srun", "-v", "--environment=pin", "cat", "/etc/marker"], user=v)
     assert r.returncode == 0 and r.stdout.strip() == "second", r.stderr
