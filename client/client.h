@@ -71,6 +71,7 @@ extern const struct command cmd_endpoints;
 extern const struct command cmd_prolog;
 extern const struct command cmd_epilog;
 extern const struct command cmd_export;
+extern const struct command cmd_resolve;
 
 /* Connect (once) to the daemon. */
 int client_connect(struct client *cl, alps_error **err);

@@ -90,6 +90,20 @@ static int job_id(struct client *cl, const char *what, uint32_t *out)
 	return 0;
 }
 
+/* Prepare; while the job is being prepared by another caller (a second
+ * prolog of the job on this node: several slurmd on one host), wait for
+ * it: the answer is then "already prepared".  The alarm bounds it. */
+static Alps__Response *prepare_call(struct client *cl, Alps__Request *r, alps_error **err)
+{
+	for (;;) {
+		Alps__Response *resp = client_call(cl, r, NULL, NULL, err);
+		if (!resp || resp->status != ALPS__STATUS__BUSY)
+			return resp;
+		alps__response__free_unpacked(resp, NULL);
+		usleep(200 * 1000);
+	}
+}
+
 static int run_prolog(struct client *cl, int argc, char **argv)
 {
 	uint32_t job;
@@ -129,7 +143,7 @@ static int run_prolog(struct client *cl, int argc, char **argv)
 	Alps__Request r = ALPS__REQUEST__INIT;
 	r.op_case = ALPS__REQUEST__OP_PREPARE;
 	r.prepare = req;
-	Alps__Response *resp = container ? client_call(cl, &r, NULL, NULL, &err) : NULL;
+	Alps__Response *resp = container ? prepare_call(cl, &r, &err) : NULL;
 	alarm(0);
 	slurmjob_request_free(req);
 	int rc = EXIT_OK;
@@ -184,6 +198,21 @@ static int release_one(struct client *cl, const char *id, alps_error **err)
 	return rc;
 }
 
+/* A job submitted without the plugin's options and no alpsd here: not an
+ * error (a failed epilog drains the node, and plain jobs must not depend
+ * on alpsd).  A step with its own --environment in such a job would have
+ * needed alpsd to run at all. */
+static int epilog_no_daemon(struct client *cl, const char *job, alps_error *err)
+{
+	if (cl->json)
+		client_print_json(json_pack("{s:b, s:s, s:[]}", "ok", 1, "job", job, "released"));
+	else if (!cl->quiet)
+		printf("alps epilog: job %s: not an alps job and %s: nothing to release\n", job,
+		       err->msg);
+	alps_error_free(err);
+	return EXIT_OK;
+}
+
 static int run_epilog(struct client *cl, int argc, char **argv)
 {
 	uint32_t job;
@@ -200,6 +229,8 @@ static int run_epilog(struct client *cl, int argc, char **argv)
 	r.jobs = &jr;
 	alps_error *err = NULL;
 	Alps__Response *resp = client_call(cl, &r, NULL, NULL, &err);
+	if (!resp && err->code == ALPS_E_UNAVAILABLE && !getenv(CONTROL_ENV))
+		return epilog_no_daemon(cl, jobs, err);
 	if (!resp || resp->status != ALPS__STATUS__OK || !resp->jobs_reply) {
 		int rc = fail_line(cl, err ? err->code : resp ? (int)resp->status : ALPS_E_INTERNAL,
 				   "epilog", jobs, err ? err->msg : resp ? resp->message : "?");

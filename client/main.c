@@ -32,6 +32,7 @@ static const struct command *const commands[] = {
 	&cmd_endpoints,
 	&cmd_prolog,
 	&cmd_epilog,
+	&cmd_resolve,
 };
 
 static void usage(FILE *out)

@@ -244,11 +244,28 @@ static Alps__PrepareRequest *request_from(const struct edf_source *src, size_t n
 	return out;
 }
 
+/* A registry reference without a digest (a tag to pin), canonical, or NULL. */
+static char *tag_ref(const struct edf *e)
+{
+	if (e->image_kind != EDF_IMAGE_REF || e->ref.digest || e->image_user)
+		return NULL;
+	return ref_format(&e->ref);
+}
+
 int slurmjob_build(const char *edf, const struct container_opts *o,
 		   const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
 		   alps_error **err)
 {
+	return slurmjob_build_ref(edf, o, caller_env, cwd, req, NULL, err);
+}
+
+int slurmjob_build_ref(const char *edf, const struct container_opts *o,
+		       const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
+		       char **tag, alps_error **err)
+{
 	*req = NULL;
+	if (tag)
+		*tag = NULL;
 	bool opts = o && container_opts_given(o);
 	if (!edf && !opts)
 		return alps_fail(err, ALPS_E_INVALID, "no --environment and no --container-image");
@@ -277,6 +294,8 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 			 err) < 0)
 		return -1;
 	bool no_image = *edf_image(merged) == '\0';
+	if (tag)
+		*tag = tag_ref(merged);
 	edf_free(merged);
 	if (no_image) {
 		edf_sources_free(src, n);
@@ -285,8 +304,80 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 	}
 	*req = request_from(src, n, caller_env, cwd);
 	edf_sources_free(src, n);
-	if (!*req)
+	if (!*req) {
+		if (tag) {
+			free(*tag);
+			*tag = NULL;
+		}
 		return alps_fail(err, ALPS_E_INTERNAL, "cannot pack the job description");
+	}
+	return 0;
+}
+
+/* ---- pinning the image ---- */
+
+char *slurmjob_resolve(const char *socket, const char *tag, int timeout_ms, alps_error **err)
+{
+	struct wire_client c;
+	if (wire_connect(&c, socket, "alps-spank", err) < 0)
+		return NULL;
+	Alps__ResolveRequest rq = ALPS__RESOLVE_REQUEST__INIT;
+	rq.reference = (char *)tag;
+	Alps__Request r = ALPS__REQUEST__INIT;
+	r.op_case = ALPS__REQUEST__OP_RESOLVE;
+	r.resolve = &rq;
+	Alps__Response *resp = wire_call(&c, &r, NULL, 0, NULL, NULL, timeout_ms, err);
+	wire_close(&c);
+	if (!resp)
+		return NULL;
+	char *pinned = NULL;
+	if (resp->status != ALPS__STATUS__OK)
+		alps_fail(err, (int)resp->status, "%s", resp->message ? resp->message : "failed");
+	else if (!resp->resolve_reply || !resp->resolve_reply->pinned ||
+		 !slurmjob_pin_matches(resp->resolve_reply->pinned, tag))
+		alps_fail(err, ALPS_E_PROTOCOL, "alpsd answered no digest for %s", tag);
+	else
+		pinned = xstrdup(resp->resolve_reply->pinned);
+	alps__response__free_unpacked(resp, NULL);
+	return pinned;
+}
+
+bool slurmjob_pin_matches(const char *pinned, const char *tag)
+{
+	size_t n = strlen(tag);
+	return pinned && strncmp(pinned, tag, n) == 0 && pinned[n] == '@' &&
+	       strncmp(pinned + n + 1, "sha", 3) == 0 && !strpbrk(pinned, "\"\\ \n");
+}
+
+int slurmjob_pin(Alps__PrepareRequest *req, const char *pinned, alps_error **err)
+{
+	if (req->n_environment == 0 || req->n_environment >= EDF_MAX_FILES)
+		return alps_fail(err, ALPS_E_LIMIT, "no room for the pinned image's layer");
+	Alps__EdfSource *top = xmalloc(sizeof(*top));
+	alps__edf_source__init(top);
+	top->path = xstrdup(SLURMJOB_PIN_EDF);
+	_cleanup_free_ char *base = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&base, &len);
+	if (!f) {
+		free(top->path);
+		free(top);
+		return alps_fail_errno(err, "open_memstream");
+	}
+	fputs("# the image's tag, pinned to its digest when the job was submitted\n"
+	      "base_environment = ", f);
+	toml_str(f, req->environment[0]->path);
+	fputs("\nimage = ", f);
+	toml_str(f, pinned);
+	fputc('\n', f);
+	fclose(f);
+	top->content = steal_pointer(&base);
+	req->environment = xreallocarray(req->environment, req->n_environment + 1,
+					 sizeof(*req->environment));
+	memmove(req->environment + 1, req->environment,
+		req->n_environment * sizeof(*req->environment));
+	req->environment[0] = top;
+	req->n_environment++;
 	return 0;
 }
 

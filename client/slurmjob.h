@@ -56,6 +56,26 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 		   const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
 		   alps_error **err);
 void slurmjob_request_free(Alps__PrepareRequest *req);
+/* The same; *tag: the image's canonical reference when it is a registry
+ * tag (no digest) that could be pinned, else NULL.  Caller frees. */
+int slurmjob_build_ref(const char *edf, const struct container_opts *o,
+		       const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
+		       char **tag, alps_error **err);
+
+/* Pinning the image at submission, so every node of the job runs the same
+ * image even if the tag moves while the job waits: the local alpsd (at
+ * socket) asks the registry what tag points to now; the answer,
+ * "TAG@DIGEST", goes on top of the request as one more EDF file
+ * (SLURMJOB_PIN_EDF: base_environment = the user's, image = TAG@DIGEST),
+ * so the prolog and the steps prepare exactly that.  NULL with err when
+ * no alpsd answers or the registry cannot be reached. */
+#define SLURMJOB_PIN_EDF "alps-pinned-image.toml"
+/* The job's pin, "TAG@DIGEST", for the sruns inside an sbatch/salloc job. */
+#define SLURMJOB_PIN_ENV "ALPS_SPANK_PIN"
+char *slurmjob_resolve(const char *socket, const char *tag, int timeout_ms, alps_error **err);
+/* Is pinned "TAG@sha..." for this tag (and nothing a TOML string needs escaped)? */
+bool slurmjob_pin_matches(const char *pinned, const char *tag);
+int slurmjob_pin(Alps__PrepareRequest *req, const char *pinned, alps_error **err);
 
 /* Replace a string field of a request this module handed out (unset
  * fields point to protobuf-c's shared empty string, never freed). */

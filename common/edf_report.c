@@ -121,6 +121,7 @@ static const char *const known_annotations[] = {
 	"com.alps.slurm.rank_env",
 	"com.alps.slurm.master_env",
 	"com.alps.slurm.placement_env",
+	"com.alps.slurm.affinity",
 };
 
 static bool annotation_known(const char *key)

@@ -181,6 +181,9 @@ static const struct option_def options[] = {
 	  "lowest MASTER_PORT" },
 	{ "slurm.master_port_max", OPT_INT, OFF(slurm_master_port_max), "29999", 1024, 65535, NULL,
 	  "highest MASTER_PORT" },
+	{ "slurm.apply_affinity", OPT_BOOL, OFF(slurm_apply_affinity), "false", 0, 0, NULL,
+	  "Slurm tasks run on the placement plan's CPUs for their local rank instead of "
+	  "Slurm's binding" },
 
 	{ "hooks.cdi_dirs", OPT_LIST, OFF(cdi_dirs), "/etc/cdi,/var/run/cdi", 0, 0, NULL,
 	  "directories of CDI specs (JSON, YAML); a later one overrides an earlier one" },

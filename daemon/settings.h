@@ -112,6 +112,7 @@ struct config {
 	bool slurm_placement_env;           /* the placement plan's variables */
 	int64_t slurm_master_port_min;
 	int64_t slurm_master_port_max;
+	bool slurm_apply_affinity;          /* the plan's CPU mask over Slurm's binding */
 
 	/* [hooks] (daemon/hooks/, doc/hooks.md) */
 	struct strlist cdi_dirs;            /* CDI spec directories, later ones win */

@@ -72,6 +72,8 @@ static struct {
 	char *container;                /* the container this step's tasks join */
 	bool step_private;              /* prepared for this step: released at its end */
 	char *workdir;                  /* for task_init */
+	char *pin_note;                 /* srun's verbose line, said once -v counts */
+	char *affinity;                 /* the plan's CPU list for this task, or NULL */
 } st = {
 	.co = { .writable = -1, .mount_home = -1, .entrypoint = -1 },
 	.timeout_s = 600,
@@ -184,6 +186,38 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 
 extern char **environ;
 
+#define RESOLVE_TIMEOUT_MS 15000
+#define AFFINITY_VAR "ALPS_CPU_AFFINITY"
+
+/* Pin the image's tag to its digest for the whole job (slurmjob.h).  An
+ * srun inside an sbatch/salloc job takes the job's pin rather than asking
+ * again: its steps must run what the prolog prepared.  Without an alpsd
+ * here or a registry answering, the job goes on with the tag. */
+static void pin_image(Alps__PrepareRequest *req, const char *tag, bool in_job)
+{
+	alps_error *err = NULL;
+	const char *inherited = getenv(SLURMJOB_PIN_ENV);
+	char *pinned = in_job && slurmjob_pin_matches(inherited, tag) ? xstrdup(inherited) :
+		slurmjob_resolve(st.socket ? st.socket : WIRE_DEFAULT_SOCKET, tag,
+				 RESOLVE_TIMEOUT_MS, &err);
+	free(st.pin_note);
+	if (pinned && slurmjob_pin(req, pinned, &err) == 0 &&
+	    setenv(SLURMJOB_PIN_ENV, pinned, 1) == 0) {
+		st.pin_note = xasprintf("alps: image %s pinned to %s", tag,
+					pinned + strlen(tag) + 1);
+	} else {
+		st.pin_note = xasprintf("alps: image %s not pinned to a digest (%s): the nodes use "
+					"the tag as they find it", tag,
+					err ? err->msg : "cannot set the environment");
+		unsetenv(SLURMJOB_PIN_ENV);
+	}
+	/* srun sets its log level from -v after the options' callbacks: it
+	 * says this again in local_user_init. */
+	slurm_verbose("%s", st.pin_note);
+	alps_error_free(err);
+	free(pinned);
+}
+
 static int local_post_opt(spank_t sp)
 {
 	alps_error *err = NULL;
@@ -191,12 +225,15 @@ static int local_post_opt(spank_t sp)
 	if (!getcwd(cwd, sizeof(cwd)))
 		cwd[0] = '\0';
 	Alps__PrepareRequest *req = NULL;
-	if (slurmjob_build(st.environment, &st.co, (const char *const *)environ, cwd, &req,
-			   &err) < 0) {
+	_cleanup_free_ char *tag = NULL;
+	if (slurmjob_build_ref(st.environment, &st.co, (const char *const *)environ, cwd, &req,
+			       &tag, &err) < 0) {
 		slurm_error("alps: %s", err->msg);
 		alps_error_free(err);
 		return -1;
 	}
+	if (tag)
+		pin_image(req, tag, spank_context() == S_CTX_LOCAL && getenv("SLURM_JOB_ID"));
 	_cleanup_free_ char *id = slurmjob_container_id(0, st.name, &err);
 	if (!id) {
 		slurm_error("alps: %s", err->msg);
@@ -214,6 +251,16 @@ static int local_post_opt(spank_t sp)
 	}
 	/* The prolog's copy; only before the allocation exists. */
 	spank_job_control_setenv(sp, SLURMJOB_ENV, enc, 1);
+	return 0;
+}
+
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	(void)sp;
+	(void)ac;
+	(void)av;
+	if (st.pin_note)
+		slurm_verbose("%s", st.pin_note);
 	return 0;
 }
 
@@ -256,6 +303,14 @@ static int prepare(Alps__PrepareRequest *req, const char *container, uid_t uid, 
 	r.op_case = ALPS__REQUEST__OP_PREPARE;
 	r.prepare = req;
 	Alps__Response *resp = wire_call(&c, &r, NULL, 0, NULL, NULL, st.timeout_s * 1000, err);
+	/* Another step (or a second prolog on this host) is preparing it:
+	 * wait for that one, within the same bound. */
+	for (int waited_ms = 0; resp && resp->status == ALPS__STATUS__BUSY &&
+	     waited_ms < st.timeout_s * 1000; waited_ms += 200) {
+		alps__response__free_unpacked(resp, NULL);
+		usleep(200 * 1000);
+		resp = wire_call(&c, &r, NULL, 0, NULL, NULL, st.timeout_s * 1000, err);
+	}
 	wire_close(&c);
 	if (!resp)
 		return -1;
@@ -369,7 +424,9 @@ static int attach_request(spank_t sp, uid_t uid, Alps__AttachRequest *a, char **
 	a->uid = uid;
 	a->local_rank = (uint32_t)id;
 	a->global_rank = gid;
-	a->ntasks = ntasks;
+	/* The batch step (batch=container) counts no tasks: its script is
+	 * the one. */
+	a->ntasks = ntasks ? ntasks : 1;
 	a->slurm_job_id = job;
 	a->local_tasks = local;
 	return 0;
@@ -414,14 +471,55 @@ static void replace_env(spank_t sp, char **have, char **want, size_t nwant)
 	}
 }
 
-static int join(spank_t sp, const Alps__AttachReply *ar, int nsfd, char **have)
+/* The batch step in the container (batch=container): Slurm execs the
+ * script from its spool directory, which the container does not see.
+ * Open it while still on the host; the task then execs it as
+ * /proc/self/fd/N (the descriptor is left open across exec on purpose:
+ * the script's interpreter reads it from there).  *fd: -1 for another
+ * step. */
+static int batch_script_open(spank_t sp, int *fd, char ***argvp)
 {
-	if (setns(nsfd, CLONE_NEWNS) < 0) {
-		slurm_error("alps: setns into job %s: %s", st.container, strerror(errno));
+	uint32_t step = 0;
+	int argc = 0;
+	char **argv = NULL;
+	*fd = -1;
+	if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS || step != SLURM_BATCH_SCRIPT)
+		return 0;
+	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 ||
+	    !argv[0]) {
+		slurm_error("alps: cannot read the batch script's path from Slurm");
 		return -1;
 	}
+	*fd = open(argv[0], O_RDONLY | O_NOFOLLOW);
+	if (*fd < 0) {
+		slurm_error("alps: cannot open the batch script %s: %s", argv[0], strerror(errno));
+		return -1;
+	}
+	*argvp = argv;
+	return 0;
+}
+
+static int join(spank_t sp, const Alps__AttachReply *ar, int nsfd, char **have)
+{
+	int script = -1;
+	char **argv = NULL;
+	if (batch_script_open(sp, &script, &argv) < 0)
+		return -1;
+	if (setns(nsfd, CLONE_NEWNS) < 0) {
+		slurm_error("alps: setns into job %s: %s", st.container, strerror(errno));
+		if (script >= 0)
+			close(script);
+		return -1;
+	}
+	/* Slurm execs task->argv, which S_JOB_ARGV hands out (not a copy),
+	 * in this process only. */
+	if (script >= 0)
+		argv[0] = xasprintf("/proc/self/fd/%d", script);
 	replace_env(sp, have, ar->env, ar->n_env);
 	set_str(&st.workdir, ar->workdir && *ar->workdir ? ar->workdir : "/");
+	for (size_t i = 0; i < ar->n_env; i++)
+		if (strncmp(ar->env[i], AFFINITY_VAR "=", sizeof(AFFINITY_VAR)) == 0)
+			set_str(&st.affinity, ar->env[i] + sizeof(AFFINITY_VAR));
 	return 0;
 }
 
@@ -476,6 +574,51 @@ out:
 	return rc;
 }
 
+/* "0-3,8,10-11" into set; -1 if malformed or beyond CPU_SETSIZE. */
+static int parse_cpu_list(const char *s, cpu_set_t *set)
+{
+	CPU_ZERO(set);
+	while (*s) {
+		char *end;
+		errno = 0;
+		unsigned long lo = strtoul(s, &end, 10), hi = lo;
+		if (end == s || errno)
+			return -1;
+		if (*end == '-') {
+			s = end + 1;
+			hi = strtoul(s, &end, 10);
+			if (end == s || errno)
+				return -1;
+		}
+		if (lo > hi || hi >= CPU_SETSIZE || (*end && *end != ','))
+			return -1;
+		for (unsigned long c = lo; c <= hi; c++)
+			CPU_SET(c, set);
+		s = *end ? end + 1 : end;
+	}
+	return CPU_COUNT(set) > 0 ? 0 : -1;
+}
+
+/* The placement plan's CPUs as the task's affinity, in task_init: the
+ * last hook before exec, after every binding Slurm's task plugins do
+ * (22.05's task/affinity binds before task_init_privileged already; a
+ * later Slurm binding there would undo a mask set in that hook).  The
+ * kernel keeps the mask within the step's cpuset cgroup. */
+static int apply_affinity(void)
+{
+	cpu_set_t set;
+	if (parse_cpu_list(st.affinity, &set) < 0) {
+		slurm_error("alps: bad %s '%s' from alpsd", AFFINITY_VAR, st.affinity);
+		return -1;
+	}
+	if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+		slurm_error("alps: cannot run the task on CPUs %s (the step's allocation?): %s",
+			    st.affinity, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)sp;
@@ -488,7 +631,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 			    strerror(errno));
 		return -1;
 	}
-	return 0;
+	return st.affinity ? apply_affinity() : 0;
 }
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)

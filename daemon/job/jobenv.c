@@ -125,7 +125,8 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img)
 }
 
 /* The EDF annotations that switch a group of a Slurm task's variables. */
-static const char *const slurm_switches[] = { "rank_env", "master_env", "placement_env" };
+static const char *const slurm_switches[] = { "rank_env", "master_env", "placement_env",
+					      "affinity" };
 #define SLURM_SWITCH_PREFIX "com.alps.slurm."
 
 int jobenv_check_annotations(const struct edf *edf, alps_error **err)
@@ -140,7 +141,7 @@ int jobenv_check_annotations(const struct edf *edf, alps_error **err)
 			known = known || strcmp(name, slurm_switches[k]) == 0;
 		if (!known)
 			return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: annotations.%s: unknown (%s"
-					 "rank_env, master_env or placement_env)", a->loc.file,
+					 "rank_env, master_env, placement_env or affinity)", a->loc.file,
 					 a->loc.line, a->loc.col, a->key, SLURM_SWITCH_PREFIX);
 		if (strcmp(a->value, "true") != 0 && strcmp(a->value, "false") != 0)
 			return alps_fail(err, ALPS_E_INVALID, "%s:%d:%d: annotations.%s: \"true\" or "

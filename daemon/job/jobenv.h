@@ -45,7 +45,7 @@ char *jobenv_workdir(const struct edf *edf, const struct store_image *img);
  * workdir, tasks.  Caller frees. */
 char *jobenv_json(const struct edf *edf, const struct store_image *img, const char *fingerprint,
 		  uint32_t tasks, const char *fabric_map);
-/* The annotations com.alps.slurm.{rank_env,master_env,placement_env}:
+/* The annotations com.alps.slurm.{rank_env,master_env,placement_env,affinity}:
  * known names, "true" or "false"; an error names file, line and key. */
 int jobenv_check_annotations(const struct edf *edf, alps_error **err);
 /* Whether a group of a Slurm task's variables is on for the job: its EDF's

@@ -30,6 +30,7 @@
 #include "daemon/hooks/hooks.h"
 #include "daemon/job/jobenv.h"
 #include "daemon/job/slurmenv.h"
+#include "daemon/node/place.h"
 #include "daemon/store/store.h"
 #include "daemon/server/work.h"
 
@@ -98,6 +99,46 @@ static void attach_lookup(void *arg)
 	at->nsfd = open_pin(at->run_dir, a->job, &at->err);
 }
 
+/* ALPS_CPU_AFFINITY=LIST, the placement plan's CPUs for the local rank,
+ * which the plugin applies as the task's affinity when the site or the
+ * EDF asks (slurm.apply_affinity, com.alps.slurm.affinity); NULL when it
+ * is off or the node cannot place the step's tasks (Slurm's binding
+ * stands). */
+static char *affinity_var(struct attach *at)
+{
+	const Alps__AttachRequest *a = at->a;
+	if (!at->d->topology || a->local_tasks == 0 || a->local_rank >= a->local_tasks ||
+	    !jobenv_slurm_switch(at->job->environment_json, "affinity",
+				 at->d->cfg->slurm_apply_affinity))
+		return NULL;
+	struct place_plan *plan = NULL;
+	alps_error *err = NULL;
+	if (place_plan_new(at->d->topology, a->local_tasks, 0, &plan, &err) < 0) {
+		log_warn("job %s: no CPU mask for %u tasks, Slurm's binding stands: %s", a->job,
+			 (unsigned)a->local_tasks, err->msg);
+		alps_error_free(err);
+		return NULL;
+	}
+	char *list = NULL, *var = NULL;
+	if (hwloc_bitmap_list_asprintf(&list, plan->ranks[a->local_rank].cpuset) >= 0 && list)
+		var = xasprintf("ALPS_CPU_AFFINITY=%s", list);
+	free(list);
+	place_plan_free(plan);
+	return var;
+}
+
+static void drop_var(char **env, const char *prefix)
+{
+	size_t j = 0;
+	for (size_t i = 0; env[i]; i++) {
+		if (str_has_prefix(env[i], prefix))
+			free(env[i]);
+		else
+			env[j++] = env[i];
+	}
+	env[j] = NULL;
+}
+
 /* The task's environment: the job's (jobenv_exec_env) and Slurm's. */
 static char **task_env(struct attach *at, alps_error **err)
 {
@@ -132,6 +173,12 @@ static char **task_env(struct attach *at, alps_error **err)
 		n++;
 	while (extra[m])
 		m++;
+	char *aff = affinity_var(at);
+	if (aff) {
+		extra = xreallocarray(extra, m + 2, sizeof(char *));
+		extra[m++] = aff;
+		extra[m] = NULL;
+	}
 	env = xreallocarray(env, n + m + 1, sizeof(char *));
 	/* Slurm's own values win over anything of the same name before. */
 	for (size_t i = 0; i < m; i++) {
@@ -149,7 +196,10 @@ static char **task_env(struct attach *at, alps_error **err)
 	}
 	env[n] = NULL;
 	free(extra);
-	return hooks_pmix_task_env(ej, a->env, a->n_env, env);
+	env = hooks_pmix_task_env(ej, a->env, a->n_env, env);
+	if (!aff)                       /* the plugin applies only what alpsd set */
+		drop_var(env, "ALPS_CPU_AFFINITY=");
+	return env;
 }
 
 static void attach_reply(void *arg)

@@ -70,6 +70,7 @@ struct prep {
 	char *user_name;
 	struct edf *edf;                /* NULL when prepared from --image */
 	char *image_ref;                /* canonical reference, or NULL */
+	char *pulled;                   /* the manifest digest a pull committed */
 	char *image_sqsh;               /* a squashfs file the user named, or NULL */
 	char *fingerprint;              /* what makes two prepares "the same" */
 	struct store_image *img;
@@ -106,6 +107,7 @@ static void prep_free(struct prep *p)
 	free(p->user_name);
 	edf_free(p->edf);
 	free(p->image_ref);
+	free(p->pulled);
 	free(p->image_sqsh);
 	free(p->fingerprint);
 	store_image_free(p->img);
@@ -246,6 +248,15 @@ static void prep_resolve_user(void *arg)
 	json_decref(fp);
 }
 
+/* What the store knows an image by: a reference pinned to a digest
+ * (name:tag@digest, as the Slurm plugin pins a job's image) by the digest,
+ * since the tag may point elsewhere now. */
+static const char *image_key(const char *ref)
+{
+	const char *at = strchr(ref, '@');
+	return at ? at + 1 : ref;
+}
+
 /* The store's view (worker): a job of that id already, else the image or
  * the need of a pull. */
 static void prep_lookup(struct prep *p)
@@ -268,7 +279,8 @@ static void prep_lookup(struct prep *p)
 	alps_error_free(err);
 	err = NULL;
 	if (!p->image_ref ||
-	    store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img, &err) == 0)
+	    store_image_find(p->d->store, image_key(p->image_ref), (int64_t)p->uid, &p->img,
+			     &err) == 0)
 		return;
 	if (err->code == ALPS_E_NOT_FOUND) {
 		p->need_pull = true;
@@ -556,7 +568,8 @@ static void prep_find_image(void *arg)
 {
 	struct prep *p = arg;
 	alps_error *err = NULL;
-	if (store_image_find(p->d->store, p->image_ref, (int64_t)p->uid, &p->img, &err) < 0)
+	if (store_image_find(p->d->store, p->pulled ? p->pulled : image_key(p->image_ref),
+			     (int64_t)p->uid, &p->img, &err) < 0)
 		p->err = err;
 }
 
@@ -583,6 +596,7 @@ static void prep_pull_done(void *arg, const struct pull_result *res, const alps_
 		alps_fail(&copy, err->code, "%s", err->msg);
 		return prep_fail(p, copy);
 	}
+	p->pulled = xstrdup(res->digest);
 	alps_error *e2 = NULL;
 	if (work_submit(p->d, prep_find_image, prep_image_found, p, &e2) < 0)
 		prep_fail(p, e2);

@@ -26,6 +26,7 @@ static const struct handler *const handler_table[] = {
 	&handler_export,
 	&handler_metrics,
 	&handler_outdated,
+	&handler_resolve,
 };
 
 const struct handler *handler_find(Alps__Request__OpCase op)

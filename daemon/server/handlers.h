@@ -99,7 +99,8 @@ extern const struct handler handler_hello,
 	handler_import,
 	handler_export,
 	handler_metrics,
-	handler_outdated;
+	handler_outdated,
+	handler_resolve;        /* a tag to its digest (op_resolve.c) */
 /* At stop: stop waiting for exec'd processes (they go on with their job). */
 void exec_shutdown(void);
 

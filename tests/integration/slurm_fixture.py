@@ -31,8 +31,11 @@ def free_port():
 class Slurm:
     NODE = "alpsn1"
 
-    def __init__(self, dir, alps, plugin, alpsd_socket, plugstack_args=""):
+    def __init__(self, dir, alps, plugin, alpsd_socket, plugstack_args="", nodes=1):
         self.dir = dir
+        # nodes > 1: more slurmd on this host (slurmd -N NAME, a Port= each),
+        # in partition "multi"; the default partition keeps the first alone.
+        self.nodes = [self.NODE] + [f"alpsn{i}" for i in range(2, nodes + 1)]
         self.alps = alps
         self.plugin = plugin
         self.alpsd_socket = alpsd_socket
@@ -110,9 +113,14 @@ Epilog={epilog}
 PrologFlags=Alloc
 KillWait=5
 InactiveLimit=0
-NodeName={self.NODE} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
 """
+        for n in self.nodes:
+            port = f" Port={free_port()}" if len(self.nodes) > 1 else ""
+            conf += (f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={host}{port} CPUs={cpus} "
+                     "State=UNKNOWN\n")
+        conf += f"PartitionName=debug Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP\n"
+        if len(self.nodes) > 1:
+            conf += f"PartitionName=multi Nodes={','.join(self.nodes)} MaxTime=INFINITE State=UP\n"
         with open(self.conf, "w") as f:
             f.write(conf)
 
@@ -130,14 +138,19 @@ PartitionName=debug Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
                      f"--pid-file={d}/munge/pid", f"--seed-file={d}/munge/seed"], "munged")
         self._wait(lambda: os.path.exists(self.munge_socket), "munged")
         self._start(["slurmctld", "-D", "-i", "-f", self.conf], "slurmctld")
-        self._start(["slurmd", "-D", "-N", self.NODE, "-f", self.conf], "slurmd")
+        for n in self.nodes:
+            self._start(["slurmd", "-D", "-N", n, "-f", self.conf],
+                        "slurmd" if n == self.NODE else "slurmd-" + n)
         self._wait(self._node_idle, "the Slurm node to be idle", 60)
         return self
 
     def _node_idle(self):
-        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True,
+        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True,
                            env=self.env())
-        return r.returncode == 0 and r.stdout.strip() in ("idle", "mixed", "allocated")
+        # A node in two partitions is listed twice.
+        states = dict(l.split() for l in r.stdout.splitlines() if len(l.split()) == 2)
+        return r.returncode == 0 and sorted(states) == sorted(self.nodes) and all(
+            s in ("idle", "mixed", "allocated") for s in states.values())
 
     def _wait(self, cond, what, timeout=20):
         deadline = time.monotonic() + timeout

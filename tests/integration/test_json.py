@@ -87,7 +87,7 @@ def test_doc_lists_every_command():
     cmds = ["status", "metrics", "pull.progress", "pull.done", "images", "inspect", "rm", "gc",
             "pin", "df", "verify", "squash", "unsquash", "prepare", "pull.notice", "outdated",
             "release", "jobs", "edf-check", "topology", "place", "endpoints", "prolog",
-            "epilog", "error", "import.progress", "import.done", "export"]
+            "epilog", "error", "import.progress", "import.done", "export", "resolve"]
     assert sorted(SCHEMAS) == sorted(cmds)
 
 
@@ -172,6 +172,9 @@ def test_every_command(daemon, world, tmpdir_short):
     check(one_doc(d.alps("squash", src, sq, "--json", check=True)), "squash")
     check(one_doc(d.alps("--json", "unsquash", sq, os.path.join(tmpdir_short, "un"),
                          check=True)), "unsquash")
+    res = one_doc(d.alps("resolve", world.ref, "--json", check=True))
+    check(res, "resolve")
+    assert res["pinned"] == world.ref + "@" + res["digest"]
     # rm: one document for all its operands, the failure too
     r = d.alps("rm", world.ref, "nope/nothing:1", "--json")
     assert r.returncode == 1

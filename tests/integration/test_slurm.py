@@ -33,6 +33,7 @@ def world(pb, users):
                             config={"config.env": ["PATH=/bin:/usr/bin", "IMGVAR=image"],
                                     "config.workingdir": "/home"})
     images.umoci_modify(layout, "bb", w.dir, lambda root: images.busybox_root(root), "bb")
+    w.layout = layout
     rf.push(layout, "bb", w.registry.host, "test/bb", "v1")
     rf.push(layout, "bb", w.registry.host, "test/bb2", "v1")
     w.ref = f"{w.registry.host}/test/bb:v1"
@@ -42,7 +43,8 @@ def world(pb, users):
     w.daemon.alps("pull", "--quiet", w.ref, check=True)
     w.daemon.alps("pull", "--quiet", w.ref2, check=True)
     os.makedirs(os.path.join(w.dir, "s"))
-    w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket)
+    w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket,
+                       nodes=2)
     w.users = users
     try:
         w.slurm.start()
@@ -233,6 +235,13 @@ def test_registry_down_fails_in_prolog_and_leaves_nothing(world):
     v = world.users.victim
     port = sf.free_port()
     user_edf(world, v, "down.toml", f'image = "127.0.0.1:{port}/test/none:v1"\n')
+    # Submission could not pin the tag to a digest and went on with the tag.
+    r = world.slurm.run(["sbatch", "-H", "-v", "--parsable", "--environment=down", "--wrap",
+                         "true"], user=v)
+    assert r.returncode == 0, r.stderr
+    world.slurm.run(["scancel", r.stdout.strip().split(";")[0]])
+    assert re.search(r"alps: image 127\.0\.0\.1:%d/test/none:v1 not pinned to a digest" % port,
+                     r.stderr), r.stderr
     r = world.slurm.run(["srun", "-n", "1", "--environment=down", "true"], user=v, timeout=180)
     assert r.returncode != 0
     log = open(world.slurm.prolog_log).read()
@@ -287,10 +296,22 @@ def test_epilog_idempotent(world):
 
 
 def test_plugin_inert_with_daemon_down(world):
+    """A plain job works with alpsd down, and its epilog does not fail (a
+    failed epilog drains the node)."""
     world.daemon.stop()
     try:
-        r = world.slurm.run(["srun", "-n", "1", "hostname"], user=world.users.victim)
+        r = world.slurm.run(["srun", "-n", "1", "sh", "-c", "echo $SLURM_JOB_ID"],
+                            user=world.users.victim)
         assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        deadline = time.monotonic() + 30
+        log = world.slurm.epilog_log
+        while time.monotonic() < deadline and (not os.path.exists(log) or
+                                               f"job {job}: not an alps job" not in open(log).read()):
+            time.sleep(0.2)
+        time.sleep(1)
+        r = world.slurm.run(["sinfo", "-h", "-n", sf.Slurm.NODE, "-o", "%T"])
+        assert "drain" not in r.stdout, r.stdout + open(log).read()
     finally:
         world.daemon.start()
 
@@ -314,3 +335,143 @@ def test_attach_is_refused_to_users(world, pb):
     code, msg = r.stdout.split(" ", 1)
     assert int(code) == pb.PERMISSION_DENIED and "administrators" in msg, r.stdout
     world.daemon.alps("release", "--job", "att1", check=True)
+
+
+def variant(w, name, marker):
+    """The busybox image plus /etc/marker, as layout tag name."""
+    bundle = os.path.join(w.dir, "bundle-" + name)
+    rf.run(["umoci", "unpack", "--image", f"{w.layout.path}:bb", bundle])
+    with open(os.path.join(bundle, "rootfs", "etc", "marker"), "w") as f:
+        f.write(marker + "\n")
+    rf.run(["umoci", "repack", "--image", f"{w.layout.path}:{name}", bundle])
+    shutil.rmtree(bundle, ignore_errors=True)
+
+
+def resolve(w, ref):
+    r = w.daemon.alps("--json", "resolve", ref, check=True)
+    return json.loads(r.stdout)
+
+
+def wait_job_gone(w, job, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = w.slurm.run(["squeue", "-h", "-j", job])
+        if job not in r.stdout:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"job {job} still queued:\n" + w.slurm.logs())
+
+
+def test_image_pinned_at_submission(world):
+    """The tag is resolved to a digest when the job is submitted: a job
+    that waits in the queue while the tag moves runs the image it was
+    submitted with, in the prolog's container and in the sruns of its
+    script."""
+    w, v = world, world.users.victim
+    variant(w, "pin-a", "first")
+    variant(w, "pin-b", "second")
+    ref = f"{w.registry.host}/test/pin:v1"
+    rf.push(w.layout, "pin-a", w.registry.host, "test/pin", "v1")
+    first = resolve(w, ref)
+    assert first["reference"] == ref and first["pinned"] == ref + "@" + first["digest"]
+    user_edf(w, v, "pin.toml", f'image = "{ref}"\n')
+    out = os.path.join(v.home, "marker.txt")
+    r = w.slurm.run(["sbatch", "--parsable", "-H", "-v", "--environment=pin", "-o", "pin.out",
+                     "--wrap", "srun cat /etc/marker > marker.txt"], user=v)
+    assert r.returncode == 0, r.stderr
+    assert "pinned to " + first["digest"] in r.stderr, r.stderr
+    job = r.stdout.strip().split(";")[0]
+    rf.push(w.layout, "pin-b", w.registry.host, "test/pin", "v1")       # the tag moves
+    assert resolve(w, ref)["digest"] != first["digest"]
+    w.slurm.run(["scontrol", "release", job])
+    wait_job_gone(w, job)
+    assert open(out).read().strip() == "first", open(os.path.join(v.home, "pin.out")).read()
+    # The store knows a TAG@DIGEST image by its digest (the tag is elsewhere now).
+    r = w.daemon.alps("--json", "prepare", "--job", "pinchk", "--user", v.name, "--image",
+                      first["pinned"], check=True)
+    assert json.loads(r.stdout)["image_digest"] == first["digest"], r.stdout
+    w.daemon.alps("release", "--job", "pinchk", check=True)
+    # A new submission pins the new digest.
+    r = w.slurm.run(["srun", "-v", "--environment=pin", "cat", "/etc/marker"], user=v)
+    assert r.returncode == 0 and r.stdout.strip() == "second", r.stderr
+    wait_no_jobs(w)
+    r = w.daemon.alps("--json", "resolve", f"127.0.0.1:{sf.free_port()}/test/none:v1")
+    assert r.returncode == 1 and json.loads(r.stdout)["code"] == "unavailable", r.stdout
+
+
+def test_batch_in_container_with_plugstack_option(world):
+    """plugstack.conf batch=container: the batch script of sbatch
+    --environment runs in the container; by default (batch=host) it runs
+    on the host.  Slurm's daemons read plugstack.conf at each step."""
+    w, v = world, world.users.victim
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    conf = os.path.join(w.slurm.dir, "plugstack.conf")
+    default = open(conf).read()
+    script = "grep -c 'alps busybox' /etc/os-release"
+    try:
+        with open(conf, "w") as f:
+            f.write(default.rstrip("\n") + " batch=container\n")
+        r = w.slurm.run(["sbatch", "--wait", "--environment=bb", "-o", "incont.out",
+                         "--wrap", script], user=v, timeout=120)
+        out = open(os.path.join(v.home, "incont.out")).read()
+        assert r.returncode == 0, r.stderr + out + w.slurm.logs()
+        assert out.strip().splitlines()[-1] == "1", out
+    finally:
+        with open(conf, "w") as f:
+            f.write(default)
+    wait_no_jobs(w)
+    r = w.slurm.run(["sbatch", "--wait", "--environment=bb", "-o", "onhost.out", "--wrap",
+                     script], user=v, timeout=120)
+    out = open(os.path.join(v.home, "onhost.out")).read()
+    assert out.strip().splitlines()[-1] == "0", r.stderr + out
+    wait_no_jobs(w)
+
+
+def test_placement_affinity_when_asked(world):
+    """com.alps.slurm.affinity = "true" (or slurm.apply_affinity): each
+    task runs on the placement plan's CPUs for its local rank, over
+    Slurm's --cpu-bind, which stands otherwise."""
+    w, v = world, world.users.victim
+    ncpu = min(os.cpu_count() or 1, 4)
+    if ncpu < 2:
+        pytest.skip("needs two CPUs")
+    reverse = "map_cpu:" + ",".join(str(ncpu - 1 - i) for i in range(ncpu))
+    script = ('echo "$RANK ${ALPS_CPU_AFFINITY:-none} '
+              '$(grep Cpus_allowed_list /proc/self/status | tr -d "\\t " | cut -d: -f2)"')
+    user_edf(w, v, "aff.toml", f'image = "{w.ref}"\n[annotations]\n'
+             'com.alps.slurm.affinity = "true"\n')
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    rows = {}
+    for edf in ("aff", "bb"):
+        r = w.slurm.run(["srun", "-n", str(ncpu), "--cpu-bind=" + reverse,
+                         "--environment=" + edf, "sh", "-c", script], user=v)
+        assert r.returncode == 0, r.stderr
+        rows[edf] = sorted(l.split() for l in r.stdout.splitlines())
+        wait_no_jobs(w)
+    slurm = [str(ncpu - 1 - i) for i in range(ncpu)]
+    # Asked: the plan's CPUs, as the task itself reads them.
+    assert [row[0] for row in rows["aff"]] == [str(i) for i in range(ncpu)]
+    assert all(row[1] == row[2] for row in rows["aff"]), rows
+    assert [row[2] for row in rows["aff"]] != slurm, rows
+    # Not asked: Slurm's binding, no variable.
+    assert [row[1:] for row in rows["bb"]] == [["none", c] for c in slurm], rows
+
+
+def test_two_nodes(world):
+    """Two slurmd on this host (Debian's Slurm runs several with slurmd -N
+    and a Port= each): a job on both, one alpsd serving both "nodes".
+    Every node's prolog prepares the job; the ranks differ, MASTER_ADDR
+    and MASTER_PORT are the same on both."""
+    w, v = world, world.users.victim
+    user_edf(w, v, "bb.toml", f'image = "{w.ref}"\n')
+    r = w.slurm.run(["srun", "-p", "multi", "-N", "2", "-n", "2", "--environment=bb", "sh", "-c",
+                     'echo "$RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT '
+                     '$SLURMD_NODENAME $(grep -c \'alps busybox\' /etc/os-release)"'], user=v)
+    assert r.returncode == 0, r.stderr + w.slurm.logs()
+    rows = sorted(l.split() for l in r.stdout.splitlines())
+    assert [row[0] for row in rows] == ["0", "1"], rows
+    assert [row[5] for row in rows] == ["alpsn1", "alpsn2"], rows
+    for row in rows:
+        assert row[1] == "0" and row[2] == "2" and row[3] == "alpsn1" and row[6] == "1", row
+    assert rows[0][4] == rows[1][4], rows
+    wait_no_jobs(w)
