@@ -83,10 +83,7 @@ struct pull {
 
 	size_t tasks_left;              /* layer tasks on the pool not yet ended */
 	pthread_cond_t tasks_done;      /* tasks_left reached 0 */
-	/* Admission (pull thread): layers held, bytes reserved. */
-	bool admit_held;
-	uint64_t reserved;
-	uint64_t need;                  /* compressed bytes of the layers to fetch */
+	struct pull_admission adm;      /* pull thread: layers held, bytes reserved */
 
 	/* Written by the pull thread before ev_done, read after. */
 	struct resolved_image img;
@@ -527,90 +524,6 @@ static void pull_release_holds(struct pull *pl)
 			store_layer_release(pl->p->store, pl->jobs[i].layer->desc.digest);
 }
 
-/* ---- admission under store.max_size ---- */
-
-static bool layer_seen(const struct manifest *m, size_t i)
-{
-	for (size_t j = 0; j < i; j++)
-		if (strcmp(m->layers[j].desc.digest, m->layers[i].desc.digest) == 0)
-			return true;
-	return false;
-}
-
-/* Bytes of the layers the store lacks, as the registry sizes them (the
- * squashfs is about as large as a compressed blob).  Every layer is held
- * first: an eviction to make room must not take one this pull reuses. */
-static int admit_need(struct pull *pl, uint64_t *need, alps_error **err)
-{
-	struct store *st = pl->p->store;
-	const struct manifest *m = &pl->img.manifest;
-	int64_t hits = 0, misses = 0;
-	*need = 0;
-	for (size_t i = 0; i < m->nlayers; i++)
-		if (store_layer_hold(st, m->layers[i].desc.digest, err) < 0) {
-			while (i-- > 0)
-				store_layer_release(st, m->layers[i].desc.digest);
-			return -1;
-		}
-	pl->admit_held = true;
-	for (size_t i = 0; i < m->nlayers; i++) {
-		struct store_layer *have = NULL;
-		if (layer_seen(m, i))
-			continue;
-		if (store_layer_get(st, m->layers[i].desc.digest, &have, err) == 0) {
-			store_layer_free(have);
-			hits++;
-			continue;
-		}
-		if ((*err)->code != ALPS_E_NOT_FOUND)
-			return -1;
-		alps_error_free(*err);
-		*err = NULL;
-		*need += m->layers[i].desc.size;
-		misses++;
-	}
-	/* For alps df; a counter that fails to count fails no pull. */
-	alps_error *e = NULL;
-	if (store_stat_bump(st, "layer_hits", hits, &e) < 0 ||
-	    store_stat_bump(st, "layer_misses", misses, &e) < 0) {
-		log_warn("%s", e->msg);
-		alps_error_free(e);
-	}
-	return 0;
-}
-
-/* Before any download: make room under the limit or fail, saying how much
- * the pull needs and what stays. */
-static int pull_admit(struct pull *pl, alps_error **err)
-{
-	struct store *st = pl->p->store;
-	uint64_t limit = 0, low = 0, need = 0;
-	if (cache_limits(st, &pl->opts.policy, &limit, &low, err) < 0 ||
-	    admit_need(pl, &need, err) < 0)
-		return -1;
-	pl->need = need;
-	if (need > 0 && pull_space_check(st, need, err) < 0)
-		return -1;
-	if (limit == 0 || need == 0)
-		return 0;
-	if (store_admit(st, need, limit, low, err) < 0)
-		return -1;
-	pl->reserved = need;
-	return 0;
-}
-
-static void pull_admit_end(struct pull *pl)
-{
-	struct store *st = pl->p->store;
-	const struct manifest *m = &pl->img.manifest;
-	if (pl->admit_held)
-		for (size_t i = 0; i < m->nlayers; i++)
-			store_layer_release(st, m->layers[i].desc.digest);
-	pl->admit_held = false;
-	store_admit_end(st, pl->reserved);
-	pl->reserved = 0;
-}
-
 /* A line for the user, sent with the next progress snapshot. */
 static void pull_notice(void *arg, const char *msg)
 {
@@ -671,16 +584,16 @@ static void *pull_main(void *arg)
 		rc = registry_resolve(pl->session, pl->has_platform ? &pl->platform : NULL,
 				      &pl->img, &err);
 	if (rc == 0)
-		rc = pull_admit(pl, &err);
+		rc = pull_admit(pl->p->store, &pl->img.manifest, &pl->opts.policy, &pl->adm, &err);
 	if (rc == 0)
 		rc = pull_layers(pl, &err);
 	if (rc == 0)
 		rc = pull_commit(pl, &err);
 	pull_release_holds(pl);
-	pull_admit_end(pl);
+	pull_admit_end(pl->p->store, &pl->img.manifest, &pl->adm);
 out:
 	if (rc < 0) {
-		pull_space_explain(pl->p->store, pl->need, &err);
+		pull_space_explain(pl->p->store, pl->adm.need, &err);
 		alps_error_prefix(&err, "pulling %s", pl->reference);
 		pthread_mutex_lock(&pl->lock);
 		pl->err = err;

@@ -27,4 +27,8 @@ void ops_gauges(struct daemon *d, ops_gauges_fn done, void *arg);
 /* At stop, after the pool has drained. */
 void ops_gauges_free(void);
 
+/* A job id alps accepts: [A-Za-z0-9_.+-], not starting with '.' or '-',
+ * at most STORE_JOB_ID_MAX bytes (op_job.c). */
+bool job_id_valid(const char *s);
+
 #endif
