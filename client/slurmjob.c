@@ -256,12 +256,91 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 		   const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
 		   alps_error **err)
 {
-	return slurmjob_build_ref(edf, o, caller_env, cwd, req, NULL, err);
+	return slurmjob_build_ref(edf, o, caller_env, cwd, NULL, req, NULL, err);
+}
+
+bool slurmjob_default_ok(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	if (!eq || eq == kv || eq - kv > 128 || strlen(eq + 1) > 256 ||
+	    strspn(kv, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+		    (size_t)(eq - kv))
+		return false;
+	for (const char *c = eq + 1; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f || *c == '"' || *c == '\\')
+			return false;
+	return true;
+}
+
+/* One more EDF file on top of req's: base_environment = the top one, then
+ * body.  Takes body. */
+static int add_top_layer(Alps__PrepareRequest *req, const char *name, char *body,
+			 alps_error **err)
+{
+	if (req->n_environment == 0 || req->n_environment >= EDF_MAX_FILES) {
+		free(body);
+		return alps_fail(err, ALPS_E_LIMIT, "no room for %s", name);
+	}
+	Alps__EdfSource *top = xmalloc(sizeof(*top));
+	alps__edf_source__init(top);
+	top->path = xstrdup(name);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f) {
+		free(body);
+		free(top->path);
+		free(top);
+		return alps_fail_errno(err, "open_memstream");
+	}
+	fputs("base_environment = ", f);
+	toml_str(f, req->environment[0]->path);
+	fputc('\n', f);
+	fputs(body, f);
+	free(body);
+	fclose(f);
+	top->content = text;
+	req->environment = xreallocarray(req->environment, req->n_environment + 1,
+					 sizeof(*req->environment));
+	memmove(req->environment + 1, req->environment,
+		req->n_environment * sizeof(*req->environment));
+	req->environment[0] = top;
+	req->n_environment++;
+	return 0;
+}
+
+/* The site's default annotations that merged does not set, as an EDF
+ * body, or NULL when there are none. */
+static char *defaults_body(const struct edf *merged, const char *const *defaults)
+{
+	char *body = NULL;
+	size_t len = 0;
+	FILE *f = NULL;
+	for (size_t i = 0; defaults && defaults[i]; i++) {
+		const char *eq = strchr(defaults[i], '=');
+		_cleanup_free_ char *key = xstrndup(defaults[i], (size_t)(eq - defaults[i]));
+		if (edf_annotation_get(merged, key))
+			continue;
+		if (!f) {
+			f = open_memstream(&body, &len);
+			if (!f)
+				return NULL;
+			fputs("# the site's default annotations (plugstack.conf)\n[annotations]\n", f);
+		}
+		toml_str(f, key);
+		fputs(" = ", f);
+		toml_str(f, eq + 1);
+		fputc('\n', f);
+	}
+	if (f)
+		fclose(f);
+	return body;
 }
 
 int slurmjob_build_ref(const char *edf, const struct container_opts *o,
-		       const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
-		       char **tag, alps_error **err)
+		       const char *const *caller_env, const char *cwd,
+		       const char *const *defaults, Alps__PrepareRequest **req, char **tag,
+		       alps_error **err)
 {
 	*req = NULL;
 	if (tag)
@@ -296,6 +375,7 @@ int slurmjob_build_ref(const char *edf, const struct container_opts *o,
 	bool no_image = *edf_image(merged) == '\0';
 	if (tag)
 		*tag = tag_ref(merged);
+	char *site = no_image ? NULL : defaults_body(merged, defaults);
 	edf_free(merged);
 	if (no_image) {
 		edf_sources_free(src, n);
@@ -304,10 +384,17 @@ int slurmjob_build_ref(const char *edf, const struct container_opts *o,
 	}
 	*req = request_from(src, n, caller_env, cwd);
 	edf_sources_free(src, n);
-	if (!*req) {
+	if (!*req || (site && add_top_layer(*req, SLURMJOB_DEFAULTS_EDF,
+					     steal_pointer(&site), err) < 0)) {
+		free(site);
 		if (tag) {
 			free(*tag);
 			*tag = NULL;
+		}
+		if (*req) {
+			slurmjob_request_free(*req);
+			*req = NULL;
+			return -1;
 		}
 		return alps_fail(err, ALPS_E_INTERNAL, "cannot pack the job description");
 	}
@@ -351,34 +438,16 @@ bool slurmjob_pin_matches(const char *pinned, const char *tag)
 
 int slurmjob_pin(Alps__PrepareRequest *req, const char *pinned, alps_error **err)
 {
-	if (req->n_environment == 0 || req->n_environment >= EDF_MAX_FILES)
-		return alps_fail(err, ALPS_E_LIMIT, "no room for the pinned image's layer");
-	Alps__EdfSource *top = xmalloc(sizeof(*top));
-	alps__edf_source__init(top);
-	top->path = xstrdup(SLURMJOB_PIN_EDF);
-	_cleanup_free_ char *base = NULL;
+	char *body = NULL;
 	size_t len = 0;
-	FILE *f = open_memstream(&base, &len);
-	if (!f) {
-		free(top->path);
-		free(top);
+	FILE *f = open_memstream(&body, &len);
+	if (!f)
 		return alps_fail_errno(err, "open_memstream");
-	}
-	fputs("# the image's tag, pinned to its digest when the job was submitted\n"
-	      "base_environment = ", f);
-	toml_str(f, req->environment[0]->path);
-	fputs("\nimage = ", f);
+	fputs("# the image's tag, pinned to its digest when the job was submitted\nimage = ", f);
 	toml_str(f, pinned);
 	fputc('\n', f);
 	fclose(f);
-	top->content = steal_pointer(&base);
-	req->environment = xreallocarray(req->environment, req->n_environment + 1,
-					 sizeof(*req->environment));
-	memmove(req->environment + 1, req->environment,
-		req->n_environment * sizeof(*req->environment));
-	req->environment[0] = top;
-	req->n_environment++;
-	return 0;
+	return add_top_layer(req, SLURMJOB_PIN_EDF, body, err);
 }
 
 void slurmjob_request_free(Alps__PrepareRequest *req)

@@ -57,10 +57,19 @@ int slurmjob_build(const char *edf, const struct container_opts *o,
 		   alps_error **err);
 void slurmjob_request_free(Alps__PrepareRequest *req);
 /* The same; *tag: the image's canonical reference when it is a registry
- * tag (no digest) that could be pinned, else NULL.  Caller frees. */
+ * tag (no digest) that could be pinned, else NULL.  Caller frees.
+ * defaults (NULL-terminated "KEY=VALUE", or NULL): the site's default
+ * annotations (plugstack.conf), for each KEY the merged environment sets
+ * no value for, as one more EDF file on top (SLURMJOB_DEFAULTS_EDF). */
 int slurmjob_build_ref(const char *edf, const struct container_opts *o,
-		       const char *const *caller_env, const char *cwd, Alps__PrepareRequest **req,
-		       char **tag, alps_error **err);
+		       const char *const *caller_env, const char *cwd,
+		       const char *const *defaults, Alps__PrepareRequest **req, char **tag,
+		       alps_error **err);
+#define SLURMJOB_DEFAULTS_EDF "alps-site-annotations.toml"
+/* A default annotation as plugstack.conf gives it: KEY=VALUE, KEY of
+ * [A-Za-z0-9._-] (at most 128 bytes), VALUE printable, no quote or
+ * backslash (at most 256 bytes). */
+bool slurmjob_default_ok(const char *kv);
 
 /* Pinning the image at submission, so every node of the job runs the same
  * image even if the tag moves while the job waits: the local alpsd (at

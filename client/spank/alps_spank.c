@@ -24,7 +24,12 @@
  *                        sruns inherit --environment) or in the container
  *   timeout=SECONDS      bound on a prepare at step start (default 600)
  *   edf_site_dir=PATH    the site's preset EDFs (default $ALPS_EDF_SITE_DIR,
- *                        else /etc/alps/edf; see edf_site_dir in edf.h) */
+ *                        else /etc/alps/edf; see edf_site_dir in edf.h)
+ *   annotation=KEY=VALUE a default annotation of every job (repeatable):
+ *                        applies where the environment sets no KEY
+ *   env=GROUP,...|none   the per-task variable groups on by default (rank,
+ *                        master, placement; the others off), as default
+ *                        com.alps.slurm.GROUP_env annotations */
 #include <config.h>
 
 #include <errno.h>
@@ -74,6 +79,8 @@ static struct {
 	char *workdir;                  /* for task_init */
 	char *pin_note;                 /* srun's verbose line, said once -v counts */
 	char *affinity;                 /* the plan's CPU list for this task, or NULL */
+	char **defaults;                /* "KEY=VALUE" annotations, NULL-terminated */
+	size_t ndefaults;
 } st = {
 	.co = { .writable = -1, .mount_home = -1, .entrypoint = -1 },
 	.timeout_s = 600,
@@ -144,6 +151,49 @@ static bool active(void)
 	return st.environment || container_opts_given(&st.co) || st.name || st.unsupported;
 }
 
+/* A default annotation; a later one of the same KEY replaces it. */
+static void add_default(const char *kv)
+{
+	size_t klen = strcspn(kv, "=") + 1;
+	for (size_t i = 0; i < st.ndefaults; i++)
+		if (strncmp(st.defaults[i], kv, klen) == 0) {
+			free(st.defaults[i]);
+			st.defaults[i] = xstrdup(kv);
+			return;
+		}
+	st.defaults = xreallocarray(st.defaults, st.ndefaults + 2, sizeof(char *));
+	st.defaults[st.ndefaults++] = xstrdup(kv);
+	st.defaults[st.ndefaults] = NULL;
+}
+
+/* env=rank,master,placement or env=none: each group's annotation. */
+static int parse_env_groups(const char *list)
+{
+	static const char *const groups[] = { "rank", "master", "placement" };
+	bool on[3] = { false, false, false };
+	if (strcmp(list, "none") != 0) {
+		_cleanup_free_ char *copy = xstrdup(list);
+		char *save = NULL;
+		for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
+			size_t i = 0;
+			while (i < 3 && strcmp(g, groups[i]) != 0)
+				i++;
+			if (i == 3) {
+				slurm_error("alps: plugstack.conf: env=: unknown group '%s' (rank, "
+					    "master, placement, or none)", g);
+				return -1;
+			}
+			on[i] = true;
+		}
+	}
+	for (size_t i = 0; i < 3; i++) {
+		_cleanup_free_ char *kv = xasprintf("com.alps.slurm.%s_env=%s", groups[i],
+						    on[i] ? "true" : "false");
+		add_default(kv);
+	}
+	return 0;
+}
+
 static int parse_args(int ac, char **av)
 {
 	for (int i = 0; i < ac; i++) {
@@ -155,6 +205,16 @@ static int parse_args(int ac, char **av)
 			st.batch_in_container = true;
 		} else if (strncmp(av[i], "edf_site_dir=", 13) == 0) {
 			edf_set_site_dir(av[i] + 13);
+		} else if (strncmp(av[i], "annotation=", 11) == 0) {
+			if (!slurmjob_default_ok(av[i] + 11)) {
+				slurm_error("alps: plugstack.conf: bad annotation '%s' (KEY=VALUE, KEY "
+					    "of letters, digits, '.', '_', '-')", av[i] + 11);
+				return -1;
+			}
+			add_default(av[i] + 11);
+		} else if (strncmp(av[i], "env=", 4) == 0) {
+			if (parse_env_groups(av[i] + 4) < 0)
+				return -1;
 		} else if (strncmp(av[i], "timeout=", 8) == 0) {
 			char *end;
 			long v = strtol(av[i] + 8, &end, 10);
@@ -165,7 +225,7 @@ static int parse_args(int ac, char **av)
 			st.timeout_s = (int)v;
 		} else {
 			slurm_error("alps: plugstack.conf: unknown argument '%s' (socket=, batch=, "
-				    "timeout=, edf_site_dir=)", av[i]);
+				    "timeout=, edf_site_dir=, annotation=, env=)", av[i]);
 			return -1;
 		}
 	}
@@ -226,7 +286,8 @@ static int local_post_opt(spank_t sp)
 		cwd[0] = '\0';
 	Alps__PrepareRequest *req = NULL;
 	_cleanup_free_ char *tag = NULL;
-	if (slurmjob_build_ref(st.environment, &st.co, (const char *const *)environ, cwd, &req,
+	if (slurmjob_build_ref(st.environment, &st.co, (const char *const *)environ, cwd,
+			       (const char *const *)st.defaults, &req,
 			       &tag, &err) < 0) {
 		slurm_error("alps: %s", err->msg);
 		alps_error_free(err);

@@ -498,17 +498,11 @@ static int pull_commit(struct pull *pl, alps_error **err)
 		.digest = img->manifest_digest, .config_digest = img->manifest.config.digest,
 		.platform = platform, .manifest_json = manifest, .config_json = cfgjson,
 	};
-	/* A reference by digest alone names no tag to point; tag@digest
-	 * (a pinned tag) points the tag, without the digest, at it. */
-	_cleanup_free_ char *tag = NULL;
-	if (pl->ref.tag) {
-		struct image_ref t;
-		ref_copy(&t, &pl->ref);
-		free(t.digest);
-		t.digest = NULL;
-		tag = ref_format(&t);
-		ref_free(&t);
-	}
+	/* Only a plain tag is pointed at what was pulled.  tag@digest (a job
+	 * pinned at submission while the tag may have moved since) pulls by
+	 * digest and leaves the node's tag alone, as docker does: else a
+	 * pinned job would roll the tag back for everyone else on the node. */
+	_cleanup_free_ char *tag = pl->ref.tag && !pl->ref.digest ? ref_format(&pl->ref) : NULL;
 	struct store_origin from = { .origin = pl->origin, .uid = pl->uid,
 				     .private = pl->owner != STORE_PUBLIC };
 	int rc = store_image_commit(pl->p->store, &rec, digests, img->manifest.nlayers, tag,

@@ -382,10 +382,15 @@ def test_image_pinned_at_submission(world):
     assert "pinned to " + first["digest"] in r.stderr, r.stderr
     job = r.stdout.strip().split(";")[0]
     rf.push(w.layout, "pin-b", w.registry.host, "test/pin", "v1")       # the tag moves
-    assert resolve(w, ref)["digest"] != first["digest"]
+    second = resolve(w, ref)["digest"]
+    assert second != first["digest"]
+    w.daemon.alps("pull", "--quiet", ref, check=True)                   # the node has the new one
     w.slurm.run(["scontrol", "release", job])
     wait_job_gone(w, job)
     assert open(out).read().strip() == "first", open(os.path.join(v.home, "pin.out")).read()
+    # The pinned job did not roll the node's tag back.
+    r = w.daemon.alps("--json", "inspect", ref, check=True)
+    assert json.loads(r.stdout)["digest"] == second, r.stdout
     # The store knows a TAG@DIGEST image by its digest (the tag is elsewhere now).
     r = w.daemon.alps("--json", "prepare", "--job", "pinchk", "--user", v.name, "--image",
                       first["pinned"], check=True)
@@ -425,6 +430,45 @@ def test_batch_in_container_with_plugstack_option(world):
     out = open(os.path.join(v.home, "onhost.out")).read()
     assert out.strip().splitlines()[-1] == "0", r.stderr + out
     wait_no_jobs(w)
+
+
+def test_plugstack_default_annotations(world):
+    """plugstack.conf env=GROUPS and annotation=KEY=VALUE are every job's
+    defaults: the site turns the MASTER_* group off, an environment that
+    sets the annotation itself wins, the pyxis options get them too, and a
+    malformed argument stops srun with the argument named."""
+    w, v = world, world.users.victim
+    conf = os.path.join(w.slurm.dir, "plugstack.conf")
+    default = open(conf).read()
+    probe = 'echo "R=${RANK:-none} M=${MASTER_ADDR:-none}"'
+    user_edf(w, v, "plain.toml", f'image = "{w.ref}"\n')
+    user_edf(w, v, "wantmaster.toml", f'image = "{w.ref}"\n[annotations]\n'
+             'com.alps.slurm.master_env = "true"\n')
+    try:
+        with open(conf, "w") as f:
+            f.write(default.rstrip("\n") + " env=rank annotation=com.alps.slurm.rank_env=true\n")
+        r = w.slurm.run(["srun", "-n", "1", "--environment=plain", "sh", "-c", probe], user=v)
+        assert r.returncode == 0 and r.stdout.strip() == "R=0 M=none", r.stdout + r.stderr
+        wait_no_jobs(w)
+        r = w.slurm.run(["srun", "-n", "1", "--environment=wantmaster", "sh", "-c", probe],
+                        user=v)
+        assert r.returncode == 0 and r.stdout.startswith("R=0 M=") and \
+            "M=none" not in r.stdout, r.stdout + r.stderr
+        wait_no_jobs(w)
+        r = w.slurm.run(["srun", "-n", "1", f"--container-image={w.ref}", "sh", "-c", probe],
+                        user=v)
+        assert r.returncode == 0 and r.stdout.strip() == "R=0 M=none", r.stdout + r.stderr
+        wait_no_jobs(w)
+        for bad in ("env=rank,bogus", 'annotation=com.x=a"b', "annotation==x"):
+            with open(conf, "w") as f:
+                f.write(default.rstrip("\n") + f" {bad}\n")
+            r = w.slurm.run(["srun", "-n", "1", "--environment=plain", "true"], user=v)
+            assert r.returncode != 0 and "plugstack.conf" in r.stderr, (bad, r.stderr)
+    finally:
+        with open(conf, "w") as f:
+            f.write(default)
+    wait_no_jobs(w)
+    assert jobs(w) == []
 
 
 def test_placement_affinity_when_asked(world):
