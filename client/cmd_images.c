@@ -227,62 +227,40 @@ static int expand_template(const char *tpl, const struct row *w, FILE *out, char
 
 /* ---- totals: layers each counted once, and those images share ---- */
 
-struct layer_use {
-	char *digest;
-	uint64_t size;
-	unsigned images;
-};
-
 struct totals {
 	size_t images;
 	uint64_t bytes;         /* squashfs bytes of their layers, each once */
 	uint64_t shared;        /* of which in layers more than one of them uses */
-	bool complete;          /* every image's layers were read */
 };
 
-static void count_layers(struct layer_use **l, size_t *n, const Alps__InspectReply *r)
+static int layer_ref_cmp(const void *a, const void *b)
 {
-	for (size_t i = 0; i < r->n_layers; i++) {
-		size_t k = 0;
-		while (k < *n && strcmp((*l)[k].digest, r->layers[i]->digest) != 0)
-			k++;
-		if (k == *n) {
-			*l = xreallocarray(*l, *n + 1, sizeof(**l));
-			(*l)[(*n)++] = (struct layer_use){ xstrdup(r->layers[i]->digest),
-							   r->layers[i]->squashfs_size, 0 };
-		}
-		(*l)[k].images++;
-	}
+	const Alps__ImageLayerRef *x = *(const Alps__ImageLayerRef *const *)a;
+	const Alps__ImageLayerRef *y = *(const Alps__ImageLayerRef *const *)b;
+	return strcmp(x->digest, y->digest);
 }
 
-/* The listing has no layers: ask for each image's (an image removed
- * meanwhile leaves the totals marked incomplete). */
-static struct totals image_totals(struct client *cl, const Alps__ImageInfo **ims, size_t n)
+/* The listing carries each image's layers: sorted by digest, a run of one
+ * digest is one layer, shared when the run is longer than one (an image
+ * lists a layer once). */
+static struct totals image_totals(const Alps__ImageInfo **ims, size_t n)
 {
-	struct totals t = { .images = n, .complete = true };
-	struct layer_use *l = NULL;
+	struct totals t = { .images = n };
 	size_t nl = 0;
-	for (size_t i = 0; i < n; i++) {
-		Alps__InspectRequest ir = ALPS__INSPECT_REQUEST__INIT;
-		ir.reference = ims[i]->digest;
-		Alps__Request req = ALPS__REQUEST__INIT;
-		req.op_case = ALPS__REQUEST__OP_INSPECT;
-		req.inspect = &ir;
-		alps_error *err = NULL;
-		Alps__Response *resp = client_call(cl, &req, NULL, NULL, &err);
-		alps_error_free(err);
-		if (resp && resp->status == ALPS__STATUS__OK &&
-		    resp->payload_case == ALPS__RESPONSE__PAYLOAD_INSPECT_REPLY)
-			count_layers(&l, &nl, resp->inspect_reply);
-		else
-			t.complete = false;
-		if (resp)
-			alps__response__free_unpacked(resp, NULL);
-	}
-	for (size_t k = 0; k < nl; k++) {
-		t.bytes += l[k].size;
-		t.shared += l[k].images > 1 ? l[k].size : 0;
-		free(l[k].digest);
+	for (size_t i = 0; i < n; i++)
+		nl += ims[i]->n_layer_refs;
+	const Alps__ImageLayerRef **l = xcalloc(nl ? nl : 1, sizeof(*l));
+	for (size_t i = 0, at = 0; i < n; i++)
+		for (size_t k = 0; k < ims[i]->n_layer_refs; k++)
+			l[at++] = ims[i]->layer_refs[k];
+	qsort(l, nl, sizeof(*l), layer_ref_cmp);
+	for (size_t k = 0; k < nl;) {
+		size_t run = 1;
+		while (k + run < nl && strcmp(l[k + run]->digest, l[k]->digest) == 0)
+			run++;
+		t.bytes += l[k]->squashfs_size;
+		t.shared += run > 1 ? l[k]->squashfs_size : 0;
+		k += run;
 	}
 	free(l);
 	return t;
@@ -316,8 +294,8 @@ static void print_totals(const struct totals *t)
 	char all[32], shared[32];
 	format_size(t->bytes, all, sizeof(all));
 	format_size(t->shared, shared, sizeof(shared));
-	printf("%zu image%s, %s in layers, %s of it shared between images%s\n", t->images,
-	       t->images == 1 ? "" : "s", all, shared, t->complete ? "" : " (some removed meanwhile)");
+	printf("%zu image%s, %s in layers, %s of it shared between images\n", t->images,
+	       t->images == 1 ? "" : "s", all, shared);
 }
 
 /* One row per distinct reference (or one for an untagged image). */
@@ -353,20 +331,19 @@ static bool image_selected(const struct images_args *a, char **refs)
 	return false;
 }
 
-static void print_json(struct client *cl, const Alps__ImageInfo **sel, char ***refs, size_t n)
+static void print_json(const Alps__ImageInfo **sel, char ***refs, size_t n)
 {
-	struct totals t = image_totals(cl, sel, n);
+	struct totals t = image_totals(sel, n);
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, image_json(sel[i], refs[i]));
-	client_print_json(json_pack("{s:b, s:o, s:{s:I, s:I, s:I, s:b}}", "ok", 1, "images", arr,
+	client_print_json(json_pack("{s:b, s:o, s:{s:I, s:I, s:I}}", "ok", 1, "images", arr,
 				    "totals", "image_count", (json_int_t)t.images, "squashfs_size",
-				    (json_int_t)t.bytes, "squashfs_shared", (json_int_t)t.shared,
-				    "complete", (int)t.complete));
+				    (json_int_t)t.bytes, "squashfs_shared", (json_int_t)t.shared));
 }
 
 /* The table with its totals, or only the lines --quiet or --format ask for. */
-static void print_text(struct client *cl, const struct images_args *a,
+static void print_text(const struct images_args *a,
 		       const Alps__ImageInfo **sel, char ***refs, size_t n)
 {
 	bool table = !a->quiet && !a->format;
@@ -376,7 +353,7 @@ static void print_text(struct client *cl, const struct images_args *a,
 	for (size_t i = 0; i < n; i++)
 		print_rows(a, sel[i], refs[i]);
 	if (table) {
-		struct totals t = image_totals(cl, sel, n);
+		struct totals t = image_totals(sel, n);
 		print_totals(&t);
 	}
 }
@@ -398,9 +375,9 @@ static void print_images(struct client *cl, const struct images_args *a,
 		refs[ns++] = v;
 	}
 	if (cl->json)
-		print_json(cl, sel, refs, ns);
+		print_json(sel, refs, ns);
 	else
-		print_text(cl, a, sel, refs, ns);
+		print_text(a, sel, refs, ns);
 	for (size_t i = 0; i < ns; i++)
 		strv_free(refs[i]);
 	free(refs);

@@ -243,16 +243,36 @@ static void images_work(void *arg)
 	store_images_list(w->store, w->viewer, &w->imgs, &w->n, &w->err);
 }
 
+/* The image's layers as ImageLayerRef messages, pointing into img. */
+static void image_layer_refs(Alps__ImageInfo *info, const struct store_image *img,
+			     Alps__ImageLayerRef *refs, Alps__ImageLayerRef **ptrs)
+{
+	for (size_t i = 0; i < img->nlayers; i++) {
+		alps__image_layer_ref__init(&refs[i]);
+		refs[i].digest = img->layers[i].digest;
+		refs[i].squashfs_size = img->layers[i].squashfs_size;
+		ptrs[i] = &refs[i];
+	}
+	info->layer_refs = ptrs;
+	info->n_layer_refs = img->nlayers;
+}
+
 static void images_done(void *arg)
 {
 	struct image_work *w = arg;
 	if (image_work_failed(w))
 		return image_work_free(w);
-	size_t n = w->n;
+	size_t n = w->n, nl = 0;
+	for (size_t i = 0; i < n; i++)
+		nl += w->imgs[i].nlayers;
 	Alps__ImageInfo *infos = xcalloc(n ? n : 1, sizeof(*infos));
 	Alps__ImageInfo **ptrs = xcalloc(n ? n : 1, sizeof(*ptrs));
-	for (size_t i = 0; i < n; i++) {
+	Alps__ImageLayerRef *lrefs = xcalloc(nl ? nl : 1, sizeof(*lrefs));
+	Alps__ImageLayerRef **lptrs = xcalloc(nl ? nl : 1, sizeof(*lptrs));
+	for (size_t i = 0, at = 0; i < n; i++) {
 		image_info_fill(&infos[i], &w->imgs[i]);
+		image_layer_refs(&infos[i], &w->imgs[i], lrefs + at, lptrs + at);
+		at += w->imgs[i].nlayers;
 		ptrs[i] = &infos[i];
 	}
 	Alps__ImagesReply ir = ALPS__IMAGES_REPLY__INIT;
@@ -262,6 +282,8 @@ static void images_done(void *arg)
 	resp.payload_case = ALPS__RESPONSE__PAYLOAD_IMAGES_REPLY;
 	resp.images_reply = &ir;
 	request_finish(w->rq, &resp);
+	free(lptrs);
+	free(lrefs);
 	free(ptrs);
 	free(infos);
 	image_work_free(w);
