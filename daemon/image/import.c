@@ -381,7 +381,7 @@ static int admit(struct imp *im, uint64_t *need, alps_error **err);
 static int detect(struct imp *im, struct sif_rootfs *sif, alps_error **err)
 {
 	uint8_t buf[SNIFF_BYTES];
-	size_t n;
+	size_t n = 0;
 	if (sniff(im, buf, &n, err) < 0)
 		return -1;
 	if (sif_is_sif(buf, n)) {

@@ -147,7 +147,7 @@ static int take_primary(const uint8_t *d, uint64_t file_size, struct sif_rootfs 
 static int find_rootfs(const struct sif_src *s, struct sif_rootfs *out, alps_error **err)
 {
 	uint8_t h[SIF_HEADER_SIZE];
-	uint64_t off, n;
+	uint64_t off = 0, n = 0;
 	memset(out, 0, sizeof(*out));
 	if (s->size < SIF_HEADER_SIZE)
 		return alps_fail(err, ALPS_E_INVALID, "SIF: truncated (%llu bytes, shorter than "

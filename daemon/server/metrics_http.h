@@ -11,6 +11,8 @@
 #ifndef ALPS_METRICS_HTTP_H
 #define ALPS_METRICS_HTTP_H
 
+#include <sys/socket.h>
+
 #include "common/error.h"
 
 #define METRICS_HTTP_REQ_MAX 4096
@@ -25,6 +27,10 @@ struct metrics_http;
  * "unix:/absolute/path".  Anything else, a non-loopback address above
  * all, is an error naming metrics.listen. */
 int metrics_listen_check(const char *spec, alps_error **err);
+/* The same check, and the address to bind (metrics_addr.c). */
+struct sockaddr_storage;
+int metrics_listen_parse(const char *spec, struct sockaddr_storage *ss, socklen_t *len,
+			 alps_error **err);
 /* Listen on d->cfg's metrics.listen (none: *out NULL, 0). */
 int metrics_http_start(struct daemon *d, struct metrics_http **out, alps_error **err);
 /* Close everything; after work_drain() (answers in preparation are gone). */
