@@ -18,6 +18,7 @@
 
 #include "client/job.h"
 #include "client/slurmjob.h"
+#include "common/edf.h"
 
 extern char **environ;
 
@@ -77,11 +78,45 @@ static int add_env(struct client *cl, struct run_args *r, const char *arg)
 	return -1;
 }
 
+/* What the EDF parser says of one mount, said of the option: the mounts
+ * travel as an EDF of their own, whose file name and index mean nothing to
+ * the user.  Only parse-time checks (flags, form); the rest comes later
+ * with the merged environment. */
+static int check_mount(struct client *cl, const char *arg)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return -1;
+	fputs("mounts = [\"", f);
+	for (const char *c = arg; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			fputc('\\', f);
+		fputc(*c, f);
+	}
+	fputs("\"]\n", f);
+	fclose(f);
+	struct edf *e = NULL;
+	alps_error *err = NULL;
+	if (edf_parse("-v", text, len, &e, &err) == 0) {
+		edf_free(e);
+		return -1;
+	}
+	const char *why = strstr(err->msg, "mounts[0]: ");
+	int rc = usage_error(cl, "--mount '%s': %s", arg, why ? why + 11 : err->msg);
+	alps_error_free(err);
+	return rc;
+}
+
 static int add_mount(struct client *cl, struct run_args *r, const char *arg)
 {
 	if (!*arg || strchr(arg, ','))
 		return usage_error(cl, "--mount '%s': give SRC:DST[:FLAGS] (one mount, no ',')",
 				   arg);
+	int rc = check_mount(cl, arg);
+	if (rc >= 0)
+		return rc;
 	append_list(&r->mounts, arg);
 	return -1;
 }
@@ -108,7 +143,12 @@ static int parse_run(struct client *cl, int argc, char **argv, struct run_args *
 		case 'i': r->image = optarg; break;
 		case 'e': rc = add_env(cl, r, optarg); break;
 		case 'v': rc = add_mount(cl, r, optarg); break;
-		case 'w': r->workdir = optarg; break;
+		case 'w':
+			r->workdir = optarg;
+			if (optarg[0] != '/' && optarg[0] != '$')
+				rc = usage_error(cl, "--workdir '%s': give an absolute path in the "
+						 "container", optarg);
+			break;
 		case 'H': r->no_home = true; break;
 		case 'C': r->no_cwd = true; break;
 		case 'c': r->no_home = r->no_cwd = true; break;

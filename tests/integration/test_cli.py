@@ -376,3 +376,17 @@ def test_exec_rank_beyond_the_jobs_tasks(rd, world):
         assert "rank 2 is beyond job rk1's 2 tasks (ranks 0 to 1)" in r.stderr, r.stderr
     finally:
         rd.alps("release", "--job", "rk1", check=True)
+
+
+def test_run_option_errors_name_the_option():
+    """alps run's -v and -w travel as an EDF of their own: a mistake in one
+    is reported against the option the user typed, not against that file's
+    made-up name and line, before any daemon is asked."""
+    cases = [
+        (["-v", "/tmp:/x:bogus"], "--mount '/tmp:/x:bogus': unknown mount flag 'bogus'"),
+        (["-w", "relative"], "--workdir 'relative': give an absolute path"),
+    ]
+    for args, want in cases:
+        r = alps("--socket", "/nonexistent/s.sock", "run", *args, "busybox", "true")
+        assert r.returncode == 2 and f"alps run: {want}" in r.stderr, r.stderr
+        assert "container-options" not in r.stderr and "cannot reach" not in r.stderr, r.stderr
