@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "client/creds.h"
+#include "common/util.h"
 
 static char *docker_config_path(void)
 {
@@ -38,15 +39,6 @@ static int read_docker_config(const char *path, struct registry_cred **creds, si
 	return 0;
 }
 
-void client_warn(struct client *cl, const char *msg)
-{
-	if (cl->json && cl->stream)
-		client_print_json_line(json_pack("{s:b, s:s, s:s}", "ok", 1, "event", "warning",
-						  "message", msg));
-	else
-		fprintf(stderr, "alps %s: warning: %s\n", cl->cmd ? cl->cmd->name : "", msg);
-}
-
 static void creds_to_msgs(struct client_creds *c)
 {
 	size_t n = c->n ? c->n : 1;
@@ -63,20 +55,17 @@ static void creds_to_msgs(struct client_creds *c)
 	}
 }
 
-void client_creds_read(struct client *cl, struct client_creds *out)
+int client_creds_load(struct client_creds *out, alps_error **err)
 {
 	_cleanup_free_ char *path = docker_config_path();
-	alps_error *err = NULL;
 	memset(out, 0, sizeof(*out));
-	if (path && read_docker_config(path, &out->creds, &out->n, &err) < 0) {
-		_cleanup_free_ char *msg = xasprintf("%s; going on without registry credentials",
-						     err->msg);
-		client_warn(cl, msg);
-		alps_error_free(err);
+	int rc = path ? read_docker_config(path, &out->creds, &out->n, err) : 0;
+	if (rc < 0) {
 		out->creds = NULL;
 		out->n = 0;
 	}
 	creds_to_msgs(out);
+	return rc;
 }
 
 void client_creds_free(struct client_creds *c)

@@ -1,9 +1,14 @@
-/* creds.h: the calling user's registry credentials, for pull and outdated. */
+/* creds.h: the calling user's registry credentials, for pull, outdated
+ * and resolve (the client and the Slurm plugin's local side, which runs as
+ * the user: creds.c needs nothing of the client's). */
 #ifndef ALPS_CLIENT_CREDS_H
 #define ALPS_CLIENT_CREDS_H
 
-#include "client/client.h"
 #include "common/dockercfg.h"
+#include "common/error.h"
+#include "proto/alps.pb-c.h"
+
+struct client;
 
 /* The user's credentials from $DOCKER_CONFIG/config.json or
  * ~/.docker/config.json as protobuf messages, read with the user's own
@@ -19,6 +24,9 @@ struct client_creds {
 
 void client_creds_read(struct client *cl, struct client_creds *out);
 void client_creds_free(struct client_creds *c);
+/* The same without a client (creds.c): a broken file is an error, *out
+ * then empty (still to be freed). */
+int client_creds_load(struct client_creds *out, alps_error **err);
 /* A line for the user on stderr ("alps CMD: warning: ..."), or in a JSON
  * stream (pull --json) a {"ok": true, "event": "warning", "message": ...}
  * line. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "client/creds.h"
 #include "common/ref.h"
 
 int client_connect(struct client *cl, alps_error **err)
@@ -186,4 +187,26 @@ char *client_image_ref(struct client *cl, const char *arg, int *rc)
 	if (!out)
 		*rc = client_fail(cl, cl->cmd ? cl->cmd->name : "alps", err);
 	return out;
+}
+
+/* ---- warnings, and the user's credentials with one ---- */
+
+void client_warn(struct client *cl, const char *msg)
+{
+	if (cl->json && cl->stream)
+		client_print_json_line(json_pack("{s:b, s:s, s:s}", "ok", 1, "event", "warning",
+						  "message", msg));
+	else
+		fprintf(stderr, "alps %s: warning: %s\n", cl->cmd ? cl->cmd->name : "", msg);
+}
+
+void client_creds_read(struct client *cl, struct client_creds *out)
+{
+	alps_error *err = NULL;
+	if (client_creds_load(out, &err) < 0) {
+		_cleanup_free_ char *msg = xasprintf("%s; going on without registry credentials",
+						     err->msg);
+		client_warn(cl, msg);
+		alps_error_free(err);
+	}
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/creds.h"
 #include "client/slurmjob.h"
 #include "common/base64.h"
 #include "common/util.h"
@@ -408,13 +409,22 @@ char *slurmjob_resolve(const char *socket, const char *tag, int timeout_ms, alps
 	struct wire_client c;
 	if (wire_connect(&c, socket, "alps-spank", err) < 0)
 		return NULL;
+	/* As the user: a private image is pinned too.  A broken config file
+	 * means no credentials (the prepare on the nodes says more if needed). */
+	struct client_creds creds;
+	alps_error *cerr = NULL;
+	client_creds_load(&creds, &cerr);
+	alps_error_free(cerr);
 	Alps__ResolveRequest rq = ALPS__RESOLVE_REQUEST__INIT;
 	rq.reference = (char *)tag;
+	rq.credentials = creds.ptrs;
+	rq.n_credentials = creds.n;
 	Alps__Request r = ALPS__REQUEST__INIT;
 	r.op_case = ALPS__REQUEST__OP_RESOLVE;
 	r.resolve = &rq;
 	Alps__Response *resp = wire_call(&c, &r, NULL, 0, NULL, NULL, timeout_ms, err);
 	wire_close(&c);
+	client_creds_free(&creds);
 	if (!resp)
 		return NULL;
 	char *pinned = NULL;

@@ -13,13 +13,15 @@
  *
  * Bounded: one attempt with a short timeout (a submission waits for it),
  * and a few at once, since each holds a worker thread while the registry
- * answers.  No credentials are sent: a private image is not pinned (the
- * caller goes on with the tag). */
+ * answers.  The caller's credentials (read by the client as the user) are
+ * used for this one request and kept nowhere, so a private image is pinned
+ * too; nothing of what is learnt is stored, so no other user gains by it. */
 #include <config.h>
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dockercfg.h"
 #include "common/log.h"
 #include "common/ref.h"
 #include "common/util.h"
@@ -32,6 +34,7 @@
 #define RESOLVE_TIMEOUT_S 10
 #define RESOLVE_MAX_INFLIGHT 4
 #define RESOLVE_MAX_REF 1024
+#define RESOLVE_MAX_CREDS 256
 
 /* Loop thread only. */
 static unsigned inflight;
@@ -40,6 +43,8 @@ struct resolve {
 	struct request *rq;
 	struct snapshot snap;
 	struct image_ref ref;
+	struct registry_cred *creds;    /* the caller's, copied */
+	size_t ncreds;
 	char *digest;           /* from the worker */
 	alps_error *err;        /* from the worker */
 };
@@ -49,6 +54,7 @@ static void resolve_free(struct resolve *r)
 	request_unref(r->rq);
 	snapshot_drop(&r->snap);
 	ref_free(&r->ref);
+	dockercfg_creds_free(r->creds, r->ncreds);
 	free(r->digest);
 	alps_error_free(r->err);
 	free(r);
@@ -63,7 +69,8 @@ static void resolve_work(void *arg)
 	if (cfg.http_timeout_s <= 0 || cfg.http_timeout_s > RESOLVE_TIMEOUT_S)
 		cfg.http_timeout_s = RESOLVE_TIMEOUT_S;
 	cfg.http_retries = 0;
-	struct registry_session *s = registry_session_new(&cfg, &r->ref, NULL, 0, &r->err);
+	struct registry_session *s = registry_session_new(&cfg, &r->ref, r->creds, r->ncreds,
+								  &r->err);
 	if (!s)
 		return;
 	struct resolved_image img;
@@ -115,6 +122,23 @@ static int op_resolve(struct request *rq, const Alps__Request *req, alps_error *
 	}
 	r->rq = request_ref(rq);
 	snapshot_take(d, &r->snap);
+	if (rr->n_credentials > RESOLVE_MAX_CREDS) {
+		resolve_free(r);
+		return alps_fail(err, ALPS_E_LIMIT, "resolve: more than %d credentials",
+				 RESOLVE_MAX_CREDS);
+	}
+	r->creds = xcalloc(rr->n_credentials + 1, sizeof(*r->creds));
+	for (size_t i = 0; i < rr->n_credentials; i++) {
+		const Alps__RegistryCredential *c = rr->credentials[i];
+		if (!c->registry || !*c->registry)
+			continue;
+		struct registry_cred in = {
+			.host = c->registry, .username = *c->username ? c->username : NULL,
+			.password = *c->password ? c->password : NULL,
+			.identity_token = *c->identity_token ? c->identity_token : NULL,
+		};
+		dockercfg_cred_copy(&r->creds[r->ncreds++], &in);
+	}
 	if (r->ref.digest) {            /* nothing to ask: the reference is pinned */
 		inflight++;
 		r->digest = xstrdup(r->ref.digest);

@@ -291,3 +291,30 @@ def test_server_error_retry_is_shown(daemon, world):
         assert notices == [f"registry {proxy.host}: HTTP 503, retry 1 of 5 in 0.5 s"], notices
     finally:
         proxy.stop()
+
+
+def test_resolve_private_image_with_the_users_credentials(daemon, tmp_path):
+    """alps resolve (and the Slurm plugin's pin at submission) sends the
+    caller's registry credentials, read as the caller: a private tag
+    resolves for its owner, not for a user without them, and nothing of it
+    is stored."""
+    import base64
+    pw = rf.htpasswd_file(tmp_path, {"alice": "s3cret"})
+    img = rf.build_image(tmp_path / "priv", "p", [{"f": b"private\n"}])
+    with rf.Registry(tmp_path, htpasswd=pw, name="resolvepriv") as reg:
+        rf.push(img, "p", reg.host, "test/priv", "v1", creds="alice:s3cret")
+        home = os.path.join(daemon.dir, "home-resolve")
+        os.makedirs(os.path.join(home, ".docker"))
+        with open(os.path.join(home, ".docker", "config.json"), "w") as f:
+            json.dump({"auths": {reg.host: {"auth": base64.b64encode(b"alice:s3cret").decode()}}},
+                      f)
+        subprocess.run(["chown", "-R", "65534:65534", home], check=True)
+        os.chmod(home, 0o700)
+        ref = f"{reg.host}/test/priv:v1"
+        r = daemon.alps("--json", "resolve", ref, user=65534, env={"HOME": home})
+        assert r.returncode == 0, r.stdout + r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["pinned"] == f"{ref}@{doc['digest']}" and doc["digest"].startswith("sha256:")
+        r = daemon.alps("--json", "resolve", ref, user=1, env={"HOME": "/nonexistent"})
+        assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False, r.stdout
+    assert json.loads(daemon.alps("--json", "images", check=True).stdout)["images"] == []
