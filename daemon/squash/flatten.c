@@ -188,22 +188,7 @@ static int setup_data(struct squash *sq, alps_error **err)
 	w->inner = sq_must(sqfs_block_writer_create(&sq->out.base, SQFS_DEVBLK_SIZE, 0),
 			   "a block writer");
 	sq->bw = &w->base;
-	sq->frag = sq_must(sqfs_frag_table_create(0), "a fragment table");
-	sqfs_block_processor_desc_t desc = {
-		.size = sizeof(desc),
-		.max_block_size = sq->set.block_size,
-		.num_workers = sq->set.threads,
-		.max_backlog = 10 * sq->set.threads,
-		.cmp = sq->cmp,
-		.wr = sq->bw,
-		.tbl = sq->frag,
-		.file = &sq->out.base,
-		.uncmp = sq->uncmp,
-	};
-	int ret = sqfs_block_processor_create_ex(&desc, &sq->proc);
-	if (ret != 0)
-		return sq_fail(sq, err, ret, "creating the block processor");
-	return 0;
+	return sq_start_processor(sq, err);
 }
 
 /* The output's settings: the bottom layer's compressor (or the one asked

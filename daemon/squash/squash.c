@@ -186,9 +186,8 @@ int sq_setup_super(struct squash *sq, alps_error **err)
 	return 0;
 }
 
-static int setup_data(struct squash *sq, alps_error **err)
+int sq_start_processor(struct squash *sq, alps_error **err)
 {
-	sq->bw = sq_must(sqfs_block_writer_create(&sq->out.base, SQFS_DEVBLK_SIZE, 0), "a block writer");
 	sq->frag = sq_must(sqfs_frag_table_create(0), "a fragment table");
 	/* With file and uncmp, a fragment that hashes like an earlier one is
 	 * compared byte for byte before it is shared. */
@@ -207,6 +206,12 @@ static int setup_data(struct squash *sq, alps_error **err)
 	if (ret != 0)
 		return sq_fail(sq, err, ret, "creating the block processor");
 	return 0;
+}
+
+static int setup_data(struct squash *sq, alps_error **err)
+{
+	sq->bw = sq_must(sqfs_block_writer_create(&sq->out.base, SQFS_DEVBLK_SIZE, 0), "a block writer");
+	return sq_start_processor(sq, err);
 }
 
 int sq_setup_meta(struct squash *sq)

@@ -164,6 +164,9 @@ int sq_resolve_opts(const struct squash_opts *o, struct settings *s, alps_error 
 int sq_compressor_create(const struct settings *s, sqfs_u16 flags, sqfs_compressor_t **out,
 			 alps_error **err);
 int sq_setup_super(struct squash *sq, alps_error **err);
+/* The fragment table and the block processor, writing through sq->bw
+ * (set by the caller: the plain block writer, or export's copying one). */
+int sq_start_processor(struct squash *sq, alps_error **err);
 int sq_setup_meta(struct squash *sq);
 void sq_setup_tree(struct squash *sq);
 int sq_fail(struct squash *sq, alps_error **err, int ret, const char *what);
