@@ -456,8 +456,18 @@ static int prep_record(struct prep *p, alps_error **err)
 		.image_digest = p->img ? p->img->digest : NULL, .state = STORE_JOB_PREPARING,
 		.environment_json = p->env_json, .mounts = NULL,
 	};
-	if (store_job_insert(p->d->store, &row, err) < 0)
-		return -1;
+	if (store_job_insert(p->d->store, &row, err) < 0) {
+		/* Another prepare of this id got its row in first (both found no
+		 * job at lookup: two prologs of one job on one alpsd, several
+		 * slurmd on a host).  Busy, so the caller asks again and then
+		 * gets that job's answer: already prepared, or a conflict. */
+		if ((*err)->code != ALPS_E_EXISTS)
+			return -1;
+		alps_error_free(*err);
+		*err = NULL;
+		return alps_fail(err, ALPS_E_BUSY, "job %s is being prepared by another request; "
+				 "try again", p->job);
+	}
 	p->row_inserted = true;
 	if (p->img)
 		store_image_touch(p->d->store, p->img->digest, NULL);

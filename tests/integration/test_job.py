@@ -311,6 +311,23 @@ def test_concurrent_prepares(jd):
     assert mounts_under(jd.run_dir + "/jobs") == []
 
 
+def test_same_job_prepared_at_once(jd):
+    """Two prologs of one job on one alpsd (several slurmd on a host) both
+    find no job and race to record it: the loser is told the job is busy
+    (the prolog asks again and gets "already prepared"), never "a job with
+    this id exists"."""
+    for _ in range(3):
+        procs = [subprocess.Popen([binary("alps"), "--socket", jd.socket, "prepare", "--job",
+                                   "twin", "--user", str(NOBODY), "--image", jd.ref],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        assert any(rc == 0 for rc, _ in results), results
+        for rc, err in results:
+            assert rc == 0 or "being prepared" in err, results
+        jd.alps("release", "--job", "twin", check=True)
+
+
 def fabric_conf(me, port, peer, peer_port):
     return (f'[fabric]\nenabled = true\nnode = "{me}"\naddress = "{me}"\nport = {port}\n'
             f'peers = ["{peer}:{peer_port}"]\nliveness_interval_ms = 200\n'
