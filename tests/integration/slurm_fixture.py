@@ -3,6 +3,7 @@ munged, slurmctld and slurmd (Debian's packages) started in the foreground
 by this module, with a private key, config, spool and state, and stopped by
 the PIDs it started.  The node runs the plugin from the build tree and the
 build tree's `alps prolog` / `alps epilog`."""
+import contextlib
 import os
 import shutil
 import socket
@@ -12,6 +13,41 @@ import time
 import pytest
 
 SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "sinfo")
+
+
+@contextlib.contextmanager
+def running(w):
+    """Start w.slurm (w.daemon and w.registry are running); afterwards stop
+    them all, check the daemon's log, unmount and remove w.dir.  What a
+    module's Slurm world fixture does around its yield."""
+    from conftest import unmount_under
+    try:
+        w.slurm.start()
+    except Exception:
+        w.slurm.stop()
+        w.daemon.stop()
+        w.registry.stop()
+        raise
+    yield w
+    w.slurm.stop()
+    rc = w.daemon.stop()
+    w.daemon.check_log_clean()
+    w.registry.stop()
+    unmount_under(w.dir)
+    shutil.rmtree(w.dir, ignore_errors=True)
+    assert rc == 0
+
+
+def user_edf(user, name, text):
+    """An EDF in the user's ~/.edf, owned by the user; its path."""
+    d = os.path.join(user.home, ".edf")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    for p in (d, path):
+        os.chown(p, user.uid, user.gid)
+    return path
 
 
 def require_slurm():

@@ -5,7 +5,6 @@ placement plan of a DGX-2 topology, and a site EDF preset found by srun.
 Real single-node Slurm (slurm_fixture.py), real alpsd, real registry; root
 only."""
 import os
-import shutil
 import tempfile
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 import images
 import registry_fixture as rf
 import slurm_fixture as sf
-from conftest import SRCDIR, Daemon, binary, unmount_under
+from conftest import SRCDIR, Daemon, binary
 
 DGX2 = os.path.join(SRCDIR, "tests", "data", "topologies", "hwloc-nvidiaDGX2.xml")
 PMIX_LIB = "/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so"
@@ -48,32 +47,11 @@ def world(pb, users):
     w.daemon.alps("pull", "--quiet", w.ref, check=True)
     w.slurm = sf.Slurm(s, binary("alps"), binary("alps_spank.so"), w.daemon.socket)
     w.users = users
-    try:
-        w.slurm.start()
-    except Exception:
-        w.slurm.stop()
-        w.daemon.stop()
-        w.registry.stop()
-        raise
-    yield w
-    w.slurm.stop()
-    rc = w.daemon.stop()
-    w.daemon.check_log_clean()
-    w.registry.stop()
-    unmount_under(w.dir)
-    shutil.rmtree(w.dir, ignore_errors=True)
-    assert rc == 0
+    with sf.running(w):
+        yield w
 
 
-def user_edf(user, name, text):
-    d = os.path.join(user.home, ".edf")
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write(text)
-    for p in (d, path):
-        os.chown(p, user.uid, user.gid)
-    return path
+user_edf = sf.user_edf
 
 
 # PMIx 4's server listens on loopback TCP (PMIX_SERVER_URI*); what a client

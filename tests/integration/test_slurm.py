@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -15,7 +14,7 @@ import pytest
 import images
 import registry_fixture as rf
 import slurm_fixture as sf
-from conftest import Daemon, binary, mounts_under, unmount_under
+from conftest import Daemon, binary, mounts_under
 
 
 @pytest.fixture(scope="module")
@@ -46,33 +45,13 @@ def world(pb, users):
     w.slurm = sf.Slurm(os.path.join(w.dir, "s"), binary("alps"), plugin, w.daemon.socket,
                        nodes=2)
     w.users = users
-    try:
-        w.slurm.start()
-    except Exception:
-        w.slurm.stop()
-        w.daemon.stop()
-        w.registry.stop()
-        raise
-    yield w
-    w.slurm.stop()
-    rc = w.daemon.stop()
-    w.daemon.check_log_clean()
-    w.registry.stop()
-    unmount_under(w.dir)
-    shutil.rmtree(w.dir, ignore_errors=True)
-    assert rc == 0
+    with sf.running(w):
+        yield w
 
 
 def user_edf(w, user, name, text):
     """An EDF in the user's ~/.edf, owned by the user."""
-    d = os.path.join(user.home, ".edf")
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write(text)
-    for p in (d, path):
-        os.chown(p, user.uid, user.gid)
-    return path
+    return sf.user_edf(user, name, text)
 
 
 def jobs(w):
