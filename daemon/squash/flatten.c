@@ -421,21 +421,7 @@ static void fill_result(struct flatten *fl, struct flatten_result *res)
 
 static void flatten_free(struct flatten *fl, bool failed)
 {
-	struct squash *sq = &fl->sq;
-	/* As in squash.c: let queued blocks drain before destroying. */
-	if (sq->proc && failed)
-		sqfs_block_processor_finish(sq->proc);
-	sqfs_destroy(sq->proc);
-	sqfs_destroy(sq->dw);
-	sqfs_destroy(sq->dm);
-	sqfs_destroy(sq->im);
-	sqfs_destroy(sq->xw);
-	sqfs_destroy(sq->ids);
-	sqfs_destroy(sq->frag);
-	sqfs_destroy(sq->bw);
-	sqfs_destroy(sq->uncmp);
-	sqfs_destroy(sq->cmp);
-	sq_tree_free(sq);
+	sq_writer_destroy(&fl->sq, failed);
 	for (size_t i = 0; i < fl->nfiles; i++)
 		sqfs_free(fl->files[i].tail);
 	free(fl->files);

@@ -186,6 +186,26 @@ int sq_setup_super(struct squash *sq, alps_error **err)
 	return 0;
 }
 
+void sq_writer_destroy(struct squash *sq, bool failed)
+{
+	/* The block processor first: its threads hold pointers into inodes.
+	 * Blocks still queued in its thread pool are not freed by destroy
+	 * (libsquashfs 1.2), so after a failure let them drain first. */
+	if (sq->proc && failed)
+		sqfs_block_processor_finish(sq->proc);
+	sqfs_destroy(sq->proc);
+	sqfs_destroy(sq->dw);
+	sqfs_destroy(sq->dm);
+	sqfs_destroy(sq->im);
+	sqfs_destroy(sq->xw);
+	sqfs_destroy(sq->ids);
+	sqfs_destroy(sq->frag);
+	sqfs_destroy(sq->bw);
+	sqfs_destroy(sq->uncmp);
+	sqfs_destroy(sq->cmp);
+	sq_tree_free(sq);
+}
+
 int sq_start_processor(struct squash *sq, alps_error **err)
 {
 	sq->frag = sq_must(sqfs_frag_table_create(0), "a fragment table");
@@ -310,22 +330,7 @@ static void squash_free(struct squash *sq, bool failed)
 	stream_close(sq->ahead);
 	if (sq->ar)
 		archive_read_free(sq->ar);
-	/* The block processor first: its threads hold pointers into inodes.
-	 * Blocks still queued in its thread pool are not freed by destroy
-	 * (libsquashfs 1.2), so after a failure let them drain first. */
-	if (sq->proc && failed)
-		sqfs_block_processor_finish(sq->proc);
-	sqfs_destroy(sq->proc);
-	sqfs_destroy(sq->dw);
-	sqfs_destroy(sq->dm);
-	sqfs_destroy(sq->im);
-	sqfs_destroy(sq->xw);
-	sqfs_destroy(sq->ids);
-	sqfs_destroy(sq->frag);
-	sqfs_destroy(sq->bw);
-	sqfs_destroy(sq->uncmp);
-	sqfs_destroy(sq->cmp);
-	sq_tree_free(sq);
+	sq_writer_destroy(sq, failed);
 	EVP_MD_CTX_free(sq->sha);
 	alps_error_free(sq->read_err);
 	free(sq->rbuf);

@@ -167,6 +167,9 @@ int sq_setup_super(struct squash *sq, alps_error **err);
 /* The fragment table and the block processor, writing through sq->bw
  * (set by the caller: the plain block writer, or export's copying one). */
 int sq_start_processor(struct squash *sq, alps_error **err);
+/* The writer's libsquashfs objects and the tree, freed (after a failure,
+ * queued blocks drain first). */
+void sq_writer_destroy(struct squash *sq, bool failed);
 int sq_setup_meta(struct squash *sq);
 void sq_setup_tree(struct squash *sq);
 int sq_fail(struct squash *sq, alps_error **err, int ret, const char *what);
